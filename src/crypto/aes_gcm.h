@@ -1,0 +1,52 @@
+// AES-256-GCM in kmsd memory (OpenSSL EVP), for field encryption under a DEK.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <vector>
+
+#include "kms/common/secret.h"
+#include "kms/common/status.h"
+
+namespace kms::crypto {
+
+inline constexpr size_t kAesGcmKeySize = 32;
+inline constexpr size_t kAesGcmNonceSize = 12;
+inline constexpr size_t kAesGcmTagSize = 16;
+
+// An AES-256-GCM key whose key schedule is computed once, at Create. Thread-safe:
+// concurrent calls each borrow a ready EVP context from a small per-key pool, so a
+// call costs only the IV set-up and the cipher itself. The key bytes are wiped when
+// the object is destroyed (the contexts are freed with EVP_CIPHER_CTX_free, which
+// cleanses them).
+class AesGcmKey {
+ public:
+  // INVALID_ARGUMENT unless `key` is 32 bytes.
+  static absl::StatusOr<std::unique_ptr<AesGcmKey>> Create(const SecretBytes& key);
+  ~AesGcmKey();
+  AesGcmKey(const AesGcmKey&) = delete;
+  AesGcmKey& operator=(const AesGcmKey&) = delete;
+
+  // Writes ciphertext || tag (plaintext.size() + 16 bytes) to `out`, which must be
+  // exactly that size. `nonce` must be 12 bytes.
+  absl::Status Encrypt(std::span<const uint8_t> nonce, std::span<const uint8_t> plaintext,
+                       std::span<const uint8_t> aad, std::span<uint8_t> out) const;
+  // Reads ciphertext || tag; writes the plaintext (input size - 16 bytes) to `out`.
+  // DATA_LOSS when the tag does not verify; `out` is then wiped.
+  absl::Status Decrypt(std::span<const uint8_t> nonce, std::span<const uint8_t> ciphertext_and_tag,
+                       std::span<const uint8_t> aad, std::span<uint8_t> out) const;
+
+ private:
+  struct CtxPool;
+  explicit AesGcmKey(std::unique_ptr<CtxPool> pool);
+  std::unique_ptr<CtxPool> pool_;
+};
+
+// Fills `out` from the OS CSPRNG (OpenSSL RAND_bytes). INTERNAL on failure.
+absl::Status RandomBytes(std::span<uint8_t> out);
+// A new secret of `size` random bytes.
+absl::StatusOr<SecretBytes> RandomSecret(size_t size);
+
+}  // namespace kms::crypto
