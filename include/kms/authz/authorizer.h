@@ -1,0 +1,38 @@
+// The Authorizer seam: who may do what, to which tenant. Deny by default.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "kms/common/status.h"
+
+namespace kms::authz {
+
+// The operations a policy grants. Batch RPCs need the single-item operation.
+enum class Operation {
+  kEncrypt,
+  kDecrypt,
+  kCreateTenant,
+  kGetTenant,
+  kListTenants,
+  kGetStatus,
+  kSignJwt,
+  kVerifyJwt,
+  kAdminJwt,  // jwt rotate / ack / status
+  kRotate,    // manual key rotation
+  kShred,     // crypto-shredding
+};
+std::string_view OperationName(Operation op);  // "encrypt", "create_tenant", ...
+
+// Thread-safe.
+class Authorizer {
+ public:
+  virtual ~Authorizer() = default;
+  // OK when `identity` may perform `op` on `tenant_id` (empty for operations that
+  // are not about one tenant); PERMISSION_DENIED otherwise, with a message that
+  // names neither the tenant nor the policy's contents.
+  virtual absl::Status Authorize(std::string_view identity, Operation op,
+                                 std::string_view tenant_id) const = 0;
+};
+
+}  // namespace kms::authz

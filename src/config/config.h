@@ -1,0 +1,74 @@
+// kmsd configuration: one JSON file (`kmsd --config FILE`), every key documented in
+// config/kmsd.example.json. Dev mode builds the same struct in code (src/dev).
+//
+// Secrets are never in the config itself: the config names the files that hold them.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "kms/common/status.h"
+
+namespace kms::config {
+
+struct TlsConfig {
+  std::string cert_file;       // server certificate chain (PEM)
+  std::string key_file;        // server private key (PEM), mode 0600 advised
+  std::string client_ca_file;  // CA bundle that client certificates must chain to
+};
+
+struct HsmConfig {
+  std::string module_path = "/usr/lib/softhsm/libsofthsm2.so";
+  std::string token_label;
+  std::string pin_file;
+  std::string master_key_label = "kmsd-master";
+  std::string master_key_kind = "rsa-4096";  // "rsa-4096" | "aes-256"
+  int max_sessions = 16;
+  // Written into the process environment as SOFTHSM2_CONF before the module loads
+  // (a path, not a secret); empty leaves the environment alone.
+  std::string softhsm2_conf;
+};
+
+struct StoreConfig {
+  std::string backend = "sqlite";  // "sqlite" (| "postgres", cluster issue)
+  std::string sqlite_path;
+};
+
+struct LimitsConfig {
+  int64_t max_plaintext_bytes = 64 * 1024;
+  int64_t max_ciphertext_bytes = 64 * 1024 + 33;  // derived when not set
+  int max_batch_items = 1000;
+  int max_context_pairs = 16;
+  int64_t max_context_bytes = 4096;
+};
+
+struct DekCacheConfig {
+  int64_t ttl_seconds = 3600;
+  int64_t max_entries = 100000;
+};
+
+struct Config {
+  std::string node_id;             // default: hostname
+  std::string grpc_listen = "127.0.0.1:8443";
+  std::string http_listen = "127.0.0.1:8444";  // empty: no HTTPS listener
+  TlsConfig tls;
+  HsmConfig hsm;
+  StoreConfig store;
+  std::string policy_file;
+  LimitsConfig limits;
+  DekCacheConfig dek_cache;
+  bool tenants_auto_create = false;
+  std::string log_level = "info";  // trace|debug|info|warn|error
+  bool lock_memory = true;         // mlock key pages where the process may
+};
+
+// Reads and validates a config file. INVALID_ARGUMENT (or NOT_FOUND for a missing
+// file) with a message that names the key and says what to fix. Relative paths in
+// the file are resolved against the file's directory.
+absl::StatusOr<Config> LoadConfigFile(const std::string& path);
+// Parses and validates config JSON text; relative paths resolve against `base_dir`.
+absl::StatusOr<Config> ParseConfig(std::string_view json_text, const std::string& base_dir);
+// Validates a config built in code (dev mode) with the same rules.
+absl::Status ValidateConfig(const Config& config);
+
+}  // namespace kms::config
