@@ -42,6 +42,11 @@ class Hsm {
 
   virtual bool HasKek(uint32_t kek_version) const = 0;
 
+  // Destroys the session object of `kek_version` (no-op when not loaded). Used when
+  // another replica stored a different KEK under the same version first, and when a
+  // retired KEK is dropped.
+  virtual absl::Status UnloadKek(uint32_t kek_version) = 0;
+
   // AES-256-GCM under a loaded KEK, computed inside the HSM.
   // Seal returns nonce(12) || ciphertext || tag(16); the nonce comes from the CSPRNG.
   virtual absl::StatusOr<std::vector<uint8_t>> Seal(uint32_t kek_version,
