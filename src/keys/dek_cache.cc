@@ -1,0 +1,156 @@
+#include "src/keys/dek_cache.h"
+
+#include <algorithm>
+
+namespace kms::keys {
+
+DekCache::DekCache(const Clock& clock, Options options)
+    : clock_(clock),
+      options_(options),
+      per_shard_max_(std::max<size_t>(1, (options.max_entries + options.shards - 1) /
+                                             std::max<size_t>(1, options.shards))) {
+  const size_t n = std::max<size_t>(1, options_.shards);
+  shards_.reserve(n);
+  for (size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>());
+}
+
+DekCache::Shard& DekCache::ShardFor(const std::string& tenant_id) {
+  return *shards_[std::hash<std::string>{}(tenant_id) % shards_.size()];
+}
+
+bool DekCache::Fresh(const DekEntry& e) const {
+  return clock_.Now() - e.loaded_at < options_.ttl;
+}
+
+absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::string& tenant_id,
+                                                                    uint32_t version,
+                                                                    const Loader& loader) {
+  Shard& shard = ShardFor(tenant_id);
+  std::shared_ptr<const DekEntry> stale;
+  {
+    std::shared_lock lock(shard.mu);
+    auto it = shard.tenants.find(tenant_id);
+    if (it != shard.tenants.end()) {
+      const TenantSlot& slot = it->second;
+      std::shared_ptr<const DekEntry> hit;
+      if (version == 0) {
+        hit = slot.primary;
+      } else if (auto v = slot.versions.find(version); v != slot.versions.end()) {
+        hit = v->second;
+      }
+      if (hit && Fresh(*hit)) return hit;
+      stale = std::move(hit);
+    }
+  }
+
+  // Miss or expired: join the flight for this key, or start it.
+  std::shared_ptr<Flight> flight;
+  bool leader = false;
+  {
+    std::unique_lock lock(shard.mu);
+    auto key = std::make_pair(tenant_id, version);
+    auto it = shard.flights.find(key);
+    if (it != shard.flights.end()) {
+      flight = it->second;
+    } else {
+      // Another flight may have completed between our read and this lock.
+      auto t = shard.tenants.find(tenant_id);
+      if (t != shard.tenants.end()) {
+        std::shared_ptr<const DekEntry> hit =
+            version == 0 ? t->second.primary
+                         : (t->second.versions.count(version) ? t->second.versions.at(version)
+                                                              : nullptr);
+        if (hit && Fresh(*hit)) return hit;
+      }
+      flight = std::make_shared<Flight>();
+      shard.flights.emplace(key, flight);
+      leader = true;
+    }
+  }
+
+  if (!leader) {
+    std::unique_lock lock(flight->mu);
+    flight->cv.wait(lock, [&] { return flight->done; });
+    return flight->result;
+  }
+
+  absl::StatusOr<std::shared_ptr<const DekEntry>> result = loader();
+  if (!result.ok() && absl::IsUnavailable(result.status()) && stale &&
+      clock_.Now() - stale->loaded_at < options_.max_stale) {
+    result = stale;  // degraded: the backend is down, the key is still ours to use
+  }
+  {
+    std::unique_lock lock(shard.mu);
+    if (result.ok() && *result != stale) Insert(shard, version, *result);
+    shard.flights.erase(std::make_pair(tenant_id, version));
+  }
+  {
+    std::lock_guard lock(flight->mu);
+    flight->result = result;
+    flight->done = true;
+  }
+  flight->cv.notify_all();
+  return result;
+}
+
+void DekCache::Insert(Shard& shard, uint32_t requested_version,
+                      std::shared_ptr<const DekEntry> entry) {
+  TenantSlot& slot = shard.tenants[entry->tenant_id];
+  auto [it, inserted] = slot.versions.insert_or_assign(entry->version, entry);
+  if (inserted) {
+    ++shard.entries;
+    while (shard.entries > per_shard_max_) EvictOneLocked(shard);
+  }
+  if (requested_version == 0) slot.primary = entry;
+}
+
+void DekCache::EvictOneLocked(Shard& shard) {
+  // Oldest entry first. Linear in the shard's size, and only on inserts past the bound.
+  const std::string* oldest_tenant = nullptr;
+  uint32_t oldest_version = 0;
+  std::chrono::steady_clock::time_point oldest_at = std::chrono::steady_clock::time_point::max();
+  for (const auto& [tenant, slot] : shard.tenants) {
+    for (const auto& [version, entry] : slot.versions) {
+      if (entry->loaded_at < oldest_at) {
+        oldest_at = entry->loaded_at;
+        oldest_tenant = &tenant;
+        oldest_version = version;
+      }
+    }
+  }
+  if (oldest_tenant == nullptr) return;
+  auto t = shard.tenants.find(*oldest_tenant);
+  TenantSlot& slot = t->second;
+  if (slot.primary && slot.primary->version == oldest_version) slot.primary.reset();
+  slot.versions.erase(oldest_version);
+  --shard.entries;
+  if (slot.versions.empty()) shard.tenants.erase(t);
+}
+
+void DekCache::InvalidateTenant(const std::string& tenant_id) {
+  Shard& shard = ShardFor(tenant_id);
+  std::unique_lock lock(shard.mu);
+  auto it = shard.tenants.find(tenant_id);
+  if (it == shard.tenants.end()) return;
+  shard.entries -= it->second.versions.size();
+  shard.tenants.erase(it);
+}
+
+void DekCache::Clear() {
+  for (auto& shard : shards_) {
+    std::unique_lock lock(shard->mu);
+    shard->tenants.clear();
+    shard->entries = 0;
+  }
+}
+
+size_t DekCache::size() const {
+  size_t n = 0;
+  for (const auto& shard : shards_) {
+    std::shared_lock lock(shard->mu);
+    n += shard->entries;
+  }
+  return n;
+}
+
+}  // namespace kms::keys

@@ -1,0 +1,99 @@
+// DekCache: unwrapped tenant DEKs, ready to encrypt, for a bounded time.
+//
+// Keyed by (tenant, version); version 0 is the alias "the tenant's primary version",
+// which points at the same entry as its numbered key. Entries live for the TTL
+// (default 1 h), then the next request reloads them; the cache holds at most
+// `max_entries` numbered entries and evicts the oldest first. An evicted entry's key
+// schedule is wiped as soon as the last request using it finishes (shared ownership).
+//
+// Single-flight: concurrent misses on one key run the loader once; the others wait
+// for its result. A burst of requests for an uncached tenant therefore costs exactly
+// one store read and one HSM unwrap.
+//
+// Degraded mode (DESIGN §7): when a reload fails with UNAVAILABLE and the expired
+// entry is younger than `max_stale`, the stale entry is served instead.
+//
+// Thread-safe. Reads take one shard's shared lock; nothing is held across a loader.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kms/common/clock.h"
+#include "kms/common/status.h"
+#include "src/crypto/aes_gcm.h"
+
+namespace kms::keys {
+
+struct DekEntry {
+  std::string tenant_id;
+  uint32_t version = 0;
+  uint32_t kek_version = 0;
+  std::unique_ptr<crypto::AesGcmKey> key;
+  std::chrono::steady_clock::time_point loaded_at;
+  // Encryptions made with this entry since it was loaded (for the DEK's budget).
+  mutable std::atomic<uint64_t> encryptions{0};
+};
+
+class DekCache {
+ public:
+  struct Options {
+    std::chrono::seconds ttl{3600};
+    size_t max_entries = 100000;
+    std::chrono::seconds max_stale{604800};
+    size_t shards = 16;
+  };
+  using Loader = std::function<absl::StatusOr<std::shared_ptr<const DekEntry>>()>;
+
+  DekCache(const Clock& clock, Options options);
+
+  // Returns the cached entry for (tenant, version), or runs `loader` once for all
+  // concurrent callers. For version 0 the loaded entry is also cached under its own
+  // version number.
+  absl::StatusOr<std::shared_ptr<const DekEntry>> GetOrLoad(const std::string& tenant_id,
+                                                            uint32_t version, const Loader& loader);
+
+  void InvalidateTenant(const std::string& tenant_id);
+  void Clear();
+  size_t size() const;  // numbered entries
+
+ private:
+  struct Flight {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    absl::StatusOr<std::shared_ptr<const DekEntry>> result = absl::UnknownError("pending");
+  };
+  struct TenantSlot {
+    std::map<uint32_t, std::shared_ptr<const DekEntry>> versions;  // numbered versions
+    std::shared_ptr<const DekEntry> primary;                       // alias of version 0
+  };
+  struct Shard {
+    mutable std::shared_mutex mu;
+    std::unordered_map<std::string, TenantSlot> tenants;  // guarded by mu
+    std::map<std::pair<std::string, uint32_t>, std::shared_ptr<Flight>> flights;  // guarded by mu
+    size_t entries = 0;  // guarded by mu
+  };
+
+  Shard& ShardFor(const std::string& tenant_id);
+  bool Fresh(const DekEntry& e) const;
+  void Insert(Shard& shard, uint32_t requested_version, std::shared_ptr<const DekEntry> entry);
+  void EvictOneLocked(Shard& shard);
+
+  const Clock& clock_;
+  const Options options_;
+  const size_t per_shard_max_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+};
+
+}  // namespace kms::keys

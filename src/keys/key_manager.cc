@@ -1,0 +1,218 @@
+#include "src/keys/key_manager.h"
+
+#include <algorithm>
+
+#include "spdlog/spdlog.h"
+#include "src/keys/tenant_id.h"
+#include "src/keys/wrapped_dek.h"
+
+namespace kms::keys {
+
+namespace {
+
+absl::Status DecryptionFailed() { return absl::InvalidArgumentError("decryption failed"); }
+
+absl::Status Shredded() {
+  return absl::FailedPreconditionError("tenant has been shredded; its keys are destroyed");
+}
+
+}  // namespace
+
+KeyManager::KeyManager(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock,
+                       KeyManagerOptions options)
+    : hsm_(hsm), store_(store), clock_(clock), options_(options), cache_(*clock, options.cache) {}
+
+absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(hsm::Hsm* hsm,
+                                                               store::KeyStore* store,
+                                                               const Clock* clock,
+                                                               KeyManagerOptions options) {
+  std::unique_ptr<KeyManager> km(new KeyManager(hsm, store, clock, options));
+  KMS_RETURN_IF_ERROR(km->LoadKeks());
+  return km;
+}
+
+absl::Status KeyManager::LoadKeks() {
+  std::lock_guard lock(kek_mu_);
+  KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
+  if (keks.empty()) {
+    // First start: the first KEK is generated in the HSM and stored only wrapped.
+    KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, hsm_->CreateKek(1));
+    store::KekRecord first{.version = 1,
+                           .wrapped = std::move(wrapped),
+                           .state = store::KekState::kActive,
+                           .created_at = clock_->UnixSeconds()};
+    absl::Status inserted = store_->InsertKek(first);
+    if (absl::IsAlreadyExists(inserted)) {
+      // Another replica won the race: drop ours, use the stored one.
+      KMS_RETURN_IF_ERROR(hsm_->UnloadKek(1));
+    } else if (!inserted.ok()) {
+      return inserted;
+    } else {
+      spdlog::info("created KEK version 1 ({})",
+                   hsm::WrappedKekMechanismName(first.wrapped).value_or("unknown"));
+    }
+    KMS_ASSIGN_OR_RETURN(keks, store_->ListKeks());
+  }
+  uint32_t primary = 0;
+  for (const store::KekRecord& kek : keks) {
+    if (kek.state != store::KekState::kActive) continue;
+    KMS_RETURN_IF_ERROR(hsm_->LoadKek(kek.version, kek.wrapped));
+    primary = std::max(primary, kek.version);
+  }
+  if (primary == 0) return absl::FailedPreconditionError("the store holds no active KEK");
+  primary_kek_.store(primary);
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::EnsureKekLoaded(uint32_t kek_version) {
+  if (hsm_->HasKek(kek_version)) return absl::OkStatus();
+  // A KEK created by another replica since we started.
+  KMS_RETURN_IF_ERROR(LoadKeks());
+  if (!hsm_->HasKek(kek_version)) {
+    return absl::DataLossError("a DEK names a KEK version that is not active");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TenantInfo> KeyManager::CreateTenant(const std::string& tenant_id) {
+  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  return CreateTenantLocked(tenant_id);
+}
+
+absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& tenant_id) {
+  const uint32_t kek = primary_kek_.load();
+  KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*hsm_, kek, tenant_id, 1, dek));
+  const int64_t now = clock_->UnixSeconds();
+  store::TenantRecord tenant{.id = tenant_id,
+                             .state = store::TenantState::kActive,
+                             .primary_dek_version = 1,
+                             .min_decrypt_version = 1,
+                             .created_at = now,
+                             .row_version = 1};
+  store::DekRecord first{.tenant_id = tenant_id,
+                         .version = 1,
+                         .kek_version = kek,
+                         .wrapped = std::move(wrapped),
+                         .state = store::DekState::kActive,
+                         .created_at = now,
+                         .encryptions = 0};
+  KMS_RETURN_IF_ERROR(store_->CreateTenant(tenant, first));
+  return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
+}
+
+absl::StatusOr<TenantInfo> KeyManager::GetTenant(const std::string& tenant_id) {
+  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  KMS_ASSIGN_OR_RETURN(store::KeyStore::TenantDek td, store_->GetTenantDek(tenant_id, 0));
+  return TenantInfo{.tenant = std::move(td.tenant), .primary_dek_created_at = td.dek.created_at};
+}
+
+absl::StatusOr<store::TenantPage> KeyManager::ListTenants(const std::string& after, int limit) {
+  return store_->ListTenants(after, limit);
+}
+
+absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::string& tenant_id,
+                                                                    uint32_t version) {
+  dek_loads_.fetch_add(1, std::memory_order_relaxed);
+  absl::StatusOr<store::KeyStore::TenantDek> td = store_->GetTenantDek(tenant_id, version);
+  if (!td.ok()) return td.status();
+  if (td->tenant.state == store::TenantState::kShredded ||
+      td->dek.state == store::DekState::kDestroyed) {
+    return Shredded();
+  }
+  KMS_RETURN_IF_ERROR(EnsureKekLoaded(td->dek.kek_version));
+  KMS_ASSIGN_OR_RETURN(SecretBytes dek,
+                       UnwrapDek(*hsm_, tenant_id, td->dek.version, td->dek.wrapped));
+  KMS_ASSIGN_OR_RETURN(std::unique_ptr<crypto::AesGcmKey> key, crypto::AesGcmKey::Create(dek));
+  auto entry = std::make_shared<DekEntry>();
+  entry->tenant_id = tenant_id;
+  entry->version = td->dek.version;
+  entry->kek_version = td->dek.kek_version;
+  entry->key = std::move(key);
+  entry->loaded_at = clock_->Now();
+  return std::shared_ptr<const DekEntry>(std::move(entry));
+}
+
+absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::GetDek(const std::string& tenant_id,
+                                                                   uint32_t version) {
+  auto result = cache_.GetOrLoad(tenant_id, version, [&] { return LoadDek(tenant_id, version); });
+  if (!result.ok()) dek_load_failures_.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+absl::Status KeyManager::Encrypt(const std::string& tenant_id,
+                                 std::span<const crypto::ContextPair> context,
+                                 std::span<const uint8_t> plaintext, std::string* ciphertext,
+                                 uint32_t* dek_version) {
+  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, 0);
+  if (absl::IsNotFound(entry.status()) && options_.auto_create_tenants) {
+    absl::StatusOr<TenantInfo> created = CreateTenantLocked(tenant_id);
+    if (!created.ok() && !absl::IsAlreadyExists(created.status())) return created.status();
+    entry = GetDek(tenant_id, 0);
+  }
+  if (absl::IsNotFound(entry.status())) return absl::NotFoundError("tenant not found");
+  if (!entry.ok()) return entry.status();
+  const DekEntry& dek = **entry;
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad, crypto::FieldAad(tenant_id, dek.version, context));
+  KMS_RETURN_IF_ERROR(crypto::SealField(*dek.key, dek.version, aad, plaintext, ciphertext));
+  dek.encryptions.fetch_add(1, std::memory_order_relaxed);
+  encryptions_.fetch_add(1, std::memory_order_relaxed);
+  *dek_version = dek.version;
+  return absl::OkStatus();
+}
+
+absl::Status KeyManager::Decrypt(const std::string& tenant_id,
+                                 std::span<const crypto::ContextPair> context,
+                                 std::span<const uint8_t> ciphertext, std::string* plaintext,
+                                 uint32_t* dek_version) {
+  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  absl::StatusOr<crypto::FieldView> field = crypto::ParseField(ciphertext);
+  if (!field.ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, field->dek_version);
+  if (absl::IsNotFound(entry.status())) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    // Unknown tenant, or a DEK version this tenant never had: tell them apart only by
+    // the tenant's existence, which an authorized caller may know anyway.
+    absl::StatusOr<store::TenantRecord> tenant = store_->GetTenant(tenant_id);
+    if (absl::IsNotFound(tenant.status())) return absl::NotFoundError("tenant not found");
+    return DecryptionFailed();
+  }
+  if (!entry.ok()) return entry.status();
+  const DekEntry& dek = **entry;
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad, crypto::FieldAad(tenant_id, dek.version, context));
+  if (!crypto::OpenField(*dek.key, *field, aad, plaintext).ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  decryptions_.fetch_add(1, std::memory_order_relaxed);
+  *dek_version = dek.version;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<KekInfo>> KeyManager::ListKeks() {
+  KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
+  std::vector<KekInfo> out;
+  out.reserve(keks.size());
+  for (const store::KekRecord& k : keks) {
+    out.push_back(KekInfo{.version = k.version,
+                          .state = k.state,
+                          .created_at = k.created_at,
+                          .mechanism = std::string(
+                              hsm::WrappedKekMechanismName(k.wrapped).value_or("unknown"))});
+  }
+  return out;
+}
+
+KeyManagerStats KeyManager::stats() const {
+  return KeyManagerStats{.dek_loads = dek_loads_.load(),
+                         .dek_load_failures = dek_load_failures_.load(),
+                         .encryptions = encryptions_.load(),
+                         .decryptions = decryptions_.load(),
+                         .decrypt_failures = decrypt_failures_.load()};
+}
+
+}  // namespace kms::keys

@@ -1,0 +1,113 @@
+// KeyManager: the key hierarchy at work. KEKs under the HSM master key, a DEK per
+// tenant under the primary KEK, and field encryption under a tenant's DEK.
+//
+// It owns the DEK cache and talks to the HSM and the store only through their seams,
+// so it is tested with fakes as well as with SoftHSM2 + SQLite.
+//
+// Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "kms/common/clock.h"
+#include "kms/common/status.h"
+#include "kms/hsm/hsm.h"
+#include "kms/store/key_store.h"
+#include "src/crypto/field_cipher.h"
+#include "src/keys/dek_cache.h"
+
+namespace kms::keys {
+
+struct KeyManagerOptions {
+  DekCache::Options cache;
+  bool auto_create_tenants = false;
+};
+
+struct TenantInfo {
+  store::TenantRecord tenant;
+  int64_t primary_dek_created_at = 0;
+};
+
+struct KekInfo {
+  uint32_t version = 0;
+  store::KekState state = store::KekState::kActive;
+  int64_t created_at = 0;
+  std::string mechanism;
+};
+
+// Counters, for status and for tests that count backend work.
+struct KeyManagerStats {
+  uint64_t dek_loads = 0;        // store reads + HSM unwraps on cache misses
+  uint64_t dek_load_failures = 0;
+  uint64_t encryptions = 0;
+  uint64_t decryptions = 0;
+  uint64_t decrypt_failures = 0;
+};
+
+class KeyManager {
+ public:
+  // Loads every active KEK into the HSM, creating KEK version 1 on first start.
+  // The pointers must outlive the KeyManager.
+  static absl::StatusOr<std::unique_ptr<KeyManager>> Create(hsm::Hsm* hsm, store::KeyStore* store,
+                                                            const Clock* clock,
+                                                            KeyManagerOptions options);
+
+  // --- Tenants (operators)
+  // ALREADY_EXISTS when the tenant exists; INVALID_ARGUMENT for a malformed id.
+  absl::StatusOr<TenantInfo> CreateTenant(const std::string& tenant_id);
+  absl::StatusOr<TenantInfo> GetTenant(const std::string& tenant_id);
+  absl::StatusOr<store::TenantPage> ListTenants(const std::string& after, int limit);
+
+  // --- Data plane. `context` is bound as AAD (field_cipher.h).
+  // Replaces *ciphertext with the field ciphertext v1 and sets *dek_version.
+  // NOT_FOUND for an unknown tenant (unless auto-create is on), FAILED_PRECONDITION
+  // for a shredded one, UNAVAILABLE when the DEK is not cached and a backend is down.
+  absl::Status Encrypt(const std::string& tenant_id, std::span<const crypto::ContextPair> context,
+                       std::span<const uint8_t> plaintext, std::string* ciphertext,
+                       uint32_t* dek_version);
+  // INVALID_ARGUMENT "decryption failed" for every ciphertext that does not decrypt
+  // for this tenant and context: malformed, truncated, tampered, another tenant's,
+  // another context's, an unknown DEK version. One uniform answer.
+  absl::Status Decrypt(const std::string& tenant_id, std::span<const crypto::ContextPair> context,
+                       std::span<const uint8_t> ciphertext, std::string* plaintext,
+                       uint32_t* dek_version);
+
+  // --- Status
+  absl::StatusOr<std::vector<KekInfo>> ListKeks();
+  uint32_t primary_kek_version() const { return primary_kek_.load(); }
+  size_t cached_deks() const { return cache_.size(); }
+  KeyManagerStats stats() const;
+  DekCache& cache() { return cache_; }
+
+ private:
+  KeyManager(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock, KeyManagerOptions options);
+  absl::Status LoadKeks();
+  absl::Status EnsureKekLoaded(uint32_t kek_version);
+  absl::StatusOr<std::shared_ptr<const DekEntry>> GetDek(const std::string& tenant_id,
+                                                         uint32_t version);
+  absl::StatusOr<std::shared_ptr<const DekEntry>> LoadDek(const std::string& tenant_id,
+                                                          uint32_t version);
+  absl::StatusOr<TenantInfo> CreateTenantLocked(const std::string& tenant_id);
+
+  hsm::Hsm* const hsm_;
+  store::KeyStore* const store_;
+  const Clock* const clock_;
+  const KeyManagerOptions options_;
+  DekCache cache_;
+  std::atomic<uint32_t> primary_kek_{0};
+  std::mutex kek_mu_;  // serializes KEK (re)loading; never held on the data path
+
+  std::atomic<uint64_t> dek_loads_{0};
+  std::atomic<uint64_t> dek_load_failures_{0};
+  std::atomic<uint64_t> encryptions_{0};
+  std::atomic<uint64_t> decryptions_{0};
+  std::atomic<uint64_t> decrypt_failures_{0};
+};
+
+}  // namespace kms::keys

@@ -1,0 +1,41 @@
+// FakeHsm: an in-memory Hsm for unit tests. KEKs are random keys in process memory
+// (which a real HSM never allows) and GCM runs in OpenSSL; failures can be injected.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+
+#include "kms/hsm/hsm.h"
+#include "src/crypto/aes_gcm.h"
+
+namespace kms::testing {
+
+class FakeHsm final : public hsm::Hsm {
+ public:
+  hsm::MasterKeyKind master_key_kind() const override { return hsm::MasterKeyKind::kAes256; }
+  absl::StatusOr<std::vector<uint8_t>> CreateKek(uint32_t kek_version) override;
+  absl::Status LoadKek(uint32_t kek_version, std::span<const uint8_t> wrapped_kek) override;
+  bool HasKek(uint32_t kek_version) const override;
+  absl::Status UnloadKek(uint32_t kek_version) override;
+  absl::StatusOr<std::vector<uint8_t>> Seal(uint32_t kek_version, std::span<const uint8_t> plaintext,
+                                            std::span<const uint8_t> aad) override;
+  absl::StatusOr<SecretBytes> Open(uint32_t kek_version, std::span<const uint8_t> sealed,
+                                   std::span<const uint8_t> aad) override;
+  absl::Status Ping() override;
+
+  // While set, every call fails with UNAVAILABLE (the token is gone).
+  void SetUnavailable(bool down) { down_ = down; }
+  uint64_t opens() const { return opens_; }
+  uint64_t seals() const { return seals_; }
+
+ private:
+  mutable std::mutex mu_;
+  std::map<uint32_t, SecretBytes> keks_;  // guarded by mu_
+  std::atomic<bool> down_{false};
+  std::atomic<uint64_t> opens_{0};
+  std::atomic<uint64_t> seals_{0};
+};
+
+}  // namespace kms::testing

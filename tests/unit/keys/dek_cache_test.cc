@@ -1,0 +1,157 @@
+#include "src/keys/dek_cache.h"
+
+#include <latch>
+#include <thread>
+
+#include "gtest/gtest.h"
+
+namespace kms::keys {
+namespace {
+
+using std::chrono::seconds;
+
+std::shared_ptr<const DekEntry> MakeEntry(const Clock& clock, const std::string& tenant,
+                                          uint32_t version) {
+  auto e = std::make_shared<DekEntry>();
+  e->tenant_id = tenant;
+  e->version = version;
+  e->key = crypto::AesGcmKey::Create(SecretBytes(32)).value();
+  e->loaded_at = clock.Now();
+  return e;
+}
+
+class DekCacheTest : public ::testing::Test {
+ protected:
+  DekCache::Loader CountingLoader(const std::string& tenant, uint32_t version) {
+    return [this, tenant, version]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+      ++loads_;
+      return MakeEntry(clock_, tenant, version == 0 ? 7 : version);
+    };
+  }
+  SimulatedClock clock_;
+  std::atomic<int> loads_{0};
+};
+
+TEST_F(DekCacheTest, SecondLookupIsServedFromCache) {
+  DekCache cache(clock_, {.ttl = seconds(3600)});
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  EXPECT_EQ(loads_, 1);
+  EXPECT_EQ(cache.size(), 1u);
+}
+
+TEST_F(DekCacheTest, PrimaryAliasAlsoCachesTheNumberedVersion) {
+  DekCache cache(clock_, {});
+  auto primary = cache.GetOrLoad("t1", 0, CountingLoader("t1", 0));
+  ASSERT_TRUE(primary.ok());
+  EXPECT_EQ((*primary)->version, 7u);
+  auto numbered = cache.GetOrLoad("t1", 7, CountingLoader("t1", 7));
+  ASSERT_TRUE(numbered.ok());
+  EXPECT_EQ(numbered->get(), primary->get());
+  EXPECT_EQ(loads_, 1);
+}
+
+TEST_F(DekCacheTest, EntryIsReloadedAfterTheTtl) {
+  DekCache cache(clock_, {.ttl = seconds(3600)});
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  clock_.Advance(seconds(3599));
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  EXPECT_EQ(loads_, 1);
+  clock_.Advance(seconds(2));
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  EXPECT_EQ(loads_, 2);
+}
+
+TEST_F(DekCacheTest, ConcurrentMissesRunTheLoaderOnce) {
+  DekCache cache(clock_, {});
+  constexpr int kThreads = 64;
+  std::latch start(kThreads);
+  std::atomic<int> ok{0};
+  DekCache::Loader slow = [this]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    ++loads_;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // hold the flight open
+    return MakeEntry(clock_, "t1", 1);
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      start.arrive_and_wait();
+      if (cache.GetOrLoad("t1", 1, slow).ok()) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok, kThreads);
+  EXPECT_EQ(loads_, 1);
+}
+
+TEST_F(DekCacheTest, FailedLoadIsSharedAndNotCached) {
+  DekCache cache(clock_, {});
+  int calls = 0;
+  auto failing = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    ++calls;
+    return absl::NotFoundError("tenant not found");
+  };
+  EXPECT_TRUE(absl::IsNotFound(cache.GetOrLoad("t1", 1, failing).status()));
+  EXPECT_TRUE(absl::IsNotFound(cache.GetOrLoad("t1", 1, failing).status()));
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ(cache.size(), 0u);
+}
+
+TEST_F(DekCacheTest, ExpiredEntryIsServedWhileTheBackendIsDownUpToMaxStale) {
+  DekCache cache(clock_, {.ttl = seconds(3600), .max_stale = seconds(7200)});
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  auto down = []() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    return absl::UnavailableError("store down");
+  };
+  clock_.Advance(seconds(5000));
+  EXPECT_TRUE(cache.GetOrLoad("t1", 1, down).ok());
+  clock_.Advance(seconds(2201));
+  EXPECT_TRUE(absl::IsUnavailable(cache.GetOrLoad("t1", 1, down).status()));
+}
+
+TEST_F(DekCacheTest, ExpiredEntryIsNotServedForOtherErrors) {
+  DekCache cache(clock_, {.ttl = seconds(10)});
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  clock_.Advance(seconds(11));
+  auto shredded = []() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    return absl::FailedPreconditionError("shredded");
+  };
+  EXPECT_TRUE(absl::IsFailedPrecondition(cache.GetOrLoad("t1", 1, shredded).status()));
+}
+
+TEST_F(DekCacheTest, SizeIsBoundedAndOldestEntriesAreEvictedFirst) {
+  DekCache cache(clock_, {.max_entries = 4, .shards = 1});
+  for (uint32_t v = 1; v <= 6; ++v) {
+    ASSERT_TRUE(cache.GetOrLoad("t1", v, CountingLoader("t1", v)).ok());
+    clock_.Advance(seconds(1));
+  }
+  EXPECT_EQ(cache.size(), 4u);
+  const int before = loads_;
+  ASSERT_TRUE(cache.GetOrLoad("t1", 6, CountingLoader("t1", 6)).ok());  // newest: cached
+  EXPECT_EQ(loads_, before);
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());  // oldest: evicted
+  EXPECT_EQ(loads_, before + 1);
+}
+
+TEST_F(DekCacheTest, InvalidateTenantDropsEveryVersionOfThatTenantOnly) {
+  DekCache cache(clock_, {});
+  ASSERT_TRUE(cache.GetOrLoad("t1", 0, CountingLoader("t1", 0)).ok());
+  ASSERT_TRUE(cache.GetOrLoad("t1", 2, CountingLoader("t1", 2)).ok());
+  ASSERT_TRUE(cache.GetOrLoad("t2", 1, CountingLoader("t2", 1)).ok());
+  cache.InvalidateTenant("t1");
+  EXPECT_EQ(cache.size(), 1u);
+  ASSERT_TRUE(cache.GetOrLoad("t1", 0, CountingLoader("t1", 0)).ok());
+  EXPECT_EQ(loads_, 4);
+}
+
+TEST_F(DekCacheTest, AnEntryInUseSurvivesItsEviction) {
+  DekCache cache(clock_, {});
+  auto held = cache.GetOrLoad("t1", 1, CountingLoader("t1", 1));
+  ASSERT_TRUE(held.ok());
+  cache.Clear();
+  std::vector<uint8_t> nonce(12), out(16);
+  EXPECT_TRUE((*held)->key->Encrypt(nonce, {}, {}, out).ok());
+}
+
+}  // namespace
+}  // namespace kms::keys

@@ -1,0 +1,72 @@
+#include "src/keys/wrapped_dek.h"
+
+#include "gtest/gtest.h"
+#include "src/keys/tenant_id.h"
+#include "tests/fakes/fake_hsm.h"
+
+namespace kms::keys {
+namespace {
+
+class WrappedDekTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(hsm_.CreateKek(1).ok()); }
+  testing::FakeHsm hsm_;
+  SecretBytes dek_ = SecretBytes::CopyOf(std::string(32, 'k'));
+};
+
+TEST_F(WrappedDekTest, BlobHasTheDocumentedLayout) {
+  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_);
+  ASSERT_TRUE(blob.ok());
+  ASSERT_EQ(blob->size(), 1u + 4 + 12 + 32 + 16);
+  EXPECT_EQ((*blob)[0], 0x01);
+  EXPECT_EQ(WrappedDekKekVersion(*blob).value(), 1u);
+}
+
+TEST_F(WrappedDekTest, RoundTripsForTheSameTenantAndVersion) {
+  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  auto dek = UnwrapDek(hsm_, "acme", 3, blob);
+  ASSERT_TRUE(dek.ok());
+  EXPECT_TRUE(dek->Equals(dek_));
+}
+
+TEST_F(WrappedDekTest, BlobMovedToAnotherTenantDoesNotUnwrap) {
+  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  EXPECT_FALSE(UnwrapDek(hsm_, "globex", 3, blob).ok());
+}
+
+TEST_F(WrappedDekTest, BlobRelabelledWithAnotherVersionDoesNotUnwrap) {
+  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  EXPECT_FALSE(UnwrapDek(hsm_, "acme", 4, blob).ok());
+}
+
+TEST_F(WrappedDekTest, AnyFlippedByteIsRejected) {
+  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  for (size_t i = 0; i < blob.size(); ++i) {
+    auto bad = blob;
+    bad[i] ^= 0x01;
+    EXPECT_FALSE(UnwrapDek(hsm_, "acme", 3, bad).ok()) << "byte " << i;
+  }
+}
+
+TEST_F(WrappedDekTest, TruncatedBlobIsRejected) {
+  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  blob.pop_back();
+  EXPECT_FALSE(UnwrapDek(hsm_, "acme", 3, blob).ok());
+}
+
+TEST(TenantIdTest, AcceptsTheDocumentedAlphabet) {
+  EXPECT_TRUE(ValidateTenantId("acme").ok());
+  EXPECT_TRUE(ValidateTenantId("Acme-01.eu_west").ok());
+  EXPECT_TRUE(ValidateTenantId(std::string(64, 'a')).ok());
+}
+
+TEST(TenantIdTest, RejectsMalformedIds) {
+  for (std::string bad : {std::string(), std::string(65, 'a'), std::string("-acme"),
+                          std::string("ac me"), std::string("acme/1"), std::string("acme\n"),
+                          std::string("a\0b", 3), std::string("ünicode")}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(ValidateTenantId(bad))) << bad;
+  }
+}
+
+}  // namespace
+}  // namespace kms::keys
