@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 
 #include "kms/common/status.h"
 
@@ -33,6 +34,10 @@ struct StoreConfig {
   std::string backend = "sqlite";  // "sqlite" (| "postgres", cluster issue)
   std::string sqlite_path;
 };
+
+// Bytes a ciphertext envelope adds to its plaintext; max_ciphertext_bytes is always
+// max_plaintext_bytes + this (ParseConfig derives it, ValidateConfig checks it).
+inline constexpr int64_t kCiphertextOverheadBytes = 33;
 
 struct LimitsConfig {
   int64_t max_plaintext_bytes = 64 * 1024;

@@ -1,0 +1,508 @@
+#include "src/config/config.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+
+namespace kms::config {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int64_t kMaxPlaintextBytesLimit = 16 * 1024 * 1024;
+constexpr int kMaxBatchItemsLimit = 100000;
+constexpr int kMaxContextPairsLimit = 256;
+constexpr int64_t kMaxContextBytesLimit = 64 * 1024;
+constexpr int64_t kMaxDekTtlSeconds = 86400;
+constexpr int kMaxHsmSessions = 1024;
+constexpr size_t kMaxTokenLabelBytes = 32;  // CK_TOKEN_INFO.label is 32 bytes
+constexpr int kMaxJsonDepth = 16;
+
+// The store backends this build supports; adding one is adding it here and to
+// ValidateStore() (its own required keys).
+constexpr std::string_view kStoreBackends[] = {"sqlite"};
+constexpr std::string_view kMasterKeyKinds[] = {"rsa-4096", "aes-256"};
+constexpr std::string_view kLogLevels[] = {"trace", "debug", "info", "warn", "error"};
+
+// Debian's abseil is built with its own absl::string_view (not an alias of
+// std::string_view), so std::string_view must be converted before absl::StrCat.
+absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
+
+std::string KeyPath(std::string_view prefix, std::string_view key) {
+  return prefix.empty() ? std::string(key) : absl::StrCat(Av(prefix), ".", Av(key));
+}
+
+std::string ErrnoText(int err) { return std::strerror(err); }
+
+template <size_t N>
+bool OneOf(std::string_view value, const std::string_view (&allowed)[N]) {
+  for (std::string_view a : allowed) {
+    if (a == value) return true;
+  }
+  return false;
+}
+
+template <size_t N>
+std::string Alternatives(const std::string_view (&allowed)[N]) {
+  std::string out;
+  for (std::string_view a : allowed) absl::StrAppend(&out, out.empty() ? "" : ", ", Av(a));
+  return out;
+}
+
+// --- Typed access to one JSON object, with errors that name the key. ---
+
+class ObjectReader {
+ public:
+  ObjectReader(const Json& obj, std::string prefix) : obj_(obj), prefix_(std::move(prefix)) {}
+
+  // Every key of the object must be in `allowed` (typos are errors, not silence).
+  absl::Status CheckKeys(std::initializer_list<std::string_view> allowed) const {
+    for (const auto& [key, value] : obj_.items()) {
+      bool known = false;
+      for (std::string_view a : allowed) known = known || a == key;
+      if (!known) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("unknown key '", KeyPath(prefix_, key), "'"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // Each Get* leaves `out` alone when the key is absent.
+  absl::Status GetString(std::string_view key, std::string* out) const {
+    const Json* v = Find(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_string()) return TypeError(key, "a string", *v);
+    *out = v->get<std::string>();
+    return absl::OkStatus();
+  }
+
+  absl::Status GetBool(std::string_view key, bool* out) const {
+    const Json* v = Find(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_boolean()) return TypeError(key, "a boolean (true or false)", *v);
+    *out = v->get<bool>();
+    return absl::OkStatus();
+  }
+
+  absl::Status GetInt64(std::string_view key, int64_t* out) const {
+    const Json* v = Find(key);
+    if (v == nullptr) return absl::OkStatus();
+    if (!v->is_number_integer()) return TypeError(key, "an integer", *v);
+    if (v->is_number_unsigned() &&
+        v->get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(KeyPath(prefix_, key), ": ", v->get<uint64_t>(), " is out of range"));
+    }
+    *out = v->get<int64_t>();
+    return absl::OkStatus();
+  }
+
+  absl::Status GetInt(std::string_view key, int* out) const {
+    int64_t wide = *out;
+    if (absl::Status s = GetInt64(key, &wide); !s.ok()) return s;
+    if (wide < std::numeric_limits<int>::min() || wide > std::numeric_limits<int>::max()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(KeyPath(prefix_, key), ": ", wide, " is out of range"));
+    }
+    *out = static_cast<int>(wide);
+    return absl::OkStatus();
+  }
+
+  // The nested object under `key`, or nullptr when absent.
+  absl::StatusOr<const Json*> GetObject(std::string_view key) const {
+    const Json* v = Find(key);
+    if (v == nullptr) return nullptr;
+    if (!v->is_object()) return TypeError(key, "an object", *v);
+    return v;
+  }
+
+  std::string Path(std::string_view key) const { return KeyPath(prefix_, key); }
+
+ private:
+  const Json* Find(std::string_view key) const {
+    auto it = obj_.find(key);
+    return it == obj_.end() ? nullptr : &*it;
+  }
+
+  absl::Status TypeError(std::string_view key, std::string_view expected, const Json& v) const {
+    return absl::InvalidArgumentError(absl::StrCat(KeyPath(prefix_, key), ": expected ",
+                                                   Av(expected), ", got ", v.type_name()));
+  }
+
+  const Json& obj_;
+  std::string prefix_;
+};
+
+// Reads the object at `parent[key]` (if present) with `fn(ObjectReader&)`.
+template <typename Fn>
+absl::Status WithObject(const ObjectReader& parent, std::string_view key, Fn fn) {
+  absl::StatusOr<const Json*> obj = parent.GetObject(key);
+  if (!obj.ok()) return obj.status();
+  if (*obj == nullptr) return absl::OkStatus();
+  ObjectReader reader(**obj, parent.Path(key));
+  return fn(reader);
+}
+
+// --- JSON text -> Json, with duplicate keys and absurd nesting rejected. ---
+
+absl::StatusOr<Json> ParseJsonText(std::string_view text) {
+  // nlohmann keeps the last of duplicate keys silently; in a security config a
+  // duplicate is almost always a mistake, so it is an error.
+  std::vector<std::set<std::string>> open_objects;
+  std::string duplicate;
+  bool too_deep = false;
+  Json::parser_callback_t callback = [&](int depth, Json::parse_event_t event,
+                                         Json& parsed) -> bool {
+    switch (event) {
+      case Json::parse_event_t::object_start:
+        open_objects.emplace_back();
+        if (depth > kMaxJsonDepth) too_deep = true;
+        break;
+      case Json::parse_event_t::array_start:
+        if (depth > kMaxJsonDepth) too_deep = true;
+        break;
+      case Json::parse_event_t::object_end:
+        if (!open_objects.empty()) open_objects.pop_back();
+        break;
+      case Json::parse_event_t::key:
+        if (!open_objects.empty() && parsed.is_string() &&
+            !open_objects.back().insert(parsed.get<std::string>()).second &&
+            duplicate.empty()) {
+          duplicate = parsed.get<std::string>();
+        }
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  Json root;
+  try {
+    root = Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
+                       /*ignore_comments=*/false);
+  } catch (const Json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line L, column C: ...".
+    std::string_view what = e.what();
+    if (size_t pos = what.find("] "); pos != std::string_view::npos) what.remove_prefix(pos + 2);
+    return absl::InvalidArgumentError(
+        absl::StrCat("config is not valid JSON (byte ", e.byte, "): ", Av(what)));
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config is not valid JSON: ", e.what()));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("config could not be parsed: ", e.what()));
+  }
+  if (too_deep) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config nests deeper than ", kMaxJsonDepth, " levels"));
+  }
+  if (!duplicate.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("duplicate key '", duplicate, "'"));
+  }
+  if (!root.is_object()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config must be a JSON object, got ", root.type_name()));
+  }
+  return root;
+}
+
+// --- JSON -> Config (types and key names only; values are checked by ValidateConfig). ---
+
+absl::Status ReadConfig(const Json& root, Config& c) {
+  ObjectReader top(root, "");
+  KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
+                                     "policy_file", "limits", "dek_cache", "tenants",
+                                     "log_level", "lock_memory"}));
+  KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
+  KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
+    return r.GetString("listen", &c.grpc_listen);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "http", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
+    return r.GetString("listen", &c.http_listen);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "tls", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"cert_file", "key_file", "client_ca_file"}));
+    KMS_RETURN_IF_ERROR(r.GetString("cert_file", &c.tls.cert_file));
+    KMS_RETURN_IF_ERROR(r.GetString("key_file", &c.tls.key_file));
+    return r.GetString("client_ca_file", &c.tls.client_ca_file);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "hsm", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"module_path", "token_label", "pin_file",
+                                     "master_key_label", "master_key_kind", "max_sessions",
+                                     "softhsm2_conf"}));
+    KMS_RETURN_IF_ERROR(r.GetString("module_path", &c.hsm.module_path));
+    KMS_RETURN_IF_ERROR(r.GetString("token_label", &c.hsm.token_label));
+    KMS_RETURN_IF_ERROR(r.GetString("pin_file", &c.hsm.pin_file));
+    KMS_RETURN_IF_ERROR(r.GetString("master_key_label", &c.hsm.master_key_label));
+    KMS_RETURN_IF_ERROR(r.GetString("master_key_kind", &c.hsm.master_key_kind));
+    KMS_RETURN_IF_ERROR(r.GetInt("max_sessions", &c.hsm.max_sessions));
+    return r.GetString("softhsm2_conf", &c.hsm.softhsm2_conf);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "store", [&](ObjectReader& r) {
+    // One sub-object per backend; "postgres" joins the list with its own keys.
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"backend", "sqlite"}));
+    KMS_RETURN_IF_ERROR(r.GetString("backend", &c.store.backend));
+    return WithObject(r, "sqlite", [&](ObjectReader& s) {
+      KMS_RETURN_IF_ERROR(s.CheckKeys({"path"}));
+      return s.GetString("path", &c.store.sqlite_path);
+    });
+  }));
+  KMS_RETURN_IF_ERROR(top.GetString("policy_file", &c.policy_file));
+  KMS_RETURN_IF_ERROR(WithObject(top, "limits", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"max_plaintext_bytes", "max_batch_items",
+                                     "max_context_pairs", "max_context_bytes"}));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_plaintext_bytes", &c.limits.max_plaintext_bytes));
+    KMS_RETURN_IF_ERROR(r.GetInt("max_batch_items", &c.limits.max_batch_items));
+    KMS_RETURN_IF_ERROR(r.GetInt("max_context_pairs", &c.limits.max_context_pairs));
+    return r.GetInt64("max_context_bytes", &c.limits.max_context_bytes);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "dek_cache", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"ttl_seconds", "max_entries"}));
+    KMS_RETURN_IF_ERROR(r.GetInt64("ttl_seconds", &c.dek_cache.ttl_seconds));
+    return r.GetInt64("max_entries", &c.dek_cache.max_entries);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "tenants", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"auto_create"}));
+    return r.GetBool("auto_create", &c.tenants_auto_create);
+  }));
+  KMS_RETURN_IF_ERROR(top.GetString("log_level", &c.log_level));
+  KMS_RETURN_IF_ERROR(top.GetBool("lock_memory", &c.lock_memory));
+  return absl::OkStatus();
+}
+
+std::string Hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0) return "";
+  return buf;
+}
+
+void ResolvePath(const std::string& base_dir, std::string& path) {
+  if (path.empty() || base_dir.empty() || path.front() == '/') return;
+  path = (std::filesystem::path(base_dir) / path).lexically_normal().string();
+}
+
+// --- Validation. Each check appends "key: what is wrong" to `errors`. ---
+
+class Errors {
+ public:
+  void Add(std::string_view key, std::string_view what) {
+    messages_.push_back(absl::StrCat(Av(key), ": ", Av(what)));
+  }
+  absl::Status ToStatus() const {
+    if (messages_.empty()) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrJoin(messages_, "; "));
+  }
+
+ private:
+  std::vector<std::string> messages_;
+};
+
+void CheckRange(Errors& errors, std::string_view key, int64_t value, int64_t lo, int64_t hi) {
+  if (value < lo || value > hi) {
+    errors.Add(key, absl::StrCat("must be between ", lo, " and ", hi, ", got ", value));
+  }
+}
+
+// HOST:PORT, HOST a name or IPv4 address or a bracketed IPv6 address, PORT 0-65535.
+void CheckListen(Errors& errors, std::string_view key, std::string_view addr) {
+  const std::string hint = absl::StrCat("'", Av(addr), "' is not HOST:PORT (e.g. 127.0.0.1:8443)");
+  size_t colon = addr.rfind(':');
+  if (colon == std::string_view::npos) return errors.Add(key, hint);
+  std::string_view host = addr.substr(0, colon);
+  std::string_view port = addr.substr(colon + 1);
+  if (host.empty()) return errors.Add(key, hint);
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return errors.Add(key, hint);
+    std::string inner(host.substr(1, host.size() - 2));
+    in6_addr a6;
+    if (inet_pton(AF_INET6, inner.c_str(), &a6) != 1) {
+      return errors.Add(key, absl::StrCat("'", inner, "' is not an IPv6 address"));
+    }
+  } else {
+    if (host.find(':') != std::string_view::npos) {
+      return errors.Add(key, absl::StrCat(hint, "; write IPv6 addresses as [ADDR]:PORT"));
+    }
+    for (char ch : host) {
+      if (!absl::ascii_isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-' &&
+          ch != '_') {
+        return errors.Add(key, absl::StrCat("'", Av(host), "' is not a valid host name"));
+      }
+    }
+  }
+  uint32_t port_number = 0;
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char ch) { return ch >= '0' && ch <= '9'; }) ||
+      !absl::SimpleAtoi(Av(port), &port_number) || port_number > 65535) {
+    errors.Add(key, absl::StrCat("port '", Av(port), "' must be a number from 0 to 65535"));
+  }
+}
+
+// The file must exist, be a regular file, and be readable by this process.
+void CheckReadableFile(Errors& errors, std::string_view key, const std::string& path) {
+  if (path.empty()) return errors.Add(key, "required");
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    return errors.Add(key, absl::StrCat("cannot read ", path, ": ", ErrnoText(errno)));
+  }
+  struct stat st;
+  bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  close(fd);
+  if (!regular) errors.Add(key, absl::StrCat("cannot read ", path, ": not a regular file"));
+}
+
+void ValidateStore(Errors& errors, const StoreConfig& store) {
+  if (!OneOf(store.backend, kStoreBackends)) {
+    errors.Add("store.backend", absl::StrCat("'", store.backend, "' is not supported (use ",
+                                             Alternatives(kStoreBackends), ")"));
+    return;
+  }
+  if (store.backend == "sqlite" && store.sqlite_path.empty()) {
+    errors.Add("store.sqlite.path", "required when store.backend is sqlite");
+  }
+}
+
+}  // namespace
+
+absl::Status ValidateConfig(const Config& c) {
+  Errors errors;
+  if (c.node_id.empty()) {
+    errors.Add("node_id", "must not be empty (omit it from the file to use the host name)");
+  }
+
+  if (c.grpc_listen.empty()) {
+    errors.Add("grpc.listen", "required");
+  } else {
+    CheckListen(errors, "grpc.listen", c.grpc_listen);
+  }
+  if (!c.http_listen.empty()) {
+    CheckListen(errors, "http.listen", c.http_listen);
+    if (c.http_listen == c.grpc_listen && !c.http_listen.ends_with(":0")) {
+      errors.Add("http.listen", "must differ from grpc.listen");
+    }
+  }
+
+  CheckReadableFile(errors, "tls.cert_file", c.tls.cert_file);
+  CheckReadableFile(errors, "tls.key_file", c.tls.key_file);
+  CheckReadableFile(errors, "tls.client_ca_file", c.tls.client_ca_file);
+
+  if (c.hsm.module_path.empty()) errors.Add("hsm.module_path", "required");
+  if (c.hsm.token_label.empty()) {
+    errors.Add("hsm.token_label", "required");
+  } else if (c.hsm.token_label.size() > kMaxTokenLabelBytes) {
+    errors.Add("hsm.token_label", absl::StrCat("at most ", kMaxTokenLabelBytes, " bytes"));
+  }
+  CheckReadableFile(errors, "hsm.pin_file", c.hsm.pin_file);
+  if (c.hsm.master_key_label.empty()) errors.Add("hsm.master_key_label", "required");
+  if (!OneOf(c.hsm.master_key_kind, kMasterKeyKinds)) {
+    errors.Add("hsm.master_key_kind", absl::StrCat("'", c.hsm.master_key_kind, "' must be one of ",
+                                                   Alternatives(kMasterKeyKinds)));
+  }
+  CheckRange(errors, "hsm.max_sessions", c.hsm.max_sessions, 1, kMaxHsmSessions);
+  if (!c.hsm.softhsm2_conf.empty()) {
+    CheckReadableFile(errors, "hsm.softhsm2_conf", c.hsm.softhsm2_conf);
+  }
+
+  ValidateStore(errors, c.store);
+  CheckReadableFile(errors, "policy_file", c.policy_file);
+
+  CheckRange(errors, "limits.max_plaintext_bytes", c.limits.max_plaintext_bytes, 1,
+             kMaxPlaintextBytesLimit);
+  if (c.limits.max_ciphertext_bytes != c.limits.max_plaintext_bytes + kCiphertextOverheadBytes) {
+    errors.Add("limits.max_ciphertext_bytes",
+               absl::StrCat("must be max_plaintext_bytes + ", kCiphertextOverheadBytes, " (",
+                            c.limits.max_plaintext_bytes + kCiphertextOverheadBytes, ")"));
+  }
+  CheckRange(errors, "limits.max_batch_items", c.limits.max_batch_items, 1, kMaxBatchItemsLimit);
+  CheckRange(errors, "limits.max_context_pairs", c.limits.max_context_pairs, 0,
+             kMaxContextPairsLimit);
+  CheckRange(errors, "limits.max_context_bytes", c.limits.max_context_bytes, 0,
+             kMaxContextBytesLimit);
+
+  CheckRange(errors, "dek_cache.ttl_seconds", c.dek_cache.ttl_seconds, 1, kMaxDekTtlSeconds);
+  CheckRange(errors, "dek_cache.max_entries", c.dek_cache.max_entries, 1,
+             std::numeric_limits<int64_t>::max());
+
+  if (!OneOf(c.log_level, kLogLevels)) {
+    errors.Add("log_level",
+               absl::StrCat("'", c.log_level, "' must be one of ", Alternatives(kLogLevels)));
+  }
+  return errors.ToStatus();
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view json_text, const std::string& base_dir) {
+  KMS_ASSIGN_OR_RETURN(Json root, ParseJsonText(json_text));
+  Config c;
+  KMS_RETURN_IF_ERROR(ReadConfig(root, c));
+
+  // Derived and defaulted values.
+  c.limits.max_ciphertext_bytes = c.limits.max_plaintext_bytes + kCiphertextOverheadBytes;
+  if (root.find("node_id") == root.end()) c.node_id = Hostname();
+
+  for (std::string* path : {&c.tls.cert_file, &c.tls.key_file, &c.tls.client_ca_file,
+                            &c.hsm.pin_file, &c.hsm.softhsm2_conf, &c.store.sqlite_path,
+                            &c.policy_file}) {
+    ResolvePath(base_dir, *path);
+  }
+  // A bare library name is for the dynamic loader's search path; only a relative path
+  // with a directory in it is relative to the config file.
+  if (c.hsm.module_path.find('/') != std::string::npos) ResolvePath(base_dir, c.hsm.module_path);
+
+  KMS_RETURN_IF_ERROR(ValidateConfig(c));
+  return c;
+}
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    int err = errno;
+    std::string msg = absl::StrCat("config file ", path, ": cannot read: ", ErrnoText(err));
+    if (err == ENOENT) return absl::NotFoundError(msg);
+    return absl::InvalidArgumentError(msg);
+  }
+  std::string text;
+  char buf[16384];
+  int err = 0;
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) err = errno;
+    if (n <= 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  if (err != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("config file ", path, ": cannot read: ", ErrnoText(err)));
+  }
+
+  std::error_code ec;
+  std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  std::string base_dir = ec ? std::filesystem::path(path).parent_path().string()
+                            : absolute.parent_path().string();
+  absl::StatusOr<Config> config = ParseConfig(text, base_dir);
+  if (!config.ok()) {
+    return absl::Status(config.status().code(),
+                        absl::StrCat(path, ": ", config.status().message()));
+  }
+  return config;
+}
+
+}  // namespace kms::config
