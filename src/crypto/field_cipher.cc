@@ -1,0 +1,143 @@
+#include "src/crypto/field_cipher.h"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace kms::crypto {
+namespace {
+
+constexpr std::string_view kAadLabel = "kmsd:field:v1";
+
+void AppendU32(std::vector<uint8_t>& out, uint32_t v) {
+  out.push_back(static_cast<uint8_t>(v >> 24));
+  out.push_back(static_cast<uint8_t>(v >> 16));
+  out.push_back(static_cast<uint8_t>(v >> 8));
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+void AppendBytes(std::vector<uint8_t>& out, std::string_view bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
+
+// Length-prefixed, so that no two different (key, value) lists share an encoding:
+// {"a":"bc"} and {"ab":"c"} differ in their prefixes.
+void AppendLengthPrefixed(std::vector<uint8_t>& out, std::string_view bytes) {
+  AppendU32(out, static_cast<uint32_t>(bytes.size()));
+  AppendBytes(out, bytes);
+}
+
+uint32_t ReadU32(const uint8_t* p) {
+  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
+}
+
+void WriteU32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+bool FitsU32(size_t n) { return n <= std::numeric_limits<uint32_t>::max(); }
+
+}  // namespace
+
+absl::StatusOr<std::vector<uint8_t>> FieldAad(std::string_view tenant_id, uint32_t dek_version,
+                                              std::span<const ContextPair> context) {
+  if (!FitsU32(tenant_id.size()) || !FitsU32(context.size())) {
+    return absl::InvalidArgumentError("field AAD input too long");
+  }
+  // Sort pointers, not pairs: the caller's span stays untouched and nothing is copied.
+  // string_view compares through char_traits<char>, which orders as unsigned bytes.
+  std::vector<const ContextPair*> sorted;
+  sorted.reserve(context.size());
+  size_t size = kAadLabel.size() + 4 + tenant_id.size() + 4 + 4;
+  for (const ContextPair& pair : context) {
+    if (!FitsU32(pair.first.size()) || !FitsU32(pair.second.size())) {
+      return absl::InvalidArgumentError("field AAD context entry too long");
+    }
+    sorted.push_back(&pair);
+    size += 4 + pair.first.size() + 4 + pair.second.size();
+  }
+  std::sort(sorted.begin(), sorted.end(),
+            [](const ContextPair* a, const ContextPair* b) { return a->first < b->first; });
+  for (size_t i = 1; i < sorted.size(); ++i) {
+    // A duplicate would make the encoding depend on the caller's order of the pairs.
+    if (sorted[i - 1]->first == sorted[i]->first) {
+      return absl::InvalidArgumentError("duplicate key in field encryption context");
+    }
+  }
+
+  std::vector<uint8_t> aad;
+  aad.reserve(size);
+  AppendBytes(aad, kAadLabel);
+  AppendLengthPrefixed(aad, tenant_id);
+  AppendU32(aad, dek_version);
+  AppendU32(aad, static_cast<uint32_t>(sorted.size()));
+  for (const ContextPair* pair : sorted) {
+    AppendLengthPrefixed(aad, pair->first);
+    AppendLengthPrefixed(aad, pair->second);
+  }
+  return aad;
+}
+
+absl::StatusOr<FieldView> ParseField(std::span<const uint8_t> ciphertext) {
+  if (ciphertext.size() < kFieldOverhead) {
+    return absl::InvalidArgumentError("field ciphertext too short");
+  }
+  if (ciphertext[0] != kFieldFormatV1) {
+    return absl::InvalidArgumentError("unknown field ciphertext version");
+  }
+  FieldView view;
+  view.dek_version = ReadU32(ciphertext.data() + 1);
+  if (view.dek_version == 0) {
+    return absl::InvalidArgumentError("field ciphertext has DEK version 0");
+  }
+  view.nonce = ciphertext.subspan(5, kAesGcmNonceSize);
+  view.ciphertext_and_tag = ciphertext.subspan(kFieldHeaderSize);
+  return view;
+}
+
+absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<const uint8_t> aad,
+                       std::span<const uint8_t> plaintext, std::string* out) {
+  if (dek_version == 0) {
+    // ParseField would reject the result: DEK versions start at 1.
+    return absl::InvalidArgumentError("DEK version 0 is not valid");
+  }
+  // One allocation; the header, nonce, ciphertext and tag are all written in place.
+  out->resize(kFieldOverhead + plaintext.size());
+  uint8_t* buf = reinterpret_cast<uint8_t*>(out->data());
+  buf[0] = kFieldFormatV1;
+  WriteU32(buf + 1, dek_version);
+  std::span<uint8_t> nonce(buf + 5, kAesGcmNonceSize);
+  absl::Status status = RandomBytes(nonce);
+  if (status.ok()) {
+    status = key.Encrypt(nonce, plaintext, aad,
+                         std::span<uint8_t>(buf + kFieldHeaderSize,
+                                            plaintext.size() + kAesGcmTagSize));
+  }
+  if (!status.ok()) out->clear();
+  return status;
+}
+
+absl::Status OpenField(const AesGcmKey& key, const FieldView& field, std::span<const uint8_t> aad,
+                       std::string* out) {
+  if (field.nonce.size() != kAesGcmNonceSize ||
+      field.ciphertext_and_tag.size() < kAesGcmTagSize) {
+    return absl::InvalidArgumentError("malformed field view");
+  }
+  out->resize(field.ciphertext_and_tag.size() - kAesGcmTagSize);
+  absl::Status status =
+      key.Decrypt(field.nonce, field.ciphertext_and_tag, aad,
+                  std::span<uint8_t>(reinterpret_cast<uint8_t*>(out->data()), out->size()));
+  if (!status.ok()) {
+    OPENSSL_cleanse(out->data(), out->size());
+    out->clear();
+    // One uniform error whatever went wrong inside, so failures cannot be told apart.
+    return absl::DataLossError("decryption failed");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kms::crypto
