@@ -1,0 +1,79 @@
+// PolicyAuthorizer: the Authorizer read from a JSON policy file. Deny by default.
+//
+// Policy format (version 1):
+//
+//   {"version": 1,
+//    "identities": [
+//      {"identity": "spiffe://kmsd.dev/billing",        // exact match, no wildcards
+//       "operations": ["encrypt", "decrypt"],           // or ["*"] for all operations
+//       "tenants": ["acme", "acme-*", "*"],             // exact id, prefix*, or any
+//       "rate_limit": {"requests_per_second": 500, "burst": 1000}}]}   // optional
+//
+// Operation names are those of OperationName(): encrypt, decrypt, create_tenant,
+// get_tenant, list_tenants, get_status, sign_jwt, verify_jwt, admin_jwt, rotate, shred.
+// An operation called without a tenant (tenant_id empty) needs only the operation;
+// with a tenant it also needs a matching tenant pattern. "tenants" may be omitted
+// (no tenant-scoped access). Unknown keys, unknown operations, malformed tenant
+// patterns and duplicate identities are INVALID_ARGUMENT at load time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "kms/authz/authorizer.h"
+#include "kms/common/status.h"
+
+namespace kms::authz {
+
+// The inverse of OperationName(); nullopt for an unknown name.
+std::optional<Operation> OperationFromName(std::string_view name);
+
+// A token bucket's parameters for one identity (enforced elsewhere).
+struct RateLimit {
+  double rps = 0;    // sustained requests per second, > 0
+  double burst = 0;  // bucket size, >= 1 (default: max(1, rps))
+};
+
+// Immutable after construction, hence thread-safe.
+class PolicyAuthorizer final : public Authorizer {
+ public:
+  // NOT_FOUND when the file does not exist; INVALID_ARGUMENT (prefixed with the path)
+  // when it cannot be read or is not a valid policy.
+  static absl::StatusOr<std::unique_ptr<PolicyAuthorizer>> FromFile(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<PolicyAuthorizer>> FromJson(std::string_view json_text);
+
+  absl::Status Authorize(std::string_view identity, Operation op,
+                         std::string_view tenant_id) const override;
+
+  // The identity's rate limit, when the policy sets one.
+  std::optional<RateLimit> RateLimitFor(std::string_view identity) const;
+
+  size_t identity_count() const { return grants_.size(); }
+
+ private:
+  struct Grant {
+    uint32_t operations = 0;  // bit (1 << Operation)
+    bool all_tenants = false;
+    absl::flat_hash_set<std::string> exact_tenants;
+    std::vector<std::string> tenant_prefixes;  // from "prefix*"
+    std::optional<RateLimit> rate_limit;
+
+    bool AllowsTenant(std::string_view tenant_id) const;
+  };
+  friend class PolicyParser;
+
+  explicit PolicyAuthorizer(absl::flat_hash_map<std::string, Grant> grants)
+      : grants_(std::move(grants)) {}
+
+  const Grant* Find(std::string_view identity) const;
+
+  absl::flat_hash_map<std::string, Grant> grants_;
+};
+
+}  // namespace kms::authz
