@@ -1,0 +1,310 @@
+// kmsctl: the operators' command line for kmsd.
+//
+// Connection settings come from, in increasing precedence: the file named by
+// KMSCTL_CONFIG or --config (dev mode writes DIR/kmsctl.json), then --addr/--ca/--cert/--key.
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "CLI/CLI.hpp"
+#include "grpcpp/grpcpp.h"
+#include "kms/v1/admin_service.grpc.pb.h"
+#include "kms/v1/key_service.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "src/common/base64.h"
+
+namespace {
+
+using nlohmann::json;
+
+struct Connection {
+  std::string addr, ca, cert, key;
+  int timeout_seconds = 10;
+};
+
+struct Failure {
+  int exit_code;
+  std::string message;
+};
+
+std::string ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Failure{2, std::string("cannot read ") + what + " " + path};
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string ReadStdin() {
+  return std::string(std::istreambuf_iterator<char>(std::cin), {});
+}
+
+// Flags win over the file; the file comes from --config, else KMSCTL_CONFIG.
+Connection Resolve(const Connection& flags, std::string config_path) {
+  if (config_path.empty()) {
+    if (const char* env = std::getenv("KMSCTL_CONFIG")) config_path = env;
+  }
+  Connection c;
+  if (!config_path.empty()) {
+    json j;
+    try {
+      j = json::parse(ReadFile(config_path, "config"));
+      c.addr = j.value("addr", "");
+      c.ca = j.value("ca", "");
+      c.cert = j.value("cert", "");
+      c.key = j.value("key", "");
+    } catch (const json::exception& e) {
+      throw Failure{2, "config " + config_path + " is not valid JSON: " + e.what()};
+    }
+  }
+  if (!flags.addr.empty()) c.addr = flags.addr;
+  if (!flags.ca.empty()) c.ca = flags.ca;
+  if (!flags.cert.empty()) c.cert = flags.cert;
+  if (!flags.key.empty()) c.key = flags.key;
+  c.timeout_seconds = flags.timeout_seconds;
+  if (c.addr.empty() || c.ca.empty() || c.cert.empty() || c.key.empty()) {
+    throw Failure{2, "no connection settings: pass --addr, --ca, --cert and --key, or --config FILE "
+                     "(or set KMSCTL_CONFIG; kmsd --dev writes STATE_DIR/kmsctl.json)"};
+  }
+  return c;
+}
+
+std::shared_ptr<grpc::Channel> Dial(const Connection& c) {
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = ReadFile(c.ca, "CA file");
+  tls.pem_cert_chain = ReadFile(c.cert, "client certificate");
+  tls.pem_private_key = ReadFile(c.key, "client key");
+  return grpc::CreateChannel(c.addr, grpc::SslCredentials(tls));
+}
+
+void Check(const grpc::Status& s) {
+  if (!s.ok()) {
+    static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
+                                   "DEADLINE_EXCEEDED", "NOT_FOUND", "ALREADY_EXISTS",
+                                   "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                   "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL",
+                                   "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+    int code = s.error_code();
+    std::string name = code >= 0 && code <= 16 ? kNames[code] : std::to_string(code);
+    throw Failure{1, name + ": " + s.error_message()};
+  }
+}
+
+void SetDeadline(grpc::ClientContext& ctx, const Connection& c) {
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(c.timeout_seconds));
+}
+
+json TenantJson(const kms::v1::Tenant& t) {
+  return {{"tenant_id", t.tenant_id()},
+          {"state", t.state()},
+          {"primary_dek_version", t.primary_dek_version()},
+          {"min_decrypt_version", t.min_decrypt_version()},
+          {"created_at_unix", t.created_at_unix()},
+          {"dek_created_at_unix", t.dek_created_at_unix()}};
+}
+
+void PrintTenant(const kms::v1::Tenant& t, bool as_json) {
+  if (as_json) {
+    std::cout << TenantJson(t).dump(2) << "\n";
+  } else {
+    std::cout << "tenant " << t.tenant_id() << "\n  state: " << t.state()
+              << "\n  primary DEK version: " << t.primary_dek_version()
+              << "\n  created: " << t.created_at_unix() << " (unix)\n";
+  }
+}
+
+void ParseContext(const std::vector<std::string>& pairs,
+                  google::protobuf::Map<std::string, std::string>* out) {
+  for (const std::string& kv : pairs) {
+    size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) throw Failure{2, "--context takes key=value, got '" + kv + "'"};
+    (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+}
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // The same TLS posture as the server: TLS 1.3 only (see src/server/server.h).
+  setenv("GRPC_SSL_CIPHER_SUITES", "PSK-AES256-GCM-SHA384", 1);
+
+  CLI::App app{"kmsctl: operate a kmsd node"};
+  app.require_subcommand(1);
+  Connection flags;
+  std::string config_path, output = "text";
+  app.add_option("--addr", flags.addr, "kmsd gRPC address HOST:PORT");
+  app.add_option("--ca", flags.ca, "CA certificate that signed kmsd's certificate (PEM)");
+  app.add_option("--cert", flags.cert, "Client certificate (PEM)");
+  app.add_option("--key", flags.key, "Client private key (PEM)");
+  app.add_option("--config", config_path, "Connection file (JSON: addr, ca, cert, key); default $KMSCTL_CONFIG");
+  app.add_option("--timeout", flags.timeout_seconds, "Deadline per call, seconds")->capture_default_str();
+  app.add_option("-o,--output", output, "text or json")->check(CLI::IsMember({"text", "json"}));
+
+  auto* status = app.add_subcommand("status", "Node status: KEK versions, key ages, backends");
+
+  auto* tenant = app.add_subcommand("tenant", "Tenants");
+  tenant->require_subcommand(1);
+  std::string tenant_id;
+  auto* tenant_create = tenant->add_subcommand("create", "Create a tenant and its first DEK");
+  tenant_create->add_option("tenant_id", tenant_id)->required();
+  auto* tenant_get = tenant->add_subcommand("get", "Show a tenant");
+  tenant_get->add_option("tenant_id", tenant_id)->required();
+  auto* tenant_list = tenant->add_subcommand("list", "List tenants");
+  int page_size = 100;
+  std::string page_token;
+  bool all_pages = false;
+  tenant_list->add_option("--page-size", page_size)->capture_default_str();
+  tenant_list->add_option("--page-token", page_token);
+  tenant_list->add_flag("--all", all_pages, "Follow every page");
+
+  std::string data;
+  std::vector<std::string> context;
+  auto* encrypt = app.add_subcommand("encrypt", "Encrypt --data (or stdin); prints Base64 ciphertext");
+  auto* decrypt = app.add_subcommand("decrypt", "Decrypt Base64 --data (or stdin); prints the plaintext");
+  for (CLI::App* cmd : {encrypt, decrypt}) {
+    cmd->add_option("--tenant", tenant_id, "Tenant id")->required();
+    cmd->add_option("--data", data, "Input (default: stdin)");
+    cmd->add_option("--context", context, "Encryption context key=value (repeatable)");
+  }
+
+  CLI11_PARSE(app, argc, argv);
+  const bool as_json = output == "json";
+
+  try {
+    Connection conn = Resolve(flags, config_path);
+    std::shared_ptr<grpc::Channel> channel = Dial(conn);
+    auto admin = kms::v1::AdminService::NewStub(channel);
+    auto keys = kms::v1::KeyService::NewStub(channel);
+
+    if (*status) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::GetStatusResponse resp;
+      Check(admin->GetStatus(&ctx, {}, &resp));
+      if (as_json) {
+        json keks = json::array();
+        for (const auto& k : resp.kek_versions()) {
+          keks.push_back({{"version", k.version()}, {"state", k.state()},
+                          {"created_at_unix", k.created_at_unix()}, {"age_seconds", k.age_seconds()},
+                          {"wrap_mechanism", k.wrap_mechanism()}});
+        }
+        json backends = json::array();
+        for (const auto& b : resp.backends()) {
+          backends.push_back({{"name", b.name()}, {"healthy", b.healthy()}, {"detail", b.detail()}});
+        }
+        std::cout << json{{"version", resp.version()}, {"node_id", resp.node_id()},
+                          {"ready", resp.ready()}, {"uptime_seconds", resp.uptime_seconds()},
+                          {"master_key_kind", resp.master_key_kind()},
+                          {"store_backend", resp.store_backend()},
+                          {"primary_kek_version", resp.primary_kek_version()},
+                          {"kek_versions", keks}, {"tenant_count", resp.tenant_count()},
+                          {"dek_cache_entries", resp.dek_cache_entries()}, {"backends", backends}}
+                         .dump(2)
+                  << "\n";
+      } else {
+        std::cout << "kmsd " << resp.version() << " on " << resp.node_id()
+                  << (resp.ready() ? " (ready)" : " (NOT ready)") << ", up " << resp.uptime_seconds()
+                  << " s\nmaster key: " << resp.master_key_kind() << "\nstore: " << resp.store_backend()
+                  << "\nprimary KEK: v" << resp.primary_kek_version() << "\n";
+        for (const auto& k : resp.kek_versions()) {
+          std::cout << "  KEK v" << k.version() << " " << k.state() << ", age " << k.age_seconds()
+                    << " s, wrapped with " << k.wrap_mechanism() << "\n";
+        }
+        std::cout << "tenants: " << resp.tenant_count() << ", cached DEKs: " << resp.dek_cache_entries()
+                  << "\n";
+        for (const auto& b : resp.backends()) {
+          std::cout << "backend " << b.name() << ": " << (b.healthy() ? "healthy" : "DOWN") << " ("
+                    << b.detail() << ")\n";
+        }
+      }
+    } else if (*tenant_create || *tenant_get) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      if (*tenant_create) {
+        kms::v1::CreateTenantRequest req;
+        req.set_tenant_id(tenant_id);
+        kms::v1::CreateTenantResponse resp;
+        Check(admin->CreateTenant(&ctx, req, &resp));
+        PrintTenant(resp.tenant(), as_json);
+      } else {
+        kms::v1::GetTenantRequest req;
+        req.set_tenant_id(tenant_id);
+        kms::v1::GetTenantResponse resp;
+        Check(admin->GetTenant(&ctx, req, &resp));
+        PrintTenant(resp.tenant(), as_json);
+      }
+    } else if (*tenant_list) {
+      json all = json::array();
+      std::string token = page_token;
+      do {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        kms::v1::ListTenantsRequest req;
+        req.set_page_size(page_size);
+        req.set_page_token(token);
+        kms::v1::ListTenantsResponse resp;
+        Check(admin->ListTenants(&ctx, req, &resp));
+        for (const auto& t : resp.tenants()) {
+          if (as_json) {
+            all.push_back(TenantJson(t));
+          } else {
+            std::cout << t.tenant_id() << "\t" << t.state() << "\tDEK v" << t.primary_dek_version() << "\n";
+          }
+        }
+        token = resp.next_page_token();
+        if (!all_pages && !token.empty() && !as_json) std::cout << "next page: --page-token " << token << "\n";
+      } while (all_pages && !token.empty());
+      if (as_json) std::cout << json{{"tenants", all}, {"next_page_token", token}}.dump(2) << "\n";
+    } else if (*encrypt) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::EncryptRequest req;
+      req.set_tenant_id(tenant_id);
+      req.set_plaintext(encrypt->count("--data") ? data : ReadStdin());
+      ParseContext(context, req.mutable_context());
+      kms::v1::EncryptResponse resp;
+      Check(keys->Encrypt(&ctx, req, &resp));
+      std::string b64 = kms::Base64Encode(
+          {reinterpret_cast<const uint8_t*>(resp.ciphertext().data()), resp.ciphertext().size()});
+      if (as_json) {
+        std::cout << json{{"ciphertext", b64}, {"dek_version", resp.dek_version()}}.dump(2) << "\n";
+      } else {
+        std::cout << b64 << "\n";
+      }
+    } else if (*decrypt) {
+      std::string b64 = Trim(decrypt->count("--data") ? data : ReadStdin());
+      absl::StatusOr<std::vector<uint8_t>> raw = kms::Base64Decode(b64);
+      if (!raw.ok()) throw Failure{2, "ciphertext is not valid Base64"};
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::DecryptRequest req;
+      req.set_tenant_id(tenant_id);
+      req.set_ciphertext(std::string(raw->begin(), raw->end()));
+      ParseContext(context, req.mutable_context());
+      kms::v1::DecryptResponse resp;
+      Check(keys->Decrypt(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"plaintext_base64",
+                           kms::Base64Encode({reinterpret_cast<const uint8_t*>(resp.plaintext().data()),
+                                              resp.plaintext().size()})},
+                          {"dek_version", resp.dek_version()}}
+                         .dump(2)
+                  << "\n";
+      } else {
+        std::cout << resp.plaintext();
+        if (isatty(STDOUT_FILENO)) std::cout << "\n";
+      }
+    }
+  } catch (const Failure& f) {
+    std::cerr << "kmsctl: " << f.message << "\n";
+    return f.exit_code;
+  }
+  return 0;
+}

@@ -1,0 +1,138 @@
+// kmsd: parses the command line, prepares a config (a file, or dev mode), and hands
+// it to KmsServer. Everything else lives in the libraries.
+#include <signal.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <cstdio>
+#include <iostream>
+#include <mutex>
+#include <thread>
+
+#include "CLI/CLI.hpp"
+#include "kms/common/secret.h"
+#include "spdlog/sinks/stdout_color_sinks.h"
+#include "spdlog/spdlog.h"
+#include "src/config/config.h"
+#include "src/server/dev_mode.h"
+#include "src/server/server.h"
+
+namespace {
+
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+
+std::string HostOf(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
+  if (host == "[::]") return "[::1]";
+  return host;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kms::server::RestrictGrpcToTls13();
+
+  CLI::App app{"kmsd: the key-management daemon (HSM -> KEK -> DEK, field encryption over mTLS)"};
+  bool dev = false;
+  std::string state_dir, config_path, issue_cert, log_level;
+  kms::server::DevOptions dev_options;
+  app.add_flag("--dev", dev, "Run a self-contained dev node (SQLite, SoftHSM2, dev CA) in --state-dir");
+  app.add_option("--state-dir", state_dir, "Dev mode state directory (created on first run)");
+  app.add_option("--grpc-listen", dev_options.grpc_listen, "Dev mode gRPC address HOST:PORT (port 0: any)")
+      ->capture_default_str();
+  app.add_option("--http-listen", dev_options.http_listen, "Dev mode HTTPS address HOST:PORT (port 0: any)")
+      ->capture_default_str();
+  app.add_option("--config", config_path, "Config file (JSON; see config/kmsd.example.json)");
+  app.add_option("--issue-client-cert", issue_cert,
+                 "Dev mode: issue a client certificate spiffe://kmsd.dev/NAME from the dev CA, then exit");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides the config)");
+  CLI11_PARSE(app, argc, argv);
+
+  auto logger = spdlog::stderr_color_mt("kmsd");
+  spdlog::set_default_logger(logger);
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+
+  if (!kms::HardenProcess()) spdlog::warn("could not disable core dumps for this process");
+
+  if (dev == !config_path.empty()) {
+    std::cerr << "kmsd: give exactly one of --dev (with --state-dir) or --config FILE\n";
+    return kExitConfig;
+  }
+  if (!issue_cert.empty()) {
+    if (!dev || state_dir.empty()) {
+      std::cerr << "kmsd: --issue-client-cert needs --dev --state-dir DIR\n";
+      return kExitConfig;
+    }
+    absl::StatusOr<std::string> cert = kms::server::IssueDevClientCert(state_dir, issue_cert);
+    if (!cert.ok()) {
+      std::cerr << "kmsd: " << cert.status().message() << "\n";
+      return kExitConfig;
+    }
+    std::cout << "issued " << *cert << " (key beside it) for spiffe://" << kms::server::kDevTrustDomain
+              << "/" << issue_cert << "\nadd the identity to " << state_dir
+              << "/policy.json to grant it operations\n";
+    return 0;
+  }
+
+  // Signals go to one thread, which asks the server to stop.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::atomic<bool> stop{false};
+  std::mutex mu;
+  std::condition_variable cv;
+  std::thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    std::lock_guard lock(mu);
+    stop = true;
+    cv.notify_all();
+  }).detach();
+
+  absl::StatusOr<kms::config::Config> config =
+      dev ? (dev_options.state_dir = state_dir, kms::server::PrepareDevState(dev_options))
+          : kms::config::LoadConfigFile(config_path);
+  if (!config.ok()) {
+    std::cerr << "kmsd: configuration: " << config.status().message() << "\n";
+    return kExitConfig;
+  }
+  const std::string level = log_level.empty() ? config->log_level : log_level;
+  spdlog::set_level(spdlog::level::from_str(level));
+
+  absl::StatusOr<std::unique_ptr<kms::server::KmsServer>> server =
+      kms::server::KmsServer::Start(*config, &stop);
+  if (!server.ok()) {
+    std::cerr << "kmsd: cannot start: " << server.status().message() << "\n";
+    return absl::IsUnavailable(server.status()) || absl::IsCancelled(server.status()) ? kExitRuntime
+                                                                                       : kExitConfig;
+  }
+  const std::string grpc_addr =
+      HostOf(config->grpc_listen) + ":" + std::to_string((*server)->grpc_port());
+  std::string ready_line = "kmsd ready: grpc=" + grpc_addr;
+  if ((*server)->http_port() != 0) {
+    ready_line += " https=" + HostOf(config->http_listen) + ":" + std::to_string((*server)->http_port());
+  }
+  if (dev) {
+    absl::Status written = kms::server::WriteKmsctlConfig(state_dir, grpc_addr);
+    if (!written.ok()) spdlog::warn("could not write kmsctl.json: {}", written.message());
+  }
+  std::cout << ready_line << "\n";
+  if (dev) {
+    std::cout << "point kmsctl at it: export KMSCTL_CONFIG=" << std::filesystem::absolute(state_dir).string()
+              << "/kmsctl.json\n";
+  }
+  std::cout.flush();
+
+  {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return stop.load(); });
+  }
+  spdlog::info("stopping");
+  (*server)->Shutdown();
+  return 0;
+}

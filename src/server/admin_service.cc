@@ -1,0 +1,134 @@
+#include "src/server/admin_service.h"
+
+#include "spdlog/spdlog.h"
+#include "src/keys/tenant_id.h"
+#include "src/server/rpc_auth.h"
+#include "src/server/status_map.h"
+
+namespace kms::server {
+
+namespace {
+
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& status,
+                                 std::string_view rpc) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status, rpc));
+  return reactor;
+}
+
+void FillTenant(const keys::TenantInfo& info, v1::Tenant* out) {
+  out->set_tenant_id(info.tenant.id);
+  out->set_state(std::string(store::TenantStateName(info.tenant.state)));
+  out->set_primary_dek_version(info.tenant.primary_dek_version);
+  out->set_min_decrypt_version(info.tenant.min_decrypt_version);
+  out->set_created_at_unix(info.tenant.created_at);
+  out->set_dek_created_at_unix(info.primary_dek_created_at);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerContext* ctx,
+                                                         const v1::CreateTenantRequest* req,
+                                                         v1::CreateTenantResponse* resp) {
+  absl::Status status = keys::ValidateTenantId(req->tenant_id());
+  std::string identity;
+  if (status.ok()) {
+    status = AuthorizeCall(*ctx, authz_, authz::Operation::kCreateTenant, req->tenant_id(), &identity);
+  }
+  if (status.ok()) {
+    absl::StatusOr<keys::TenantInfo> info = keys_.CreateTenant(req->tenant_id());
+    status = info.status();
+    if (info.ok()) {
+      FillTenant(*info, resp->mutable_tenant());
+      spdlog::info("tenant {} created by {}", req->tenant_id(), identity);
+    }
+  }
+  return Finish(ctx, status, "CreateTenant");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetTenantRequest* req,
+                                                      v1::GetTenantResponse* resp) {
+  absl::Status status = keys::ValidateTenantId(req->tenant_id());
+  if (status.ok()) status = AuthorizeCall(*ctx, authz_, authz::Operation::kGetTenant, req->tenant_id());
+  if (status.ok()) {
+    absl::StatusOr<keys::TenantInfo> info = keys_.GetTenant(req->tenant_id());
+    status = info.status();
+    if (info.ok()) FillTenant(*info, resp->mutable_tenant());
+  }
+  return Finish(ctx, status, "GetTenant");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerContext* ctx,
+                                                        const v1::ListTenantsRequest* req,
+                                                        v1::ListTenantsResponse* resp) {
+  absl::Status status = AuthorizeCall(*ctx, authz_, authz::Operation::kListTenants, "");
+  int page_size = req->page_size() == 0 ? kDefaultPageSize : req->page_size();
+  if (status.ok() && (page_size < 0 || page_size > kMaxPageSize)) {
+    status = absl::InvalidArgumentError("page_size must be between 0 and 1000");
+  }
+  // The page token is the last tenant id of the previous page.
+  if (status.ok() && !req->page_token().empty()) status = keys::ValidateTenantId(req->page_token());
+  if (status.ok()) {
+    absl::StatusOr<store::TenantPage> page = keys_.ListTenants(req->page_token(), page_size);
+    status = page.status();
+    if (page.ok()) {
+      for (store::TenantRecord& t : page->tenants) {
+        FillTenant(keys::TenantInfo{.tenant = std::move(t)}, resp->add_tenants());
+      }
+      resp->set_next_page_token(page->next_after);
+    }
+  }
+  return Finish(ctx, status, "ListTenants");
+}
+
+absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
+  const int64_t now = clock_.UnixSeconds();
+  resp->set_version(node_.version);
+  resp->set_node_id(node_.node_id);
+  resp->set_uptime_seconds(now - node_.started_at_unix);
+  resp->set_master_key_kind(node_.master_key_kind);
+  resp->set_store_backend(node_.store_backend);
+  resp->set_primary_kek_version(keys_.primary_kek_version());
+  resp->set_dek_cache_entries(keys_.cached_deks());
+
+  absl::Status hsm_health = hsm_.Ping();
+  absl::Status store_health = store_.Ping();
+  auto add_backend = [&](const char* name, const absl::Status& s) {
+    v1::BackendState* b = resp->add_backends();
+    b->set_name(name);
+    b->set_healthy(s.ok());
+    b->set_detail(s.ok() ? "ok" : std::string(absl::StatusCodeToString(s.code())));
+  };
+  add_backend("hsm", hsm_health);
+  add_backend("store", store_health);
+  resp->set_ready(hsm_health.ok() && store_health.ok());
+
+  if (store_health.ok()) {
+    KMS_ASSIGN_OR_RETURN(std::vector<keys::KekInfo> keks, keys_.ListKeks());
+    for (const keys::KekInfo& k : keks) {
+      v1::KekVersion* kv = resp->add_kek_versions();
+      kv->set_version(k.version);
+      kv->set_state(std::string(store::KekStateName(k.state)));
+      kv->set_created_at_unix(k.created_at);
+      kv->set_age_seconds(now - k.created_at);
+      kv->set_wrap_mechanism(k.mechanism);
+    }
+    KMS_ASSIGN_OR_RETURN(uint64_t tenants, store_.CountTenants());
+    resp->set_tenant_count(tenants);
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetStatusRequest* req,
+                                                      v1::GetStatusResponse* resp) {
+  absl::Status status = AuthorizeCall(*ctx, authz_, authz::Operation::kGetStatus, "");
+  if (status.ok()) status = Status(resp);
+  return Finish(ctx, status, "GetStatus");
+}
+
+}  // namespace kms::server

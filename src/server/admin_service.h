@@ -1,0 +1,54 @@
+// kms.v1.AdminService: the operators' plane (kmsctl).
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "kms/authz/authorizer.h"
+#include "kms/common/clock.h"
+#include "kms/hsm/hsm.h"
+#include "kms/store/key_store.h"
+#include "kms/v1/admin_service.grpc.pb.h"
+#include "src/keys/key_manager.h"
+
+namespace kms::server {
+
+struct NodeInfo {
+  std::string node_id;
+  std::string version;
+  std::string store_backend;
+  std::string master_key_kind;
+  int64_t started_at_unix = 0;
+};
+
+class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
+ public:
+  AdminServiceImpl(keys::KeyManager& keys, hsm::Hsm& hsm, store::KeyStore& store,
+                   const authz::Authorizer& authz, const Clock& clock, NodeInfo node)
+      : keys_(keys), hsm_(hsm), store_(store), authz_(authz), clock_(clock), node_(std::move(node)) {}
+
+  grpc::ServerUnaryReactor* CreateTenant(grpc::CallbackServerContext* ctx,
+                                         const v1::CreateTenantRequest* req,
+                                         v1::CreateTenantResponse* resp) override;
+  grpc::ServerUnaryReactor* GetTenant(grpc::CallbackServerContext* ctx,
+                                      const v1::GetTenantRequest* req,
+                                      v1::GetTenantResponse* resp) override;
+  grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx,
+                                        const v1::ListTenantsRequest* req,
+                                        v1::ListTenantsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
+                                      const v1::GetStatusRequest* req,
+                                      v1::GetStatusResponse* resp) override;
+
+ private:
+  absl::Status Status(v1::GetStatusResponse* resp);
+
+  keys::KeyManager& keys_;
+  hsm::Hsm& hsm_;
+  store::KeyStore& store_;
+  const authz::Authorizer& authz_;
+  const Clock& clock_;
+  const NodeInfo node_;
+};
+
+}  // namespace kms::server

@@ -1,0 +1,40 @@
+// Dev mode: one command creates (first run) or reuses (later runs) everything a
+// single node needs in one state directory:
+//
+//   DIR/softhsm2.conf, DIR/tokens/     a SoftHSM2 token "kmsd-dev" of its own
+//   DIR/secrets/hsm-user.pin           the token's user PIN (0600); hsm-so.pin likewise
+//   DIR/pki/ca.pem, ca.key (0600)      a dev CA, kept so more client certificates can be issued
+//   DIR/pki/server.pem, server.key     for localhost / 127.0.0.1 / ::1
+//   DIR/pki/clients/<name>.pem, .key   "operator" (every operation) and "billing" (encrypt, decrypt)
+//   DIR/policy.json                    who may do what (deny by default)
+//   DIR/kmsd.db                        the SQLite key store
+//   DIR/kmsctl.json                    how kmsctl reaches this node (written once listening)
+#pragma once
+
+#include <string>
+
+#include "kms/common/status.h"
+#include "src/config/config.h"
+
+namespace kms::server {
+
+inline constexpr char kDevTrustDomain[] = "kmsd.dev";
+inline constexpr char kDevTokenLabel[] = "kmsd-dev";
+
+struct DevOptions {
+  std::string state_dir;
+  std::string grpc_listen = "127.0.0.1:8443";
+  std::string http_listen = "127.0.0.1:8444";
+};
+
+// Creates what is missing in the state dir and returns the config to run with.
+absl::StatusOr<config::Config> PrepareDevState(const DevOptions& options);
+
+// Issues a client certificate for spiffe://kmsd.dev/<name> from the dev CA, into
+// DIR/pki/clients/<name>.pem and .key. Returns the certificate's path.
+absl::StatusOr<std::string> IssueDevClientCert(const std::string& state_dir, const std::string& name);
+
+// Writes DIR/kmsctl.json pointing at `grpc_addr` with the operator's certificate.
+absl::Status WriteKmsctlConfig(const std::string& state_dir, const std::string& grpc_addr);
+
+}  // namespace kms::server
