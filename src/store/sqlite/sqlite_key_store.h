@@ -1,0 +1,125 @@
+// SQLite backend of the KeyStore seam: the embedded, single-node default.
+//
+// One database file (created mode 0600) in WAL mode with synchronous=FULL. The schema
+// is versioned: `schema_migrations` records every migration applied; Open() applies the
+// missing ones, each in its own IMMEDIATE transaction, and refuses a database written
+// by a newer kmsd (FAILED_PRECONDITION).
+//
+// Thread-safe: one connection, serialized by a mutex (SQLite serializes writers anyway).
+// Several processes may open the same file (kmsd and kmsctl); writers wait up to the
+// busy timeout and then get UNAVAILABLE.
+//
+// Contract decisions beyond key_store.h (the same for every backend, checked by
+// tests/integration/store):
+//  - A shredded tenant stays readable: GetTenant/GetTenantDek/ListDeks return it with
+//    TenantState::kShredded and every DEK in DekState::kDestroyed with an empty
+//    `wrapped`. Callers tell "shredded" from "never existed" (NOT_FOUND).
+//  - Shredding is final: SetTenantState away from kShredded, and RotateDek of a
+//    shredded tenant, are FAILED_PRECONDITION.
+//  - RotateDek with a version not above the current primary: FAILED_PRECONDITION.
+//  - UpdateKekState of an unknown version: NOT_FOUND (ABORTED only when it exists in
+//    another state).
+//  - AddEncryptions is a usage counter, not a state change: it does not bump the epoch
+//    (or the tenant's row_version), so counter flushes never invalidate replicas' caches.
+//  - CreateTenant stores row_version 1 and primary_dek_version = first_dek.version
+//    (a non-zero tenant.primary_dek_version that differs is INVALID_ARGUMENT).
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "kms/common/status.h"
+#include "kms/store/key_store.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace kms::store {
+
+class SqliteKeyStore final : public KeyStore {
+ public:
+  struct Options {
+    // How long a writer waits for another process's lock before UNAVAILABLE.
+    std::chrono::milliseconds busy_timeout{5000};
+  };
+
+  // Opens (creating if absent, mode 0600) the database at `path` and migrates it.
+  // ":memory:" gives a private in-memory store. Errors: INVALID_ARGUMENT (empty path),
+  // UNAVAILABLE (cannot open / I/O error / locked), FAILED_PRECONDITION (schema newer
+  // than this binary), INTERNAL.
+  static absl::StatusOr<std::unique_ptr<SqliteKeyStore>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SqliteKeyStore>> Open(const std::string& path,
+                                                             const Options& options);
+
+  // The schema version this binary migrates to.
+  static int LatestSchemaVersion();
+
+  ~SqliteKeyStore() override;
+  SqliteKeyStore(const SqliteKeyStore&) = delete;
+  SqliteKeyStore& operator=(const SqliteKeyStore&) = delete;
+
+  std::string_view backend_name() const override { return "sqlite"; }
+
+  absl::StatusOr<std::vector<KekRecord>> ListKeks() override;
+  absl::Status InsertKek(const KekRecord& kek) override;
+  absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
+
+  absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
+  absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) override;
+  absl::StatusOr<TenantPage> ListTenants(const std::string& after, int limit) override;
+  absl::StatusOr<uint64_t> CountTenants() override;
+  absl::StatusOr<TenantDek> GetTenantDek(const std::string& tenant_id,
+                                         uint32_t version) override;
+  absl::StatusOr<std::vector<DekRecord>> ListDeks(const std::string& tenant_id) override;
+  absl::Status RotateDek(const std::string& tenant_id, int64_t expected_row_version,
+                         const DekRecord& new_dek) override;
+  absl::Status SetTenantState(const std::string& tenant_id, int64_t expected_row_version,
+                              TenantState state) override;
+  absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
+                              uint64_t count) override;
+
+  absl::StatusOr<int64_t> GetEpoch() override;
+  absl::Status Ping() override;
+
+ private:
+  struct DbCloser {
+    void operator()(sqlite3* db) const;
+  };
+  struct StmtFinalizer {
+    void operator()(sqlite3_stmt* stmt) const;
+  };
+  using DbPtr = std::unique_ptr<sqlite3, DbCloser>;
+  using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+  class Stmt;
+  class Transaction;
+
+  explicit SqliteKeyStore(DbPtr db);
+
+  absl::Status Configure(const Options& options, bool in_memory)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A cached prepared statement for `sql`, reset when the returned Stmt is destroyed.
+  absl::StatusOr<Stmt> Prepare(absl::string_view sql, absl::string_view op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Runs a statement that returns no rows.
+  absl::Status Exec(absl::string_view sql, absl::string_view op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status BumpEpoch(absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a CAS matched no row: NOT_FOUND, ABORTED or FAILED_PRECONDITION, by reading
+  // the tenant row inside the same transaction.
+  absl::Status DiagnoseTenantCas(const std::string& tenant_id, int64_t expected_row_version,
+                                 absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  absl::Mutex mu_;
+  DbPtr db_ ABSL_GUARDED_BY(mu_);
+  // Keyed by SQL text. Declared after db_, so finalized before the connection closes.
+  absl::flat_hash_map<std::string, StmtPtr> stmts_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kms::store

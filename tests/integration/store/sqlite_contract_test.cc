@@ -1,0 +1,288 @@
+// The KeyStore contract for SQLite, plus what only SQLite has: a file, its mode, its
+// journal, its schema version, and other processes' locks.
+#include <sqlite3.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "src/store/sqlite/sqlite_key_store.h"
+#include "tests/integration/store/store_contract.h"
+
+namespace kms::store {
+namespace {
+
+using ::absl::StatusCode;
+using contract::KeyStoreBackend;
+using contract::KeyStoreContractTest;
+using contract::TestBlob;
+using contract::TestDek;
+using contract::TestKek;
+using contract::TestTenant;
+
+// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = std::getenv("TMPDIR");
+    std::string pattern = absl::StrCat(base != nullptr && *base != '\0' ? base : "/tmp",
+                                       "/kms_store_test.XXXXXX");
+    if (::mkdtemp(pattern.data()) != nullptr) path_ = pattern;
+  }
+  ~TempDir() {
+    if (path_.empty()) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  bool ok() const { return !path_.empty(); }
+  std::string File(absl::string_view name) const { return absl::StrCat(path_, "/", name); }
+
+ private:
+  std::string path_;
+};
+
+// Every store made for the contract suite lives in its own directory; all of them are
+// removed when the test program ends (the suite has no hook per store).
+class ContractDirs : public ::testing::Environment {
+ public:
+  static std::vector<std::unique_ptr<TempDir>>& dirs() {
+    static auto* d = new std::vector<std::unique_ptr<TempDir>>();
+    return *d;
+  }
+  void TearDown() override { dirs().clear(); }
+};
+const auto* const kContractDirs = ::testing::AddGlobalTestEnvironment(new ContractDirs);
+
+absl::StatusOr<std::unique_ptr<KeyStore>> MakeSqliteStore() {
+  auto dir = std::make_unique<TempDir>();
+  if (!dir->ok()) return absl::InternalError("mkdtemp failed");
+  std::string path = dir->File("kms.db");
+  ContractDirs::dirs().push_back(std::move(dir));
+  KMS_ASSIGN_OR_RETURN(std::unique_ptr<SqliteKeyStore> store, SqliteKeyStore::Open(path));
+  return std::unique_ptr<KeyStore>(std::move(store));
+}
+
+absl::StatusOr<std::unique_ptr<KeyStore>> MakeInMemoryStore() {
+  KMS_ASSIGN_OR_RETURN(std::unique_ptr<SqliteKeyStore> store, SqliteKeyStore::Open(":memory:"));
+  return std::unique_ptr<KeyStore>(std::move(store));
+}
+
+INSTANTIATE_TEST_SUITE_P(Sqlite, KeyStoreContractTest,
+                         ::testing::Values(KeyStoreBackend{"sqlite_file", &MakeSqliteStore},
+                                           KeyStoreBackend{"sqlite_memory",
+                                                           &MakeInMemoryStore}),
+                         contract::KeyStoreBackendName);
+
+// --- SQLite only
+
+// RAII for a second, raw connection: another process's view of the file.
+struct RawDb {
+  explicit RawDb(const std::string& path) {
+    EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+  }
+  ~RawDb() { sqlite3_close_v2(db); }
+  int Exec(const std::string& sql) { return sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr); }
+  std::string QueryText(const std::string& sql) {
+    sqlite3_stmt* stmt = nullptr;
+    std::string out;
+    if (sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK &&
+        sqlite3_step(stmt) == SQLITE_ROW) {
+      const unsigned char* text = sqlite3_column_text(stmt, 0);
+      if (text != nullptr) out = reinterpret_cast<const char*>(text);
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  }
+  sqlite3* db = nullptr;
+};
+
+std::vector<uint8_t> ReadFileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
+}
+
+bool Contains(const std::vector<uint8_t>& haystack, const std::vector<uint8_t>& needle) {
+  return std::search(haystack.begin(), haystack.end(), needle.begin(), needle.end()) !=
+         haystack.end();
+}
+
+class SqliteKeyStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_TRUE(dir_.ok()); }
+
+  std::unique_ptr<SqliteKeyStore> OpenStore() {
+    auto store = SqliteKeyStore::Open(path_);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+
+  TempDir dir_;
+  std::string path_ = dir_.File("kms.db");
+};
+
+TEST_F(SqliteKeyStoreTest, DataPersistsAcrossReopening) {
+  int64_t epoch = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->InsertKek(TestKek(1)).ok());
+    ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+    ASSERT_TRUE(store->RotateDek("acme", 1, TestDek("acme", 2)).ok());
+    ASSERT_TRUE(store->AddEncryptions("acme", 2, 17).ok());
+    epoch = *store->GetEpoch();
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto keks = store->ListKeks();
+  ASSERT_TRUE(keks.ok()) << keks.status();
+  ASSERT_EQ(keks->size(), 1u);
+  EXPECT_EQ((*keks)[0].wrapped, TestKek(1).wrapped);
+
+  auto td = store->GetTenantDek("acme", 0);
+  ASSERT_TRUE(td.ok()) << td.status();
+  EXPECT_EQ(td->tenant.primary_dek_version, 2u);
+  EXPECT_EQ(td->tenant.row_version, 2);
+  EXPECT_EQ(td->dek.wrapped, TestDek("acme", 2).wrapped);
+  EXPECT_EQ(td->dek.encryptions, 17u);
+  EXPECT_EQ(*store->GetEpoch(), epoch);
+}
+
+TEST_F(SqliteKeyStoreTest, DatabaseFilesAreReadableOnlyByTheOwner) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->InsertKek(TestKek(1)).ok());
+  for (const std::string& file : {path_, path_ + "-wal", path_ + "-shm"}) {
+    struct stat st {};
+    ASSERT_EQ(::stat(file.c_str(), &st), 0) << file;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << file;
+  }
+}
+
+TEST_F(SqliteKeyStoreTest, OpenUsesWalAndRecordsTheSchemaVersion) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.QueryText("PRAGMA journal_mode"), "wal");
+  EXPECT_EQ(raw.QueryText("SELECT MAX(version) FROM schema_migrations"),
+            std::to_string(SqliteKeyStore::LatestSchemaVersion()));
+  // Tables for later work exist from migration 1.
+  EXPECT_EQ(raw.QueryText("SELECT COUNT(*) FROM jwt_keys"), "0");
+  EXPECT_EQ(raw.QueryText("SELECT COUNT(*) FROM audit_log"), "0");
+}
+
+TEST_F(SqliteKeyStoreTest, ReopeningDoesNotReapplyMigrations) {
+  OpenStore().reset();
+  OpenStore().reset();
+  RawDb raw(path_);
+  EXPECT_EQ(raw.QueryText("SELECT COUNT(*) FROM schema_migrations"),
+            std::to_string(SqliteKeyStore::LatestSchemaVersion()));
+}
+
+TEST_F(SqliteKeyStoreTest, DatabaseFromANewerKmsdIsFailedPrecondition) {
+  OpenStore().reset();
+  const int newer = SqliteKeyStore::LatestSchemaVersion() + 1;
+  {
+    RawDb raw(path_);
+    ASSERT_EQ(raw.Exec(absl::StrCat("INSERT INTO schema_migrations (version, applied_at) "
+                                    "VALUES (", newer, ", 0)")),
+              SQLITE_OK);
+  }
+  auto store = SqliteKeyStore::Open(path_);
+  ASSERT_EQ(store.status().code(), StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_EQ(store.status().message(),
+            absl::StrCat("database schema version ", newer, " is newer than this kmsd (",
+                         SqliteKeyStore::LatestSchemaVersion(), ")"));
+}
+
+TEST_F(SqliteKeyStoreTest, OpenInAMissingDirectoryIsUnavailable) {
+  auto store = SqliteKeyStore::Open(dir_.File("no/such/dir/kms.db"));
+  EXPECT_EQ(store.status().code(), StatusCode::kUnavailable) << store.status();
+}
+
+TEST_F(SqliteKeyStoreTest, OpenWithAnEmptyPathIsInvalidArgument) {
+  EXPECT_EQ(SqliteKeyStore::Open("").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(SqliteKeyStoreTest, OpenOfAFileThatIsNotADatabaseFails) {
+  { std::ofstream(path_) << "this is not an SQLite database, just some text......"; }
+  auto store = SqliteKeyStore::Open(path_);
+  EXPECT_FALSE(store.ok());
+}
+
+TEST_F(SqliteKeyStoreTest, WriteLockedByAnotherProcessIsUnavailableAfterTheBusyTimeout) {
+  SqliteKeyStore::Options options;
+  options.busy_timeout = std::chrono::milliseconds(100);
+  auto opened = SqliteKeyStore::Open(path_, options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  auto& store = **opened;
+  ASSERT_TRUE(store.CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+
+  RawDb other(path_);
+  ASSERT_EQ(other.Exec("BEGIN EXCLUSIVE"), SQLITE_OK);
+  EXPECT_EQ(store.InsertKek(TestKek(1)).code(), StatusCode::kUnavailable);
+  EXPECT_EQ(store.RotateDek("acme", 1, TestDek("acme", 2)).code(), StatusCode::kUnavailable);
+  // WAL: readers are not blocked by the writer.
+  EXPECT_TRUE(store.GetTenant("acme").ok());
+  ASSERT_EQ(other.Exec("ROLLBACK"), SQLITE_OK);
+
+  EXPECT_TRUE(store.InsertKek(TestKek(1)).ok());
+  EXPECT_TRUE(store.RotateDek("acme", 1, TestDek("acme", 2)).ok());
+}
+
+// Two stores on one file (two kmsd processes): compare-and-set holds across
+// connections, and each sees the other's changes.
+TEST_F(SqliteKeyStoreTest, CompareAndSetHoldsAcrossConnections) {
+  auto a = OpenStore();
+  auto b = OpenStore();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+  auto seen_by_b = b->GetTenant("acme");
+  ASSERT_TRUE(seen_by_b.ok()) << seen_by_b.status();
+
+  EXPECT_TRUE(a->RotateDek("acme", 1, TestDek("acme", 2)).ok());
+  EXPECT_EQ(b->RotateDek("acme", seen_by_b->row_version, TestDek("acme", 3)).code(),
+            StatusCode::kAborted);
+  EXPECT_EQ(*a->GetEpoch(), *b->GetEpoch());
+  auto primary = b->GetTenantDek("acme", 0);
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  EXPECT_EQ(primary->dek.version, 2u);
+}
+
+// Shredding must not leave the wrapped DEK in the database file or its WAL.
+TEST_F(SqliteKeyStoreTest, ShreddedKeyBytesAreGoneFromTheFiles) {
+  DekRecord dek = TestDek("acme", 1);
+  dek.wrapped = TestBlob(0x5a, 48);
+  for (size_t i = 0; i < dek.wrapped.size(); ++i) dek.wrapped[i] ^= 0xa5;  // distinctive
+  DekRecord kept = TestDek("other", 1);
+  kept.wrapped = TestBlob(0x33, 48);
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), dek).ok());
+    ASSERT_TRUE(store->CreateTenant(TestTenant("other"), kept).ok());
+    EXPECT_TRUE(Contains(ReadFileBytes(path_ + "-wal"), dek.wrapped) ||
+                Contains(ReadFileBytes(path_), dek.wrapped))
+        << "the test cannot see the blob it means to shred";
+    ASSERT_TRUE(store->SetTenantState("acme", 1, TenantState::kShredded).ok());
+
+    EXPECT_FALSE(Contains(ReadFileBytes(path_), dek.wrapped));
+    EXPECT_FALSE(Contains(ReadFileBytes(path_ + "-wal"), dek.wrapped));
+  }
+  EXPECT_FALSE(Contains(ReadFileBytes(path_), dek.wrapped));
+  EXPECT_TRUE(Contains(ReadFileBytes(path_), kept.wrapped));
+}
+
+}  // namespace
+}  // namespace kms::store
