@@ -1,0 +1,469 @@
+// Pkcs11Hsm against a real, fresh SoftHSM2 token (one per test suite: RSA-4096 key
+// generation costs seconds, so the master keys are shared by the tests of a suite).
+#include "src/hsm/pkcs11_hsm.h"
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kms/hsm/hsm.h"
+#include "tests/test_common/softhsm_token.h"
+
+namespace kms::hsm {
+namespace {
+
+using ::kms::test::SoftHsmToken;
+
+std::vector<uint8_t> Bytes(std::string_view s) { return {s.begin(), s.end()}; }
+
+std::string Msg(const absl::Status& s) { return std::string(s.message()); }
+
+std::string ToString(const SecretBytes& b) {
+  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
+}
+
+class Pkcs11HsmTest : public ::testing::TestWithParam<MasterKeyKind> {
+ protected:
+  static void SetUpTestSuite() {
+    auto token = SoftHsmToken::Create("kmsd-hsm-test");
+    ASSERT_TRUE(token.ok()) << token.status();
+    token_ = std::move(*token);
+  }
+  static void TearDownTestSuite() { token_.reset(); }
+
+  // Both kinds share the token, each under its own master key label.
+  Pkcs11Options Options() const {
+    Pkcs11Options o = token_->Options(GetParam());
+    o.master_key_label = "kmsd-master-" + std::string(MasterKeyKindName(GetParam()));
+    return o;
+  }
+
+  std::unique_ptr<Pkcs11Hsm> OpenOrDie(const Pkcs11Options& o) {
+    auto hsm = Pkcs11Hsm::Open(o);
+    EXPECT_TRUE(hsm.ok()) << hsm.status();
+    return hsm.ok() ? std::move(*hsm) : nullptr;
+  }
+  std::unique_ptr<Pkcs11Hsm> OpenOrDie() { return OpenOrDie(Options()); }
+
+  static inline std::unique_ptr<SoftHsmToken> token_;
+};
+
+TEST_P(Pkcs11HsmTest, MasterKeyIsCreatedOnFirstOpenAndFoundOnReopen) {
+  Pkcs11Options o = Options();
+  o.master_key_label = "created-once-" + std::string(MasterKeyKindName(GetParam()));
+  {
+    auto first = OpenOrDie(o);
+    ASSERT_NE(first, nullptr);
+    EXPECT_TRUE(first->created_master_key());
+    EXPECT_EQ(first->master_key_kind(), GetParam());
+  }
+  o.create_master_key = false;  // must be found, not created
+  auto second = OpenOrDie(o);
+  ASSERT_NE(second, nullptr);
+  EXPECT_FALSE(second->created_master_key());
+  // And it is the same key: a KEK wrapped by one opens in the other.
+  auto third = OpenOrDie(o);
+  ASSERT_NE(third, nullptr);
+  auto blob = second->CreateKek(1);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_TRUE(third->LoadKek(1, *blob).ok());
+}
+
+TEST_P(Pkcs11HsmTest, MissingMasterKeyWithoutCreateIsNotFound) {
+  Pkcs11Options o = Options();
+  o.master_key_label = "no-such-master-key";
+  o.create_master_key = false;
+  auto hsm = Pkcs11Hsm::Open(o);
+  ASSERT_FALSE(hsm.ok());
+  EXPECT_EQ(hsm.status().code(), absl::StatusCode::kNotFound) << hsm.status();
+  EXPECT_NE(Msg(hsm.status()).find("no-such-master-key"), std::string::npos);
+}
+
+TEST_P(Pkcs11HsmTest, MasterKeyOfTheOtherKindFailsPrecondition) {
+  ASSERT_NE(OpenOrDie(), nullptr);  // make sure this kind's master key exists
+  Pkcs11Options o = Options();
+  o.master_key_kind =
+      GetParam() == MasterKeyKind::kRsa4096 ? MasterKeyKind::kAes256 : MasterKeyKind::kRsa4096;
+  auto hsm = Pkcs11Hsm::Open(o);
+  ASSERT_FALSE(hsm.ok());
+  EXPECT_EQ(hsm.status().code(), absl::StatusCode::kFailedPrecondition) << hsm.status();
+  EXPECT_NE(Msg(hsm.status()).find(std::string(MasterKeyKindName(GetParam()))), std::string::npos)
+      << hsm.status();
+  EXPECT_NE(Msg(hsm.status()).find(std::string(MasterKeyKindName(o.master_key_kind))),
+            std::string::npos)
+      << hsm.status();
+}
+
+TEST_P(Pkcs11HsmTest, CreateKekBlobRecordsTheWrappingMechanism) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  auto blob = hsm->CreateKek(7);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  ASSERT_GT(blob->size(), 2u);
+  EXPECT_EQ((*blob)[0], 0x01);
+  EXPECT_EQ((*blob)[1], static_cast<uint8_t>(hsm->kek_wrap_mechanism()));
+  auto name = WrappedKekMechanismName(*blob);
+  ASSERT_TRUE(name.ok()) << name.status();
+  if (GetParam() == MasterKeyKind::kRsa4096) {
+    // SoftHSM2 2.6 refuses SHA-256 inside OAEP, so the probe falls back to SHA-1.
+    EXPECT_EQ(*name, "rsa-oaep-sha1");
+    EXPECT_EQ(blob->size(), 2u + 512u);
+  } else {
+    EXPECT_EQ(*name, "aes-key-wrap-pad");
+    EXPECT_EQ(blob->size(), 2u + 40u);
+  }
+  EXPECT_EQ(*name, KekWrapMechanismName(hsm->kek_wrap_mechanism()));
+  EXPECT_TRUE(hsm->HasKek(7));
+  EXPECT_FALSE(hsm->HasKek(8));
+}
+
+TEST_P(Pkcs11HsmTest, KekBlobLoadsInAnotherInstanceAndSealsRoundTrip) {
+  auto a = OpenOrDie();
+  auto b = OpenOrDie();
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  auto blob = a->CreateKek(3);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  // The KEK lives in `a` as a session object only: `b` knows nothing until given the blob.
+  EXPECT_FALSE(b->HasKek(3));
+  ASSERT_TRUE(b->LoadKek(3, *blob).ok());
+  EXPECT_TRUE(b->HasKek(3));
+
+  const auto aad = Bytes("tenant=t1;dek=5");
+  auto sealed = a->Seal(3, Bytes("a DEK, 32 bytes of it, honestly"), aad);
+  ASSERT_TRUE(sealed.ok()) << sealed.status();
+  auto opened = b->Open(3, *sealed, aad);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(ToString(*opened), "a DEK, 32 bytes of it, honestly");
+
+  auto sealed_by_b = b->Seal(3, Bytes("the other way"), aad);
+  ASSERT_TRUE(sealed_by_b.ok()) << sealed_by_b.status();
+  auto opened_by_a = a->Open(3, *sealed_by_b, aad);
+  ASSERT_TRUE(opened_by_a.ok()) << opened_by_a.status();
+  EXPECT_EQ(ToString(*opened_by_a), "the other way");
+
+  // After both instances are gone the blob is all there is, and it is enough.
+  a.reset();
+  b.reset();
+  auto c = OpenOrDie();
+  ASSERT_NE(c, nullptr);
+  EXPECT_FALSE(c->HasKek(3));
+  ASSERT_TRUE(c->LoadKek(3, *blob).ok());
+  auto reopened = c->Open(3, *sealed, aad);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  EXPECT_EQ(ToString(*reopened), "a DEK, 32 bytes of it, honestly");
+  EXPECT_EQ(c->stats().kek_loads, 1u);
+  EXPECT_EQ(c->stats().opens, 1u);
+}
+
+TEST_P(Pkcs11HsmTest, SealUsesAFreshNonceEveryTime) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  ASSERT_TRUE(hsm->CreateKek(1).ok());
+  auto s1 = hsm->Seal(1, Bytes("same"), Bytes("aad"));
+  auto s2 = hsm->Seal(1, Bytes("same"), Bytes("aad"));
+  ASSERT_TRUE(s1.ok() && s2.ok());
+  EXPECT_EQ(s1->size(), 12u + 4u + 16u);
+  EXPECT_NE(*s1, *s2);
+}
+
+TEST_P(Pkcs11HsmTest, EmptyAndLargeInputsRoundTrip) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  ASSERT_TRUE(hsm->CreateKek(1).ok());
+  for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{65536}}) {
+    std::vector<uint8_t> pt(n);
+    for (size_t i = 0; i < n; ++i) pt[i] = static_cast<uint8_t>(i * 7);
+    for (const std::vector<uint8_t>& aad : {std::vector<uint8_t>{}, Bytes("ctx")}) {
+      auto sealed = hsm->Seal(1, pt, aad);
+      ASSERT_TRUE(sealed.ok()) << n << ": " << sealed.status();
+      EXPECT_EQ(sealed->size(), 12 + n + 16);
+      auto opened = hsm->Open(1, *sealed, aad);
+      ASSERT_TRUE(opened.ok()) << n << ": " << opened.status();
+      EXPECT_EQ(std::vector<uint8_t>(opened->span().begin(), opened->span().end()), pt);
+    }
+  }
+}
+
+TEST_P(Pkcs11HsmTest, OpenWithWrongAadIsDataLoss) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  ASSERT_TRUE(hsm->CreateKek(1).ok());
+  auto sealed = hsm->Seal(1, Bytes("secret"), Bytes("tenant=a"));
+  ASSERT_TRUE(sealed.ok());
+  auto opened = hsm->Open(1, *sealed, Bytes("tenant=b"));
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << opened.status();
+  EXPECT_NE(Msg(opened.status()).find("unwrap failed"), std::string::npos);
+  EXPECT_EQ(Msg(opened.status()).find("secret"), std::string::npos);
+}
+
+TEST_P(Pkcs11HsmTest, OpenOfATamperedBlobIsDataLoss) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  ASSERT_TRUE(hsm->CreateKek(1).ok());
+  const auto aad = Bytes("aad");
+  auto sealed = hsm->Seal(1, Bytes("sixteen byte msg"), aad);
+  ASSERT_TRUE(sealed.ok());
+  // A bit flipped in the nonce, the ciphertext and the tag.
+  for (size_t pos : {size_t{0}, size_t{11}, size_t{12}, size_t{27}, sealed->size() - 1}) {
+    std::vector<uint8_t> bad = *sealed;
+    bad[pos] ^= 0x01;
+    auto opened = hsm->Open(1, bad, aad);
+    ASSERT_FALSE(opened.ok()) << "flip at " << pos;
+    EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << opened.status();
+  }
+  std::vector<uint8_t> truncated(sealed->begin(), sealed->end() - 1);
+  EXPECT_EQ(hsm->Open(1, truncated, aad).status().code(), absl::StatusCode::kDataLoss);
+  std::vector<uint8_t> too_short(sealed->begin(), sealed->begin() + 27);
+  EXPECT_EQ(hsm->Open(1, too_short, aad).status().code(), absl::StatusCode::kDataLoss);
+  // The session that saw the failures still works.
+  EXPECT_TRUE(hsm->Open(1, *sealed, aad).ok());
+  EXPECT_GE(hsm->stats().errors, 7u);
+}
+
+TEST_P(Pkcs11HsmTest, OpenUnderAnotherKekIsDataLossAndUnknownVersionIsNotFound) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  ASSERT_TRUE(hsm->CreateKek(1).ok());
+  ASSERT_TRUE(hsm->CreateKek(2).ok());
+  auto sealed = hsm->Seal(1, Bytes("x"), Bytes("aad"));
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ(hsm->Open(2, *sealed, Bytes("aad")).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(hsm->Open(9, *sealed, Bytes("aad")).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(hsm->Seal(9, Bytes("x"), Bytes("aad")).status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_P(Pkcs11HsmTest, LoadKekRejectsDamagedBlobs) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  auto blob = hsm->CreateKek(1);
+  ASSERT_TRUE(blob.ok());
+
+  std::vector<uint8_t> flipped = *blob;
+  flipped[flipped.size() / 2] ^= 0x80;
+  absl::Status s = hsm->LoadKek(2, flipped);
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_FALSE(hsm->HasKek(2));
+
+  std::vector<uint8_t> cut(blob->begin(), blob->end() - 8);
+  s = hsm->LoadKek(2, cut);
+  EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
+              s.code() == absl::StatusCode::kInvalidArgument)
+      << s;
+
+  std::vector<uint8_t> bad_version = *blob;
+  bad_version[0] = 0x02;
+  EXPECT_EQ(hsm->LoadKek(2, bad_version).code(), absl::StatusCode::kInvalidArgument);
+
+  std::vector<uint8_t> other_kind = *blob;
+  other_kind[1] = GetParam() == MasterKeyKind::kRsa4096 ? 3 : 1;
+  EXPECT_EQ(hsm->LoadKek(2, other_kind).code(), absl::StatusCode::kInvalidArgument);
+
+  EXPECT_EQ(hsm->LoadKek(2, std::vector<uint8_t>{}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(hsm->HasKek(2));
+}
+
+TEST_P(Pkcs11HsmTest, LoadUnloadAndCreateOfAKnownVersion) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  auto blob = hsm->CreateKek(1);
+  ASSERT_TRUE(blob.ok());
+  EXPECT_TRUE(hsm->LoadKek(1, *blob).ok());  // already loaded: no-op
+  EXPECT_EQ(hsm->stats().kek_loads, 1u);
+  EXPECT_EQ(hsm->CreateKek(1).status().code(), absl::StatusCode::kAlreadyExists);
+
+  auto sealed = hsm->Seal(1, Bytes("x"), {});
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_TRUE(hsm->UnloadKek(1).ok());
+  EXPECT_FALSE(hsm->HasKek(1));
+  EXPECT_TRUE(hsm->UnloadKek(1).ok());  // no-op
+  EXPECT_EQ(hsm->Open(1, *sealed, {}).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(hsm->LoadKek(1, *blob).ok());
+  EXPECT_TRUE(hsm->Open(1, *sealed, {}).ok());
+}
+
+TEST_P(Pkcs11HsmTest, LoadedKekIsSensitiveAndNotExtractable) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  ASSERT_TRUE(hsm->CreateKek(1).ok());
+  auto p = hsm->DescribeKek(1);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_FALSE(p->token_object);
+  EXPECT_TRUE(p->sensitive);
+  EXPECT_FALSE(p->extractable);
+  EXPECT_FALSE(p->value_readable);
+  EXPECT_EQ(hsm->DescribeKek(2).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_P(Pkcs11HsmTest, MasterKeyIsSensitiveAndNotExtractable) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  auto p = hsm->DescribeMasterKey();
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->token_object);
+  EXPECT_TRUE(p->sensitive);
+  EXPECT_TRUE(p->always_sensitive);
+  EXPECT_FALSE(p->extractable);
+  EXPECT_TRUE(p->never_extractable);
+  EXPECT_FALSE(p->value_readable);
+}
+
+TEST_P(Pkcs11HsmTest, PingSucceeds) {
+  auto hsm = OpenOrDie();
+  ASSERT_NE(hsm, nullptr);
+  EXPECT_TRUE(hsm->Ping().ok());
+}
+
+TEST_P(Pkcs11HsmTest, SessionPoolServesMoreThreadsThanSessions) {
+  Pkcs11Options o = Options();
+  o.max_sessions = 4;
+  auto hsm = OpenOrDie(o);
+  ASSERT_NE(hsm, nullptr);
+  ASSERT_TRUE(hsm->CreateKek(1).ok());
+  ASSERT_TRUE(hsm->CreateKek(2).ok());
+
+  constexpr int kThreads = 8;
+  constexpr int kRounds = 300;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kRounds; ++i) {
+        const uint32_t v = 1 + (i + t) % 2;
+        const std::string msg = absl::StrCat("thread ", t, " round ", i);
+        const std::vector<uint8_t> aad = Bytes(absl::StrCat("aad-", t));
+        auto sealed = hsm->Seal(v, Bytes(msg), aad);
+        if (!sealed.ok()) {
+          ++failures;
+          continue;
+        }
+        auto opened = hsm->Open(v, *sealed, aad);
+        if (!opened.ok() || ToString(*opened) != msg) ++failures;
+        if (i % 50 == 0 && !hsm->Ping().ok()) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  HsmStats s = hsm->stats();
+  EXPECT_EQ(s.seals, uint64_t{kThreads * kRounds});
+  EXPECT_EQ(s.opens, uint64_t{kThreads * kRounds});
+  EXPECT_EQ(s.errors, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, Pkcs11HsmTest,
+                         ::testing::Values(MasterKeyKind::kRsa4096, MasterKeyKind::kAes256),
+                         [](const ::testing::TestParamInfo<MasterKeyKind>& info) {
+                           return info.param == MasterKeyKind::kRsa4096 ? "Rsa4096" : "Aes256";
+                         });
+
+// Opening a token the wrong way. Uses its own token, which also shows that a second
+// SoftHSM2 token works in the same process once the first one's users are gone.
+class Pkcs11HsmOpenTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto token = SoftHsmToken::Create("kmsd-open-test");
+    ASSERT_TRUE(token.ok()) << token.status();
+    token_ = std::move(*token);
+  }
+  static void TearDownTestSuite() { token_.reset(); }
+
+  static Pkcs11Options AesOptions() { return token_->Options(MasterKeyKind::kAes256); }
+
+  static inline std::unique_ptr<SoftHsmToken> token_;
+};
+
+TEST_F(Pkcs11HsmOpenTest, OpensWithTheRightPin) {
+  auto hsm = Pkcs11Hsm::Open(AesOptions());
+  ASSERT_TRUE(hsm.ok()) << hsm.status();
+  EXPECT_TRUE((*hsm)->Ping().ok());
+}
+
+TEST_F(Pkcs11HsmOpenTest, WrongPinIsPermissionDenied) {
+  Pkcs11Options o = AesOptions();
+  o.pin_file = token_->WritePinFile("wrong.pin", "not-the-pin-0000\n");
+  auto hsm = Pkcs11Hsm::Open(o);
+  ASSERT_FALSE(hsm.ok());
+  EXPECT_EQ(hsm.status().code(), absl::StatusCode::kPermissionDenied) << hsm.status();
+  EXPECT_NE(Msg(hsm.status()).find("CKR_PIN_INCORRECT"), std::string::npos);
+  EXPECT_EQ(Msg(hsm.status()).find("not-the-pin"), std::string::npos);
+}
+
+TEST_F(Pkcs11HsmOpenTest, UnknownTokenLabelIsNotFound) {
+  Pkcs11Options o = AesOptions();
+  o.token_label = "no-such-token";
+  auto hsm = Pkcs11Hsm::Open(o);
+  ASSERT_FALSE(hsm.ok());
+  EXPECT_EQ(hsm.status().code(), absl::StatusCode::kNotFound) << hsm.status();
+  EXPECT_NE(Msg(hsm.status()).find("no-such-token"), std::string::npos);
+}
+
+TEST_F(Pkcs11HsmOpenTest, BadOptionsAreRejectedClearly) {
+  Pkcs11Options o = AesOptions();
+  o.token_label = std::string(33, 'x');
+  EXPECT_EQ(Pkcs11Hsm::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+
+  o = AesOptions();
+  o.pin_file = token_->dir().Join("missing.pin");
+  EXPECT_EQ(Pkcs11Hsm::Open(o).status().code(), absl::StatusCode::kNotFound);
+
+  o = AesOptions();
+  o.pin_file = token_->WritePinFile("empty.pin", "\n");
+  EXPECT_EQ(Pkcs11Hsm::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+
+  o = AesOptions();
+  o.module_path = "/nonexistent/libpkcs11.so";
+  auto hsm = Pkcs11Hsm::Open(o);
+  EXPECT_EQ(hsm.status().code(), absl::StatusCode::kNotFound) << hsm.status();
+
+  o = AesOptions();
+  o.module_path = token_->conf_path();  // not a shared object
+  EXPECT_EQ(Pkcs11Hsm::Open(o).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  o = AesOptions();
+  o.max_sessions = 0;
+  EXPECT_EQ(Pkcs11Hsm::Open(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(Pkcs11HsmOpenTest, InitTokenRefusesADuplicateLabel) {
+  absl::Status s = Pkcs11Hsm::InitToken(token_->module_path(), token_->label(),
+                                        SecretBytes::CopyOf(std::string_view("so-pin-1234")),
+                                        SecretBytes::CopyOf(std::string_view("user-pin-1234")));
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+}
+
+TEST_F(Pkcs11HsmOpenTest, ASecondTokenIsRefusedWhileOneIsAlive) {
+  auto second = SoftHsmToken::Create("other");
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(HsmNamesTest, MasterKeyKindNamesRoundTrip) {
+  for (MasterKeyKind k : {MasterKeyKind::kRsa4096, MasterKeyKind::kAes256}) {
+    auto parsed = ParseMasterKeyKind(MasterKeyKindName(k));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, k);
+  }
+  EXPECT_EQ(MasterKeyKindName(MasterKeyKind::kRsa4096), "rsa-4096");
+  EXPECT_EQ(MasterKeyKindName(MasterKeyKind::kAes256), "aes-256");
+  EXPECT_EQ(ParseMasterKeyKind("rsa-2048").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(HsmNamesTest, WrappedKekMechanismNameReadsTheHeader) {
+  EXPECT_EQ(*WrappedKekMechanismName(std::vector<uint8_t>{1, 1, 0xaa}), "rsa-oaep-sha1");
+  EXPECT_EQ(*WrappedKekMechanismName(std::vector<uint8_t>{1, 2, 0xaa}), "rsa-oaep-sha256");
+  EXPECT_EQ(*WrappedKekMechanismName(std::vector<uint8_t>{1, 3, 0xaa}), "aes-key-wrap-pad");
+  EXPECT_FALSE(WrappedKekMechanismName(std::vector<uint8_t>{1, 4, 0xaa}).ok());
+  EXPECT_FALSE(WrappedKekMechanismName(std::vector<uint8_t>{2, 1, 0xaa}).ok());
+  EXPECT_FALSE(WrappedKekMechanismName(std::vector<uint8_t>{1, 1}).ok());
+  EXPECT_FALSE(WrappedKekMechanismName(std::vector<uint8_t>{}).ok());
+}
+
+}  // namespace
+}  // namespace kms::hsm
