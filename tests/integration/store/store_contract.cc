@@ -362,51 +362,62 @@ TEST_P(KeyStoreContractTest, RotateDekToAVersionNotAboveThePrimaryIsFailedPrecon
 
 TEST_P(KeyStoreContractTest, ConcurrentRotationsFromTheSameRowVersionHaveExactlyOneWinner) {
   constexpr int kThreads = 8;
-  KMS_ASSERT_OK(Create(store(), "acme"));
+  // Several rounds with the new versions shuffled: a store that only refused versions
+  // below the primary, without compare-and-set, would let more than one through in
+  // almost every round.
+  constexpr int kRounds = 6;
+  std::mt19937 rng(7);
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    const std::string id = absl::StrCat("race-", round);
+    KMS_ASSERT_OK(Create(store(), id));
+    std::vector<uint32_t> versions(kThreads);
+    for (int i = 0; i < kThreads; ++i) versions[i] = 2 + i;
+    std::shuffle(versions.begin(), versions.end(), rng);
 
-  std::latch all_read(kThreads);
-  std::vector<absl::Status> results(kThreads);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < kThreads; ++i) {
-    threads.emplace_back([&, i] {
-      auto tenant = store().GetTenant("acme");
-      if (!tenant.ok()) {
-        all_read.count_down();
-        results[i] = tenant.status();
-        return;
-      }
-      // Everyone has read row_version 1 before anyone writes.
-      all_read.arrive_and_wait();
-      // Distinct versions: a store without compare-and-set would add several.
-      results[i] = store().RotateDek("acme", tenant->row_version, TestDek("acme", 2 + i));
-    });
-  }
-  for (auto& t : threads) t.join();
-
-  int ok = 0;
-  int aborted = 0;
-  int winner = -1;
-  for (int i = 0; i < kThreads; ++i) {
-    if (results[i].ok()) {
-      ++ok;
-      winner = i;
-    } else if (results[i].code() == StatusCode::kAborted) {
-      ++aborted;
-    } else {
-      ADD_FAILURE() << "thread " << i << ": " << results[i];
+    std::latch all_read(kThreads);
+    std::vector<absl::Status> results(kThreads);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < kThreads; ++i) {
+      threads.emplace_back([&, i] {
+        auto tenant = store().GetTenant(id);
+        if (!tenant.ok()) {
+          all_read.count_down();
+          results[i] = tenant.status();
+          return;
+        }
+        // Everyone has read row_version 1 before anyone writes.
+        all_read.arrive_and_wait();
+        results[i] = store().RotateDek(id, tenant->row_version, TestDek(id, versions[i]));
+      });
     }
-  }
-  EXPECT_EQ(ok, 1);
-  EXPECT_EQ(aborted, kThreads - 1);
+    for (auto& t : threads) t.join();
 
-  auto deks = store().ListDeks("acme");
-  ASSERT_TRUE(deks.ok()) << deks.status();
-  ASSERT_EQ(deks->size(), 2u);
-  EXPECT_EQ((*deks)[1].version, static_cast<uint32_t>(2 + winner));
-  auto tenant = store().GetTenant("acme");
-  ASSERT_TRUE(tenant.ok()) << tenant.status();
-  EXPECT_EQ(tenant->row_version, 2);
-  EXPECT_EQ(tenant->primary_dek_version, static_cast<uint32_t>(2 + winner));
+    int ok = 0;
+    int aborted = 0;
+    uint32_t winner = 0;
+    for (int i = 0; i < kThreads; ++i) {
+      if (results[i].ok()) {
+        ++ok;
+        winner = versions[i];
+      } else if (results[i].code() == StatusCode::kAborted) {
+        ++aborted;
+      } else {
+        ADD_FAILURE() << "thread " << i << ": " << results[i];
+      }
+    }
+    EXPECT_EQ(ok, 1);
+    EXPECT_EQ(aborted, kThreads - 1);
+
+    auto deks = store().ListDeks(id);
+    ASSERT_TRUE(deks.ok()) << deks.status();
+    ASSERT_EQ(deks->size(), 2u);
+    EXPECT_EQ((*deks)[1].version, winner);
+    auto tenant = store().GetTenant(id);
+    ASSERT_TRUE(tenant.ok()) << tenant.status();
+    EXPECT_EQ(tenant->row_version, 2);
+    EXPECT_EQ(tenant->primary_dek_version, winner);
+  }
 }
 
 // --- Tenant state
