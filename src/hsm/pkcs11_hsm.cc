@@ -8,13 +8,13 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <shared_mutex>
 #include <utility>
 
 #include <openssl/rand.h>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "src/hsm/pkcs11_module.h"
 #include "src/hsm/session_pool.h"
 
@@ -301,13 +301,13 @@ struct Pkcs11Hsm::Impl {
   ~Impl() {
     pool.reset();
     // Closing the anchor session destroys every KEK session object.
-    std::lock_guard<std::mutex> lock(anchor_mu);
+    absl::MutexLock lock(&anchor_mu);
     if (anchor != CK_INVALID_HANDLE) fn->C_CloseSession(anchor);
   }
 
   absl::Status FindOrCreateMasterKey(bool create);
-  absl::Status GenerateRsaMasterKey();
-  absl::Status GenerateAesMasterKey();
+  absl::Status GenerateRsaMasterKey() ABSL_EXCLUSIVE_LOCKS_REQUIRED(anchor_mu);
+  absl::Status GenerateAesMasterKey() ABSL_EXCLUSIVE_LOCKS_REQUIRED(anchor_mu);
   absl::StatusOr<KekWrapMechanism> ChooseWrapMechanism();
   absl::StatusOr<std::vector<uint8_t>> WrapNewKek(KekWrapMechanism m, CK_RV* wrap_rv = nullptr);
   absl::StatusOr<std::vector<uint8_t>> CreateKek(uint32_t version);
@@ -338,10 +338,11 @@ struct Pkcs11Hsm::Impl {
   // The anchor session owns the KEK session objects and is closed only by ~Impl. Like
   // any session it is used by one thread at a time, hence the mutex (held across the
   // PKCS#11 calls made on this session: unwrapping a KEK, nothing on the hot path).
-  std::mutex anchor_mu;
+  absl::Mutex anchor_mu ABSL_ACQUIRED_BEFORE(keks_mu);
   CK_SESSION_HANDLE anchor ABSL_GUARDED_BY(anchor_mu) = CK_INVALID_HANDLE;
 
-  mutable std::shared_mutex keks_mu;
+  // Readers (every Seal/Open) take it shared; it is never held across a PKCS#11 call.
+  mutable absl::Mutex keks_mu;
   std::map<uint32_t, CK_OBJECT_HANDLE> keks ABSL_GUARDED_BY(keks_mu);
 
   std::atomic<uint64_t> seals{0};
@@ -352,7 +353,7 @@ struct Pkcs11Hsm::Impl {
 
 absl::Status Pkcs11Hsm::Impl::FindOrCreateMasterKey(bool create) {
   std::lock_guard<std::mutex> process_lock(MasterKeyMutex());
-  std::lock_guard<std::mutex> lock(anchor_mu);
+  absl::MutexLock lock(&anchor_mu);
   KMS_ASSIGN_OR_RETURN(auto priv, FindByLabel(fn, anchor, CKO_PRIVATE_KEY, master_label));
   KMS_ASSIGN_OR_RETURN(auto pub, FindByLabel(fn, anchor, CKO_PUBLIC_KEY, master_label));
   KMS_ASSIGN_OR_RETURN(auto secret, FindByLabel(fn, anchor, CKO_SECRET_KEY, master_label));
@@ -435,8 +436,7 @@ absl::Status Pkcs11Hsm::Impl::FindOrCreateMasterKey(bool create) {
   return absl::OkStatus();
 }
 
-absl::Status Pkcs11Hsm::Impl::GenerateRsaMasterKey() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  // Called with anchor_mu held.
+absl::Status Pkcs11Hsm::Impl::GenerateRsaMasterKey() {
   CK_ULONG bits = kRsaBits;
   static const CK_BYTE kExponent[] = {0x01, 0x00, 0x01};
   std::vector<CK_ATTRIBUTE> pub_tmpl = {
@@ -472,8 +472,7 @@ absl::Status Pkcs11Hsm::Impl::GenerateRsaMasterKey() ABSL_NO_THREAD_SAFETY_ANALY
   return absl::OkStatus();
 }
 
-absl::Status Pkcs11Hsm::Impl::GenerateAesMasterKey() ABSL_NO_THREAD_SAFETY_ANALYSIS {
-  // Called with anchor_mu held.
+absl::Status Pkcs11Hsm::Impl::GenerateAesMasterKey() {
   CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
   CK_KEY_TYPE type = CKK_AES;
   CK_ULONG len = kKekBytes;
@@ -571,7 +570,7 @@ absl::StatusOr<KekWrapMechanism> Pkcs11Hsm::Impl::ChooseWrapMechanism() {
 }
 
 absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Hsm::Impl::KekHandle(uint32_t version) const {
-  std::shared_lock<std::shared_mutex> lock(keks_mu);
+  absl::ReaderMutexLock lock(&keks_mu);
   auto it = keks.find(version);
   if (it == keks.end()) {
     return absl::NotFoundError(absl::StrCat("KEK version ", version, " is not loaded"));
@@ -618,7 +617,7 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
   };
   WrapMechanism mech(parsed.mechanism);
 
-  std::lock_guard<std::mutex> lock(anchor_mu);
+  absl::MutexLock lock(&anchor_mu);
   if (KekHandle(version).ok()) return absl::OkStatus();  // loaded meanwhile
   if (anchor == CK_INVALID_HANDLE) return absl::UnavailableError("HSM anchor session is gone");
   CK_OBJECT_HANDLE raw = CK_INVALID_HANDLE;
@@ -634,13 +633,14 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
     return RvToStatus(rv, "C_UnwrapKey");
   }
   ObjectGuard kek(fn, anchor, raw);
+  // SoftHSM2 2.6 leaves CKA_VALUE_LEN at 0 on unwrapped keys; check it where it is set.
   KMS_ASSIGN_OR_RETURN(CK_ULONG len, GetUlong(fn, anchor, raw, CKA_VALUE_LEN, "CKA_VALUE_LEN"));
-  if (len != kKekBytes) {
+  if (len != 0 && len != kKekBytes) {
     return absl::DataLossError(
-        absl::StrCat("KEK version ", version, " blob does not hold an AES-256 key"));
+        absl::StrCat("KEK version ", version, " blob does not hold an AES-256 key (", len, " bytes)"));
   }
   {
-    std::unique_lock<std::shared_mutex> keks_lock(keks_mu);
+    absl::MutexLock keks_lock(&keks_mu);
     keks.emplace(version, kek.Release());
   }
   kek_loads.fetch_add(1, std::memory_order_relaxed);
@@ -648,10 +648,10 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
 }
 
 absl::Status Pkcs11Hsm::Impl::UnloadKek(uint32_t version) {
-  std::lock_guard<std::mutex> lock(anchor_mu);
+  absl::MutexLock lock(&anchor_mu);
   CK_OBJECT_HANDLE kek = CK_INVALID_HANDLE;
   {
-    std::unique_lock<std::shared_mutex> keks_lock(keks_mu);
+    absl::MutexLock keks_lock(&keks_mu);
     auto it = keks.find(version);
     if (it == keks.end()) return absl::OkStatus();
     kek = it->second;
@@ -815,7 +815,7 @@ absl::StatusOr<std::unique_ptr<Pkcs11Hsm>> Pkcs11Hsm::Open(const Pkcs11Options& 
     return s;
   }
   {
-    std::lock_guard<std::mutex> lock(impl->anchor_mu);
+    absl::MutexLock lock(&impl->anchor_mu);
     impl->anchor = anchor.Release();
   }
   impl->pool = std::make_unique<SessionPool>(module, impl->slot, options.max_sessions);

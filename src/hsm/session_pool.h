@@ -2,13 +2,12 @@
 // session must never be used by two threads at once (SoftHSM2 crashes). Private to src/hsm.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "kms/common/status.h"
 #include "src/hsm/pkcs11_module.h"
 
@@ -57,13 +56,15 @@ class SessionPool {
  private:
   friend class SessionLease;
   void Return(CK_SESSION_HANDLE handle, bool dead);
+  bool CanLend() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !idle_.empty() || open_ < max_sessions_;
+  }
 
   const std::shared_ptr<Pkcs11Module> module_;
   const CK_SLOT_ID slot_;
   const int max_sessions_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
+  mutable absl::Mutex mu_;
   std::vector<CK_SESSION_HANDLE> idle_ ABSL_GUARDED_BY(mu_);
   int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + lent + being opened
 };
