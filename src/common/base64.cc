@@ -107,8 +107,8 @@ absl::StatusOr<std::vector<uint8_t>> Decode(std::string_view text, Alphabet alph
     const int b = DecodeSextet(text[i + 1], alphabet);
     const int c = rest == 3 ? DecodeSextet(text[i + 2], alphabet) : 0;
     bad |= a | b | c;
-    const uint32_t w = (uint32_t(a & 0x3f) << 18) | (uint32_t(b & 0x3f) << 12) |
-                       (uint32_t(c & 0x3f) << 6);
+    const uint32_t w =
+        (uint32_t(a & 0x3f) << 18) | (uint32_t(b & 0x3f) << 12) | (uint32_t(c & 0x3f) << 6);
     // The bits below the last whole byte must be zero, or two encodings would decode
     // to the same bytes.
     const uint32_t unused = rest == 2 ? (w & 0xffff) : (w & 0xff);

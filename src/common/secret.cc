@@ -80,7 +80,7 @@ class PageLocker {
   }
 
   std::mutex mu_;
-  std::unordered_map<uintptr_t, int> pages_ ABSL_GUARDED_BY(mu_);  // Page -> secrets on it.
+  std::unordered_map<uintptr_t, int> pages_ ABSL_GUARDED_BY(mu_);     // Page -> secrets on it.
   std::unordered_set<const void*> allocations_ ABSL_GUARDED_BY(mu_);  // Locked ones.
 };
 
@@ -124,8 +124,8 @@ SecretBytes SecretBytes::CopyOf(std::span<const uint8_t> bytes) {
 }
 
 SecretBytes SecretBytes::CopyOf(std::string_view bytes) {
-  return CopyOf(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                         bytes.size()));
+  return CopyOf(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()));
 }
 
 SecretBytes::SecretBytes(SecretBytes&& other) noexcept

@@ -5,7 +5,6 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
-#include <climits>
 #include <cstring>
 #include <thread>
 
@@ -26,8 +25,7 @@ absl::Status InternalError() { return absl::InternalError("AES-GCM operation fai
 
 // Feeds `in` to EVP_{En,De}cryptUpdate in int-sized pieces. `out` null means AAD.
 template <typename UpdateFn>
-bool UpdateAll(UpdateFn update, EVP_CIPHER_CTX* ctx, const uint8_t* in, size_t len,
-               uint8_t* out) {
+bool UpdateAll(UpdateFn update, EVP_CIPHER_CTX* ctx, const uint8_t* in, size_t len, uint8_t* out) {
   while (len > 0) {
     const size_t chunk = std::min(len, kMaxChunk);
     int written = 0;
@@ -45,12 +43,16 @@ bool UpdateAll(UpdateFn update, EVP_CIPHER_CTX* ctx, const uint8_t* in, size_t l
 
 // Contexts that already hold the expanded key. A context is reset for a new message by
 // setting only its IV, which leaves the key schedule in place, so no call expands the
-// key. `prototype_` is never used for a message; new contexts are copies of it
+// key. `prototype` is never used for a message; new contexts are copies of it
 // (EVP_CIPHER_CTX_copy duplicates the schedule), so the raw key bytes need not be kept.
 struct AesGcmKey::CtxPool {
   // Enough for every core to have a call in flight; more contexts than that would only
   // sit idle, so extra ones made under a burst are freed on return.
-  static size_t MaxIdle() { return std::max(4u, 2 * std::thread::hardware_concurrency()); }
+  // Computed once: hardware_concurrency() reads sysfs on every call.
+  static size_t MaxIdle() {
+    static const size_t max_idle = std::max(4u, 2 * std::thread::hardware_concurrency());
+    return max_idle;
+  }
 
   CtxPtr prototype;
   std::mutex mu;
@@ -99,9 +101,8 @@ absl::StatusOr<std::unique_ptr<AesGcmKey>> AesGcmKey::Create(const SecretBytes& 
   }
   auto pool = std::make_unique<CtxPool>();
   pool->prototype.reset(EVP_CIPHER_CTX_new());
-  if (pool->prototype == nullptr ||
-      EVP_EncryptInit_ex(pool->prototype.get(), EVP_aes_256_gcm(), nullptr, key.data(),
-                         nullptr) != 1) {
+  if (pool->prototype == nullptr || EVP_EncryptInit_ex(pool->prototype.get(), EVP_aes_256_gcm(),
+                                                       nullptr, key.data(), nullptr) != 1) {
     return InternalError();
   }
   // One ready context up front, so the first call does not pay for the copy.
@@ -115,8 +116,7 @@ AesGcmKey::AesGcmKey(std::unique_ptr<CtxPool> pool) : pool_(std::move(pool)) {}
 
 AesGcmKey::~AesGcmKey() = default;
 
-absl::Status AesGcmKey::Encrypt(std::span<const uint8_t> nonce,
-                                std::span<const uint8_t> plaintext,
+absl::Status AesGcmKey::Encrypt(std::span<const uint8_t> nonce, std::span<const uint8_t> plaintext,
                                 std::span<const uint8_t> aad, std::span<uint8_t> out) const {
   if (nonce.size() != kAesGcmNonceSize) {
     return absl::InvalidArgumentError("AES-GCM nonce must be 12 bytes");
@@ -163,8 +163,7 @@ absl::Status AesGcmKey::Decrypt(std::span<const uint8_t> nonce,
       EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, nullptr, nonce.data()) == 1 &&
       EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagSize, tag) == 1 &&
       UpdateAll(EVP_DecryptUpdate, ctx.get(), aad.data(), aad.size(), nullptr) &&
-      UpdateAll(EVP_DecryptUpdate, ctx.get(), ciphertext_and_tag.data(), n, out.data()) &&
-      [&] {
+      UpdateAll(EVP_DecryptUpdate, ctx.get(), ciphertext_and_tag.data(), n, out.data()) && [&] {
         int written = 0;
         return EVP_DecryptFinal_ex(ctx.get(), out.data() + n, &written) == 1;
       }();

@@ -113,9 +113,9 @@ absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<con
   std::span<uint8_t> nonce(buf + 5, kAesGcmNonceSize);
   absl::Status status = RandomBytes(nonce);
   if (status.ok()) {
-    status = key.Encrypt(nonce, plaintext, aad,
-                         std::span<uint8_t>(buf + kFieldHeaderSize,
-                                            plaintext.size() + kAesGcmTagSize));
+    status =
+        key.Encrypt(nonce, plaintext, aad,
+                    std::span<uint8_t>(buf + kFieldHeaderSize, plaintext.size() + kAesGcmTagSize));
   }
   if (!status.ok()) out->clear();
   return status;
@@ -123,8 +123,7 @@ absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<con
 
 absl::Status OpenField(const AesGcmKey& key, const FieldView& field, std::span<const uint8_t> aad,
                        std::string* out) {
-  if (field.nonce.size() != kAesGcmNonceSize ||
-      field.ciphertext_and_tag.size() < kAesGcmTagSize) {
+  if (field.nonce.size() != kAesGcmNonceSize || field.ciphertext_and_tag.size() < kAesGcmTagSize) {
     return absl::InvalidArgumentError("malformed field view");
   }
   out->resize(field.ciphertext_and_tag.size() - kAesGcmTagSize);
