@@ -14,9 +14,9 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "src/hsm/pkcs11_module.h"
 #include "src/hsm/session_pool.h"
+#include "src/hsm/sync.h"
 
 namespace kms::hsm {
 namespace {
@@ -301,7 +301,7 @@ struct Pkcs11Hsm::Impl {
   ~Impl() {
     pool.reset();
     // Closing the anchor session destroys every KEK session object.
-    absl::MutexLock lock(&anchor_mu);
+    MutexLock lock(&anchor_mu);
     if (anchor != CK_INVALID_HANDLE) fn->C_CloseSession(anchor);
   }
 
@@ -338,11 +338,11 @@ struct Pkcs11Hsm::Impl {
   // The anchor session owns the KEK session objects and is closed only by ~Impl. Like
   // any session it is used by one thread at a time, hence the mutex (held across the
   // PKCS#11 calls made on this session: unwrapping a KEK, nothing on the hot path).
-  absl::Mutex anchor_mu ABSL_ACQUIRED_BEFORE(keks_mu);
+  Mutex anchor_mu ABSL_ACQUIRED_BEFORE(keks_mu);
   CK_SESSION_HANDLE anchor ABSL_GUARDED_BY(anchor_mu) = CK_INVALID_HANDLE;
 
   // Readers (every Seal/Open) take it shared; it is never held across a PKCS#11 call.
-  mutable absl::Mutex keks_mu;
+  mutable SharedMutex keks_mu;
   std::map<uint32_t, CK_OBJECT_HANDLE> keks ABSL_GUARDED_BY(keks_mu);
 
   std::atomic<uint64_t> seals{0};
@@ -353,7 +353,7 @@ struct Pkcs11Hsm::Impl {
 
 absl::Status Pkcs11Hsm::Impl::FindOrCreateMasterKey(bool create) {
   std::lock_guard<std::mutex> process_lock(MasterKeyMutex());
-  absl::MutexLock lock(&anchor_mu);
+  MutexLock lock(&anchor_mu);
   KMS_ASSIGN_OR_RETURN(auto priv, FindByLabel(fn, anchor, CKO_PRIVATE_KEY, master_label));
   KMS_ASSIGN_OR_RETURN(auto pub, FindByLabel(fn, anchor, CKO_PUBLIC_KEY, master_label));
   KMS_ASSIGN_OR_RETURN(auto secret, FindByLabel(fn, anchor, CKO_SECRET_KEY, master_label));
@@ -570,7 +570,7 @@ absl::StatusOr<KekWrapMechanism> Pkcs11Hsm::Impl::ChooseWrapMechanism() {
 }
 
 absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Hsm::Impl::KekHandle(uint32_t version) const {
-  absl::ReaderMutexLock lock(&keks_mu);
+  ReaderLock lock(&keks_mu);
   auto it = keks.find(version);
   if (it == keks.end()) {
     return absl::NotFoundError(absl::StrCat("KEK version ", version, " is not loaded"));
@@ -617,7 +617,7 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
   };
   WrapMechanism mech(parsed.mechanism);
 
-  absl::MutexLock lock(&anchor_mu);
+  MutexLock lock(&anchor_mu);
   if (KekHandle(version).ok()) return absl::OkStatus();  // loaded meanwhile
   if (anchor == CK_INVALID_HANDLE) return absl::UnavailableError("HSM anchor session is gone");
   CK_OBJECT_HANDLE raw = CK_INVALID_HANDLE;
@@ -640,7 +640,7 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
         absl::StrCat("KEK version ", version, " blob does not hold an AES-256 key (", len, " bytes)"));
   }
   {
-    absl::MutexLock keks_lock(&keks_mu);
+    WriterLock keks_lock(&keks_mu);
     keks.emplace(version, kek.Release());
   }
   kek_loads.fetch_add(1, std::memory_order_relaxed);
@@ -648,10 +648,10 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
 }
 
 absl::Status Pkcs11Hsm::Impl::UnloadKek(uint32_t version) {
-  absl::MutexLock lock(&anchor_mu);
+  MutexLock lock(&anchor_mu);
   CK_OBJECT_HANDLE kek = CK_INVALID_HANDLE;
   {
-    absl::MutexLock keks_lock(&keks_mu);
+    WriterLock keks_lock(&keks_mu);
     auto it = keks.find(version);
     if (it == keks.end()) return absl::OkStatus();
     kek = it->second;
@@ -815,7 +815,7 @@ absl::StatusOr<std::unique_ptr<Pkcs11Hsm>> Pkcs11Hsm::Open(const Pkcs11Options& 
     return s;
   }
   {
-    absl::MutexLock lock(&impl->anchor_mu);
+    MutexLock lock(&impl->anchor_mu);
     impl->anchor = anchor.Release();
   }
   impl->pool = std::make_unique<SessionPool>(module, impl->slot, options.max_sessions);

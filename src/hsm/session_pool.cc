@@ -20,7 +20,7 @@ SessionPool::SessionPool(std::shared_ptr<Pkcs11Module> module, CK_SLOT_ID slot,
 SessionPool::~SessionPool() {
   std::vector<CK_SESSION_HANDLE> idle;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     idle.swap(idle_);
   }
   for (CK_SESSION_HANDLE h : idle) module_->fn()->C_CloseSession(h);
@@ -28,8 +28,8 @@ SessionPool::~SessionPool() {
 
 absl::StatusOr<SessionLease> SessionPool::Acquire() {
   {
-    absl::MutexLock lock(&mu_);
-    mu_.Await(absl::Condition(this, &SessionPool::CanLend));
+    MutexLock lock(&mu_);
+    mu_.Await(cv_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return CanLend(); });
     if (!idle_.empty()) {
       CK_SESSION_HANDLE h = idle_.back();
       idle_.pop_back();
@@ -40,8 +40,11 @@ absl::StatusOr<SessionLease> SessionPool::Acquire() {
   CK_SESSION_HANDLE h = CK_INVALID_HANDLE;
   CK_RV rv = module_->fn()->C_OpenSession(slot_, CKF_SERIAL_SESSION, nullptr, nullptr, &h);
   if (rv != CKR_OK) {
-    absl::MutexLock lock(&mu_);
-    --open_;  // waiters re-check CanLend when the lock is released
+    {
+      MutexLock lock(&mu_);
+      --open_;
+    }
+    cv_.notify_one();
     return RvToStatus(rv, "C_OpenSession");
   }
   return SessionLease(this, h);
@@ -50,16 +53,17 @@ absl::StatusOr<SessionLease> SessionPool::Acquire() {
 void SessionPool::Return(CK_SESSION_HANDLE handle, bool dead) {
   if (dead) {
     module_->fn()->C_CloseSession(handle);  // most likely already gone; ignore the result
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     --open_;
   } else {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     idle_.push_back(handle);
   }
+  cv_.notify_one();
 }
 
 int SessionPool::open_sessions() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return open_;
 }
 

@@ -2,14 +2,15 @@
 // session must never be used by two threads at once (SoftHSM2 crashes). Private to src/hsm.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "kms/common/status.h"
 #include "src/hsm/pkcs11_module.h"
+#include "src/hsm/sync.h"
 
 namespace kms::hsm {
 
@@ -64,7 +65,8 @@ class SessionPool {
   const CK_SLOT_ID slot_;
   const int max_sessions_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
+  std::condition_variable cv_;  // signalled when a session is returned or dropped
   std::vector<CK_SESSION_HANDLE> idle_ ABSL_GUARDED_BY(mu_);
   int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + lent + being opened
 };
