@@ -30,7 +30,8 @@
 // Sealed blob (Seal/Open): nonce(12) || AES-256-GCM ciphertext || tag(16), computed inside
 // the HSM with CKM_AES_GCM (ulIvBits = 96, ulTagBits = 128, AAD as given).
 //
-// Thread safety: every method may be called concurrently. Each operation borrows its own
+// Thread safety: every method may be called concurrently; destroy the object only when no
+// call is in flight. Each operation borrows its own
 // PKCS#11 session from a pool (a session is never shared by two threads); when all
 // `max_sessions` are busy, callers wait. Several Pkcs11Hsm objects (and InitToken) may use
 // the same module in one process: the module is C_Initialize'd once and C_Finalize'd when
@@ -112,7 +113,9 @@ class Pkcs11Hsm final : public Hsm {
   Pkcs11Hsm(const Pkcs11Hsm&) = delete;
   Pkcs11Hsm& operator=(const Pkcs11Hsm&) = delete;
 
-  // Hsm
+  // Hsm. CreateKek of a version that is already loaded fails with ALREADY_EXISTS (unload
+  // it first); LoadKek validates the blob header (INVALID_ARGUMENT) and the unwrap
+  // (DATA_LOSS "unwrap failed: ...").
   MasterKeyKind master_key_kind() const override;
   absl::StatusOr<std::vector<uint8_t>> CreateKek(uint32_t kek_version) override;
   absl::Status LoadKek(uint32_t kek_version, std::span<const uint8_t> wrapped_kek) override;
