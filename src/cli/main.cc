@@ -137,6 +137,8 @@ int main(int argc, char** argv) {
 
   CLI::App app{"kmsctl: operate a kmsd node"};
   app.require_subcommand(1);
+  // Global options may also follow the subcommand: `kmsctl tenant list -o json`.
+  app.fallthrough();
   Connection flags;
   std::string config_path, output = "text";
   app.add_option("--addr", flags.addr, "kmsd gRPC address HOST:PORT");
@@ -151,6 +153,7 @@ int main(int argc, char** argv) {
 
   auto* tenant = app.add_subcommand("tenant", "Tenants");
   tenant->require_subcommand(1);
+  tenant->fallthrough();
   std::string tenant_id;
   auto* tenant_create = tenant->add_subcommand("create", "Create a tenant and its first DEK");
   tenant_create->add_option("tenant_id", tenant_id)->required();
