@@ -52,6 +52,23 @@ struct DekRecord {
   uint64_t encryptions = 0;
 };
 
+// An ES256 JWT signing key (DESIGN §5). Its lifecycle state is derived from the
+// timestamps, so every replica reaches the same state from the same row:
+//   now < activate_at                 published in the JWKS, not yet signing
+//   activate_at <= now, retire_at==0  signing (the newest such key signs)
+//   retire_at != 0, now < retire_at   verifying only (overlap after a rotation)
+//   retire_at != 0, now >= retire_at  retired: gone from the JWKS
+struct JwtKeyRecord {
+  std::string kid;
+  std::string public_jwk;                // the JWK, JSON text (public part only)
+  std::vector<uint8_t> wrapped_private;  // PKCS#8 DER private key sealed under the KEK
+  uint32_t kek_version = 0;
+  int64_t created_at = 0;
+  int64_t activate_at = 0;
+  int64_t retire_at = 0;  // 0: not scheduled
+  int64_t row_version = 1;
+};
+
 struct TenantPage {
   std::vector<TenantRecord> tenants;
   std::string next_after;  // empty when this is the last page
@@ -102,6 +119,22 @@ class KeyStore {
   // Adds to a DEK version's encryption count (batched by the caller).
   virtual absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                                       uint64_t count) = 0;
+
+  // --- JWT signing keys
+  // Every key, retired ones included, ordered by activate_at then kid.
+  virtual absl::StatusOr<std::vector<JwtKeyRecord>> ListJwtKeys() = 0;
+  // Inserts the very first key. ALREADY_EXISTS when any key exists (another replica
+  // created one first).
+  virtual absl::Status InsertFirstJwtKey(const JwtKeyRecord& key) = 0;
+  // A rotation, atomically: sets retire_at of `current_kid` (if its row_version is
+  // still `expected_row_version`, else ABORTED; NOT_FOUND when unknown) and inserts
+  // `next`. Two replicas rotating at once: exactly one succeeds.
+  virtual absl::Status RotateJwtKey(const std::string& current_kid, int64_t expected_row_version,
+                                    int64_t current_retire_at, const JwtKeyRecord& next) = 0;
+  // Re-wraps a key's private part (KEK rotation), compare-and-set on row_version.
+  virtual absl::Status UpdateJwtKeyWrapping(const std::string& kid, int64_t expected_row_version,
+                                            uint32_t kek_version,
+                                            const std::vector<uint8_t>& wrapped_private) = 0;
 
   // --- Coherence
   // Incremented by every state change above.
