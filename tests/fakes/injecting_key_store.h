@@ -66,6 +66,24 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->AddEncryptions(id, v, n);
   }
+  absl::StatusOr<std::vector<store::JwtKeyRecord>> ListJwtKeys() override {
+    if (down_) return Down();
+    return inner_->ListJwtKeys();
+  }
+  absl::Status InsertFirstJwtKey(const store::JwtKeyRecord& key) override {
+    if (down_) return Down();
+    return inner_->InsertFirstJwtKey(key);
+  }
+  absl::Status RotateJwtKey(const std::string& kid, int64_t expected, int64_t retire_at,
+                            const store::JwtKeyRecord& next) override {
+    if (down_) return Down();
+    return inner_->RotateJwtKey(kid, expected, retire_at, next);
+  }
+  absl::Status UpdateJwtKeyWrapping(const std::string& kid, int64_t expected, uint32_t kek_version,
+                                    const std::vector<uint8_t>& wrapped) override {
+    if (down_) return Down();
+    return inner_->UpdateJwtKeyWrapping(kid, expected, kek_version, wrapped);
+  }
   absl::StatusOr<int64_t> GetEpoch() override {
     if (down_) return Down();
     return inner_->GetEpoch();
