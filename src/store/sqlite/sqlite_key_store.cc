@@ -61,16 +61,18 @@ CREATE TABLE store_epoch (
 ) STRICT;
 INSERT INTO store_epoch (id, epoch) VALUES (1, 0);
 
+-- JWT signing keys (DESIGN §5). No state column: the state is derived from
+-- activate_at/retire_at (retire_at 0: not scheduled), so every replica computes the
+-- same state from the same row.
 CREATE TABLE jwt_keys (
-  kid             TEXT    NOT NULL PRIMARY KEY,
+  kid             TEXT    NOT NULL PRIMARY KEY CHECK (length(kid) > 0),
   public_jwk      TEXT    NOT NULL,
   wrapped_private BLOB    NOT NULL,
   kek_version     INTEGER NOT NULL,
-  state           TEXT    NOT NULL,
   created_at      INTEGER NOT NULL,
-  activate_at     INTEGER,
-  retire_at       INTEGER,
-  row_version     INTEGER NOT NULL DEFAULT 1
+  activate_at     INTEGER NOT NULL,
+  retire_at       INTEGER NOT NULL DEFAULT 0 CHECK (retire_at >= 0),
+  row_version     INTEGER NOT NULL DEFAULT 1 CHECK (row_version > 0)
 ) STRICT, WITHOUT ROWID;
 
 CREATE TABLE audit_log (
@@ -89,6 +91,9 @@ constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
 
 constexpr absl::string_view kTenantColumns =
     "id, state, primary_dek_version, min_decrypt_version, created_at, row_version";
+constexpr absl::string_view kJwtKeyColumns =
+    "kid, public_jwk, wrapped_private, kek_version, created_at, activate_at, retire_at, "
+    "row_version";
 constexpr absl::string_view kDekColumns =
     "tenant_id, version, kek_version, wrapped, state, created_at, encryptions";
 
@@ -255,6 +260,19 @@ class SqliteKeyStore::Stmt {
     d.created_at = Int(first_col + 5);
     d.encryptions = static_cast<uint64_t>(Int(first_col + 6));
     return d;
+  }
+
+  JwtKeyRecord ReadJwtKey(int first_col) const {
+    JwtKeyRecord k;
+    k.kid = Text(first_col);
+    k.public_jwk = Text(first_col + 1);
+    k.wrapped_private = Blob(first_col + 2);
+    k.kek_version = static_cast<uint32_t>(Int(first_col + 3));
+    k.created_at = Int(first_col + 4);
+    k.activate_at = Int(first_col + 5);
+    k.retire_at = Int(first_col + 6);
+    k.row_version = Int(first_col + 7);
+    return k;
   }
 
  private:
@@ -802,6 +820,152 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
   if (changed == 0) {
     return absl::NotFoundError(
         absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+  }
+  return absl::OkStatus();
+}
+
+// --- JWT signing keys
+
+absl::StatusOr<std::vector<JwtKeyRecord>> SqliteKeyStore::ListJwtKeys() {
+  constexpr absl::string_view kOp = "ListJwtKeys";
+  absl::MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kJwtKeyColumns,
+                                   " FROM jwt_keys ORDER BY activate_at, kid"),
+                      kOp));
+  std::vector<JwtKeyRecord> keys;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    keys.push_back(s.ReadJwtKey(0));
+  }
+  return keys;
+}
+
+absl::Status SqliteKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
+  constexpr absl::string_view kOp = "InsertFirstJwtKey";
+  if (key.kid.empty()) return absl::InvalidArgumentError("InsertFirstJwtKey: empty kid");
+  if (key.retire_at < 0) return absl::InvalidArgumentError("InsertFirstJwtKey: retire_at < 0");
+  absl::MutexLock lock(&mu_);
+  // The emptiness check and the insert share one write transaction, so two replicas
+  // starting at once cannot both insert a first key.
+  Transaction txn(*this, kOp);
+  KMS_RETURN_IF_ERROR(txn.Begin());
+  {
+    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (row && s.Int(0) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+    }
+  }
+  {
+    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO jwt_keys (", kJwtKeyColumns,
+                                                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
+                                         kOp));
+    KMS_RETURN_IF_ERROR(s.Bind(1, key.kid)
+                            .Bind(2, key.public_jwk)
+                            .Bind(3, key.wrapped_private)
+                            .Bind(4, key.kek_version)
+                            .Bind(5, key.created_at)
+                            .Bind(6, key.activate_at)
+                            .Bind(7, key.retire_at)
+                            .Run()
+                            .status());
+  }
+  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
+  return txn.Commit();
+}
+
+absl::Status SqliteKeyStore::RotateJwtKey(const std::string& current_kid,
+                                          int64_t expected_row_version,
+                                          int64_t current_retire_at, const JwtKeyRecord& next) {
+  constexpr absl::string_view kOp = "RotateJwtKey";
+  if (current_kid.empty() || next.kid.empty()) {
+    return absl::InvalidArgumentError("RotateJwtKey: empty kid");
+  }
+  if (current_retire_at < 0 || next.retire_at < 0) {
+    return absl::InvalidArgumentError("RotateJwtKey: retire_at < 0");
+  }
+  absl::MutexLock lock(&mu_);
+  Transaction txn(*this, kOp);
+  KMS_RETURN_IF_ERROR(txn.Begin());
+  int64_t changed = 0;
+  {
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("UPDATE jwt_keys SET retire_at = ?3, row_version = row_version + 1 "
+                        "WHERE kid = ?1 AND row_version = ?2",
+                        kOp));
+    KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, current_kid)
+                                      .Bind(2, expected_row_version)
+                                      .Bind(3, current_retire_at)
+                                      .Run());
+  }
+  if (changed == 0) {
+    KMS_RETURN_IF_ERROR(DiagnoseJwtKeyCas(current_kid, expected_row_version, kOp));
+    return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+  }
+  {
+    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO jwt_keys (", kJwtKeyColumns,
+                                                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
+                                         kOp));
+    absl::Status st = s.Bind(1, next.kid)
+                          .Bind(2, next.public_jwk)
+                          .Bind(3, next.wrapped_private)
+                          .Bind(4, next.kek_version)
+                          .Bind(5, next.created_at)
+                          .Bind(6, next.activate_at)
+                          .Bind(7, next.retire_at)
+                          .Run()
+                          .status();
+    if (absl::IsAlreadyExists(st)) {
+      // The transaction rolls back: the current key's retire_at is not changed either.
+      return absl::AlreadyExistsError(
+          absl::StrCat(kOp, ": JWT key ", next.kid, " already exists"));
+    }
+    KMS_RETURN_IF_ERROR(st);
+  }
+  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
+  return txn.Commit();
+}
+
+absl::Status SqliteKeyStore::UpdateJwtKeyWrapping(const std::string& kid,
+                                                  int64_t expected_row_version,
+                                                  uint32_t kek_version,
+                                                  const std::vector<uint8_t>& wrapped_private) {
+  constexpr absl::string_view kOp = "UpdateJwtKeyWrapping";
+  absl::MutexLock lock(&mu_);
+  Transaction txn(*this, kOp);
+  KMS_RETURN_IF_ERROR(txn.Begin());
+  int64_t changed = 0;
+  {
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("UPDATE jwt_keys SET kek_version = ?3, wrapped_private = ?4, "
+                        "row_version = row_version + 1 WHERE kid = ?1 AND row_version = ?2",
+                        kOp));
+    KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, kid)
+                                      .Bind(2, expected_row_version)
+                                      .Bind(3, kek_version)
+                                      .Bind(4, wrapped_private)
+                                      .Run());
+  }
+  if (changed == 0) {
+    KMS_RETURN_IF_ERROR(DiagnoseJwtKeyCas(kid, expected_row_version, kOp));
+    return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+  }
+  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
+  return txn.Commit();
+}
+
+absl::Status SqliteKeyStore::DiagnoseJwtKeyCas(const std::string& kid,
+                                               int64_t expected_row_version,
+                                               absl::string_view op) {
+  KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT row_version FROM jwt_keys WHERE kid = ?1", op));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, kid).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
+  if (s.Int(0) != expected_row_version) {
+    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
+                                           " changed concurrently (row_version ", s.Int(0),
+                                           ", expected ", expected_row_version, ")"));
   }
   return absl::OkStatus();
 }

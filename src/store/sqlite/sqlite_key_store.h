@@ -21,6 +21,10 @@
 //    another state).
 //  - AddEncryptions is a usage counter, not a state change: it does not bump the epoch
 //    (or the tenant's row_version), so counter flushes never invalidate replicas' caches.
+//  - JWT keys: InsertFirstJwtKey and RotateJwtKey store the new key with row_version 1
+//    (the record's row_version is ignored); an empty kid is INVALID_ARGUMENT; RotateJwtKey
+//    whose `next.kid` exists is ALREADY_EXISTS and changes nothing. RotateJwtKey and
+//    UpdateJwtKeyWrapping bump the changed row's row_version and the epoch.
 //  - CreateTenant stores row_version 1 and primary_dek_version = first_dek.version
 //    (a non-zero tenant.primary_dek_version that differs is INVALID_ARGUMENT).
 #pragma once
@@ -84,6 +88,14 @@ class SqliteKeyStore final : public KeyStore {
   absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                               uint64_t count) override;
 
+  absl::StatusOr<std::vector<JwtKeyRecord>> ListJwtKeys() override;
+  absl::Status InsertFirstJwtKey(const JwtKeyRecord& key) override;
+  absl::Status RotateJwtKey(const std::string& current_kid, int64_t expected_row_version,
+                            int64_t current_retire_at, const JwtKeyRecord& next) override;
+  absl::Status UpdateJwtKeyWrapping(const std::string& kid, int64_t expected_row_version,
+                                    uint32_t kek_version,
+                                    const std::vector<uint8_t>& wrapped_private) override;
+
   absl::StatusOr<int64_t> GetEpoch() override;
   absl::Status Ping() override;
 
@@ -114,6 +126,10 @@ class SqliteKeyStore final : public KeyStore {
   // After a CAS matched no row: NOT_FOUND, ABORTED or FAILED_PRECONDITION, by reading
   // the tenant row inside the same transaction.
   absl::Status DiagnoseTenantCas(const std::string& tenant_id, int64_t expected_row_version,
+                                 absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // After a JWT key CAS matched no row: NOT_FOUND or ABORTED.
+  absl::Status DiagnoseJwtKeyCas(const std::string& kid, int64_t expected_row_version,
                                  absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;

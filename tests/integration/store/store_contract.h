@@ -48,5 +48,7 @@ std::vector<uint8_t> TestBlob(uint8_t seed, size_t size = 40);
 KekRecord TestKek(uint32_t version);
 TenantRecord TestTenant(const std::string& id);
 DekRecord TestDek(const std::string& tenant_id, uint32_t version);
+// A JWT key record `kid`, signing from `activate_at`, not scheduled to retire.
+JwtKeyRecord TestJwtKey(const std::string& kid, int64_t activate_at);
 
 }  // namespace kms::store::contract
