@@ -1,0 +1,399 @@
+// End to end: a real `kmsd --dev` process (SoftHSM2 token, SQLite, dev CA) driven over
+// mutual TLS 1.3 by a gRPC client and by kmsctl.
+#include <openssl/crypto.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "kms/v1/admin_service.grpc.pb.h"
+#include "kms/v1/key_service.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "src/dev/dev_pki.h"
+#include "tests/test_common/kmsd_process.h"
+#include "tests/test_common/temp_dir.h"
+
+namespace kms {
+namespace {
+
+using test::RunCommand;
+
+std::string Read(const std::string& path) { return test::ReadFileOrEmpty(path); }
+
+class KmsdE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir("kmsd-e2e-");
+    state_ = dir_->Join("state");
+    StartKmsd();
+  }
+  static void TearDownTestSuite() {
+    delete kmsd_;
+    kmsd_ = nullptr;
+    delete dir_;
+  }
+
+  static void StartKmsd() {
+    auto p = test::KmsdProcess::Start(
+        KMSD_BINARY,
+        {"--dev", "--state-dir", state_, "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"},
+        dir_->Join("kmsd.log"));
+    ASSERT_TRUE(p.ok()) << p.status();
+    kmsd_ = p->release();
+  }
+
+  static std::string Pki(const std::string& name) { return state_ + "/pki/" + name; }
+
+  static std::shared_ptr<grpc::Channel> Channel(const std::string& client) {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = Read(Pki("ca.pem"));
+    if (!client.empty()) {
+      tls.pem_cert_chain = Read(Pki("clients/" + client + ".pem"));
+      tls.pem_private_key = Read(Pki("clients/" + client + ".key"));
+    }
+    return grpc::CreateChannel(kmsd_->grpc_addr(), grpc::SslCredentials(tls));
+  }
+
+  static std::unique_ptr<v1::KeyService::Stub> Keys(const std::string& client = "billing") {
+    return v1::KeyService::NewStub(Channel(client));
+  }
+  static std::unique_ptr<v1::AdminService::Stub> Admin(const std::string& client = "operator") {
+    return v1::AdminService::NewStub(Channel(client));
+  }
+
+  static void Deadline(grpc::ClientContext& ctx) {
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  }
+
+  static void CreateTenant(const std::string& id) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::CreateTenantRequest req;
+    req.set_tenant_id(id);
+    v1::CreateTenantResponse resp;
+    grpc::Status s = Admin()->CreateTenant(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  }
+
+  static grpc::Status Encrypt(const std::string& tenant, const std::string& plaintext,
+                              std::map<std::string, std::string> context, v1::EncryptResponse* resp,
+                              const std::string& client = "billing") {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::EncryptRequest req;
+    req.set_tenant_id(tenant);
+    req.set_plaintext(plaintext);
+    for (auto& [k, v] : context) (*req.mutable_context())[k] = v;
+    return Keys(client)->Encrypt(&ctx, req, resp);
+  }
+
+  static grpc::Status Decrypt(const std::string& tenant, const std::string& ciphertext,
+                              std::map<std::string, std::string> context, v1::DecryptResponse* resp) {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::DecryptRequest req;
+    req.set_tenant_id(tenant);
+    req.set_ciphertext(ciphertext);
+    for (auto& [k, v] : context) (*req.mutable_context())[k] = v;
+    return Keys()->Decrypt(&ctx, req, resp);
+  }
+
+  // The server is still serving: a fresh round trip works.
+  static void ExpectStillServing() {
+    CreateTenant("alive");
+    v1::EncryptResponse enc;
+    ASSERT_TRUE(Encrypt("alive", "ping", {}, &enc).ok());
+    v1::DecryptResponse dec;
+    ASSERT_TRUE(Decrypt("alive", enc.ciphertext(), {}, &dec).ok());
+    EXPECT_EQ(dec.plaintext(), "ping");
+  }
+
+  static std::string Kmsctl(const std::string& args) {
+    return absl::StrCat("KMSCTL_CONFIG=", state_, "/kmsctl.json ", KMSCTL_BINARY, " ", args);
+  }
+
+  static test::TempDir* dir_;
+  static std::string state_;
+  static test::KmsdProcess* kmsd_;
+};
+
+test::TempDir* KmsdE2eTest::dir_ = nullptr;
+std::string KmsdE2eTest::state_;
+test::KmsdProcess* KmsdE2eTest::kmsd_ = nullptr;
+
+TEST_F(KmsdE2eTest, DevModeCreatesItsStateWithPrivateFilesLockedDown) {
+  for (const char* secret : {"/secrets/hsm-user.pin", "/secrets/hsm-so.pin", "/pki/ca.key",
+                             "/pki/server.key", "/pki/clients/operator.key", "/kmsd.db"}) {
+    struct stat st {};
+    ASSERT_EQ(stat((state_ + secret).c_str(), &st), 0) << secret;
+    EXPECT_EQ(st.st_mode & 0777, 0600u) << secret;
+  }
+  auto kmsctl = nlohmann::json::parse(Read(state_ + "/kmsctl.json"));
+  EXPECT_EQ(kmsctl["addr"], kmsd_->grpc_addr());
+}
+
+TEST_F(KmsdE2eTest, RoundTripWithoutContext) {
+  CreateTenant("acme");
+  v1::EncryptResponse enc;
+  ASSERT_TRUE(Encrypt("acme", "alice@example.com", {}, &enc).ok());
+  EXPECT_EQ(enc.dek_version(), 1u);
+  EXPECT_EQ(enc.ciphertext().size(), 33u + 17u);
+  EXPECT_EQ(enc.ciphertext()[0], '\x01');
+  v1::DecryptResponse dec;
+  ASSERT_TRUE(Decrypt("acme", enc.ciphertext(), {}, &dec).ok());
+  EXPECT_EQ(dec.plaintext(), "alice@example.com");
+}
+
+TEST_F(KmsdE2eTest, RoundTripWithContextAndWrongContextFails) {
+  CreateTenant("acme");
+  std::map<std::string, std::string> ctx = {{"table", "users"}, {"column", "email"}};
+  v1::EncryptResponse enc;
+  ASSERT_TRUE(Encrypt("acme", "bob@example.com", ctx, &enc).ok());
+  v1::DecryptResponse dec;
+  ASSERT_TRUE(Decrypt("acme", enc.ciphertext(), ctx, &dec).ok());
+  EXPECT_EQ(dec.plaintext(), "bob@example.com");
+  grpc::Status wrong = Decrypt("acme", enc.ciphertext(), {{"table", "users"}, {"column", "phone"}}, &dec);
+  EXPECT_EQ(wrong.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(wrong.error_message(), "decryption failed");
+  grpc::Status missing = Decrypt("acme", enc.ciphertext(), {}, &dec);
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(KmsdE2eTest, TenantAsCiphertextFailsUnderTenantB) {
+  CreateTenant("tenant-a");
+  CreateTenant("tenant-b");
+  v1::EncryptResponse enc;
+  ASSERT_TRUE(Encrypt("tenant-a", "a's secret", {}, &enc).ok());
+  v1::DecryptResponse dec;
+  grpc::Status s = Decrypt("tenant-b", enc.ciphertext(), {}, &dec);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "decryption failed");
+  EXPECT_TRUE(dec.plaintext().empty());
+}
+
+TEST_F(KmsdE2eTest, BadInputGetsClearStatusesAndTheDaemonKeepsServing) {
+  CreateTenant("acme");
+  v1::EncryptResponse enc;
+  ASSERT_TRUE(Encrypt("acme", "x", {}, &enc).ok());
+  const std::string good = enc.ciphertext();
+  v1::DecryptResponse dec;
+
+  EXPECT_EQ(Encrypt("acme", "", {}, &enc).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Encrypt("acme", std::string(64 * 1024 + 1, 'a'), {}, &enc).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_TRUE(Encrypt("acme", std::string(64 * 1024, 'a'), {}, &enc).ok());  // at the limit
+  EXPECT_EQ(Encrypt("nobody", "x", {}, &enc).error_code(), grpc::StatusCode::NOT_FOUND);
+  for (const char* bad_id : {"", "has space", "../../etc", "-lead", "x/y"}) {
+    EXPECT_EQ(Encrypt(bad_id, "x", {}, &enc).error_code(), grpc::StatusCode::INVALID_ARGUMENT) << bad_id;
+  }
+  EXPECT_EQ(Encrypt(std::string(65, 't'), "x", {}, &enc).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Encrypt("acme", "x", {{"", "empty key"}}, &enc).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // Ciphertexts: malformed, truncated at every length, tampered at every byte, empty.
+  for (size_t n = 0; n < good.size(); ++n) {
+    grpc::Status s = Decrypt("acme", good.substr(0, n), {}, &dec);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "truncated to " << n;
+  }
+  for (size_t i = 0; i < good.size(); ++i) {
+    std::string bad = good;
+    bad[i] ^= 0x40;
+    grpc::Status s = Decrypt("acme", bad, {}, &dec);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << "byte " << i;
+    EXPECT_EQ(s.error_message(), "decryption failed") << "byte " << i;
+  }
+  EXPECT_EQ(Decrypt("acme", "not a ciphertext at all, just words", {}, &dec).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Decrypt("acme", std::string(70 * 1024, '\x01'), {}, &dec).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Decrypt("nobody", good, {}, &dec).error_code(), grpc::StatusCode::NOT_FOUND);
+  ExpectStillServing();
+}
+
+TEST_F(KmsdE2eTest, BatchesReturnOneResultPerItemAndEnforceTheirLimit) {
+  CreateTenant("acme");
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::EncryptBatchRequest req;
+  req.set_tenant_id("acme");
+  req.add_items()->set_plaintext("first");
+  req.add_items()->set_plaintext("");  // bad item
+  auto* third = req.add_items();
+  third->set_plaintext("third");
+  (*third->mutable_context())["column"] = "email";
+  v1::EncryptBatchResponse resp;
+  ASSERT_TRUE(Keys()->EncryptBatch(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.results_size(), 3);
+  EXPECT_TRUE(resp.results(0).has_ok());
+  ASSERT_TRUE(resp.results(1).has_error());
+  EXPECT_EQ(resp.results(1).error().code(), static_cast<int>(grpc::StatusCode::INVALID_ARGUMENT));
+  EXPECT_TRUE(resp.results(2).has_ok());
+
+  grpc::ClientContext dctx;
+  Deadline(dctx);
+  v1::DecryptBatchRequest dreq;
+  dreq.set_tenant_id("acme");
+  dreq.add_items()->set_ciphertext(resp.results(0).ok().ciphertext());
+  auto* d2 = dreq.add_items();
+  d2->set_ciphertext(resp.results(2).ok().ciphertext());
+  (*d2->mutable_context())["column"] = "email";
+  dreq.add_items()->set_ciphertext(resp.results(2).ok().ciphertext());  // context missing
+  v1::DecryptBatchResponse dresp;
+  ASSERT_TRUE(Keys()->DecryptBatch(&dctx, dreq, &dresp).ok());
+  ASSERT_EQ(dresp.results_size(), 3);
+  EXPECT_EQ(dresp.results(0).ok().plaintext(), "first");
+  EXPECT_EQ(dresp.results(1).ok().plaintext(), "third");
+  ASSERT_TRUE(dresp.results(2).has_error());
+  EXPECT_EQ(dresp.results(2).error().message(), "decryption failed");
+
+  grpc::ClientContext big_ctx;
+  Deadline(big_ctx);
+  v1::EncryptBatchRequest big;
+  big.set_tenant_id("acme");
+  for (int i = 0; i < 1001; ++i) big.add_items()->set_plaintext("x");
+  v1::EncryptBatchResponse big_resp;
+  EXPECT_EQ(Keys()->EncryptBatch(&big_ctx, big, &big_resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  big.mutable_items()->RemoveLast();
+  grpc::ClientContext ok_ctx;
+  Deadline(ok_ctx);
+  ASSERT_TRUE(Keys()->EncryptBatch(&ok_ctx, big, &big_resp).ok());  // exactly at the limit
+  EXPECT_EQ(big_resp.results_size(), 1000);
+}
+
+TEST_F(KmsdE2eTest, IdentityOutsideThePolicyIsDenied) {
+  CreateTenant("acme");
+  // billing may encrypt but not administer.
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::CreateTenantRequest req;
+  req.set_tenant_id("billing-made");
+  v1::CreateTenantResponse resp;
+  EXPECT_EQ(Admin("billing")->CreateTenant(&ctx, req, &resp).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // A certificate from the right CA for an identity the policy does not know.
+  auto issued = RunCommand(absl::StrCat(KMSD_BINARY, " --dev --state-dir ", state_,
+                                        " --issue-client-cert intruder"));
+  ASSERT_EQ(issued.exit_code, 0) << issued.out;
+  v1::EncryptResponse enc;
+  grpc::Status s = Encrypt("acme", "x", {}, &enc, "intruder");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(s.error_message().find("acme"), std::string::npos);  // names no tenant
+}
+
+TEST_F(KmsdE2eTest, ClientWithoutCertificateIsRefused) {
+  auto keys = v1::KeyService::NewStub(Channel(""));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::EncryptRequest req;
+  req.set_tenant_id("acme");
+  req.set_plaintext("x");
+  v1::EncryptResponse resp;
+  EXPECT_EQ(keys->Encrypt(&ctx, req, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+TEST_F(KmsdE2eTest, CertificateFromAnotherCaIsRefused) {
+  auto ca = dev::CreateCa("rogue CA", 30);
+  ASSERT_TRUE(ca.ok());
+  auto client = dev::IssueClientCert(*ca, "operator", "spiffe://kmsd.dev/operator", 30);
+  ASSERT_TRUE(client.ok());
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = Read(Pki("ca.pem"));
+  tls.pem_cert_chain = client->cert_pem;
+  tls.pem_private_key.assign(reinterpret_cast<const char*>(client->key_pem.data()),
+                             client->key_pem.size());
+  auto admin = v1::AdminService::NewStub(grpc::CreateChannel(kmsd_->grpc_addr(), grpc::SslCredentials(tls)));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::GetStatusResponse resp;
+  EXPECT_EQ(admin->GetStatus(&ctx, {}, &resp).error_code(), grpc::StatusCode::UNAVAILABLE);
+}
+
+std::string OpenSsl(const std::string& version, int port, const std::string& state) {
+  return absl::StrCat("openssl s_client -connect 127.0.0.1:", port, " ", version,
+                      " -CAfile ", state, "/pki/ca.pem -cert ", state, "/pki/clients/operator.pem -key ",
+                      state, "/pki/clients/operator.key -verify_return_error >/dev/null 2>&1");
+}
+
+TEST_F(KmsdE2eTest, GrpcListenerSpeaksTls13AndRefusesTls12) {
+  EXPECT_EQ(RunCommand(OpenSsl("-tls1_3", kmsd_->grpc_port(), state_), "Q\n").exit_code, 0);
+  EXPECT_NE(RunCommand(OpenSsl("-tls1_2", kmsd_->grpc_port(), state_), "Q\n").exit_code, 0);
+}
+
+TEST_F(KmsdE2eTest, HttpsListenerServesHealthOverTls13OnlyWithHsts) {
+  ASSERT_NE(kmsd_->http_port(), 0);
+  EXPECT_NE(RunCommand(OpenSsl("-tls1_2", kmsd_->http_port(), state_), "Q\n").exit_code, 0);
+  EXPECT_EQ(RunCommand(OpenSsl("-tls1_3", kmsd_->http_port(), state_), "Q\n").exit_code, 0);
+  auto ready = RunCommand(absl::StrCat("curl -sS --tlsv1.3 -i --cacert ", state_, "/pki/ca.pem https://localhost:",
+                                       kmsd_->http_port(), "/readyz"));
+  ASSERT_EQ(ready.exit_code, 0) << ready.out;
+  EXPECT_NE(ready.out.find("200"), std::string::npos);
+  EXPECT_NE(ready.out.find("Strict-Transport-Security: max-age=63072000; includeSubDomains; preload"),
+            std::string::npos);
+}
+
+TEST_F(KmsdE2eTest, KmsctlRoundTripsAndReportsFailuresWithNonZeroExit) {
+  auto created = RunCommand(Kmsctl("tenant create kmsctl-co"));
+  ASSERT_EQ(created.exit_code, 0) << created.out;
+  auto enc = RunCommand(Kmsctl("encrypt --tenant kmsctl-co --context table=users --context column=email"),
+                        "carol@example.com");
+  ASSERT_EQ(enc.exit_code, 0) << enc.out;
+  auto dec = RunCommand(Kmsctl("decrypt --tenant kmsctl-co --context table=users --context column=email"),
+                        enc.out);
+  ASSERT_EQ(dec.exit_code, 0);
+  EXPECT_EQ(dec.out, "carol@example.com");
+  auto wrong = RunCommand(Kmsctl("decrypt --tenant kmsctl-co 2>&1"), enc.out);
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.out.find("INVALID_ARGUMENT"), std::string::npos) << wrong.out;
+  auto status = RunCommand(Kmsctl("status -o json"));
+  ASSERT_EQ(status.exit_code, 0) << status.out;
+  auto j = nlohmann::json::parse(status.out);
+  EXPECT_EQ(j["ready"], true);
+  EXPECT_EQ(j["master_key_kind"], "rsa-4096");
+  EXPECT_EQ(j["primary_kek_version"], 1);
+  EXPECT_EQ(j["kek_versions"][0]["wrap_mechanism"], "rsa-oaep-sha1");
+  auto list = RunCommand(Kmsctl("tenant list --all -o json"));
+  ASSERT_EQ(list.exit_code, 0);
+  EXPECT_NE(list.out.find("kmsctl-co"), std::string::npos);
+}
+
+TEST_F(KmsdE2eTest, NoPlaintextOrKeyMaterialReachesTheLog) {
+  CreateTenant("acme");
+  const std::string marker = "pii-marker-7f3a9c";
+  v1::EncryptResponse enc;
+  ASSERT_TRUE(Encrypt("acme", marker, {}, &enc).ok());
+  v1::DecryptResponse dec;
+  ASSERT_TRUE(Decrypt("acme", enc.ciphertext(), {}, &dec).ok());
+  std::string bad = enc.ciphertext();
+  bad.back() ^= 1;
+  Decrypt("acme", bad, {}, &dec);
+  const std::string log = Read(kmsd_->log_path());
+  EXPECT_EQ(log.find(marker), std::string::npos);
+  std::string pin = Read(state_ + "/secrets/hsm-user.pin");
+  ASSERT_FALSE(pin.empty());
+  EXPECT_EQ(log.find(pin), std::string::npos);
+}
+
+// Last in the file: restarts the shared process.
+TEST_F(KmsdE2eTest, CiphertextFromBeforeARestartDecryptsAfterIt) {
+  CreateTenant("durable");
+  v1::EncryptResponse enc;
+  ASSERT_TRUE(Encrypt("durable", "+1 555 0100", {{"column", "phone"}}, &enc).ok());
+  EXPECT_EQ(kmsd_->Stop(), 0);
+  delete kmsd_;
+  kmsd_ = nullptr;
+  StartKmsd();
+  v1::DecryptResponse dec;
+  ASSERT_TRUE(Decrypt("durable", enc.ciphertext(), {{"column", "phone"}}, &dec).ok());
+  EXPECT_EQ(dec.plaintext(), "+1 555 0100");
+  // The restart reused the token and the KEK: still one KEK version.
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::GetStatusResponse status;
+  ASSERT_TRUE(Admin()->GetStatus(&ctx, {}, &status).ok());
+  EXPECT_EQ(status.kek_versions_size(), 1);
+}
+
+}  // namespace
+}  // namespace kms
