@@ -1,0 +1,873 @@
+#include "src/store/postgres/postgres_key_store.h"
+
+#include <chrono>
+#include <iterator>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "src/store/postgres/connection_pool.h"
+#include "src/store/postgres/pg_connection.h"
+
+namespace kms::store {
+namespace {
+
+using pg::Connection;
+using pg::Params;
+using pg::Result;
+
+// Migration N is kMigrations[N - 1]. Append only: a released migration is never edited,
+// because databases in the field have already applied it. Run with search_path = the
+// configured schema. The logical schema is SQLite's (src/store/sqlite).
+constexpr const char* kMigrations[] = {
+    // 1: the initial schema (DESIGN §3).
+    R"sql(
+CREATE TABLE kek_versions (
+  version    BIGINT PRIMARY KEY CHECK (version > 0),
+  wrapped    BYTEA  NOT NULL,
+  state      TEXT   NOT NULL CHECK (state IN ('active', 'retired')),
+  created_at BIGINT NOT NULL
+);
+
+CREATE TABLE tenants (
+  id                  TEXT COLLATE "C" NOT NULL PRIMARY KEY CHECK (length(id) > 0),
+  state               TEXT   NOT NULL CHECK (state IN ('active', 'shredded')),
+  primary_dek_version BIGINT NOT NULL CHECK (primary_dek_version > 0),
+  min_decrypt_version BIGINT NOT NULL CHECK (min_decrypt_version >= 0),
+  created_at          BIGINT NOT NULL,
+  row_version         BIGINT NOT NULL CHECK (row_version > 0)
+);
+
+CREATE TABLE tenant_deks (
+  tenant_id   TEXT COLLATE "C" NOT NULL REFERENCES tenants (id),
+  version     BIGINT NOT NULL CHECK (version > 0),
+  kek_version BIGINT NOT NULL,
+  wrapped     BYTEA  NOT NULL,
+  state       TEXT   NOT NULL CHECK (state IN ('active', 'retired', 'destroyed')),
+  created_at  BIGINT NOT NULL,
+  encryptions BIGINT NOT NULL DEFAULT 0 CHECK (encryptions >= 0),
+  PRIMARY KEY (tenant_id, version),
+  -- A destroyed DEK keeps no key bytes.
+  CHECK (state <> 'destroyed' OR length(wrapped) = 0)
+);
+
+-- The KEK re-wrap job looks for DEKs still wrapped under an old KEK version.
+CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version);
+
+CREATE TABLE store_epoch (
+  id    INTEGER PRIMARY KEY CHECK (id = 1),
+  epoch BIGINT  NOT NULL
+);
+INSERT INTO store_epoch (id, epoch) VALUES (1, 0);
+
+-- JWT signing keys (DESIGN §5). No state column: the state is derived from
+-- activate_at/retire_at (retire_at 0: not scheduled).
+CREATE TABLE jwt_keys (
+  kid             TEXT COLLATE "C" NOT NULL PRIMARY KEY CHECK (length(kid) > 0),
+  public_jwk      TEXT   NOT NULL,
+  wrapped_private BYTEA  NOT NULL,
+  kek_version     BIGINT NOT NULL,
+  created_at      BIGINT NOT NULL,
+  activate_at     BIGINT NOT NULL,
+  retire_at       BIGINT NOT NULL DEFAULT 0 CHECK (retire_at >= 0),
+  row_version     BIGINT NOT NULL DEFAULT 1 CHECK (row_version > 0)
+);
+
+CREATE TABLE audit_log (
+  seq       BIGINT PRIMARY KEY,
+  at        BIGINT NOT NULL,
+  actor     TEXT   NOT NULL,
+  action    TEXT   NOT NULL,
+  subject   TEXT   NOT NULL,
+  prev_hash BYTEA  NOT NULL,
+  hash      BYTEA  NOT NULL
+);
+)sql",
+};
+
+constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
+
+// Advisory lock keys (classid, objid): classid says what for, objid = hashtext(schema),
+// so deployments (and tests) in different schemas of one database do not contend.
+constexpr int64_t kMigrationLockClass = 0x4b4d5331;  // "KMS1"
+
+constexpr int kMaxAttempts = 3;
+constexpr size_t kPipelineBatch = 1000;
+
+#define KMS_TENANT_COLUMNS \
+  "id, state, primary_dek_version, min_decrypt_version, created_at, row_version"
+#define KMS_DEK_COLUMNS "tenant_id, version, kek_version, wrapped, state, created_at, encryptions"
+#define KMS_JWT_COLUMNS                                                                 \
+  "kid, public_jwk, wrapped_private, kek_version, created_at, activate_at, retire_at, " \
+  "row_version"
+
+int64_t NowUnixSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+absl::StatusOr<KekState> ParseKekState(absl::string_view s) {
+  if (s == "active") return KekState::kActive;
+  if (s == "retired") return KekState::kRetired;
+  return absl::InternalError("store: unknown KEK state in database");
+}
+
+absl::StatusOr<TenantState> ParseTenantState(absl::string_view s) {
+  if (s == "active") return TenantState::kActive;
+  if (s == "shredded") return TenantState::kShredded;
+  return absl::InternalError("store: unknown tenant state in database");
+}
+
+absl::StatusOr<DekState> ParseDekState(absl::string_view s) {
+  if (s == "active") return DekState::kActive;
+  if (s == "retired") return DekState::kRetired;
+  if (s == "destroyed") return DekState::kDestroyed;
+  return absl::InternalError("store: unknown DEK state in database");
+}
+
+absl::StatusOr<TenantRecord> ReadTenant(const Result& r, int row, int first_col) {
+  TenantRecord t;
+  t.id = r.Text(row, first_col);
+  KMS_ASSIGN_OR_RETURN(t.state, ParseTenantState(r.Text(row, first_col + 1)));
+  t.primary_dek_version = static_cast<uint32_t>(r.Int(row, first_col + 2));
+  t.min_decrypt_version = static_cast<uint32_t>(r.Int(row, first_col + 3));
+  t.created_at = r.Int(row, first_col + 4);
+  t.row_version = r.Int(row, first_col + 5);
+  return t;
+}
+
+absl::StatusOr<DekRecord> ReadDek(const Result& r, int row, int first_col) {
+  DekRecord d;
+  d.tenant_id = r.Text(row, first_col);
+  d.version = static_cast<uint32_t>(r.Int(row, first_col + 1));
+  d.kek_version = static_cast<uint32_t>(r.Int(row, first_col + 2));
+  d.wrapped = r.Bytes(row, first_col + 3);
+  KMS_ASSIGN_OR_RETURN(d.state, ParseDekState(r.Text(row, first_col + 4)));
+  d.created_at = r.Int(row, first_col + 5);
+  d.encryptions = static_cast<uint64_t>(r.Int(row, first_col + 6));
+  return d;
+}
+
+JwtKeyRecord ReadJwtKey(const Result& r, int row) {
+  JwtKeyRecord k;
+  k.kid = r.Text(row, 0);
+  k.public_jwk = r.Text(row, 1);
+  k.wrapped_private = r.Bytes(row, 2);
+  k.kek_version = static_cast<uint32_t>(r.Int(row, 3));
+  k.created_at = r.Int(row, 4);
+  k.activate_at = r.Int(row, 5);
+  k.retire_at = r.Int(row, 6);
+  k.row_version = r.Int(row, 7);
+  return k;
+}
+
+absl::Status BumpEpoch(Connection& c, absl::string_view op) {
+  KMS_ASSIGN_OR_RETURN(Result r,
+                       c.Exec("UPDATE store_epoch SET epoch = epoch + 1 WHERE id = 1", op));
+  if (r.affected() != 1) return absl::InternalError(absl::StrCat(op, ": store_epoch row missing"));
+  return absl::OkStatus();
+}
+
+// After a CAS matched no row: NOT_FOUND, ABORTED or FAILED_PRECONDITION, from the
+// tenant row as it is now (READ COMMITTED: this statement sees the latest commit).
+absl::Status DiagnoseTenantCas(Connection& c, const std::string& tenant_id,
+                               int64_t expected_row_version, absl::string_view op) {
+  Params p;
+  p.Text(tenant_id);
+  KMS_ASSIGN_OR_RETURN(Result r,
+                       c.Exec("SELECT state, row_version FROM tenants WHERE id = $1", p, op));
+  if (r.rows() == 0) {
+    return absl::NotFoundError(absl::StrCat(op, ": tenant ", tenant_id, " not found"));
+  }
+  if (r.Int(0, 1) != expected_row_version) {
+    return absl::AbortedError(absl::StrCat(op, ": tenant ", tenant_id,
+                                           " changed concurrently (row_version ", r.Int(0, 1),
+                                           ", expected ", expected_row_version, ")"));
+  }
+  if (r.Text(0, 0) == TenantStateName(TenantState::kShredded)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(op, ": tenant ", tenant_id, " is shredded"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DiagnoseJwtKeyCas(Connection& c, const std::string& kid,
+                               int64_t expected_row_version, absl::string_view op) {
+  Params p;
+  p.Text(kid);
+  KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT row_version FROM jwt_keys WHERE kid = $1", p, op));
+  if (r.rows() == 0) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
+  if (r.Int(0, 0) != expected_row_version) {
+    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
+                                           " changed concurrently (row_version ", r.Int(0, 0),
+                                           ", expected ", expected_row_version, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status InsertDek(Connection& c, const std::string& tenant_id, const DekRecord& dek,
+                       absl::string_view op) {
+  Params p;
+  p.Text(tenant_id)
+      .Int(dek.version)
+      .Int(dek.kek_version)
+      .Bytes(dek.wrapped)
+      .Text(DekStateName(dek.state))
+      .Int(dek.created_at)
+      .Int(static_cast<int64_t>(dek.encryptions));
+  return c.Exec("INSERT INTO tenant_deks (" KMS_DEK_COLUMNS
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                p, op)
+      .status();
+}
+
+absl::Status InsertJwtKey(Connection& c, const JwtKeyRecord& key, absl::string_view op) {
+  Params p;
+  p.Text(key.kid)
+      .Text(key.public_jwk)
+      .Bytes(key.wrapped_private)
+      .Int(key.kek_version)
+      .Int(key.created_at)
+      .Int(key.activate_at)
+      .Int(key.retire_at);
+  return c.Exec("INSERT INTO jwt_keys (" KMS_JWT_COLUMNS
+                ") VALUES ($1, $2, $3, $4, $5, $6, $7, 1)",
+                p, op)
+      .status();
+}
+
+// A transaction on one connection, rolled back unless `body` and COMMIT succeed.
+absl::Status InTransaction(Connection& c, absl::string_view op,
+                           absl::FunctionRef<absl::Status(Connection&)> body,
+                           bool* commit_sent) {
+  *commit_sent = false;
+  absl::Status st = c.ExecScript("BEGIN", op);
+  if (st.ok()) st = body(c);
+  if (st.ok()) {
+    *commit_sent = true;
+    st = c.ExecScript("COMMIT", op);
+  }
+  if (!st.ok() && !c.broken() && PQtransactionStatus(c.raw()) != PQTRANS_IDLE) {
+    // Keep the session's own SQLSTATE (ROLLBACK succeeding clears it).
+    std::string sqlstate = c.last_sqlstate();
+    c.ExecScript("ROLLBACK", op).IgnoreError();
+    c.set_last_sqlstate(std::move(sqlstate));
+  }
+  return st;
+}
+
+absl::Status Migrate(Connection& c, const std::string& schema) {
+  constexpr absl::string_view kOp = "Open: schema migration";
+  bool commit_sent = false;
+  return InTransaction(
+      c, kOp,
+      [&](Connection& c) -> absl::Status {
+        {
+          Params p;
+          p.Int(kMigrationLockClass).Text(schema);
+          KMS_RETURN_IF_ERROR(
+              c.Exec("SELECT pg_advisory_xact_lock($1::integer, hashtext($2))", p, kOp)
+                  .status());
+        }
+        {
+          Params p;
+          p.Text(schema);
+          KMS_ASSIGN_OR_RETURN(
+              Result r, c.Exec("SELECT 1 FROM pg_namespace WHERE nspname = $1", p, kOp));
+          // Only when missing: an operator may pre-create the schema and grant kmsd
+          // rights in it without the right to create schemas in the database. The name
+          // is an identifier (validated: [a-z_][a-z0-9_]*), not a value.
+          if (r.rows() == 0) {
+            KMS_RETURN_IF_ERROR(
+                c.ExecScript(absl::StrCat("CREATE SCHEMA \"", schema, "\"").c_str(), kOp));
+          }
+        }
+        KMS_RETURN_IF_ERROR(
+            c.ExecScript("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                         "version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)",
+                         kOp));
+        int64_t current = 0;
+        {
+          KMS_ASSIGN_OR_RETURN(
+              Result r, c.Exec("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", kOp));
+          current = r.Int(0, 0);
+        }
+        if (current > kLatestSchemaVersion) {
+          return absl::FailedPreconditionError(
+              absl::StrCat("database schema version ", current, " is newer than this kmsd (",
+                           kLatestSchemaVersion, ")"));
+        }
+        for (int64_t v = current + 1; v <= kLatestSchemaVersion; ++v) {
+          absl::Status st = c.ExecScript(kMigrations[v - 1], kOp);
+          if (!st.ok()) {
+            return absl::Status(st.code(), absl::StrCat(kOp, ": migration ", v, " failed: ",
+                                                        std::string(st.message())));
+          }
+          Params p;
+          p.Int(v).Int(NowUnixSeconds());
+          KMS_RETURN_IF_ERROR(
+              c.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", p,
+                     kOp)
+                  .status());
+        }
+        return absl::OkStatus();
+      },
+      &commit_sent);
+}
+
+}  // namespace
+
+// --- Opening
+
+PostgresKeyStore::PostgresKeyStore(std::unique_ptr<pg::ConnectionPool> pool)
+    : pool_(std::move(pool)) {}
+
+PostgresKeyStore::~PostgresKeyStore() = default;
+
+int PostgresKeyStore::LatestSchemaVersion() { return kLatestSchemaVersion; }
+
+absl::StatusOr<std::unique_ptr<PostgresKeyStore>> PostgresKeyStore::Open(
+    const PostgresOptions& options) {
+  KMS_ASSIGN_OR_RETURN(pg::ConnectConfig config, pg::ConnectConfig::FromOptions(options));
+  KMS_ASSIGN_OR_RETURN(std::unique_ptr<Connection> first, Connection::Open(config, "Open"));
+  absl::Status migrated;
+  for (int attempt = 0; attempt < kMaxAttempts; ++attempt) {
+    migrated = Migrate(*first, options.schema);
+    if (migrated.ok() || !pg::IsRetryableSqlstate(first->last_sqlstate())) break;
+  }
+  KMS_RETURN_IF_ERROR(migrated);
+  auto pool = std::make_unique<pg::ConnectionPool>(std::move(config), std::move(first));
+  return std::unique_ptr<PostgresKeyStore>(new PostgresKeyStore(std::move(pool)));
+}
+
+absl::Status PostgresKeyStore::Run(absl::string_view op, Mode mode,
+                                   absl::FunctionRef<absl::Status(Connection&)> body) {
+  absl::Status st;
+  for (int attempt = 1;; ++attempt) {
+    KMS_ASSIGN_OR_RETURN(pg::ConnectionPool::Lease lease, pool_->Acquire(op));
+    Connection& c = *lease;
+    bool commit_sent = false;
+    st = mode == Mode::kTransaction ? InTransaction(c, op, body, &commit_sent) : body(c);
+    if (st.ok()) return st;
+    const bool lost = c.broken();
+    const bool conflict = pg::IsRetryableSqlstate(c.last_sqlstate());
+    if (lost && commit_sent) {
+      return absl::UnavailableError(
+          absl::StrCat(op, ": postgres: connection lost during COMMIT; outcome unknown (",
+                       std::string(st.message()), ")"));
+    }
+    // A session lost before COMMIT took its transaction with it (and a statement in
+    // autocommit mode is a read or idempotent here); a deadlock or serialization
+    // failure rolled back everything. Both are safe to run again.
+    if (!(lost || conflict) || attempt == kMaxAttempts) return st;
+  }
+}
+
+// --- KEKs
+
+absl::StatusOr<std::vector<KekRecord>> PostgresKeyStore::ListKeks() {
+  constexpr absl::string_view kOp = "ListKeks";
+  std::vector<KekRecord> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec("SELECT version, wrapped, state, created_at FROM kek_versions ORDER BY version",
+               kOp));
+    std::vector<KekRecord> keks;
+    keks.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) {
+      KekRecord k;
+      k.version = static_cast<uint32_t>(r.Int(i, 0));
+      k.wrapped = r.Bytes(i, 1);
+      KMS_ASSIGN_OR_RETURN(k.state, ParseKekState(r.Text(i, 2)));
+      k.created_at = r.Int(i, 3);
+      keks.push_back(std::move(k));
+    }
+    out = std::move(keks);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PostgresKeyStore::InsertKek(const KekRecord& kek) {
+  constexpr absl::string_view kOp = "InsertKek";
+  if (kek.version == 0) return absl::InvalidArgumentError("InsertKek: version 0");
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Int(kek.version).Bytes(kek.wrapped).Text(KekStateName(kek.state)).Int(kek.created_at);
+    absl::Status st = c.Exec("INSERT INTO kek_versions (version, wrapped, state, created_at) "
+                             "VALUES ($1, $2, $3, $4)",
+                             p, kOp)
+                          .status();
+    if (absl::IsAlreadyExists(st)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(kOp, ": KEK version ", kek.version, " already exists"));
+    }
+    KMS_RETURN_IF_ERROR(st);
+    return BumpEpoch(c, kOp);
+  });
+}
+
+absl::Status PostgresKeyStore::UpdateKekState(uint32_t version, KekState from, KekState to) {
+  constexpr absl::string_view kOp = "UpdateKekState";
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(KekStateName(to)).Int(version).Text(KekStateName(from));
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec("UPDATE kek_versions SET state = $1 WHERE version = $2 AND state = $3", p, kOp));
+    if (r.affected() == 0) {
+      Params q;
+      q.Int(version);
+      KMS_ASSIGN_OR_RETURN(
+          Result s, c.Exec("SELECT state FROM kek_versions WHERE version = $1", q, kOp));
+      if (s.rows() == 0) {
+        return absl::NotFoundError(absl::StrCat(kOp, ": KEK version ", version, " not found"));
+      }
+      return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ",
+                                             s.Text(0, 0), ", not ",
+                                             std::string(KekStateName(from))));
+    }
+    return BumpEpoch(c, kOp);
+  });
+}
+
+// --- Tenants
+
+absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
+                                            const DekRecord& first_dek) {
+  constexpr absl::string_view kOp = "CreateTenant";
+  if (tenant.id.empty()) return absl::InvalidArgumentError("CreateTenant: empty tenant id");
+  if (!first_dek.tenant_id.empty() && first_dek.tenant_id != tenant.id) {
+    return absl::InvalidArgumentError("CreateTenant: first DEK belongs to another tenant");
+  }
+  if (first_dek.version == 0) return absl::InvalidArgumentError("CreateTenant: DEK version 0");
+  if (tenant.primary_dek_version != 0 && tenant.primary_dek_version != first_dek.version) {
+    return absl::InvalidArgumentError(
+        "CreateTenant: primary_dek_version differs from the first DEK's version");
+  }
+  if (first_dek.encryptions > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::InvalidArgumentError("CreateTenant: encryption count out of range");
+  }
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(tenant.id)
+        .Text(TenantStateName(tenant.state))
+        .Int(first_dek.version)
+        .Int(tenant.min_decrypt_version)
+        .Int(tenant.created_at);
+    absl::Status st = c.Exec("INSERT INTO tenants (" KMS_TENANT_COLUMNS
+                             ") VALUES ($1, $2, $3, $4, $5, 1)",
+                             p, kOp)
+                          .status();
+    if (absl::IsAlreadyExists(st)) {
+      return absl::AlreadyExistsError(
+          absl::StrCat(kOp, ": tenant ", tenant.id, " already exists"));
+    }
+    KMS_RETURN_IF_ERROR(st);
+    KMS_RETURN_IF_ERROR(InsertDek(c, tenant.id, first_dek, kOp));
+    return BumpEpoch(c, kOp);
+  });
+}
+
+absl::StatusOr<TenantRecord> PostgresKeyStore::GetTenant(const std::string& tenant_id) {
+  constexpr absl::string_view kOp = "GetTenant";
+  TenantRecord out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(tenant_id);
+    KMS_ASSIGN_OR_RETURN(
+        Result r, c.Exec("SELECT " KMS_TENANT_COLUMNS " FROM tenants WHERE id = $1", p, kOp));
+    if (r.rows() == 0) {
+      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+    }
+    KMS_ASSIGN_OR_RETURN(out, ReadTenant(r, 0, 0));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<TenantPage> PostgresKeyStore::ListTenants(const std::string& after, int limit) {
+  constexpr absl::string_view kOp = "ListTenants";
+  if (limit <= 0) return absl::InvalidArgumentError("ListTenants: limit must be positive");
+  TenantPage out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    // The id column is COLLATE "C": bytewise, like SQLite and std::string. One row more
+    // than asked tells whether another page follows.
+    Params p;
+    p.Text(after).Int(static_cast<int64_t>(limit) + 1);
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT " KMS_TENANT_COLUMNS
+                                          " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+                                          p, kOp));
+    TenantPage page;
+    for (int i = 0; i < r.rows(); ++i) {
+      if (static_cast<int>(page.tenants.size()) == limit) {
+        page.next_after = page.tenants.back().id;
+        break;
+      }
+      KMS_ASSIGN_OR_RETURN(TenantRecord t, ReadTenant(r, i, 0));
+      page.tenants.push_back(std::move(t));
+    }
+    out = std::move(page);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<uint64_t> PostgresKeyStore::CountTenants() {
+  constexpr absl::string_view kOp = "CountTenants";
+  uint64_t out = 0;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT COUNT(*) FROM tenants", kOp));
+    out = static_cast<uint64_t>(r.Int(0, 0));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<KeyStore::TenantDek> PostgresKeyStore::GetTenantDek(const std::string& tenant_id,
+                                                                   uint32_t version) {
+  constexpr absl::string_view kOp = "GetTenantDek";
+  TenantDek out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    // One statement, so both rows come from the same snapshot. The LEFT JOIN tells an
+    // unknown tenant (no row) from an unknown version (NULL DEK columns).
+    Params p;
+    p.Text(tenant_id).Int(version);
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec("SELECT t.id, t.state, t.primary_dek_version, t.min_decrypt_version, "
+               "t.created_at, t.row_version, "
+               "d.tenant_id, d.version, d.kek_version, d.wrapped, d.state, d.created_at, "
+               "d.encryptions "
+               "FROM tenants AS t LEFT JOIN tenant_deks AS d ON d.tenant_id = t.id AND "
+               "d.version = CASE WHEN $2 = 0 THEN t.primary_dek_version ELSE $2 END "
+               "WHERE t.id = $1",
+               p, kOp));
+    if (r.rows() == 0) {
+      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+    }
+    if (r.IsNull(0, 7)) {
+      return absl::NotFoundError(
+          absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+    }
+    TenantDek td;
+    KMS_ASSIGN_OR_RETURN(td.tenant, ReadTenant(r, 0, 0));
+    KMS_ASSIGN_OR_RETURN(td.dek, ReadDek(r, 0, 6));
+    out = std::move(td);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<DekRecord>> PostgresKeyStore::ListDeks(const std::string& tenant_id) {
+  constexpr absl::string_view kOp = "ListDeks";
+  std::vector<DekRecord> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(tenant_id);
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT " KMS_DEK_COLUMNS
+                                          " FROM tenant_deks WHERE tenant_id = $1 "
+                                          "ORDER BY version",
+                                          p, kOp));
+    // Every tenant has at least its first DEK, so no rows means no tenant.
+    if (r.rows() == 0) {
+      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+    }
+    std::vector<DekRecord> deks;
+    deks.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) {
+      KMS_ASSIGN_OR_RETURN(DekRecord d, ReadDek(r, i, 0));
+      deks.push_back(std::move(d));
+    }
+    out = std::move(deks);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id,
+                                         int64_t expected_row_version,
+                                         const DekRecord& new_dek) {
+  constexpr absl::string_view kOp = "RotateDek";
+  if (new_dek.version == 0) return absl::InvalidArgumentError("RotateDek: DEK version 0");
+  if (!new_dek.tenant_id.empty() && new_dek.tenant_id != tenant_id) {
+    return absl::InvalidArgumentError("RotateDek: DEK belongs to another tenant");
+  }
+  if (new_dek.encryptions > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::InvalidArgumentError("RotateDek: encryption count out of range");
+  }
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    // The compare-and-set: only from the row_version the caller read, only forward.
+    Params p;
+    p.Text(tenant_id).Int(expected_row_version).Int(new_dek.version);
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("UPDATE tenants SET primary_dek_version = $3, "
+                                          "row_version = row_version + 1 "
+                                          "WHERE id = $1 AND row_version = $2 "
+                                          "AND state = 'active' AND primary_dek_version < $3",
+                                          p, kOp));
+    if (r.affected() == 0) {
+      KMS_RETURN_IF_ERROR(DiagnoseTenantCas(c, tenant_id, expected_row_version, kOp));
+      return absl::FailedPreconditionError(
+          absl::StrCat(kOp, ": DEK version ", new_dek.version,
+                       " is not above the primary version of tenant ", tenant_id));
+    }
+    absl::Status st = InsertDek(c, tenant_id, new_dek, kOp);
+    if (absl::IsAlreadyExists(st)) {
+      return absl::AlreadyExistsError(absl::StrCat(kOp, ": tenant ", tenant_id,
+                                                   " already has DEK version ", new_dek.version));
+    }
+    KMS_RETURN_IF_ERROR(st);
+    return BumpEpoch(c, kOp);
+  });
+}
+
+absl::Status PostgresKeyStore::SetTenantState(const std::string& tenant_id,
+                                              int64_t expected_row_version, TenantState state) {
+  constexpr absl::string_view kOp = "SetTenantState";
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    // Shredding is final: a shredded tenant can only be "shredded" again.
+    Params p;
+    p.Text(tenant_id).Int(expected_row_version).Text(TenantStateName(state));
+    KMS_ASSIGN_OR_RETURN(Result r,
+                         c.Exec("UPDATE tenants SET state = $3, row_version = row_version + 1 "
+                                "WHERE id = $1 AND row_version = $2 "
+                                "AND (state = 'active' OR $3 = 'shredded')",
+                                p, kOp));
+    if (r.affected() == 0) {
+      KMS_RETURN_IF_ERROR(DiagnoseTenantCas(c, tenant_id, expected_row_version, kOp));
+      return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+    }
+    if (state == TenantState::kShredded) {
+      // The rows stay (reads can say "shredded"); the key bytes go.
+      Params q;
+      q.Text(tenant_id);
+      KMS_RETURN_IF_ERROR(c.Exec("UPDATE tenant_deks SET state = 'destroyed', "
+                                 "wrapped = '\\x'::bytea WHERE tenant_id = $1",
+                                 q, kOp)
+                              .status());
+    }
+    return BumpEpoch(c, kOp);
+  });
+}
+
+absl::Status PostgresKeyStore::AddEncryptions(const std::string& tenant_id, uint32_t version,
+                                              uint64_t count) {
+  constexpr absl::string_view kOp = "AddEncryptions";
+  if (count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    return absl::InvalidArgumentError("AddEncryptions: count out of range");
+  }
+  // In an explicit transaction, so a session lost before COMMIT is safely retried (the
+  // increment is not idempotent). A usage counter, not a state change: neither the epoch
+  // nor the tenant's row_version moves.
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(tenant_id).Int(version).Int(static_cast<int64_t>(count));
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("UPDATE tenant_deks SET encryptions = encryptions + $3 "
+                                          "WHERE tenant_id = $1 AND version = $2",
+                                          p, kOp));
+    if (r.affected() == 0) {
+      return absl::NotFoundError(
+          absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+    }
+    return absl::OkStatus();
+  });
+}
+
+// --- JWT signing keys
+
+absl::StatusOr<std::vector<JwtKeyRecord>> PostgresKeyStore::ListJwtKeys() {
+  constexpr absl::string_view kOp = "ListJwtKeys";
+  std::vector<JwtKeyRecord> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec("SELECT " KMS_JWT_COLUMNS " FROM jwt_keys ORDER BY activate_at, kid", kOp));
+    std::vector<JwtKeyRecord> keys;
+    keys.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) keys.push_back(ReadJwtKey(r, i));
+    out = std::move(keys);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PostgresKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
+  constexpr absl::string_view kOp = "InsertFirstJwtKey";
+  if (key.kid.empty()) return absl::InvalidArgumentError("InsertFirstJwtKey: empty kid");
+  if (key.retire_at < 0) return absl::InvalidArgumentError("InsertFirstJwtKey: retire_at < 0");
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    // Two replicas starting at once must not both insert a first key (with different
+    // kids, no unique index would stop them): this lock mode excludes other writers of
+    // jwt_keys, and itself, until commit; readers are not blocked.
+    KMS_RETURN_IF_ERROR(c.ExecScript("LOCK TABLE jwt_keys IN SHARE ROW EXCLUSIVE MODE", kOp));
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
+    if (r.Int(0, 0) != 0) {
+      return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+    }
+    KMS_RETURN_IF_ERROR(InsertJwtKey(c, key, kOp));
+    return BumpEpoch(c, kOp);
+  });
+}
+
+absl::Status PostgresKeyStore::RotateJwtKey(const std::string& current_kid,
+                                            int64_t expected_row_version,
+                                            int64_t current_retire_at, const JwtKeyRecord& next) {
+  constexpr absl::string_view kOp = "RotateJwtKey";
+  if (current_kid.empty() || next.kid.empty()) {
+    return absl::InvalidArgumentError("RotateJwtKey: empty kid");
+  }
+  if (current_retire_at < 0 || next.retire_at < 0) {
+    return absl::InvalidArgumentError("RotateJwtKey: retire_at < 0");
+  }
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(current_kid).Int(expected_row_version).Int(current_retire_at);
+    KMS_ASSIGN_OR_RETURN(Result r,
+                         c.Exec("UPDATE jwt_keys SET retire_at = $3, row_version = row_version + 1 "
+                                "WHERE kid = $1 AND row_version = $2",
+                                p, kOp));
+    if (r.affected() == 0) {
+      KMS_RETURN_IF_ERROR(DiagnoseJwtKeyCas(c, current_kid, expected_row_version, kOp));
+      return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+    }
+    absl::Status st = InsertJwtKey(c, next, kOp);
+    if (absl::IsAlreadyExists(st)) {
+      // The transaction rolls back: the current key's retire_at is not changed either.
+      return absl::AlreadyExistsError(absl::StrCat(kOp, ": JWT key ", next.kid, " already exists"));
+    }
+    KMS_RETURN_IF_ERROR(st);
+    return BumpEpoch(c, kOp);
+  });
+}
+
+absl::Status PostgresKeyStore::UpdateJwtKeyWrapping(const std::string& kid,
+                                                    int64_t expected_row_version,
+                                                    uint32_t kek_version,
+                                                    const std::vector<uint8_t>& wrapped_private) {
+  constexpr absl::string_view kOp = "UpdateJwtKeyWrapping";
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(kid).Int(expected_row_version).Int(kek_version).Bytes(wrapped_private);
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("UPDATE jwt_keys SET kek_version = $3, "
+                                          "wrapped_private = $4, row_version = row_version + 1 "
+                                          "WHERE kid = $1 AND row_version = $2",
+                                          p, kOp));
+    if (r.affected() == 0) {
+      KMS_RETURN_IF_ERROR(DiagnoseJwtKeyCas(c, kid, expected_row_version, kOp));
+      return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+    }
+    return BumpEpoch(c, kOp);
+  });
+}
+
+// --- Coherence
+
+absl::StatusOr<int64_t> PostgresKeyStore::GetEpoch() {
+  constexpr absl::string_view kOp = "GetEpoch";
+  int64_t out = 0;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT epoch FROM store_epoch WHERE id = 1", kOp));
+    if (r.rows() == 0) return absl::InternalError("GetEpoch: store_epoch row missing");
+    out = r.Int(0, 0);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PostgresKeyStore::Ping() {
+  constexpr absl::string_view kOp = "Ping";
+  // Reads a table of ours: proves the server, the session and the schema.
+  return Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT epoch FROM store_epoch WHERE id = 1", kOp));
+    if (r.rows() == 0) return absl::InternalError("Ping: store_epoch row missing");
+    return absl::OkStatus();
+  });
+}
+
+// --- Bulk work
+
+absl::StatusOr<size_t> PostgresKeyStore::UpdateDekWrappings(std::span<const DekRewrap> rewraps) {
+  constexpr absl::string_view kOp = "UpdateDekWrappings";
+  constexpr const char* kSql =
+      "UPDATE tenant_deks SET kek_version = $4, wrapped = $5 "
+      "WHERE tenant_id = $1 AND version = $2 AND kek_version = $3 AND state <> 'destroyed'";
+  for (const DekRewrap& r : rewraps) {
+    if (r.version == 0 || r.to_kek_version == 0 || r.wrapped.empty()) {
+      return absl::InvalidArgumentError(
+          "UpdateDekWrappings: version, to_kek_version and wrapped are required");
+    }
+  }
+  size_t total = 0;
+  for (size_t start = 0; start < rewraps.size(); start += kPipelineBatch) {
+    std::span<const DekRewrap> batch =
+        rewraps.subspan(start, std::min(kPipelineBatch, rewraps.size() - start));
+    size_t updated = 0;
+    // A pipeline: every UPDATE is sent before any result is read, and the Sync at the
+    // end makes them one implicit transaction. Running it again is harmless (rows
+    // already moved no longer match from_kek_version).
+    KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+      PGconn* conn = c.raw();
+      if (PQenterPipelineMode(conn) != 1) return pg::ErrorStatus(conn, nullptr, kOp);
+      // Leaves pipeline mode, or makes sure the pool drops this session.
+      auto fail = [&](absl::Status st) {
+        if (PQexitPipelineMode(conn) != 1) c.Poison();
+        return st;
+      };
+      for (const DekRewrap& r : batch) {
+        Params p;
+        p.Text(r.tenant_id).Int(r.version).Int(r.from_kek_version).Int(r.to_kek_version).Bytes(
+            r.wrapped);
+        if (PQsendQueryParams(conn, kSql, p.size(), p.types(), p.values(), p.lengths(),
+                              p.formats(), /*resultFormat=*/1) != 1) {
+          return fail(pg::ErrorStatus(conn, nullptr, kOp));
+        }
+      }
+      if (PQpipelineSync(conn) != 1) return fail(pg::ErrorStatus(conn, nullptr, kOp));
+
+      absl::Status first_error;
+      size_t count = 0;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        pg::ResultPtr res(PQgetResult(conn));
+        if (res == nullptr) return fail(pg::ErrorStatus(conn, nullptr, kOp));
+        switch (PQresultStatus(res.get())) {
+          case PGRES_COMMAND_OK:
+            count += static_cast<size_t>(Result(std::move(res)).affected());
+            break;
+          case PGRES_PIPELINE_ABORTED:  // skipped after an earlier error
+            break;
+          default:
+            if (first_error.ok()) {
+              const char* sqlstate = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
+              c.set_last_sqlstate(sqlstate != nullptr ? sqlstate : "");
+              first_error = pg::ErrorStatus(conn, res.get(), kOp);
+            }
+            break;
+        }
+        pg::ResultPtr end(PQgetResult(conn));  // each query's results end with a null
+        if (end != nullptr) return fail(absl::InternalError(
+            absl::StrCat(kOp, ": postgres: unexpected extra result in pipeline")));
+      }
+      pg::ResultPtr sync(PQgetResult(conn));
+      if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+        return fail(first_error.ok() ? pg::ErrorStatus(conn, sync.get(), kOp) : first_error);
+      }
+      if (PQexitPipelineMode(conn) != 1) {
+        c.Poison();
+        return absl::InternalError(absl::StrCat(kOp, ": postgres: cannot leave pipeline mode"));
+      }
+      KMS_RETURN_IF_ERROR(first_error);
+      updated = count;
+      return absl::OkStatus();
+    }));
+    total += updated;
+  }
+  return total;
+}
+
+#undef KMS_TENANT_COLUMNS
+#undef KMS_DEK_COLUMNS
+#undef KMS_JWT_COLUMNS
+
+}  // namespace kms::store
