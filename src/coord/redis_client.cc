@@ -242,6 +242,15 @@ absl::Status RedisConnection::Send(std::span<const std::string_view> args,
   return absl::OkStatus();
 }
 
+bool RedisConnection::LooksAlive() const {
+  if (broken_ || context_->err != 0) return false;
+  pollfd pfd{};
+  pfd.fd = context_->fd;
+  pfd.events = POLLIN;
+  // Readable while idle means EOF, an error, or bytes nobody asked for: drop it.
+  return poll(&pfd, 1, 0) == 0;
+}
+
 absl::StatusOr<std::optional<RedisValue>> RedisConnection::Read(milliseconds timeout) {
   if (broken_) return absl::UnavailableError("redis: connection is broken");
   void* raw = nullptr;
@@ -362,7 +371,16 @@ absl::StatusOr<RedisValue> RedisClient::Command(std::span<const std::string_view
 absl::StatusOr<RedisValue> RedisClient::CommandBefore(SteadyTime deadline,
                                                       std::span<const std::string_view> args) {
   deadline = std::min(deadline, std::chrono::steady_clock::now() + options_.command_timeout);
-  KMS_ASSIGN_OR_RETURN(std::unique_ptr<RedisConnection> connection, Checkout(deadline));
+  std::unique_ptr<RedisConnection> connection;
+  while (true) {
+    KMS_ASSIGN_OR_RETURN(connection, Checkout(deadline));
+    if (connection->LooksAlive()) break;
+    // Closed while idle (server restart, idle timeout): not a failure of Redis as such;
+    // try another one, or a new one.
+    connection.reset();
+    std::lock_guard<std::mutex> lock(mu_);
+    --open_;
+  }
   absl::StatusOr<RedisValue> reply = connection->Command(args, Remaining(deadline));
   if (!reply.ok() && !connection->broken()) {
     // Nothing was sent (no time left after waiting for a connection): not Redis's fault.

@@ -106,6 +106,10 @@ class RedisConnection {
 
   bool broken() const { return broken_; }
 
+  // For an idle connection (no reply pending): false when the server closed it or sent
+  // something unsolicited (a restart, an idle `timeout`). Does not block.
+  bool LooksAlive() const;
+
  private:
   explicit RedisConnection(redisContext* context) : context_(context) {}
   absl::Status IoError(std::string_view what);
