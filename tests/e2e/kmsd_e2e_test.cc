@@ -2,9 +2,12 @@
 // mutual TLS 1.3 by a gRPC client and by kmsctl.
 #include <openssl/crypto.h>
 
+#include <condition_variable>
 #include <fstream>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kms/v1/admin_service.grpc.pb.h"
@@ -373,6 +376,88 @@ TEST_F(KmsdE2eTest, NoPlaintextOrKeyMaterialReachesTheLog) {
   std::string pin = Read(state_ + "/secrets/hsm-user.pin");
   ASSERT_FALSE(pin.empty());
   EXPECT_EQ(log.find(pin), std::string::npos);
+}
+
+TEST_F(KmsdE2eTest, HealthServiceReportsServing) {
+  // grpc.health.v1.Health/Check with an empty HealthCheckRequest, through the generic
+  // stub: the answer is HealthCheckResponse{status: SERVING (1)} = bytes 08 01.
+  grpc::GenericStub stub(Channel("billing"));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  grpc::ByteBuffer request;  // empty message
+  grpc::Slice empty("", 0);
+  request = grpc::ByteBuffer(&empty, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [&](grpc::Status s) {
+                   std::lock_guard lock(mu);
+                   status = s;
+                   done = true;
+                   cv.notify_all();
+                 });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+}
+
+std::string ConfigJson(const std::string& state, const std::string& sqlite_path,
+                       const std::string& cert_file) {
+  nlohmann::json j = {
+      {"node_id", "config-mode"},
+      {"grpc", {{"listen", "127.0.0.1:0"}}},
+      {"http", {{"listen", ""}}},
+      {"tls", {{"cert_file", cert_file}, {"key_file", state + "/pki/server.key"},
+               {"client_ca_file", state + "/pki/ca.pem"}}},
+      {"hsm", {{"token_label", "kmsd-dev"}, {"pin_file", state + "/secrets/hsm-user.pin"},
+               {"softhsm2_conf", state + "/softhsm2.conf"}}},
+      {"store", {{"backend", "sqlite"}, {"sqlite", {{"path", sqlite_path}}}}},
+      {"policy_file", state + "/policy.json"}};
+  return j.dump(2);
+}
+
+TEST_F(KmsdE2eTest, ConfigFileModeServesFromTheSameFiles) {
+  const std::string config = dir_->Write(
+      "kmsd.json", ConfigJson(state_, dir_->Join("config-mode.db"), Pki("server.pem")), 0644);
+  auto p = test::KmsdProcess::Start(KMSD_BINARY, {"--config", config}, dir_->Join("config-mode.log"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto admin = v1::AdminService::NewStub([&] {
+    grpc::SslCredentialsOptions tls;
+    tls.pem_root_certs = Read(Pki("ca.pem"));
+    tls.pem_cert_chain = Read(Pki("clients/operator.pem"));
+    tls.pem_private_key = Read(Pki("clients/operator.key"));
+    return grpc::CreateChannel((*p)->grpc_addr(), grpc::SslCredentials(tls));
+  }());
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::GetStatusResponse status;
+  ASSERT_TRUE(admin->GetStatus(&ctx, {}, &status).ok());
+  EXPECT_EQ(status.node_id(), "config-mode");
+  EXPECT_TRUE(status.ready());
+  EXPECT_EQ((*p)->Stop(), 0);
+}
+
+TEST_F(KmsdE2eTest, ConfigFileModeRefusesToStartAndSaysWhatToFix) {
+  const std::string config = dir_->Write(
+      "broken.json", ConfigJson(state_, dir_->Join("broken.db"), "/nonexistent/server.pem"), 0644);
+  auto run = RunCommand(absl::StrCat(KMSD_BINARY, " --config ", config, " 2>&1"));
+  EXPECT_EQ(run.exit_code, 2) << run.out;
+  EXPECT_NE(run.out.find("tls.cert_file"), std::string::npos) << run.out;
+  auto typo = RunCommand(absl::StrCat(KMSD_BINARY, " --config ",
+                                      dir_->Write("typo.json", R"({"grpc": {"listn": "x"}})", 0644),
+                                      " 2>&1"));
+  EXPECT_EQ(typo.exit_code, 2);
+  EXPECT_NE(typo.out.find("grpc.listn"), std::string::npos) << typo.out;
+  auto neither = RunCommand(absl::StrCat(KMSD_BINARY, " 2>&1"));
+  EXPECT_EQ(neither.exit_code, 2);
 }
 
 // Last in the file: restarts the shared process.
