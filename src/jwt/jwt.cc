@@ -1,0 +1,215 @@
+#include "src/jwt/jwt.h"
+
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "nlohmann/json.hpp"
+#include "src/common/base64.h"
+
+namespace kms::jwt {
+namespace {
+
+using Json = nlohmann::json;
+
+std::span<const uint8_t> Bytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// Parses JSON text without exceptions; nullopt when it is not valid JSON or nests
+// deeper than kMaxClaimsDepth.
+std::optional<Json> ParseJson(std::string_view text) {
+  bool too_deep = false;
+  Json::parser_callback_t depth_guard = [&too_deep](int depth, Json::parse_event_t,
+                                                    Json&) {
+    if (depth > kMaxClaimsDepth) too_deep = true;
+    return !too_deep;
+  };
+  Json value = Json::parse(text.begin(), text.end(), depth_guard, /*allow_exceptions=*/false);
+  if (too_deep || value.is_discarded()) return std::nullopt;
+  return value;
+}
+
+std::optional<std::string> Dump(const Json& value) {
+  try {
+    return value.dump();
+  } catch (const Json::exception&) {  // invalid UTF-8; the parser rejects it already
+    return std::nullopt;
+  }
+}
+
+// A JSON number as whole seconds (NumericDate, RFC 7519 §2; fractions rounded down).
+std::optional<int64_t> NumericDate(const Json& value) {
+  if (value.is_number_integer() && !value.is_number_unsigned()) return value.get<int64_t>();
+  if (value.is_number_unsigned()) {
+    const uint64_t u = value.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) return std::nullopt;
+    return static_cast<int64_t>(u);
+  }
+  if (value.is_number_float()) {
+    const double d = value.get<double>();
+    if (!std::isfinite(d) || d < -9.2e18 || d > 9.2e18) return std::nullopt;
+    return static_cast<int64_t>(std::floor(d));
+  }
+  return std::nullopt;
+}
+
+absl::Status Rejected(absl::string_view reason) {
+  return absl::UnauthenticatedError(absl::StrCat("token rejected: ", reason));
+}
+
+}  // namespace
+
+absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t ttl_seconds,
+                                        int64_t now, const ClaimsPolicy& policy) {
+  if (ttl_seconds < 0) return absl::InvalidArgumentError("ttl must not be negative");
+  if (ttl_seconds == 0) {
+    ttl_seconds =
+        policy.default_ttl_seconds > 0 ? policy.default_ttl_seconds : policy.max_ttl_seconds;
+  }
+  if (ttl_seconds > policy.max_ttl_seconds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ttl exceeds the maximum of ", policy.max_ttl_seconds, " seconds"));
+  }
+  if (claims_json.size() > policy.max_claims_bytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("claims exceed ", policy.max_claims_bytes, " bytes"));
+  }
+  std::optional<Json> claims = ParseJson(claims_json);
+  if (!claims.has_value() || !claims->is_object()) {
+    return absl::InvalidArgumentError("claims must be a JSON object");
+  }
+  for (const char* reserved : {"iat", "exp"}) {
+    if (claims->contains(reserved)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("claim \"", reserved, "\" is set by kmsd and must not be given"));
+    }
+  }
+  BuiltClaims out;
+  out.issued_at = now;
+  out.expires_at = now + ttl_seconds;
+  if (auto it = claims->find("nbf"); it != claims->end()) {
+    std::optional<int64_t> nbf = NumericDate(*it);
+    if (!nbf.has_value()) return absl::InvalidArgumentError("claim \"nbf\" must be a number");
+    if (*nbf > out.expires_at) {
+      return absl::InvalidArgumentError("claim \"nbf\" is after the token's expiry");
+    }
+  }
+  if (auto it = claims->find("iss"); it != claims->end()) {
+    if (!it->is_string()) return absl::InvalidArgumentError("claim \"iss\" must be a string");
+    if (!policy.issuer.empty() && it->get_ref<const std::string&>() != policy.issuer) {
+      return absl::InvalidArgumentError("claim \"iss\" differs from the configured issuer");
+    }
+  } else if (!policy.issuer.empty()) {
+    (*claims)["iss"] = policy.issuer;
+  }
+  (*claims)["iat"] = out.issued_at;
+  (*claims)["exp"] = out.expires_at;
+  std::optional<std::string> text = Dump(*claims);
+  if (!text.has_value()) return absl::InvalidArgumentError("claims are not valid UTF-8");
+  out.payload_json = std::move(*text);
+  return out;
+}
+
+std::string HeaderJson(std::string_view kid) {
+  // kid is base64url (es256.h), so it needs no escaping; escape anyway for any caller.
+  Json k = std::string(kid);
+  std::optional<std::string> kid_json = Dump(k);
+  return absl::StrCat(R"({"alg":"ES256","typ":"JWT","kid":)",
+                      kid_json.value_or(R"("")"), "}");
+}
+
+absl::StatusOr<std::string> EncodeCompact(const Es256PrivateKey& key,
+                                          std::string_view payload_json) {
+  std::string token = absl::StrCat(Base64UrlEncode(Bytes(HeaderJson(key.kid()))), ".",
+                                   Base64UrlEncode(Bytes(payload_json)));
+  KMS_ASSIGN_OR_RETURN(Es256Signature sig, key.Sign(Bytes(token)));
+  absl::StrAppend(&token, ".", Base64UrlEncode(sig));
+  return token;
+}
+
+absl::StatusOr<ParsedJwt> ParseCompact(std::string_view token) {
+  auto malformed = [](absl::string_view what) {
+    return absl::InvalidArgumentError(absl::StrCat("malformed token: ", what));
+  };
+  if (token.size() > kMaxTokenBytes) return malformed("too long");
+  const size_t dot1 = token.find('.');
+  if (dot1 == std::string_view::npos) return malformed("not three parts");
+  const size_t dot2 = token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) {
+    return malformed("not three parts");
+  }
+  const std::string_view header_b64 = token.substr(0, dot1);
+  const std::string_view payload_b64 = token.substr(dot1 + 1, dot2 - dot1 - 1);
+  const std::string_view sig_b64 = token.substr(dot2 + 1);
+
+  auto header = Base64UrlDecode(header_b64);
+  auto payload = Base64UrlDecode(payload_b64);
+  auto sig = Base64UrlDecode(sig_b64);
+  if (!header.ok() || !payload.ok() || !sig.ok()) return malformed("bad base64url");
+  if (sig->size() != kEs256SignatureSize) return malformed("signature is not 64 bytes");
+
+  ParsedJwt out;
+  out.header_json.assign(header->begin(), header->end());
+  out.payload_json.assign(payload->begin(), payload->end());
+  out.signing_input = std::string(token.substr(0, dot2));
+  out.signature = std::move(*sig);
+
+  std::optional<Json> h = ParseJson(out.header_json);
+  if (!h.has_value() || !h->is_object()) return malformed("header is not a JSON object");
+  auto alg = h->find("alg");
+  if (alg == h->end() || !alg->is_string() || alg->get_ref<const std::string&>() != "ES256") {
+    return absl::InvalidArgumentError("unsupported token: alg must be ES256");
+  }
+  // We understand no header extensions; "b64":false (RFC 7797) would change what is
+  // signed.
+  if (h->contains("crit") || h->contains("b64")) {
+    return absl::InvalidArgumentError("unsupported token: header extensions");
+  }
+  auto kid = h->find("kid");
+  if (kid == h->end() || !kid->is_string() || kid->get_ref<const std::string&>().empty()) {
+    return malformed("header has no kid");
+  }
+  out.kid = kid->get<std::string>();
+  std::optional<Json> p = ParseJson(out.payload_json);
+  if (!p.has_value() || !p->is_object()) return malformed("payload is not a JSON object");
+  return out;
+}
+
+absl::StatusOr<VerifiedJwt> VerifyCompact(std::string_view token, const KeyLookup& lookup,
+                                          int64_t now, int64_t leeway_seconds) {
+  auto parsed = ParseCompact(token);
+  if (!parsed.ok()) return Rejected(parsed.status().message());
+  const Es256PublicKey* key = lookup ? lookup(parsed->kid) : nullptr;
+  if (key == nullptr) return Rejected("unknown kid");
+  if (!key->Verify(Bytes(parsed->signing_input), parsed->signature).ok()) {
+    return Rejected("bad signature");
+  }
+  // Parsed a second time only for signed tokens; ParseCompact checked it is an object.
+  std::optional<Json> claims = ParseJson(parsed->payload_json);
+  if (!claims.has_value() || !claims->is_object()) return Rejected("payload is not an object");
+  auto exp_it = claims->find("exp");
+  if (exp_it == claims->end()) return Rejected("no exp");
+  std::optional<int64_t> exp = NumericDate(*exp_it);
+  if (!exp.has_value()) return Rejected("exp is not a number");
+  if (now - leeway_seconds >= *exp) return Rejected("expired");
+  if (auto it = claims->find("nbf"); it != claims->end()) {
+    std::optional<int64_t> nbf = NumericDate(*it);
+    if (!nbf.has_value()) return Rejected("nbf is not a number");
+    if (now + leeway_seconds < *nbf) return Rejected("not yet valid");
+  }
+  if (auto it = claims->find("iat"); it != claims->end()) {
+    std::optional<int64_t> iat = NumericDate(*it);
+    if (!iat.has_value()) return Rejected("iat is not a number");
+    if (now + leeway_seconds < *iat) return Rejected("issued in the future");
+  }
+  VerifiedJwt out;
+  out.kid = std::move(parsed->kid);
+  out.claims_json = std::move(parsed->payload_json);
+  out.expires_at = *exp;
+  return out;
+}
+
+}  // namespace kms::jwt
