@@ -306,6 +306,8 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectConfig
     return absl::UnavailableError(absl::StrCat(op, ": postgres: cannot connect: ", detail));
   }
 
+  // Server NOTICEs ("relation already exists, skipping") are not for kmsd's stderr.
+  PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
   std::unique_ptr<Connection> c(new Connection(std::move(conn)));
   const std::string statement_timeout = std::to_string(o.statement_timeout.count());
   Params params;

@@ -1,0 +1,706 @@
+// The KeyStore contract for PostgreSQL, plus what only PostgreSQL has: migrations raced
+// by several replicas, credentials, the connection pool (bounds, timeouts, sessions the
+// server ends), pipelined re-wraps, and the advisory-lock leader election.
+//
+// Needs the server tools/test.sh starts (tools/test-services.sh): KMS_TEST_PG_CONNINFO
+// and KMS_TEST_PG_PASSWORD_FILE. Without them every test FAILS (never skips). Each test
+// works in its own schema "t_<random>" with its own application_name, so tests run in
+// parallel against one server and never restart it; schemas are dropped at the end.
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <latch>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "src/store/postgres/pg_connection.h"
+#include "src/store/postgres/postgres_key_store.h"
+#include "src/store/postgres/postgres_leader_election.h"
+#include "tests/integration/store/store_contract.h"
+
+namespace kms::store {
+namespace {
+
+using ::absl::StatusCode;
+using contract::KeyStoreBackend;
+using contract::KeyStoreContractTest;
+using contract::TestBlob;
+using contract::TestDek;
+using contract::TestKek;
+using contract::TestTenant;
+
+constexpr char kEnvHelp[] =
+    "KMS_TEST_PG_CONNINFO and KMS_TEST_PG_PASSWORD_FILE must point at a PostgreSQL "
+    "server: run the tests with tools/test.sh, which starts one (tools/test-services.sh)";
+
+bool HaveServer() {
+  const char* conninfo = std::getenv("KMS_TEST_PG_CONNINFO");
+  const char* pwfile = std::getenv("KMS_TEST_PG_PASSWORD_FILE");
+  return conninfo != nullptr && *conninfo != '\0' && pwfile != nullptr && *pwfile != '\0';
+}
+
+std::string RandomSuffix() {
+  static std::atomic<uint64_t> counter{0};
+  std::random_device rd;
+  std::mt19937_64 rng((static_cast<uint64_t>(rd()) << 32) ^ rd() ^ ::getpid() ^ counter++);
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string s;
+  for (int i = 0; i < 16; ++i) s.push_back(kHex[rng() % 16]);
+  return s;
+}
+
+PostgresOptions Options(const std::string& schema) {
+  PostgresOptions o;
+  o.conninfo = std::getenv("KMS_TEST_PG_CONNINFO");
+  o.password_file = std::getenv("KMS_TEST_PG_PASSWORD_FILE");
+  o.schema = schema;
+  o.application_name = absl::StrCat("kms-test-", schema);
+  o.pool_size = 8;
+  return o;
+}
+
+// A plain session for the test's own look at the server (as an operator would).
+class Admin {
+ public:
+  Admin() {
+    auto config = pg::ConnectConfig::FromOptions(Options("public"));
+    if (!config.ok()) {
+      ADD_FAILURE() << config.status();
+      return;
+    }
+    auto conn = pg::Connection::Open(*config, "admin");
+    if (!conn.ok()) {
+      ADD_FAILURE() << conn.status();
+      return;
+    }
+    conn_ = std::move(*conn);
+  }
+  bool ok() const { return conn_ != nullptr; }
+
+  absl::Status Exec(const std::string& sql) { return conn_->ExecScript(sql.c_str(), "admin"); }
+  // The first column of the first row as an integer, or -1.
+  int64_t QueryInt(const std::string& sql, const std::string& text_param = "") {
+    pg::Params p;
+    if (!text_param.empty()) p.Text(text_param);
+    auto r = conn_->Exec(sql.c_str(), p, "admin");
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok() || r->rows() == 0) return -1;
+    return r->Int(0, 0);
+  }
+  // Ends every session of `application_name` and waits until they are gone.
+  void TerminateSessions(const std::string& application_name) {
+    QueryInt("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+             "WHERE application_name = $1",
+             application_name);
+    for (int i = 0; i < 200; ++i) {
+      if (QueryInt("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                   application_name) == 0) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    ADD_FAILURE() << "sessions of " << application_name << " still there";
+  }
+  int64_t Sessions(const std::string& application_name) {
+    return QueryInt("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    application_name);
+  }
+  void DropSchema(const std::string& schema) {
+    absl::Status st = Exec(absl::StrCat("DROP SCHEMA IF EXISTS \"", schema, "\" CASCADE"));
+    EXPECT_TRUE(st.ok()) << st;
+  }
+
+ private:
+  std::unique_ptr<pg::Connection> conn_;
+};
+
+// Schemas made for the contract suite, dropped when the test program ends (the suite
+// has no hook per store).
+class ContractSchemas : public ::testing::Environment {
+ public:
+  static std::vector<std::string>& schemas() {
+    static auto* s = new std::vector<std::string>();
+    return *s;
+  }
+  void TearDown() override {
+    if (schemas().empty() || !HaveServer()) return;
+    Admin admin;
+    if (!admin.ok()) return;
+    for (const auto& schema : schemas()) admin.DropSchema(schema);
+    schemas().clear();
+  }
+};
+const auto* const kContractSchemas = ::testing::AddGlobalTestEnvironment(new ContractSchemas);
+
+absl::StatusOr<std::unique_ptr<KeyStore>> MakePostgresStore() {
+  if (!HaveServer()) return absl::FailedPreconditionError(kEnvHelp);
+  const std::string schema = absl::StrCat("t_", RandomSuffix());
+  ContractSchemas::schemas().push_back(schema);
+  KMS_ASSIGN_OR_RETURN(std::unique_ptr<PostgresKeyStore> store,
+                       PostgresKeyStore::Open(Options(schema)));
+  return std::unique_ptr<KeyStore>(std::move(store));
+}
+
+INSTANTIATE_TEST_SUITE_P(Postgres, KeyStoreContractTest,
+                         ::testing::Values(KeyStoreBackend{"postgres", &MakePostgresStore}),
+                         contract::KeyStoreBackendName);
+
+// --- PostgreSQL only
+
+class PostgresKeyStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(HaveServer()) << kEnvHelp;
+    admin_ = std::make_unique<Admin>();
+    ASSERT_TRUE(admin_->ok());
+  }
+  void TearDown() override {
+    if (admin_ != nullptr && admin_->ok()) {
+      for (const auto& schema : {schema_, other_schema_}) admin_->DropSchema(schema);
+    }
+  }
+
+  std::unique_ptr<PostgresKeyStore> OpenStore(const PostgresOptions& options) {
+    auto store = PostgresKeyStore::Open(options);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? std::move(*store) : nullptr;
+  }
+  std::unique_ptr<PostgresKeyStore> OpenStore() { return OpenStore(Options(schema_)); }
+
+  int64_t MigrationsApplied() {
+    return admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_,
+                                         "\".schema_migrations"));
+  }
+
+  // A TCP port on 127.0.0.1 where nothing listens.
+  static int ClosedPort() {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+    ::close(fd);
+    return ntohs(addr.sin_port);
+  }
+
+  std::string PasswordFileWith(const std::string& content) {
+    std::string path = absl::StrCat(::testing::TempDir(), "/pw-", RandomSuffix());
+    std::ofstream(path) << content;
+    files_.push_back(path);
+    return path;
+  }
+  ~PostgresKeyStoreTest() override {
+    for (const auto& f : files_) std::filesystem::remove(f);
+  }
+
+  std::unique_ptr<Admin> admin_;
+  const std::string schema_ = absl::StrCat("t_", RandomSuffix());
+  const std::string other_schema_ = absl::StrCat("t_", RandomSuffix());
+  std::vector<std::string> files_;
+};
+
+TEST_F(PostgresKeyStoreTest, OpenCreatesTheSchemaAndRecordsItsVersion) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(store->backend_name(), "postgres");
+  EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT max(version) FROM \"", schema_,
+                                          "\".schema_migrations")),
+            PostgresKeyStore::LatestSchemaVersion());
+  // Tables for later work exist from migration 1; nothing lands in public.
+  EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".jwt_keys")), 0);
+  EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".audit_log")), 0);
+  EXPECT_EQ(admin_->QueryInt("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+                             "AND tablename IN ('tenants', 'schema_migrations')"),
+            0);
+}
+
+TEST_F(PostgresKeyStoreTest, ConcurrentOpensOnAFreshSchemaAllSucceedAndMigrateOnce) {
+  constexpr int kReplicas = 8;
+  std::latch start(kReplicas);
+  std::vector<absl::StatusOr<std::unique_ptr<PostgresKeyStore>>> opened(kReplicas);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplicas; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      opened[i] = PostgresKeyStore::Open(Options(schema_));
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kReplicas; ++i) {
+    ASSERT_TRUE(opened[i].ok()) << "replica " << i << ": " << opened[i].status();
+  }
+  EXPECT_EQ(MigrationsApplied(), PostgresKeyStore::LatestSchemaVersion());
+  // One store_epoch row, not one per migration run.
+  EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".store_epoch")), 1);
+  // They share one truth.
+  ASSERT_TRUE((*opened[0])->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+  auto seen = (*opened[kReplicas - 1])->GetTenant("acme");
+  ASSERT_TRUE(seen.ok()) << seen.status();
+  EXPECT_EQ(*(*opened[0])->GetEpoch(), *(*opened[kReplicas - 1])->GetEpoch());
+}
+
+TEST_F(PostgresKeyStoreTest, DataPersistsAcrossReopeningWithoutReapplyingMigrations) {
+  int64_t epoch = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->InsertKek(TestKek(1)).ok());
+    ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+    ASSERT_TRUE(store->RotateDek("acme", 1, TestDek("acme", 2)).ok());
+    ASSERT_TRUE(store->AddEncryptions("acme", 2, 17).ok());
+    epoch = *store->GetEpoch();
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(MigrationsApplied(), PostgresKeyStore::LatestSchemaVersion());
+  auto keks = store->ListKeks();
+  ASSERT_TRUE(keks.ok()) << keks.status();
+  ASSERT_EQ(keks->size(), 1u);
+  EXPECT_EQ((*keks)[0].wrapped, TestKek(1).wrapped);
+  auto td = store->GetTenantDek("acme", 0);
+  ASSERT_TRUE(td.ok()) << td.status();
+  EXPECT_EQ(td->tenant.row_version, 2);
+  EXPECT_EQ(td->dek.wrapped, TestDek("acme", 2).wrapped);
+  EXPECT_EQ(td->dek.encryptions, 17u);
+  EXPECT_EQ(*store->GetEpoch(), epoch);
+}
+
+TEST_F(PostgresKeyStoreTest, SchemaFromANewerKmsdIsFailedPrecondition) {
+  OpenStore().reset();
+  const int newer = PostgresKeyStore::LatestSchemaVersion() + 1;
+  ASSERT_TRUE(admin_
+                  ->Exec(absl::StrCat("INSERT INTO \"", schema_,
+                                      "\".schema_migrations (version, applied_at) VALUES (",
+                                      newer, ", 0)"))
+                  .ok());
+  auto store = PostgresKeyStore::Open(Options(schema_));
+  ASSERT_EQ(store.status().code(), StatusCode::kFailedPrecondition) << store.status();
+  EXPECT_EQ(store.status().message(),
+            absl::StrCat("database schema version ", newer, " is newer than this kmsd (",
+                         PostgresKeyStore::LatestSchemaVersion(), ")"));
+}
+
+TEST_F(PostgresKeyStoreTest, WrongPasswordIsUnauthenticatedAndTheMessageHasNoPassword) {
+  const std::string wrong = absl::StrCat("wrong-", RandomSuffix());
+  PostgresOptions options = Options(schema_);
+  std::ifstream real_file(options.password_file);
+  std::string real((std::istreambuf_iterator<char>(real_file)), {});
+  options.password_file = PasswordFileWith(wrong + "\n");
+  auto store = PostgresKeyStore::Open(options);
+  ASSERT_EQ(store.status().code(), StatusCode::kUnauthenticated) << store.status();
+  EXPECT_TRUE(absl::StrContains(store.status().message(), "authentication failed"))
+      << store.status();
+  EXPECT_FALSE(absl::StrContains(store.status().message(), wrong));
+  ASSERT_FALSE(real.empty());
+  EXPECT_FALSE(absl::StrContains(store.status().message(), real));
+
+  // Same for the leader election, which reports it as an outage at run time.
+  auto election = PostgresLeaderElection::Create(options);
+  ASSERT_TRUE(election.ok()) << election.status();
+  auto led = (*election)->TryLead();
+  EXPECT_EQ(led.status().code(), StatusCode::kUnavailable) << led.status();
+  EXPECT_FALSE(absl::StrContains(led.status().message(), wrong));
+}
+
+TEST_F(PostgresKeyStoreTest, PasswordFileIsTrimmed) {
+  std::ifstream real_file(Options(schema_).password_file);
+  std::string real((std::istreambuf_iterator<char>(real_file)), {});
+  PostgresOptions options = Options(schema_);
+  options.password_file = PasswordFileWith(absl::StrCat("  ", real, "\r\n\n"));
+  EXPECT_NE(OpenStore(options), nullptr);
+}
+
+TEST_F(PostgresKeyStoreTest, BadOptionsAreRefusedBeforeConnecting) {
+  PostgresOptions with_password = Options(schema_);
+  with_password.conninfo += " password=secret";
+  auto st = PostgresKeyStore::Open(with_password).status();
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st;
+  EXPECT_FALSE(absl::StrContains(st.message(), "secret"));
+
+  PostgresOptions uri = Options(schema_);
+  uri.conninfo = "postgresql://kmsd:secret@127.0.0.1/postgres";
+  EXPECT_EQ(PostgresKeyStore::Open(uri).status().code(), StatusCode::kInvalidArgument);
+
+  for (const char* schema : {"", "Upper", "1abc", "a-b", "a\"b", "x; DROP TABLE y"}) {
+    PostgresOptions o = Options(schema_);
+    o.schema = schema;
+    EXPECT_EQ(PostgresKeyStore::Open(o).status().code(), StatusCode::kInvalidArgument) << schema;
+  }
+  PostgresOptions no_pool = Options(schema_);
+  no_pool.pool_size = 0;
+  EXPECT_EQ(PostgresKeyStore::Open(no_pool).status().code(), StatusCode::kInvalidArgument);
+
+  PostgresOptions missing = Options(schema_);
+  missing.password_file = "/nonexistent/pg.pw";
+  EXPECT_EQ(PostgresKeyStore::Open(missing).status().code(), StatusCode::kFailedPrecondition);
+  PostgresOptions empty = Options(schema_);
+  empty.password_file = PasswordFileWith(" \n");
+  EXPECT_EQ(PostgresKeyStore::Open(empty).status().code(), StatusCode::kFailedPrecondition);
+}
+
+TEST_F(PostgresKeyStoreTest, UnreachableServerIsUnavailable) {
+  PostgresOptions options = Options(schema_);
+  options.conninfo = absl::StrCat("host=127.0.0.1 port=", ClosedPort(), " dbname=postgres user=kmsd");
+  auto st = PostgresKeyStore::Open(options).status();
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st;
+}
+
+// The server ends every session of the store (as a restart or failover would); the
+// next calls reconnect instead of failing.
+TEST_F(PostgresKeyStoreTest, PoolReconnectsAfterTheServerEndsItsSessions) {
+  PostgresOptions options = Options(schema_);
+  options.pool_size = 4;
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+  // Open several sessions.
+  {
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+      threads.emplace_back([&] {
+        for (int j = 0; j < 20; ++j) EXPECT_TRUE(store->GetTenant("acme").ok());
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  ASSERT_GE(admin_->Sessions(options.application_name), 1);
+
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    admin_->TerminateSessions(options.application_name);
+    auto tenant = store->GetTenant("acme");
+    ASSERT_TRUE(tenant.ok()) << tenant.status();
+    EXPECT_TRUE(store->AddEncryptions("acme", 1, 1).ok());
+    auto rotated = store->RotateDek("acme", tenant->row_version, TestDek("acme", 2 + round));
+    EXPECT_TRUE(rotated.ok()) << rotated;
+    EXPECT_GE(admin_->Sessions(options.application_name), 1);
+  }
+  auto td = store->GetTenantDek("acme", 1);
+  ASSERT_TRUE(td.ok()) << td.status();
+  EXPECT_EQ(td->dek.encryptions, 2u);  // each increment applied exactly once
+}
+
+TEST_F(PostgresKeyStoreTest, PoolIsBoundedAndABusyPoolIsUnavailableAfterTheAcquireTimeout) {
+  PostgresOptions options = Options(schema_);
+  options.pool_size = 2;
+  options.acquire_timeout = std::chrono::milliseconds(300);
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+
+  // Another session holds a lock every read waits for: both pooled sessions get stuck.
+  Admin locker;
+  ASSERT_TRUE(locker.ok());
+  ASSERT_TRUE(locker.Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
+                                       "\".tenants IN ACCESS EXCLUSIVE MODE"))
+                  .ok());
+  std::vector<absl::Status> stuck(2);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 2; ++i) {
+    threads.emplace_back([&, i] { stuck[i] = store->GetTenant("acme").status(); });
+  }
+  for (int i = 0; i < 200 && admin_->QueryInt("SELECT count(*) FROM pg_stat_activity WHERE "
+                                              "application_name = $1 AND wait_event_type = 'Lock'",
+                                              options.application_name) < 2;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(admin_->Sessions(options.application_name), 2);
+  const auto before = std::chrono::steady_clock::now();
+  auto third = store->GetEpoch();
+  const auto waited = std::chrono::steady_clock::now() - before;
+  EXPECT_EQ(third.status().code(), StatusCode::kUnavailable) << third.status();
+  EXPECT_GE(waited, std::chrono::milliseconds(250));
+  EXPECT_EQ(admin_->Sessions(options.application_name), 2);
+
+  ASSERT_TRUE(locker.Exec("COMMIT").ok());
+  for (auto& t : threads) t.join();
+  for (const auto& st : stuck) EXPECT_TRUE(st.ok()) << st;
+  EXPECT_TRUE(store->GetEpoch().ok());
+}
+
+TEST_F(PostgresKeyStoreTest, StatementTimeoutIsUnavailable) {
+  PostgresOptions options = Options(schema_);
+  options.statement_timeout = std::chrono::milliseconds(200);
+  auto store = OpenStore(options);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+  Admin locker;
+  ASSERT_TRUE(locker.ok());
+  ASSERT_TRUE(locker.Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
+                                       "\".tenants IN ACCESS EXCLUSIVE MODE"))
+                  .ok());
+  auto st = store->RotateDek("acme", 1, TestDek("acme", 2));
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st;
+  ASSERT_TRUE(locker.Exec("ROLLBACK").ok());
+  EXPECT_TRUE(store->RotateDek("acme", 1, TestDek("acme", 2)).ok());
+}
+
+TEST_F(PostgresKeyStoreTest, TenantIdsOrderBytewiseLikeSqlite) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  std::vector<std::string> ids = {"b", "B", "a", "Z", "_x", "a-1", "a.1", "\xc3\xa9t\xc3\xa9",
+                                  "e", "10", "9"};
+  for (const auto& id : ids) {
+    ASSERT_TRUE(store->CreateTenant(TestTenant(id), TestDek(id, 1)).ok()) << id;
+  }
+  std::sort(ids.begin(), ids.end());  // std::string: bytewise
+  auto page = store->ListTenants("", 100);
+  ASSERT_TRUE(page.ok()) << page.status();
+  std::vector<std::string> listed;
+  for (const auto& t : page->tenants) listed.push_back(t.id);
+  EXPECT_EQ(listed, ids);
+  auto after = store->ListTenants("Z", 100);
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_FALSE(after->tenants.empty());
+  EXPECT_EQ(after->tenants.front().id, "_x");
+}
+
+TEST_F(PostgresKeyStoreTest, UpdateDekWrappingsRewrapsInBulkAndSkipsRowsThatMoved) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  // 1100 DEKs: more than one pipeline batch.
+  constexpr int kTenants = 550;
+  std::vector<PostgresKeyStore::DekRewrap> rewraps;
+  for (int i = 0; i < kTenants; ++i) {
+    const std::string id = absl::StrCat("tenant-", i);
+    ASSERT_TRUE(store->CreateTenant(TestTenant(id), TestDek(id, 1)).ok());
+    ASSERT_TRUE(store->RotateDek(id, 1, TestDek(id, 2)).ok());
+    for (uint32_t v : {1u, 2u}) {
+      PostgresKeyStore::DekRewrap r;
+      r.tenant_id = id;
+      r.version = v;
+      r.from_kek_version = 1;
+      r.to_kek_version = 2;
+      r.wrapped = TestBlob(static_cast<uint8_t>(i + v), 48);
+      rewraps.push_back(std::move(r));
+    }
+  }
+  ASSERT_TRUE(store->SetTenantState("tenant-7", 2, TenantState::kShredded).ok());
+  // Stale: claims KEK 5, which the row is not wrapped under.
+  PostgresKeyStore::DekRewrap stale = rewraps[0];
+  stale.from_kek_version = 5;
+  stale.to_kek_version = 6;
+  rewraps.push_back(stale);
+  const int64_t epoch = *store->GetEpoch();
+
+  auto updated = store->UpdateDekWrappings(rewraps);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(*updated, 2u * kTenants - 2);  // not the shredded tenant's, not the stale one
+  EXPECT_EQ(*store->GetEpoch(), epoch);    // a re-wrap changes no key
+
+  auto td = store->GetTenantDek("tenant-3", 1);
+  ASSERT_TRUE(td.ok()) << td.status();
+  EXPECT_EQ(td->dek.kek_version, 2u);
+  EXPECT_EQ(td->dek.wrapped, TestBlob(static_cast<uint8_t>(3 + 1), 48));
+  EXPECT_EQ(td->dek.state, DekState::kActive);
+  auto shredded = store->GetTenantDek("tenant-7", 2);
+  ASSERT_TRUE(shredded.ok()) << shredded.status();
+  EXPECT_EQ(shredded->dek.state, DekState::kDestroyed);
+  EXPECT_TRUE(shredded->dek.wrapped.empty());
+
+  // Again: nothing is still under KEK 1, so nothing changes (a retry is harmless).
+  auto again = store->UpdateDekWrappings(rewraps);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, 0u);
+  auto empty = store->UpdateDekWrappings({});
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_EQ(*empty, 0u);
+}
+
+TEST_F(PostgresKeyStoreTest, AFailureInsideAPipelineBatchChangesNothingAndTheStoreGoesOn) {
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  std::vector<PostgresKeyStore::DekRewrap> rewraps;
+  for (int i = 0; i < 5; ++i) {
+    const std::string id = absl::StrCat("t", i);
+    ASSERT_TRUE(store->CreateTenant(TestTenant(id), TestDek(id, 1)).ok());
+    PostgresKeyStore::DekRewrap r;
+    r.tenant_id = id;
+    r.version = 1;
+    r.from_kek_version = 1;
+    r.to_kek_version = 2;
+    r.wrapped = TestBlob(9);
+    rewraps.push_back(std::move(r));
+  }
+  // A NUL byte is never valid in PostgreSQL text: this statement fails in mid-batch.
+  rewraps[2].tenant_id = std::string("t\0x", 3);
+  auto updated = store->UpdateDekWrappings(rewraps);
+  EXPECT_EQ(updated.status().code(), StatusCode::kInvalidArgument) << updated.status();
+  for (int i = 0; i < 5; ++i) {
+    auto td = store->GetTenantDek(absl::StrCat("t", i), 1);
+    ASSERT_TRUE(td.ok()) << td.status();
+    EXPECT_EQ(td->dek.kek_version, 1u) << "batch is one transaction";
+  }
+  rewraps.erase(rewraps.begin() + 2);
+  updated = store->UpdateDekWrappings(rewraps);
+  ASSERT_TRUE(updated.ok()) << updated.status();
+  EXPECT_EQ(*updated, 4u);
+}
+
+TEST_F(PostgresKeyStoreTest, ConcurrentFirstJwtKeysFromManyReplicasHaveOneWinner) {
+  constexpr int kReplicas = 6;
+  std::vector<std::unique_ptr<PostgresKeyStore>> stores;
+  for (int i = 0; i < kReplicas; ++i) {
+    stores.push_back(OpenStore());
+    ASSERT_NE(stores.back(), nullptr);
+  }
+  std::latch start(kReplicas);
+  std::vector<absl::Status> results(kReplicas);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kReplicas; ++i) {
+    threads.emplace_back([&, i] {
+      JwtKeyRecord key;
+      key.kid = absl::StrCat("kid-", i);
+      key.public_jwk = "{}";
+      key.wrapped_private = TestBlob(static_cast<uint8_t>(i));
+      key.kek_version = 1;
+      start.arrive_and_wait();
+      results[i] = stores[i]->InsertFirstJwtKey(key);
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0;
+  for (const auto& st : results) {
+    if (st.ok()) {
+      ++ok;
+    } else {
+      EXPECT_EQ(st.code(), StatusCode::kAlreadyExists) << st;
+    }
+  }
+  EXPECT_EQ(ok, 1);
+  auto keys = stores[0]->ListJwtKeys();
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(keys->size(), 1u);
+}
+
+// --- Leader election
+
+class PostgresLeaderElectionTest : public PostgresKeyStoreTest {
+ protected:
+  std::unique_ptr<PostgresLeaderElection> Make(const std::string& schema,
+                                               const std::string& application_name) {
+    PostgresOptions options = Options(schema);
+    options.application_name = application_name;
+    auto made = PostgresLeaderElection::Create(options);
+    EXPECT_TRUE(made.ok()) << made.status();
+    return made.ok() ? std::move(*made) : nullptr;
+  }
+  static bool Leads(PostgresLeaderElection& e) {
+    auto led = e.TryLead();
+    EXPECT_TRUE(led.ok()) << led.status();
+    return led.ok() && *led;
+  }
+
+  const std::string app_a_ = absl::StrCat("kms-test-lead-a-", RandomSuffix());
+  const std::string app_b_ = absl::StrCat("kms-test-lead-b-", RandomSuffix());
+};
+
+TEST_F(PostgresLeaderElectionTest, ExactlyOneOfTwoLeads) {
+  auto a = Make(schema_, app_a_);
+  auto b = Make(schema_, app_b_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_FALSE(a->is_leader());
+  EXPECT_TRUE(Leads(*a));
+  EXPECT_FALSE(Leads(*b));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(Leads(*a));
+    EXPECT_FALSE(Leads(*b));
+  }
+  EXPECT_TRUE(a->is_leader());
+  EXPECT_FALSE(b->is_leader());
+}
+
+TEST_F(PostgresLeaderElectionTest, LosingTheSessionLosesLeadershipAndTheOtherTakesOver) {
+  auto a = Make(schema_, app_a_);
+  auto b = Make(schema_, app_b_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(Leads(*a));
+  ASSERT_FALSE(Leads(*b));
+
+  admin_->TerminateSessions(app_a_);
+  EXPECT_TRUE(a->is_leader()) << "it cannot know before it looks";
+  EXPECT_FALSE(Leads(*a));
+  EXPECT_FALSE(a->is_leader());
+  EXPECT_TRUE(Leads(*b));
+  EXPECT_TRUE(b->is_leader());
+  // A reconnects and finds the lock taken.
+  EXPECT_FALSE(Leads(*a));
+  EXPECT_FALSE(a->is_leader());
+  EXPECT_TRUE(Leads(*b));
+}
+
+TEST_F(PostgresLeaderElectionTest, ResignHandsOver) {
+  auto a = Make(schema_, app_a_);
+  auto b = Make(schema_, app_b_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(Leads(*a));
+  a->Resign();
+  EXPECT_FALSE(a->is_leader());
+  EXPECT_TRUE(Leads(*b));
+  EXPECT_FALSE(Leads(*a));
+  b->Resign();
+  b->Resign();  // idempotent
+  EXPECT_TRUE(Leads(*a));
+}
+
+TEST_F(PostgresLeaderElectionTest, DestroyingTheLeaderReleasesTheLock) {
+  auto a = Make(schema_, app_a_);
+  auto b = Make(schema_, app_b_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(Leads(*a));
+  a.reset();
+  // The server releases the lock when it has processed the session's end.
+  bool took_over = false;
+  for (int i = 0; i < 200 && !took_over; ++i) {
+    took_over = Leads(*b);
+    if (!took_over) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(took_over);
+}
+
+TEST_F(PostgresLeaderElectionTest, DeploymentsInDifferentSchemasElectIndependently) {
+  auto a = Make(schema_, app_a_);
+  auto b = Make(other_schema_, app_b_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  EXPECT_TRUE(Leads(*a));
+  EXPECT_TRUE(Leads(*b));
+}
+
+TEST_F(PostgresLeaderElectionTest, UnreachableServerIsUnavailableAndNotLeader) {
+  PostgresOptions options = Options(schema_);
+  options.conninfo = absl::StrCat("host=127.0.0.1 port=", ClosedPort(), " dbname=postgres user=kmsd");
+  auto made = PostgresLeaderElection::Create(options);
+  ASSERT_TRUE(made.ok()) << made.status();
+  auto led = (*made)->TryLead();
+  EXPECT_EQ(led.status().code(), StatusCode::kUnavailable) << led.status();
+  EXPECT_FALSE((*made)->is_leader());
+  // During the backoff it does not even try: fast.
+  const auto before = std::chrono::steady_clock::now();
+  led = (*made)->TryLead();
+  EXPECT_EQ(led.status().code(), StatusCode::kUnavailable) << led.status();
+  EXPECT_LT(std::chrono::steady_clock::now() - before, std::chrono::milliseconds(50));
+  (*made)->Resign();  // harmless when not leading
+}
+
+}  // namespace
+}  // namespace kms::store
