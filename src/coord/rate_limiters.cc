@@ -155,9 +155,9 @@ absl::StatusOr<std::unique_ptr<RedisRateLimiter>> RedisRateLimiter::Create(
 
 absl::StatusOr<bool> RedisRateLimiter::AcquireGlobal(std::string_view identity, double rate,
                                                      double burst, int64_t* retry_after_ms) {
-  const SteadyTime deadline =
-      std::chrono::steady_clock::now() + client_->options().command_timeout;
-  const std::string key = absl::StrCat(key_prefix_, absl::string_view(identity.data(), identity.size()));
+  const SteadyTime deadline = std::chrono::steady_clock::now() + client_->options().command_timeout;
+  const std::string key =
+      absl::StrCat(key_prefix_, absl::string_view(identity.data(), identity.size()));
   const std::string rate_arg = FormatDouble(rate);
   const std::string burst_arg = FormatDouble(burst);
   // Long enough for an idle bucket to fill up again; after that it may as well be gone.

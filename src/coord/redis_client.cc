@@ -195,8 +195,8 @@ RedisConnection::~RedisConnection() { redisFree(context_); }
 absl::Status RedisConnection::IoError(std::string_view what) {
   const int saved_errno = errno;
   broken_ = true;
-  const bool timed_out = context_->err == REDIS_ERR_IO &&
-                         (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK);
+  const bool timed_out =
+      context_->err == REDIS_ERR_IO && (saved_errno == EAGAIN || saved_errno == EWOULDBLOCK);
   const std::string message =
       absl::StrCat("redis: ", Str(what), ": ", context_->err != 0 ? context_->errstr : "failed");
   return timed_out ? absl::DeadlineExceededError(message) : absl::UnavailableError(message);
@@ -215,14 +215,13 @@ absl::StatusOr<RedisValue> RedisConnection::Command(std::span<const std::string_
     argv.push_back(arg.data());
     lengths.push_back(arg.size());
   }
-  ReplyPtr reply(static_cast<redisReply*>(redisCommandArgv(
-      context_, static_cast<int>(argv.size()), argv.data(), lengths.data())));
+  ReplyPtr reply(static_cast<redisReply*>(
+      redisCommandArgv(context_, static_cast<int>(argv.size()), argv.data(), lengths.data())));
   if (reply == nullptr) return IoError("command");
   return Convert(reply.get());
 }
 
-absl::Status RedisConnection::Send(std::span<const std::string_view> args,
-                                   milliseconds timeout) {
+absl::Status RedisConnection::Send(std::span<const std::string_view> args, milliseconds timeout) {
   if (broken_) return absl::UnavailableError("redis: connection is broken");
   if (redisSetTimeout(context_, ToTimeval(timeout)) != REDIS_OK) return IoError("set timeout");
   std::vector<const char*> argv;
@@ -289,11 +288,10 @@ absl::StatusOr<std::unique_ptr<RedisConnection>> RedisClient::Checkout(SteadyTim
   while (true) {
     if (!healthy_) {
       if (!backoff_.Ready()) {
-        const auto wait = std::chrono::duration_cast<milliseconds>(backoff_.next_attempt() -
-                                                                   clock_->Now());
-        return absl::UnavailableError(absl::StrCat("redis ", endpoint_.ToString(),
-                                                   " unavailable; next attempt in ",
-                                                   wait.count(), " ms"));
+        const auto wait =
+            std::chrono::duration_cast<milliseconds>(backoff_.next_attempt() - clock_->Now());
+        return absl::UnavailableError(absl::StrCat(
+            "redis ", endpoint_.ToString(), " unavailable; next attempt in ", wait.count(), " ms"));
       }
       if (probing_) {
         return absl::UnavailableError(

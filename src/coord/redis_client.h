@@ -8,8 +8,8 @@
 
 #include <chrono>
 #include <condition_variable>
-#include <initializer_list>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -151,7 +151,9 @@ class RedisClient {
 
  private:
   RedisClient(RedisOptions options, RedisEndpoint endpoint, const Clock* clock)
-      : options_(std::move(options)), endpoint_(std::move(endpoint)), clock_(clock),
+      : options_(std::move(options)),
+        endpoint_(std::move(endpoint)),
+        clock_(clock),
         backoff_(clock) {}
   // Takes an idle connection, or makes one, before `deadline`.
   absl::StatusOr<std::unique_ptr<RedisConnection>> Checkout(

@@ -23,13 +23,11 @@ bool IsArrayOf(const RedisValue& value, size_t size, std::string_view first) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RedisInvalidationBus>> RedisInvalidationBus::Create(
-    const RedisOptions& options, std::string node_id, std::string channel,
-    const Clock* clock) {
+    const RedisOptions& options, std::string node_id, std::string channel, const Clock* clock) {
   if (node_id.empty()) return absl::InvalidArgumentError("invalidation bus: empty node id");
   if (channel.empty()) return absl::InvalidArgumentError("invalidation bus: empty channel");
   KMS_ASSIGN_OR_RETURN(RedisEndpoint endpoint, RedisEndpoint::FromOptions(options));
-  KMS_ASSIGN_OR_RETURN(std::unique_ptr<RedisClient> publisher,
-                       RedisClient::Create(options, clock));
+  KMS_ASSIGN_OR_RETURN(std::unique_ptr<RedisClient> publisher, RedisClient::Create(options, clock));
   return std::unique_ptr<RedisInvalidationBus>(
       new RedisInvalidationBus(std::move(publisher), std::move(endpoint), options,
                                std::move(node_id), std::move(channel), clock));

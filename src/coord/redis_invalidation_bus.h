@@ -7,7 +7,8 @@
 // thread; it reconnects with backoff (100 ms doubling to 5 s) and, after every successful
 // (re)subscribe, hands the handler a synthetic kAll event (empty origin), since events
 // may have been missed while it was not subscribed. Events whose origin is this node are
-// not delivered; undecodable payloads are delivered as kAll.
+// not delivered; undecodable payloads are delivered as kAll. The handler runs on the
+// bus thread and must not call Stop() (which joins that thread).
 #pragma once
 
 #include <atomic>
@@ -71,9 +72,9 @@ class RedisInvalidationBus final : public InvalidationBus {
 
   std::mutex mu_;
   std::condition_variable stop_cv_;
-  bool stopping_ = false;                                       // guarded by mu_
-  std::function<void(const InvalidationEvent&)> handler_;      // guarded by mu_
-  std::thread thread_;                                          // guarded by mu_
+  bool stopping_ = false;                                  // guarded by mu_
+  std::function<void(const InvalidationEvent&)> handler_;  // guarded by mu_
+  std::thread thread_;                                     // guarded by mu_
   std::atomic<bool> subscribed_{false};
 };
 

@@ -57,10 +57,9 @@ absl::Status PrivateRedis::Start() {
   if (pid_ > 0) return absl::FailedPreconditionError("private redis is already running");
   const std::string log = dir_ + "/redis.log";
   std::vector<std::string> args = {
-      "redis-server", "--port",        "0",  "--unixsocket", socket_path_,
-      "--unixsocketperm", "700",       "--save", "",          "--appendonly",
-      "no",           "--daemonize",   "no", "--dir",        dir_,
-      "--logfile",    log};
+      "redis-server", "--port", "0",  "--unixsocket", socket_path_, "--unixsocketperm",
+      "700",          "--save", "",   "--appendonly", "no",         "--daemonize",
+      "no",           "--dir",  dir_, "--logfile",    log};
   std::vector<char*> argv;
   for (std::string& arg : args) argv.push_back(arg.data());
   argv.push_back(nullptr);

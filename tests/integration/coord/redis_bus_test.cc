@@ -109,8 +109,7 @@ TEST_F(RedisBusTest, UndecodablePayloadIsDeliveredAsDropEverything) {
   EventLog log;
   auto bus = StartBus("node-a", &log);
   ASSERT_NE(bus, nullptr);
-  absl::StatusOr<std::unique_ptr<RedisClient>> raw =
-      RedisClient::Create(test::TestOptions(addr_));
+  absl::StatusOr<std::unique_ptr<RedisClient>> raw = RedisClient::Create(test::TestOptions(addr_));
   ASSERT_TRUE(raw.ok()) << raw.status();
   ASSERT_TRUE((*raw)->Command({"PUBLISH", channel_, "kmsd-inv9 something new"}).ok());
   ASSERT_TRUE(log.WaitForCount(2, milliseconds(1000)));

@@ -97,8 +97,8 @@ TEST(RedisOutageTest, ServesThroughAnOutageAndRecoversAfterIt) {
       << "no synthetic kAll after the reconnect";
   EXPECT_TRUE((*subscriber)->healthy());
   // ... publishing works again ...
-  EXPECT_TRUE(Eventually([&] { return (*publisher)->Publish(TenantEvent("t3")).ok(); },
-                         kRecoveryWait));
+  EXPECT_TRUE(
+      Eventually([&] { return (*publisher)->Publish(TenantEvent("t3")).ok(); }, kRecoveryWait));
   EXPECT_TRUE(log.WaitFor([](const InvalidationEvent& e) { return e.tenant_id == "t3"; },
                           events_before_restart, milliseconds(1000)));
   // ... and limits are global again: one bucket across both replicas.

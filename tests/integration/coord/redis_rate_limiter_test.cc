@@ -1,14 +1,14 @@
 // RedisRateLimiter against the shared test Redis (KMS_TEST_REDIS_ADDR): one bucket per
 // identity shared by every replica.
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
-#include <atomic>
 
-#include "coord_test_util.h"
 #include "absl/strings/match.h"
+#include "coord_test_util.h"
 #include "gtest/gtest.h"
 #include "src/coord/rate_limiters.h"
 
@@ -57,8 +57,7 @@ TEST_F(RedisRateLimiterTest, ReplicasShareOneBucketPerIdentity) {
   for (RedisRateLimiter* replica : {replica1_.get(), replica2_.get()}) {
     const absl::Status denied = replica->Acquire("alice", kRate, kBurst);
     EXPECT_EQ(denied.code(), absl::StatusCode::kResourceExhausted);
-    EXPECT_TRUE(absl::StartsWith(denied.message(), "rate limit exceeded; retry after "))
-        << denied;
+    EXPECT_TRUE(absl::StartsWith(denied.message(), "rate limit exceeded; retry after ")) << denied;
   }
   // Other identities are unaffected, on both replicas.
   EXPECT_TRUE(replica1_->Acquire("bob", kRate, kBurst).ok());
@@ -108,8 +107,7 @@ TEST_F(RedisRateLimiterTest, ScriptIsReloadedAfterAScriptFlush) {
   // start full and allow two).
   EXPECT_TRUE(replica2_->Acquire("alice", 0.01, 2).ok());
   EXPECT_FALSE(replica1_->Acquire("alice", 0.01, 2).ok());
-  absl::StatusOr<RedisValue> exists =
-      raw->Command({"SCRIPT", "EXISTS", replica1_->script_sha1()});
+  absl::StatusOr<RedisValue> exists = raw->Command({"SCRIPT", "EXISTS", replica1_->script_sha1()});
   ASSERT_TRUE(exists.ok()) << exists.status();
   ASSERT_EQ(exists->type, RedisValue::Type::kArray);
   ASSERT_EQ(exists->elements.size(), 1u);

@@ -47,17 +47,16 @@ TEST(InvalidationCodecTest, EncodingIsTheDocumentedOne) {
 TEST(InvalidationCodecTest, MalformedPayloadsAreRejected) {
   for (const char* payload : {
            "",
-           "kmsd-inv2 all 1:n 0:",           // another version
-           "kmsd-inv1 everything 1:n 0:",    // unknown kind
-           "kmsd-inv1 all 1:n",              // missing tenant field
-           "kmsd-inv1 all 5:n 0:",           // length beyond the data
-           "kmsd-inv1 all 1:n 0:x",          // trailing bytes
-           "kmsd-inv1 all -1:n 0:",          // negative length
-           "kmsd-inv1 all x:n 0:",           // no length
-           "kmsd-inv1 tenant 1:n 0:",        // a tenant event needs a tenant
+           "kmsd-inv2 all 1:n 0:",         // another version
+           "kmsd-inv1 everything 1:n 0:",  // unknown kind
+           "kmsd-inv1 all 1:n",            // missing tenant field
+           "kmsd-inv1 all 5:n 0:",         // length beyond the data
+           "kmsd-inv1 all 1:n 0:x",        // trailing bytes
+           "kmsd-inv1 all -1:n 0:",        // negative length
+           "kmsd-inv1 all x:n 0:",         // no length
+           "kmsd-inv1 tenant 1:n 0:",      // a tenant event needs a tenant
        }) {
-    EXPECT_EQ(DecodeInvalidationEvent(payload).status().code(),
-              absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(DecodeInvalidationEvent(payload).status().code(), absl::StatusCode::kInvalidArgument)
         << payload;
   }
 }

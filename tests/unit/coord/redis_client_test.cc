@@ -27,7 +27,8 @@ TEST(RedisEndpointTest, ParsesTcpAndUnixAddresses) {
   absl::StatusOr<RedisEndpoint> v6 = RedisEndpoint::FromOptions(Options("[::1]:7000"));
   ASSERT_TRUE(v6.ok()) << v6.status();
   EXPECT_EQ(v6->host, "::1");
-  absl::StatusOr<RedisEndpoint> unix_socket = RedisEndpoint::FromOptions(Options("unix:/tmp/r.sock"));
+  absl::StatusOr<RedisEndpoint> unix_socket =
+      RedisEndpoint::FromOptions(Options("unix:/tmp/r.sock"));
   ASSERT_TRUE(unix_socket.ok()) << unix_socket.status();
   EXPECT_TRUE(unix_socket->is_unix);
   EXPECT_EQ(unix_socket->host, "/tmp/r.sock");
@@ -35,8 +36,8 @@ TEST(RedisEndpointTest, ParsesTcpAndUnixAddresses) {
 }
 
 TEST(RedisEndpointTest, RejectsMalformedAddresses) {
-  for (const char* addr : {"", "localhost", ":6379", "host:", "host:0", "host:65536", "host:6x",
-                           "unix:"}) {
+  for (const char* addr :
+       {"", "localhost", ":6379", "host:", "host:0", "host:65536", "host:6x", "unix:"}) {
     EXPECT_EQ(RedisEndpoint::FromOptions(Options(addr)).status().code(),
               absl::StatusCode::kInvalidArgument)
         << addr;
@@ -82,8 +83,7 @@ TEST(RedisClientTest, UnreachableRedisFailsFastAndThenBacksOff) {
   // Backing off: answered without an attempt.
   const absl::Status backing_off = (*client)->Command({"PING"}).status();
   EXPECT_EQ(backing_off.code(), absl::StatusCode::kUnavailable);
-  EXPECT_NE(backing_off.message().find("next attempt in"), absl::string_view::npos)
-      << backing_off;
+  EXPECT_NE(backing_off.message().find("next attempt in"), absl::string_view::npos) << backing_off;
 }
 
 TEST(RedisRateLimiterTest, FallsBackToTheLocalBucketWithoutRedis) {
@@ -92,7 +92,8 @@ TEST(RedisRateLimiterTest, FallsBackToTheLocalBucketWithoutRedis) {
       RedisRateLimiter::Create(Options("unix:/nonexistent/kmsd-test.sock"), "kmsd:rl:", &clock);
   ASSERT_TRUE(limiter.ok()) << limiter.status();
   for (int i = 0; i < 3; ++i) EXPECT_TRUE((*limiter)->Acquire("alice", 10, 3).ok()) << i;
-  EXPECT_EQ((*limiter)->Acquire("alice", 10, 3).message(), "rate limit exceeded; retry after 100 ms");
+  EXPECT_EQ((*limiter)->Acquire("alice", 10, 3).message(),
+            "rate limit exceeded; retry after 100 ms");
   EXPECT_TRUE((*limiter)->Acquire("bob", 10, 3).ok());
   EXPECT_FALSE((*limiter)->healthy());
 }
