@@ -33,7 +33,8 @@ RedisOptions TestOptions(const std::string& addr);
 // A redis-server child process on a unix socket in a private temp dir, no persistence.
 class PrivateRedis {
  public:
-  PrivateRedis();
+  // `extra_args` go to redis-server after the defaults (e.g. {"--requirepass", "pw"}).
+  explicit PrivateRedis(std::vector<std::string> extra_args = {});
   ~PrivateRedis();  // kills the server, removes the dir
   PrivateRedis(const PrivateRedis&) = delete;
   PrivateRedis& operator=(const PrivateRedis&) = delete;
@@ -43,8 +44,10 @@ class PrivateRedis {
   // SIGKILL, then waits for the child to exit. No-op when not running.
   void Kill();
   std::string addr() const { return "unix:" + socket_path_; }
+  const std::string& dir() const { return dir_; }
 
  private:
+  std::vector<std::string> extra_args_;
   std::string dir_;
   std::string socket_path_;
   pid_t pid_ = -1;
