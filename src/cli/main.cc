@@ -167,6 +167,19 @@ int main(int argc, char** argv) {
   tenant_list->add_option("--page-token", page_token);
   tenant_list->add_flag("--all", all_pages, "Follow every page");
 
+  auto* tenant_rotate = tenant->add_subcommand("rotate", "Make a new DEK version the tenant's primary");
+  tenant_rotate->add_option("tenant_id", tenant_id)->required();
+  std::string confirm;
+  auto* tenant_shred =
+      tenant->add_subcommand("shred", "Crypto-shred a tenant: destroy all its DEKs (irreversible)");
+  tenant_shred->add_option("tenant_id", tenant_id)->required();
+  tenant_shred->add_option("--confirm", confirm, "Repeat the tenant id to confirm")->required();
+
+  auto* kek = app.add_subcommand("kek", "Key-encryption keys");
+  kek->require_subcommand(1);
+  kek->fallthrough();
+  auto* kek_rotate = kek->add_subcommand("rotate", "Create the next KEK version in the HSM");
+
   std::string data;
   std::vector<std::string> context;
   auto* encrypt = app.add_subcommand("encrypt", "Encrypt --data (or stdin); prints Base64 ciphertext");
@@ -242,6 +255,37 @@ int main(int argc, char** argv) {
         kms::v1::GetTenantResponse resp;
         Check(admin->GetTenant(&ctx, req, &resp));
         PrintTenant(resp.tenant(), as_json);
+      }
+    } else if (*tenant_rotate) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::RotateTenantKeyRequest req;
+      req.set_tenant_id(tenant_id);
+      kms::v1::RotateTenantKeyResponse resp;
+      Check(admin->RotateTenantKey(&ctx, req, &resp));
+      PrintTenant(resp.tenant(), as_json);
+    } else if (*tenant_shred) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::ShredTenantRequest req;
+      req.set_tenant_id(tenant_id);
+      req.set_confirm_tenant_id(confirm);
+      kms::v1::ShredTenantResponse resp;
+      Check(admin->ShredTenant(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"tenant_id", tenant_id}, {"state", "shredded"}}.dump(2) << "\n";
+      } else {
+        std::cout << "tenant " << tenant_id << " shredded: its DEKs are destroyed\n";
+      }
+    } else if (*kek_rotate) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::RotateKekResponse resp;
+      Check(admin->RotateKek(&ctx, {}, &resp));
+      if (as_json) {
+        std::cout << json{{"primary_kek_version", resp.primary_kek_version()}}.dump(2) << "\n";
+      } else {
+        std::cout << "primary KEK is now version " << resp.primary_kek_version() << "\n";
       }
     } else if (*tenant_list) {
       json all = json::array();

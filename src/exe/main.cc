@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
   }
   if (dev) {
     absl::Status written = kms::server::WriteKmsctlConfig(state_dir, grpc_addr);
-    if (!written.ok()) spdlog::warn("could not write kmsctl.json: {}", written.message());
+    if (!written.ok()) spdlog::warn("could not write kmsctl.json: {}", std::string(written.message()));
   }
   std::cout << ready_line << "\n";
   if (dev) {

@@ -168,11 +168,14 @@ absl::StatusOr<ParsedJwt> ParseCompact(std::string_view token) {
   if (h->contains("crit") || h->contains("b64")) {
     return absl::InvalidArgumentError("unsupported token: header extensions");
   }
-  auto kid = h->find("kid");
-  if (kid == h->end() || !kid->is_string() || kid->get_ref<const std::string&>().empty()) {
-    return malformed("header has no kid");
+  // kid is optional in JWS; when present it must be a non-empty string. The lookup
+  // decides whether a token without one can verify (JwtService's cannot).
+  if (auto kid = h->find("kid"); kid != h->end()) {
+    if (!kid->is_string() || kid->get_ref<const std::string&>().empty()) {
+      return malformed("kid is not a non-empty string");
+    }
+    out.kid = kid->get<std::string>();
   }
-  out.kid = kid->get<std::string>();
   std::optional<Json> p = ParseJson(out.payload_json);
   if (!p.has_value() || !p->is_object()) return malformed("payload is not a JSON object");
   return out;

@@ -17,8 +17,8 @@
 // Every violation is INVALID_ARGUMENT; messages name the claim, never echo values.
 //
 // Verification (VerifyCompact) accepts only what it must: three base64url parts, a
-// header object with "alg":"ES256" (so "none", HS256, ... are refused), a string "kid"
-// known to the lookup, no "crit" or "b64" member, a payload object with a numeric
+// header object with "alg":"ES256" (so "none", HS256, ... are refused), a "kid" (if
+// present, a non-empty string; absent: "") for which the lookup has a key, no "crit" or "b64" member, a payload object with a numeric
 // "exp". It checks the signature, then exp and nbf (and iat, if present, not in the
 // future) with a leeway. Every rejection is UNAUTHENTICATED "token rejected: <reason>".
 //
@@ -67,9 +67,9 @@ absl::StatusOr<std::string> EncodeCompact(const Es256PrivateKey& key,
 
 // A token split and decoded, nothing verified yet. INVALID_ARGUMENT when it is not
 // three base64url parts with JSON-object header and payload and a 64-byte signature,
-// or when the header is not ES256 with a string kid.
+// or when the header is not ES256 (kid, when present, a non-empty string).
 struct ParsedJwt {
-  std::string kid;
+  std::string kid;  // empty when the header has none
   std::string header_json;
   std::string payload_json;
   std::string signing_input;  // ASCII(BASE64URL(header) "." BASE64URL(payload))

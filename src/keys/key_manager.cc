@@ -193,6 +193,94 @@ absl::Status KeyManager::Decrypt(const std::string& tenant_id,
   return absl::OkStatus();
 }
 
+absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const std::string& tenant_id) {
+  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  KMS_ASSIGN_OR_RETURN(store::TenantRecord tenant, store_->GetTenant(tenant_id));
+  if (tenant.state == store::TenantState::kShredded) return Shredded();
+  const uint32_t kek = primary_kek_.load();
+  const uint32_t version = tenant.primary_dek_version + 1;
+  KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*hsm_, kek, tenant_id, version, dek));
+  const int64_t now = clock_->UnixSeconds();
+  store::DekRecord next{.tenant_id = tenant_id,
+                        .version = version,
+                        .kek_version = kek,
+                        .wrapped = std::move(wrapped),
+                        .state = store::DekState::kActive,
+                        .created_at = now,
+                        .encryptions = 0};
+  KMS_RETURN_IF_ERROR(store_->RotateDek(tenant_id, tenant.row_version, next));
+  cache_.InvalidateTenant(tenant_id);
+  Notify(coord::InvalidationEvent::Kind::kTenant, tenant_id);
+  tenant.primary_dek_version = version;
+  tenant.row_version += 1;
+  return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
+}
+
+absl::Status KeyManager::ShredTenant(const std::string& tenant_id) {
+  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+  KMS_ASSIGN_OR_RETURN(store::TenantRecord tenant, store_->GetTenant(tenant_id));
+  if (tenant.state == store::TenantState::kShredded) return absl::OkStatus();
+  KMS_RETURN_IF_ERROR(
+      store_->SetTenantState(tenant_id, tenant.row_version, store::TenantState::kShredded));
+  cache_.InvalidateTenant(tenant_id);
+  Notify(coord::InvalidationEvent::Kind::kTenant, tenant_id);
+  spdlog::warn("tenant {} shredded: its DEKs are destroyed", tenant_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> KeyManager::RotateKek() {
+  std::lock_guard lock(kek_mu_);
+  KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
+  uint32_t next = 1;
+  for (const store::KekRecord& k : keks) next = std::max(next, k.version + 1);
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, hsm_->CreateKek(next));
+  absl::Status inserted = store_->InsertKek(store::KekRecord{.version = next,
+                                                             .wrapped = wrapped,
+                                                             .state = store::KekState::kActive,
+                                                             .created_at = clock_->UnixSeconds()});
+  if (!inserted.ok()) {
+    // Another replica created this version first: ours must not stay loaded under its number.
+    KMS_RETURN_IF_ERROR(hsm_->UnloadKek(next));
+    if (absl::IsAlreadyExists(inserted)) {
+      return absl::AbortedError("another replica rotated the KEK at the same time; retry");
+    }
+    return inserted;
+  }
+  primary_kek_.store(next);
+  spdlog::info("created KEK version {} ({}); new DEKs are wrapped under it", next,
+               hsm::WrappedKekMechanismName(wrapped).value_or("unknown"));
+  Notify(coord::InvalidationEvent::Kind::kKek, "");
+  return next;
+}
+
+void KeyManager::SetChangeListener(std::function<void(const coord::InvalidationEvent&)> listener) {
+  listener_ = std::move(listener);
+}
+
+void KeyManager::Notify(coord::InvalidationEvent::Kind kind, const std::string& tenant_id) {
+  if (listener_) listener_(coord::InvalidationEvent{.kind = kind, .tenant_id = tenant_id});
+}
+
+void KeyManager::ApplyInvalidation(const coord::InvalidationEvent& event) {
+  switch (event.kind) {
+    case coord::InvalidationEvent::Kind::kTenant:
+      cache_.InvalidateTenant(event.tenant_id);
+      break;
+    case coord::InvalidationEvent::Kind::kKek:
+    case coord::InvalidationEvent::Kind::kAll: {
+      if (event.kind == coord::InvalidationEvent::Kind::kAll) cache_.Clear();
+      absl::Status loaded = LoadKeks();
+      if (!loaded.ok()) {
+        spdlog::warn("KEK reload after an invalidation failed: {}", std::string(loaded.message()));
+      }
+      break;
+    }
+    case coord::InvalidationEvent::Kind::kJwt:
+      break;
+  }
+}
+
 absl::StatusOr<std::vector<KekInfo>> KeyManager::ListKeks() {
   KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
   std::vector<KekInfo> out;

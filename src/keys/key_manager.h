@@ -8,6 +8,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -17,6 +18,7 @@
 
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
+#include "kms/coord/coordination.h"
 #include "kms/hsm/hsm.h"
 #include "kms/store/key_store.h"
 #include "src/crypto/field_cipher.h"
@@ -64,6 +66,21 @@ class KeyManager {
   absl::StatusOr<TenantInfo> GetTenant(const std::string& tenant_id);
   absl::StatusOr<store::TenantPage> ListTenants(const std::string& after, int limit);
 
+  // Makes a new DEK version the tenant's primary (older versions still decrypt).
+  // ABORTED when another replica changed the tenant at the same time.
+  absl::StatusOr<TenantInfo> RotateTenantDek(const std::string& tenant_id);
+  // Crypto-shredding: destroys every DEK of the tenant; its ciphertexts are gone for good.
+  absl::Status ShredTenant(const std::string& tenant_id);
+  // Creates the next KEK version in the HSM and makes it primary for new DEKs.
+  // Existing DEKs stay wrapped under their KEK version, which stays loaded.
+  absl::StatusOr<uint32_t> RotateKek();
+
+  // --- Coherence between replicas
+  // Called after every change this node makes, for the invalidation bus.
+  void SetChangeListener(std::function<void(const coord::InvalidationEvent&)> listener);
+  // Applies another replica's change (or a full flush after an epoch change).
+  void ApplyInvalidation(const coord::InvalidationEvent& event);
+
   // --- Data plane. `context` is bound as AAD (field_cipher.h).
   // Replaces *ciphertext with the field ciphertext v1 and sets *dek_version.
   // NOT_FOUND for an unknown tenant (unless auto-create is on), FAILED_PRECONDITION
@@ -95,6 +112,9 @@ class KeyManager {
                                                           uint32_t version);
   absl::StatusOr<TenantInfo> CreateTenantLocked(const std::string& tenant_id);
 
+  void Notify(coord::InvalidationEvent::Kind kind, const std::string& tenant_id);
+
+  std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
   hsm::Hsm* const hsm_;
   store::KeyStore* const store_;
   const Clock* const clock_;

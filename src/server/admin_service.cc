@@ -85,6 +85,60 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerCont
   return Finish(ctx, status, "ListTenants");
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServerContext* ctx,
+                                                            const v1::RotateTenantKeyRequest* req,
+                                                            v1::RotateTenantKeyResponse* resp) {
+  absl::Status status = keys::ValidateTenantId(req->tenant_id());
+  std::string identity;
+  if (status.ok()) {
+    status = AuthorizeCall(*ctx, authz_, authz::Operation::kRotate, req->tenant_id(), &identity);
+  }
+  if (status.ok()) {
+    absl::StatusOr<keys::TenantInfo> info = keys_.RotateTenantDek(req->tenant_id());
+    status = info.status();
+    if (info.ok()) {
+      FillTenant(*info, resp->mutable_tenant());
+      spdlog::info("tenant {} DEK rotated to version {} by {}", req->tenant_id(),
+                   info->tenant.primary_dek_version, identity);
+    }
+  }
+  return Finish(ctx, status, "RotateTenantKey");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerContext* ctx,
+                                                        const v1::ShredTenantRequest* req,
+                                                        v1::ShredTenantResponse* resp) {
+  absl::Status status = keys::ValidateTenantId(req->tenant_id());
+  std::string identity;
+  if (status.ok()) {
+    status = AuthorizeCall(*ctx, authz_, authz::Operation::kShred, req->tenant_id(), &identity);
+  }
+  if (status.ok() && req->confirm_tenant_id() != req->tenant_id()) {
+    status = absl::InvalidArgumentError("confirm_tenant_id must repeat tenant_id");
+  }
+  if (status.ok()) {
+    status = keys_.ShredTenant(req->tenant_id());
+    if (status.ok()) spdlog::warn("tenant {} shredded by {}", req->tenant_id(), identity);
+  }
+  return Finish(ctx, status, "ShredTenant");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContext* ctx,
+                                                      const v1::RotateKekRequest* req,
+                                                      v1::RotateKekResponse* resp) {
+  std::string identity;
+  absl::Status status = AuthorizeCall(*ctx, authz_, authz::Operation::kRotate, "", &identity);
+  if (status.ok()) {
+    absl::StatusOr<uint32_t> version = keys_.RotateKek();
+    status = version.status();
+    if (version.ok()) {
+      resp->set_primary_kek_version(*version);
+      spdlog::info("KEK rotated to version {} by {}", *version, identity);
+    }
+  }
+  return Finish(ctx, status, "RotateKek");
+}
+
 absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
   const int64_t now = clock_.UnixSeconds();
   resp->set_version(node_.version);

@@ -36,6 +36,15 @@ class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx,
                                         const v1::ListTenantsRequest* req,
                                         v1::ListTenantsResponse* resp) override;
+  grpc::ServerUnaryReactor* RotateTenantKey(grpc::CallbackServerContext* ctx,
+                                            const v1::RotateTenantKeyRequest* req,
+                                            v1::RotateTenantKeyResponse* resp) override;
+  grpc::ServerUnaryReactor* ShredTenant(grpc::CallbackServerContext* ctx,
+                                        const v1::ShredTenantRequest* req,
+                                        v1::ShredTenantResponse* resp) override;
+  grpc::ServerUnaryReactor* RotateKek(grpc::CallbackServerContext* ctx,
+                                      const v1::RotateKekRequest* req,
+                                      v1::RotateKekResponse* resp) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const v1::GetStatusRequest* req,
                                       v1::GetStatusResponse* resp) override;

@@ -63,7 +63,7 @@ absl::StatusOr<T> OpenWithBackoff(const char* what, const std::atomic<bool>* sto
   while (true) {
     absl::StatusOr<T> result = open();
     if (result.ok() || !absl::IsUnavailable(result.status())) return result;
-    spdlog::warn("{} unavailable ({}); retrying in {} s", what, result.status().message(),
+    spdlog::warn("{} unavailable ({}); retrying in {} s", what, std::string(result.status().message()),
                  delay.count());
     for (auto waited = std::chrono::milliseconds(0); waited < delay;
          waited += std::chrono::milliseconds(100)) {

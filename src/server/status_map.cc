@@ -21,11 +21,11 @@ std::string SanitizedMessage(const absl::Status& status, std::string_view operat
     case absl::StatusCode::kCancelled:
       return std::string(status.message());
     case absl::StatusCode::kUnavailable:
-      spdlog::warn("{}: backend unavailable: {}", operation, status.message());
+      spdlog::warn("{}: backend unavailable: {}", operation, std::string(status.message()));
       return "a key backend is unavailable; retry with backoff";
     default:
       spdlog::error("{}: {}: {}", operation, absl::StatusCodeToString(status.code()),
-                    status.message());
+                    std::string(status.message()));
       return "internal error";
   }
 }

@@ -143,6 +143,7 @@ absl::StatusOr<ConnectConfig> ConnectConfig::FromOptions(const PostgresOptions& 
 // --- Params
 
 void Params::Add(Oid type, const char* data, size_t size) {
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) too_large_ = true;
   types_.push_back(type);
   // A null pointer would send SQL NULL; an empty value must stay empty.
   values_.push_back(data != nullptr ? data : "");
@@ -263,11 +264,14 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectConfig
   const auto timeout_s = std::max<int64_t>(2, (o.connect_timeout.count() + 999) / 1000);
   const std::string timeout = std::to_string(timeout_s);
 
-  // With expand_dbname, the conninfo in "dbname" is expanded first; the keywords after it
-  // override what it says.
-  std::vector<const char*> keys = {"dbname", "connect_timeout", "application_name",
-                                   "client_encoding"};
-  std::vector<const char*> values = {o.conninfo.c_str(), timeout.c_str(),
+  // With expand_dbname, the conninfo in "dbname" is expanded in place: keywords after it
+  // override what it says, keywords before it are overridden by it.
+  // Before "dbname": defaults the conninfo may override. TCP keepalives make a session
+  // to a vanished server fail in about a minute instead of hanging.
+  std::vector<const char*> keys = {"keepalives",      "keepalives_idle", "keepalives_interval",
+                                   "keepalives_count", "dbname",          "connect_timeout",
+                                   "application_name", "client_encoding"};
+  std::vector<const char*> values = {"1", "30", "10", "3", o.conninfo.c_str(), timeout.c_str(),
                                      o.application_name.c_str(), "UTF8"};
   if (!config.password().empty()) {
     keys.push_back("password");
@@ -333,6 +337,9 @@ absl::StatusOr<Result> Connection::Check(ResultPtr result, absl::string_view op)
 
 absl::StatusOr<Result> Connection::Exec(const char* sql, const Params& params,
                                         absl::string_view op) {
+  if (params.too_large()) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": a value is larger than 2 GiB"));
+  }
   ResultPtr result(PQexecParams(conn_.get(), sql, params.size(), params.types(),
                                 params.values(), params.lengths(), params.formats(),
                                 /*resultFormat=*/1));
@@ -352,15 +359,35 @@ bool Connection::broken() const {
   return poisoned_ || PQstatus(conn_.get()) != CONNECTION_OK;
 }
 
+namespace {
+
+// 1: input waiting, 0: none, -1: error or hang-up.
+int PollReadable(int fd) {
+  pollfd p{};
+  p.fd = fd;
+  p.events = POLLIN;
+  int n;
+  do {
+    n = ::poll(&p, 1, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0 || (p.revents & (POLLERR | POLLNVAL)) != 0) return -1;
+  return n > 0 ? 1 : 0;
+}
+
+}  // namespace
+
 bool Connection::LooksAliveWhileIdle() {
   if (broken() || PQtransactionStatus(conn_.get()) != PQTRANS_IDLE) return false;
-  pollfd p{};
-  p.fd = PQsocket(conn_.get());
-  p.events = POLLIN;
-  if (p.fd < 0) return false;
-  int n = ::poll(&p, 1, 0);
-  if (n < 0) return errno == EINTR;
-  return n == 0;
+  const int fd = PQsocket(conn_.get());
+  if (fd < 0) return false;
+  int readable = PollReadable(fd);
+  if (readable == 0) return true;  // the common case: one syscall
+  if (readable < 0) return false;
+  // Something arrived while idle: a termination notice followed by the end of the
+  // stream, or (harmless) TLS housekeeping. Let libpq read it; the session is dead if
+  // libpq saw the end, or if more (the end of the stream) is still waiting.
+  if (PQconsumeInput(conn_.get()) == 0 || broken()) return false;
+  return PollReadable(fd) == 0;
 }
 
 }  // namespace kms::store::pg

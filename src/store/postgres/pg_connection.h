@@ -66,6 +66,8 @@ class Params {
   Params& Bytes(std::span<const uint8_t> value);  // bytea
 
   int size() const { return static_cast<int>(types_.size()); }
+  // A value over libpq's 2 GiB limit was added: Exec refuses (INVALID_ARGUMENT).
+  bool too_large() const { return too_large_; }
   const Oid* types() const { return types_.data(); }
   const char* const* values() const { return values_.data(); }
   const int* lengths() const { return lengths_.data(); }
@@ -79,6 +81,7 @@ class Params {
   std::vector<int> lengths_;
   std::vector<int> formats_;
   std::deque<std::array<char, 8>> ints_;  // a deque: push_back keeps earlier addresses
+  bool too_large_ = false;
 };
 
 // A statement's result, in binary format.
@@ -129,10 +132,10 @@ class Connection {
   // Whether the session is gone (a statement saw it fail, or libpq says so). A broken
   // connection is never returned to the pool.
   bool broken() const;
-  // For a connection that has been idle: no syscall beyond a zero-timeout poll. Any
-  // input waiting on an idle session means the server has something to say, which for
-  // us is a termination notice (pg_terminate_backend, shutdown, restart) or a closed
-  // socket: treated as dead.
+  // For a connection that has been idle: one zero-timeout poll when nothing is waiting.
+  // Input on an idle session is a termination notice (pg_terminate_backend, shutdown,
+  // restart) and the end of the stream, which make it dead, or TLS housekeeping, which
+  // libpq absorbs.
   bool LooksAliveWhileIdle();
   // The SQLSTATE of the last failed statement ("" if none or no result).
   const std::string& last_sqlstate() const { return last_sqlstate_; }

@@ -798,6 +798,10 @@ absl::StatusOr<size_t> PostgresKeyStore::UpdateDekWrappings(std::span<const DekR
       return absl::InvalidArgumentError(
           "UpdateDekWrappings: version, to_kek_version and wrapped are required");
     }
+    constexpr size_t kMax = static_cast<size_t>(std::numeric_limits<int>::max());
+    if (r.wrapped.size() > kMax || r.tenant_id.size() > kMax) {
+      return absl::InvalidArgumentError("UpdateDekWrappings: a value is larger than 2 GiB");
+    }
   }
   size_t total = 0;
   for (size_t start = 0; start < rewraps.size(); start += kPipelineBatch) {
