@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <latch>
 #include <random>
 #include <string>
@@ -586,6 +587,67 @@ TEST_F(PostgresKeyStoreTest, ConcurrentFirstJwtKeysFromManyReplicasHaveOneWinner
   auto keys = stores[0]->ListJwtKeys();
   ASSERT_TRUE(keys.ok()) << keys.status();
   EXPECT_EQ(keys->size(), 1u);
+}
+
+// Restarts the shared server, so it is DISABLED_ here and run alone by its own ctest
+// entry (store_postgres_server_restart, RUN_SERIAL): see CMakeLists.txt.
+TEST_F(PostgresKeyStoreTest, DISABLED_StoreAndLeaderSurviveAServerRestart) {
+  const char* ctl = std::getenv("KMS_TEST_PG_CTL");
+  ASSERT_TRUE(ctl != nullptr && *ctl != '\0') << "KMS_TEST_PG_CTL: " << kEnvHelp;
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+  auto leader = PostgresLeaderElection::Create(Options(schema_));
+  ASSERT_TRUE(leader.ok()) << leader.status();
+  ASSERT_TRUE(*(*leader)->TryLead());
+
+  // Calls keep coming while the server goes down and up: each either works or is
+  // UNAVAILABLE, never anything else.
+  std::atomic<bool> stop{false};
+  std::vector<absl::Status> seen;
+  std::thread caller([&] {
+    while (!stop.load()) {
+      seen.push_back(store->GetTenant("acme").status());
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  });
+  // The server's output must not go to this process (ctest would wait for the pipe).
+  const std::string log = absl::StrCat(::testing::TempDir(), "/pg-restart-", RandomSuffix(), ".log");
+  const std::string cmd =
+      absl::StrCat(ctl, " -m fast -w -l ", log, " restart >/dev/null 2>&1");
+  const int rc = std::system(cmd.c_str());
+  stop.store(true);
+  caller.join();
+  ASSERT_EQ(rc, 0) << cmd;
+  admin_ = std::make_unique<Admin>();  // the old session died with the server
+  int unavailable = 0;
+  for (const auto& st : seen) {
+    EXPECT_TRUE(st.ok() || st.code() == StatusCode::kUnavailable) << st;
+    if (!st.ok()) ++unavailable;
+  }
+  std::cout << "calls during the restart: " << seen.size() << ", unavailable: " << unavailable
+            << "\n";
+
+  // Back within the longest reconnect backoff.
+  absl::Status last;
+  for (int i = 0; i < 100; ++i) {
+    last = store->GetTenant("acme").status();
+    if (last.ok()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(last.ok()) << last;
+  EXPECT_TRUE(store->RotateDek("acme", 1, TestDek("acme", 2)).ok());
+
+  auto led = (*leader)->TryLead();
+  EXPECT_TRUE(led.ok() && !*led) << "the session (and the lock) died with the restart";
+  EXPECT_FALSE((*leader)->is_leader());
+  bool leads = false;
+  for (int i = 0; i < 100 && !leads; ++i) {
+    led = (*leader)->TryLead();
+    leads = led.ok() && *led;
+    if (!leads) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(leads);
 }
 
 // --- Leader election
