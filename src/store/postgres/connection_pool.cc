@@ -57,8 +57,8 @@ absl::StatusOr<ConnectionPool::Lease> ConnectionPool::Acquire(absl::string_view 
           const auto wait =
               std::chrono::duration_cast<std::chrono::milliseconds>(next_connect_ - now);
           return absl::UnavailableError(absl::StrCat(op, ": postgres: reconnecting in ",
-                                                     wait.count(), " ms after: ",
-                                                     last_connect_error_));
+                                                     wait.count(),
+                                                     " ms after: ", last_connect_error_));
         }
         ++open_;
         must_connect = true;

@@ -54,8 +54,8 @@ std::string Redact(std::string message, const SecretBytes& password) {
 absl::StatusOr<SecretBytes> ReadPasswordFile(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "postgres: cannot read the password file ", path, ": ", std::strerror(errno)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("postgres: cannot read the password file ", path, ": ", std::strerror(errno)));
   }
   SecretBytes buf(kMaxPasswordFileSize + 1);
   size_t used = 0;
@@ -65,16 +65,16 @@ absl::StatusOr<SecretBytes> ReadPasswordFile(const std::string& path) {
     if (n < 0) {
       int err = errno;
       ::close(fd);
-      return absl::FailedPreconditionError(absl::StrCat(
-          "postgres: cannot read the password file ", path, ": ", std::strerror(err)));
+      return absl::FailedPreconditionError(
+          absl::StrCat("postgres: cannot read the password file ", path, ": ", std::strerror(err)));
     }
     if (n == 0) break;
     used += static_cast<size_t>(n);
     if (used == buf.size()) {
       ::close(fd);
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres: the password file ", path, " is larger than ",
-                       kMaxPasswordFileSize, " bytes"));
+      return absl::FailedPreconditionError(absl::StrCat("postgres: the password file ", path,
+                                                        " is larger than ", kMaxPasswordFileSize,
+                                                        " bytes"));
     }
   }
   ::close(fd);
@@ -229,9 +229,9 @@ absl::Status ErrorStatus(PGconn* conn, const PGresult* result, absl::string_view
     detail = FirstLine(PQerrorMessage(conn));
   }
   if (detail.empty()) detail = "unknown error";
-  std::string message = sqlstate.empty()
-                             ? absl::StrCat(op, ": postgres: ", detail)
-                             : absl::StrCat(op, ": postgres: ", detail, " (SQLSTATE ", sqlstate, ")");
+  std::string message =
+      sqlstate.empty() ? absl::StrCat(op, ": postgres: ", detail)
+                       : absl::StrCat(op, ": postgres: ", detail, " (SQLSTATE ", sqlstate, ")");
 
   if (sqlstate.empty()) {
     // No server error: libpq lost (or never had) the connection, or refused the call.
@@ -268,11 +268,12 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectConfig
   // override what it says, keywords before it are overridden by it.
   // Before "dbname": defaults the conninfo may override. TCP keepalives make a session
   // to a vanished server fail in about a minute instead of hanging.
-  std::vector<const char*> keys = {"keepalives",      "keepalives_idle", "keepalives_interval",
+  std::vector<const char*> keys = {"keepalives",       "keepalives_idle", "keepalives_interval",
                                    "keepalives_count", "dbname",          "connect_timeout",
                                    "application_name", "client_encoding"};
-  std::vector<const char*> values = {"1", "30", "10", "3", o.conninfo.c_str(), timeout.c_str(),
-                                     o.application_name.c_str(), "UTF8"};
+  std::vector<const char*> values = {
+      "1",   "30", "10", "3", o.conninfo.c_str(), timeout.c_str(), o.application_name.c_str(),
+      "UTF8"};
   if (!config.password().empty()) {
     keys.push_back("password");
     values.push_back(reinterpret_cast<const char*>(config.password().data()));
@@ -289,14 +290,16 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectConfig
   values.push_back(nullptr);
 
   ConnPtr conn(PQconnectdbParams(keys.data(), values.data(), /*expand_dbname=*/1));
-  if (conn == nullptr) return absl::ResourceExhaustedError(absl::StrCat(op, ": postgres: out of memory"));
+  if (conn == nullptr)
+    return absl::ResourceExhaustedError(absl::StrCat(op, ": postgres: out of memory"));
   if (PQstatus(conn.get()) != CONNECTION_OK) {
     std::string detail = Redact(FirstLine(PQerrorMessage(conn.get())), config.password());
     if (PQconnectionNeedsPassword(conn.get())) {
-      return absl::UnauthenticatedError(absl::StrCat(
-          op, ": postgres: the server requires a password and none is configured "
-              "(password_file): ",
-          detail));
+      return absl::UnauthenticatedError(
+          absl::StrCat(op,
+                       ": postgres: the server requires a password and none is configured "
+                       "(password_file): ",
+                       detail));
     }
     // The server's "password authentication failed" (28P01) comes without a SQLSTATE
     // here; libpq says whether a password was sent.
@@ -304,14 +307,14 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectConfig
         (absl::StrContains(detail, "authentication failed") ||
          absl::StrContains(detail, "28P01"))) {
       return absl::UnauthenticatedError(absl::StrCat(
-          op, ": postgres: authentication failed (check the user and password_file): ",
-          detail));
+          op, ": postgres: authentication failed (check the user and password_file): ", detail));
     }
     return absl::UnavailableError(absl::StrCat(op, ": postgres: cannot connect: ", detail));
   }
 
   // Server NOTICEs ("relation already exists, skipping") are not for kmsd's stderr.
-  PQsetNoticeProcessor(conn.get(), [](void*, const char*) {}, nullptr);
+  PQsetNoticeProcessor(
+      conn.get(), [](void*, const char*) {}, nullptr);
   std::unique_ptr<Connection> c(new Connection(std::move(conn)));
   const std::string statement_timeout = std::to_string(o.statement_timeout.count());
   Params params;
@@ -340,8 +343,8 @@ absl::StatusOr<Result> Connection::Exec(const char* sql, const Params& params,
   if (params.too_large()) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": a value is larger than 2 GiB"));
   }
-  ResultPtr result(PQexecParams(conn_.get(), sql, params.size(), params.types(),
-                                params.values(), params.lengths(), params.formats(),
+  ResultPtr result(PQexecParams(conn_.get(), sql, params.size(), params.types(), params.values(),
+                                params.lengths(), params.formats(),
                                 /*resultFormat=*/1));
   return Check(std::move(result), op);
 }
@@ -355,9 +358,7 @@ absl::Status Connection::ExecScript(const char* sql, absl::string_view op) {
   return Check(ResultPtr(PQexec(conn_.get(), sql)), op).status();
 }
 
-bool Connection::broken() const {
-  return poisoned_ || PQstatus(conn_.get()) != CONNECTION_OK;
-}
+bool Connection::broken() const { return poisoned_ || PQstatus(conn_.get()) != CONNECTION_OK; }
 
 namespace {
 

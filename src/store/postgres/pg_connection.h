@@ -61,8 +61,8 @@ class Params {
   Params(const Params&) = delete;
   Params& operator=(const Params&) = delete;
 
-  Params& Int(int64_t value);                  // int8
-  Params& Text(std::string_view value);        // text
+  Params& Int(int64_t value);                     // int8
+  Params& Text(std::string_view value);           // text
   Params& Bytes(std::span<const uint8_t> value);  // bytea
 
   int size() const { return static_cast<int>(types_.size()); }

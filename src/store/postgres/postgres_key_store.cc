@@ -186,14 +186,13 @@ absl::Status DiagnoseTenantCas(Connection& c, const std::string& tenant_id,
                                            ", expected ", expected_row_version, ")"));
   }
   if (r.Text(0, 0) == TenantStateName(TenantState::kShredded)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(op, ": tenant ", tenant_id, " is shredded"));
+    return absl::FailedPreconditionError(absl::StrCat(op, ": tenant ", tenant_id, " is shredded"));
   }
   return absl::OkStatus();
 }
 
-absl::Status DiagnoseJwtKeyCas(Connection& c, const std::string& kid,
-                               int64_t expected_row_version, absl::string_view op) {
+absl::Status DiagnoseJwtKeyCas(Connection& c, const std::string& kid, int64_t expected_row_version,
+                               absl::string_view op) {
   Params p;
   p.Text(kid);
   KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT row_version FROM jwt_keys WHERE kid = $1", p, op));
@@ -216,9 +215,9 @@ absl::Status InsertDek(Connection& c, const std::string& tenant_id, const DekRec
       .Text(DekStateName(dek.state))
       .Int(dek.created_at)
       .Int(static_cast<int64_t>(dek.encryptions));
-  return c.Exec("INSERT INTO tenant_deks (" KMS_DEK_COLUMNS
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                p, op)
+  return c
+      .Exec("INSERT INTO tenant_deks (" KMS_DEK_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7)", p,
+            op)
       .status();
 }
 
@@ -231,16 +230,15 @@ absl::Status InsertJwtKey(Connection& c, const JwtKeyRecord& key, absl::string_v
       .Int(key.created_at)
       .Int(key.activate_at)
       .Int(key.retire_at);
-  return c.Exec("INSERT INTO jwt_keys (" KMS_JWT_COLUMNS
-                ") VALUES ($1, $2, $3, $4, $5, $6, $7, 1)",
-                p, op)
+  return c
+      .Exec("INSERT INTO jwt_keys (" KMS_JWT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, 1)", p,
+            op)
       .status();
 }
 
 // A transaction on one connection, rolled back unless `body` and COMMIT succeed.
 absl::Status InTransaction(Connection& c, absl::string_view op,
-                           absl::FunctionRef<absl::Status(Connection&)> body,
-                           bool* commit_sent) {
+                           absl::FunctionRef<absl::Status(Connection&)> body, bool* commit_sent) {
   *commit_sent = false;
   absl::Status st = c.ExecScript("BEGIN", op);
   if (st.ok()) st = body(c);
@@ -267,14 +265,13 @@ absl::Status Migrate(Connection& c, const std::string& schema) {
           Params p;
           p.Int(kMigrationLockClass).Text(schema);
           KMS_RETURN_IF_ERROR(
-              c.Exec("SELECT pg_advisory_xact_lock($1::integer, hashtext($2))", p, kOp)
-                  .status());
+              c.Exec("SELECT pg_advisory_xact_lock($1::integer, hashtext($2))", p, kOp).status());
         }
         {
           Params p;
           p.Text(schema);
-          KMS_ASSIGN_OR_RETURN(
-              Result r, c.Exec("SELECT 1 FROM pg_namespace WHERE nspname = $1", p, kOp));
+          KMS_ASSIGN_OR_RETURN(Result r,
+                               c.Exec("SELECT 1 FROM pg_namespace WHERE nspname = $1", p, kOp));
           // Only when missing: an operator may pre-create the schema and grant kmsd
           // rights in it without the right to create schemas in the database. The name
           // is an identifier (validated: [a-z_][a-z0-9_]*), not a value.
@@ -294,21 +291,20 @@ absl::Status Migrate(Connection& c, const std::string& schema) {
           current = r.Int(0, 0);
         }
         if (current > kLatestSchemaVersion) {
-          return absl::FailedPreconditionError(
-              absl::StrCat("database schema version ", current, " is newer than this kmsd (",
-                           kLatestSchemaVersion, ")"));
+          return absl::FailedPreconditionError(absl::StrCat("database schema version ", current,
+                                                            " is newer than this kmsd (",
+                                                            kLatestSchemaVersion, ")"));
         }
         for (int64_t v = current + 1; v <= kLatestSchemaVersion; ++v) {
           absl::Status st = c.ExecScript(kMigrations[v - 1], kOp);
           if (!st.ok()) {
-            return absl::Status(st.code(), absl::StrCat(kOp, ": migration ", v, " failed: ",
-                                                        std::string(st.message())));
+            return absl::Status(st.code(), absl::StrCat(kOp, ": migration ", v,
+                                                        " failed: ", std::string(st.message())));
           }
           Params p;
           p.Int(v).Int(NowUnixSeconds());
           KMS_RETURN_IF_ERROR(
-              c.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", p,
-                     kOp)
+              c.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", p, kOp)
                   .status());
         }
         return absl::OkStatus();
@@ -396,9 +392,10 @@ absl::Status PostgresKeyStore::InsertKek(const KekRecord& kek) {
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     Params p;
     p.Int(kek.version).Bytes(kek.wrapped).Text(KekStateName(kek.state)).Int(kek.created_at);
-    absl::Status st = c.Exec("INSERT INTO kek_versions (version, wrapped, state, created_at) "
-                             "VALUES ($1, $2, $3, $4)",
-                             p, kOp)
+    absl::Status st = c.Exec(
+                           "INSERT INTO kek_versions (version, wrapped, state, created_at) "
+                           "VALUES ($1, $2, $3, $4)",
+                           p, kOp)
                           .status();
     if (absl::IsAlreadyExists(st)) {
       return absl::AlreadyExistsError(
@@ -420,14 +417,13 @@ absl::Status PostgresKeyStore::UpdateKekState(uint32_t version, KekState from, K
     if (r.affected() == 0) {
       Params q;
       q.Int(version);
-      KMS_ASSIGN_OR_RETURN(
-          Result s, c.Exec("SELECT state FROM kek_versions WHERE version = $1", q, kOp));
+      KMS_ASSIGN_OR_RETURN(Result s,
+                           c.Exec("SELECT state FROM kek_versions WHERE version = $1", q, kOp));
       if (s.rows() == 0) {
         return absl::NotFoundError(absl::StrCat(kOp, ": KEK version ", version, " not found"));
       }
-      return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ",
-                                             s.Text(0, 0), ", not ",
-                                             std::string(KekStateName(from))));
+      return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ", s.Text(0, 0),
+                                             ", not ", std::string(KekStateName(from))));
     }
     return BumpEpoch(c, kOp);
   });
@@ -457,13 +453,12 @@ absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
         .Int(first_dek.version)
         .Int(tenant.min_decrypt_version)
         .Int(tenant.created_at);
-    absl::Status st = c.Exec("INSERT INTO tenants (" KMS_TENANT_COLUMNS
-                             ") VALUES ($1, $2, $3, $4, $5, 1)",
-                             p, kOp)
-                          .status();
+    absl::Status st =
+        c.Exec("INSERT INTO tenants (" KMS_TENANT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, 1)", p,
+               kOp)
+            .status();
     if (absl::IsAlreadyExists(st)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": tenant ", tenant.id, " already exists"));
+      return absl::AlreadyExistsError(absl::StrCat(kOp, ": tenant ", tenant.id, " already exists"));
     }
     KMS_RETURN_IF_ERROR(st);
     KMS_RETURN_IF_ERROR(InsertDek(c, tenant.id, first_dek, kOp));
@@ -536,15 +531,14 @@ absl::StatusOr<KeyStore::TenantDek> PostgresKeyStore::GetTenantDek(const std::st
     Params p;
     p.Text(tenant_id).Int(version);
     KMS_ASSIGN_OR_RETURN(
-        Result r,
-        c.Exec("SELECT t.id, t.state, t.primary_dek_version, t.min_decrypt_version, "
-               "t.created_at, t.row_version, "
-               "d.tenant_id, d.version, d.kek_version, d.wrapped, d.state, d.created_at, "
-               "d.encryptions "
-               "FROM tenants AS t LEFT JOIN tenant_deks AS d ON d.tenant_id = t.id AND "
-               "d.version = CASE WHEN $2 = 0 THEN t.primary_dek_version ELSE $2 END "
-               "WHERE t.id = $1",
-               p, kOp));
+        Result r, c.Exec("SELECT t.id, t.state, t.primary_dek_version, t.min_decrypt_version, "
+                         "t.created_at, t.row_version, "
+                         "d.tenant_id, d.version, d.kek_version, d.wrapped, d.state, d.created_at, "
+                         "d.encryptions "
+                         "FROM tenants AS t LEFT JOIN tenant_deks AS d ON d.tenant_id = t.id AND "
+                         "d.version = CASE WHEN $2 = 0 THEN t.primary_dek_version ELSE $2 END "
+                         "WHERE t.id = $1",
+                         p, kOp));
     if (r.rows() == 0) {
       return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
     }
@@ -567,10 +561,10 @@ absl::StatusOr<std::vector<DekRecord>> PostgresKeyStore::ListDeks(const std::str
   KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
     Params p;
     p.Text(tenant_id);
-    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT " KMS_DEK_COLUMNS
-                                          " FROM tenant_deks WHERE tenant_id = $1 "
-                                          "ORDER BY version",
-                                          p, kOp));
+    KMS_ASSIGN_OR_RETURN(Result r,
+                         c.Exec("SELECT " KMS_DEK_COLUMNS " FROM tenant_deks WHERE tenant_id = $1 "
+                                "ORDER BY version",
+                                p, kOp));
     // Every tenant has at least its first DEK, so no rows means no tenant.
     if (r.rows() == 0) {
       return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
@@ -587,8 +581,7 @@ absl::StatusOr<std::vector<DekRecord>> PostgresKeyStore::ListDeks(const std::str
   return out;
 }
 
-absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id,
-                                         int64_t expected_row_version,
+absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id, int64_t expected_row_version,
                                          const DekRecord& new_dek) {
   constexpr absl::string_view kOp = "RotateDek";
   if (new_dek.version == 0) return absl::InvalidArgumentError("RotateDek: DEK version 0");
@@ -615,8 +608,8 @@ absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id,
     }
     absl::Status st = InsertDek(c, tenant_id, new_dek, kOp);
     if (absl::IsAlreadyExists(st)) {
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": tenant ", tenant_id,
-                                                   " already has DEK version ", new_dek.version));
+      return absl::AlreadyExistsError(
+          absl::StrCat(kOp, ": tenant ", tenant_id, " already has DEK version ", new_dek.version));
     }
     KMS_RETURN_IF_ERROR(st);
     return BumpEpoch(c, kOp);
@@ -712,8 +705,8 @@ absl::Status PostgresKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
 }
 
 absl::Status PostgresKeyStore::RotateJwtKey(const std::string& current_kid,
-                                            int64_t expected_row_version,
-                                            int64_t current_retire_at, const JwtKeyRecord& next) {
+                                            int64_t expected_row_version, int64_t current_retire_at,
+                                            const JwtKeyRecord& next) {
   constexpr absl::string_view kOp = "RotateJwtKey";
   if (current_kid.empty() || next.kid.empty()) {
     return absl::InvalidArgumentError("RotateJwtKey: empty kid");
@@ -821,10 +814,13 @@ absl::StatusOr<size_t> PostgresKeyStore::UpdateDekWrappings(std::span<const DekR
       };
       for (const DekRewrap& r : batch) {
         Params p;
-        p.Text(r.tenant_id).Int(r.version).Int(r.from_kek_version).Int(r.to_kek_version).Bytes(
-            r.wrapped);
-        if (PQsendQueryParams(conn, kSql, p.size(), p.types(), p.values(), p.lengths(),
-                              p.formats(), /*resultFormat=*/1) != 1) {
+        p.Text(r.tenant_id)
+            .Int(r.version)
+            .Int(r.from_kek_version)
+            .Int(r.to_kek_version)
+            .Bytes(r.wrapped);
+        if (PQsendQueryParams(conn, kSql, p.size(), p.types(), p.values(), p.lengths(), p.formats(),
+                              /*resultFormat=*/1) != 1) {
           return fail(pg::ErrorStatus(conn, nullptr, kOp));
         }
       }
@@ -850,8 +846,9 @@ absl::StatusOr<size_t> PostgresKeyStore::UpdateDekWrappings(std::span<const DekR
             break;
         }
         pg::ResultPtr end(PQgetResult(conn));  // each query's results end with a null
-        if (end != nullptr) return fail(absl::InternalError(
-            absl::StrCat(kOp, ": postgres: unexpected extra result in pipeline")));
+        if (end != nullptr)
+          return fail(absl::InternalError(
+              absl::StrCat(kOp, ": postgres: unexpected extra result in pipeline")));
       }
       pg::ResultPtr sync(PQgetResult(conn));
       if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {

@@ -21,9 +21,9 @@ absl::StatusOr<std::unique_ptr<PostgresLeaderElection>> PostgresLeaderElection::
     return absl::InvalidArgumentError("PostgresLeaderElection: empty lock name");
   }
   KMS_ASSIGN_OR_RETURN(pg::ConnectConfig config, pg::ConnectConfig::FromOptions(options));
-  return std::unique_ptr<PostgresLeaderElection>(new PostgresLeaderElection(
-      std::make_unique<pg::ConnectConfig>(std::move(config)),
-      absl::StrCat(options.schema, "/", lock_name)));
+  return std::unique_ptr<PostgresLeaderElection>(
+      new PostgresLeaderElection(std::make_unique<pg::ConnectConfig>(std::move(config)),
+                                 absl::StrCat(options.schema, "/", lock_name)));
 }
 
 PostgresLeaderElection::PostgresLeaderElection(std::unique_ptr<pg::ConnectConfig> config,
@@ -57,8 +57,8 @@ absl::StatusOr<bool> PostgresLeaderElection::TryLead() {
   if (conn_ == nullptr) {
     const auto now = Clock::now();
     if (now < next_connect_) {
-      return absl::UnavailableError(absl::StrCat(kOp, ": postgres: reconnecting after: ",
-                                                 last_connect_error_));
+      return absl::UnavailableError(
+          absl::StrCat(kOp, ": postgres: reconnecting after: ", last_connect_error_));
     }
     absl::StatusOr<std::unique_ptr<pg::Connection>> opened = pg::Connection::Open(*config_, kOp);
     absl::Status st = opened.status();
@@ -66,10 +66,11 @@ absl::StatusOr<bool> PostgresLeaderElection::TryLead() {
       // Server-side keepalives for this session: if this node vanishes, the server
       // notices within ~25 s and frees the lock. Ignored on a unix socket.
       st = (*opened)
-               ->Exec("SELECT set_config('tcp_keepalives_idle', '10', false), "
-                      "set_config('tcp_keepalives_interval', '5', false), "
-                      "set_config('tcp_keepalives_count', '3', false)",
-                      kOp)
+               ->Exec(
+                   "SELECT set_config('tcp_keepalives_idle', '10', false), "
+                   "set_config('tcp_keepalives_interval', '5', false), "
+                   "set_config('tcp_keepalives_count', '3', false)",
+                   kOp)
                .status();
     }
     if (!st.ok()) {

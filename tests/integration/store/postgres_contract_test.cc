@@ -6,8 +6,8 @@
 // and KMS_TEST_PG_PASSWORD_FILE. Without them every test FAILS (never skips). Each test
 // works in its own schema "t_<random>" with its own application_name, so tests run in
 // parallel against one server and never restart it; schemas are dropped at the end.
-#include <sys/socket.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -102,9 +102,10 @@ class Admin {
   }
   // Ends every session of `application_name` and waits until they are gone.
   void TerminateSessions(const std::string& application_name) {
-    QueryInt("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-             "WHERE application_name = $1",
-             application_name);
+    QueryInt(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        "WHERE application_name = $1",
+        application_name);
     for (int i = 0; i < 200; ++i) {
       if (QueryInt("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
                    application_name) == 0) {
@@ -181,8 +182,8 @@ class PostgresKeyStoreTest : public ::testing::Test {
   std::unique_ptr<PostgresKeyStore> OpenStore() { return OpenStore(Options(schema_)); }
 
   int64_t MigrationsApplied() {
-    return admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_,
-                                         "\".schema_migrations"));
+    return admin_->QueryInt(
+        absl::StrCat("SELECT count(*) FROM \"", schema_, "\".schema_migrations"));
   }
 
   // A TCP port on 127.0.0.1 where nothing listens.
@@ -218,8 +219,8 @@ TEST_F(PostgresKeyStoreTest, OpenCreatesTheSchemaAndRecordsItsVersion) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(store->backend_name(), "postgres");
-  EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT max(version) FROM \"", schema_,
-                                          "\".schema_migrations")),
+  EXPECT_EQ(admin_->QueryInt(
+                absl::StrCat("SELECT max(version) FROM \"", schema_, "\".schema_migrations")),
             PostgresKeyStore::LatestSchemaVersion());
   // Tables for later work exist from migration 1; nothing lands in public.
   EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".jwt_keys")), 0);
@@ -246,7 +247,8 @@ TEST_F(PostgresKeyStoreTest, ConcurrentOpensOnAFreshSchemaAllSucceedAndMigrateOn
   }
   EXPECT_EQ(MigrationsApplied(), PostgresKeyStore::LatestSchemaVersion());
   // One store_epoch row, not one per migration run.
-  EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".store_epoch")), 1);
+  EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".store_epoch")),
+            1);
   // They share one truth.
   ASSERT_TRUE((*opened[0])->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
   auto seen = (*opened[kReplicas - 1])->GetTenant("acme");
@@ -283,11 +285,11 @@ TEST_F(PostgresKeyStoreTest, DataPersistsAcrossReopeningWithoutReapplyingMigrati
 TEST_F(PostgresKeyStoreTest, SchemaFromANewerKmsdIsFailedPrecondition) {
   OpenStore().reset();
   const int newer = PostgresKeyStore::LatestSchemaVersion() + 1;
-  ASSERT_TRUE(admin_
-                  ->Exec(absl::StrCat("INSERT INTO \"", schema_,
-                                      "\".schema_migrations (version, applied_at) VALUES (",
-                                      newer, ", 0)"))
-                  .ok());
+  ASSERT_TRUE(
+      admin_
+          ->Exec(absl::StrCat("INSERT INTO \"", schema_,
+                              "\".schema_migrations (version, applied_at) VALUES (", newer, ", 0)"))
+          .ok());
   auto store = PostgresKeyStore::Open(Options(schema_));
   ASSERT_EQ(store.status().code(), StatusCode::kFailedPrecondition) << store.status();
   EXPECT_EQ(store.status().message(),
@@ -355,7 +357,8 @@ TEST_F(PostgresKeyStoreTest, BadOptionsAreRefusedBeforeConnecting) {
 
 TEST_F(PostgresKeyStoreTest, UnreachableServerIsUnavailable) {
   PostgresOptions options = Options(schema_);
-  options.conninfo = absl::StrCat("host=127.0.0.1 port=", ClosedPort(), " dbname=postgres user=kmsd");
+  options.conninfo =
+      absl::StrCat("host=127.0.0.1 port=", ClosedPort(), " dbname=postgres user=kmsd");
   auto st = PostgresKeyStore::Open(options).status();
   EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st;
 }
@@ -406,8 +409,9 @@ TEST_F(PostgresKeyStoreTest, PoolIsBoundedAndABusyPoolIsUnavailableAfterTheAcqui
   // Another session holds a lock every read waits for: both pooled sessions get stuck.
   Admin locker;
   ASSERT_TRUE(locker.ok());
-  ASSERT_TRUE(locker.Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
-                                       "\".tenants IN ACCESS EXCLUSIVE MODE"))
+  ASSERT_TRUE(locker
+                  .Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
+                                     "\".tenants IN ACCESS EXCLUSIVE MODE"))
                   .ok());
   std::vector<absl::Status> stuck(2);
   std::vector<std::thread> threads;
@@ -442,8 +446,9 @@ TEST_F(PostgresKeyStoreTest, StatementTimeoutIsUnavailable) {
   ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
   Admin locker;
   ASSERT_TRUE(locker.ok());
-  ASSERT_TRUE(locker.Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
-                                       "\".tenants IN ACCESS EXCLUSIVE MODE"))
+  ASSERT_TRUE(locker
+                  .Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
+                                     "\".tenants IN ACCESS EXCLUSIVE MODE"))
                   .ok());
   auto st = store->RotateDek("acme", 1, TestDek("acme", 2));
   EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st;
@@ -454,7 +459,7 @@ TEST_F(PostgresKeyStoreTest, StatementTimeoutIsUnavailable) {
 TEST_F(PostgresKeyStoreTest, TenantIdsOrderBytewiseLikeSqlite) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  std::vector<std::string> ids = {"b", "B", "a", "Z", "_x", "a-1", "a.1", "\xc3\xa9t\xc3\xa9",
+  std::vector<std::string> ids = {"b", "B",  "a", "Z", "_x", "a-1", "a.1", "\xc3\xa9t\xc3\xa9",
                                   "e", "10", "9"};
   for (const auto& id : ids) {
     ASSERT_TRUE(store->CreateTenant(TestTenant(id), TestDek(id, 1)).ok()) << id;
@@ -612,9 +617,9 @@ TEST_F(PostgresKeyStoreTest, DISABLED_StoreAndLeaderSurviveAServerRestart) {
     }
   });
   // The server's output must not go to this process (ctest would wait for the pipe).
-  const std::string log = absl::StrCat(::testing::TempDir(), "/pg-restart-", RandomSuffix(), ".log");
-  const std::string cmd =
-      absl::StrCat(ctl, " -m fast -w -l ", log, " restart >/dev/null 2>&1");
+  const std::string log =
+      absl::StrCat(::testing::TempDir(), "/pg-restart-", RandomSuffix(), ".log");
+  const std::string cmd = absl::StrCat(ctl, " -m fast -w -l ", log, " restart >/dev/null 2>&1");
   const int rc = std::system(cmd.c_str());
   stop.store(true);
   caller.join();
@@ -750,7 +755,8 @@ TEST_F(PostgresLeaderElectionTest, DeploymentsInDifferentSchemasElectIndependent
 
 TEST_F(PostgresLeaderElectionTest, UnreachableServerIsUnavailableAndNotLeader) {
   PostgresOptions options = Options(schema_);
-  options.conninfo = absl::StrCat("host=127.0.0.1 port=", ClosedPort(), " dbname=postgres user=kmsd");
+  options.conninfo =
+      absl::StrCat("host=127.0.0.1 port=", ClosedPort(), " dbname=postgres user=kmsd");
   auto made = PostgresLeaderElection::Create(options);
   ASSERT_TRUE(made.ok()) << made.status();
   auto led = (*made)->TryLead();
