@@ -17,6 +17,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
 
@@ -36,7 +37,8 @@ constexpr int kMaxJsonDepth = 16;
 
 // The store backends this build supports; adding one is adding it here and to
 // ValidateStore() (its own required keys).
-constexpr std::string_view kStoreBackends[] = {"sqlite"};
+constexpr std::string_view kStoreBackends[] = {"sqlite", "postgres"};
+constexpr std::string_view kSslModes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
 constexpr std::string_view kMasterKeyKinds[] = {"rsa-4096", "aes-256"};
 constexpr std::string_view kLogLevels[] = {"trace", "debug", "info", "warn", "error"};
 
@@ -228,7 +230,7 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   ObjectReader top(root, "");
   KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
                                      "policy_file", "limits", "dek_cache", "tenants",
-                                     "log_level", "lock_memory"}));
+                                     "redis", "cluster", "jwt", "log_level", "lock_memory"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -258,12 +260,50 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "store", [&](ObjectReader& r) {
     // One sub-object per backend; "postgres" joins the list with its own keys.
-    KMS_RETURN_IF_ERROR(r.CheckKeys({"backend", "sqlite"}));
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"backend", "sqlite", "postgres"}));
     KMS_RETURN_IF_ERROR(r.GetString("backend", &c.store.backend));
-    return WithObject(r, "sqlite", [&](ObjectReader& s) {
+    KMS_RETURN_IF_ERROR(WithObject(r, "sqlite", [&](ObjectReader& s) {
       KMS_RETURN_IF_ERROR(s.CheckKeys({"path"}));
       return s.GetString("path", &c.store.sqlite_path);
+    }));
+    return WithObject(r, "postgres", [&](ObjectReader& s) {
+      PostgresConfig& pg = c.store.postgres;
+      KMS_RETURN_IF_ERROR(s.CheckKeys(
+          {"conninfo", "password_file", "sslmode", "sslrootcert", "pool_size", "schema"}));
+      KMS_RETURN_IF_ERROR(s.GetString("conninfo", &pg.conninfo));
+      KMS_RETURN_IF_ERROR(s.GetString("password_file", &pg.password_file));
+      KMS_RETURN_IF_ERROR(s.GetString("sslmode", &pg.sslmode));
+      KMS_RETURN_IF_ERROR(s.GetString("sslrootcert", &pg.sslrootcert));
+      KMS_RETURN_IF_ERROR(s.GetInt("pool_size", &pg.pool_size));
+      return s.GetString("schema", &pg.schema);
     });
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "redis", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(
+        r.CheckKeys({"addr", "password_file", "connect_timeout_ms", "command_timeout_ms"}));
+    KMS_RETURN_IF_ERROR(r.GetString("addr", &c.redis.addr));
+    KMS_RETURN_IF_ERROR(r.GetString("password_file", &c.redis.password_file));
+    KMS_RETURN_IF_ERROR(r.GetInt64("connect_timeout_ms", &c.redis.connect_timeout_ms));
+    return r.GetInt64("command_timeout_ms", &c.redis.command_timeout_ms);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "cluster", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"poll_interval_seconds"}));
+    return r.GetInt64("poll_interval_seconds", &c.cluster.poll_interval_seconds);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "jwt", [&](ObjectReader& r) {
+    JwtConfig& j = c.jwt;
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"issuer", "max_ttl_seconds", "clock_skew_seconds",
+                                     "jwks_cache_seconds", "rotation_period_seconds",
+                                     "key_max_age_seconds", "fail_closed_when_critical",
+                                     "max_claims_bytes"}));
+    KMS_RETURN_IF_ERROR(r.GetString("issuer", &j.issuer));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_ttl_seconds", &j.max_ttl_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("clock_skew_seconds", &j.clock_skew_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("jwks_cache_seconds", &j.jwks_cache_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("rotation_period_seconds", &j.rotation_period_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("key_max_age_seconds", &j.key_max_age_seconds));
+    KMS_RETURN_IF_ERROR(r.GetBool("fail_closed_when_critical", &j.fail_closed_when_critical));
+    return r.GetInt64("max_claims_bytes", &j.max_claims_bytes);
   }));
   KMS_RETURN_IF_ERROR(top.GetString("policy_file", &c.policy_file));
   KMS_RETURN_IF_ERROR(WithObject(top, "limits", [&](ObjectReader& r) {
@@ -377,6 +417,53 @@ void ValidateStore(Errors& errors, const StoreConfig& store) {
   if (store.backend == "sqlite" && store.sqlite_path.empty()) {
     errors.Add("store.sqlite.path", "required when store.backend is sqlite");
   }
+  if (store.backend == "postgres") {
+    const PostgresConfig& pg = store.postgres;
+    if (pg.conninfo.empty()) {
+      errors.Add("store.postgres.conninfo", "required when store.backend is postgres");
+    } else if (absl::StrContains(absl::AsciiStrToLower(pg.conninfo), "password")) {
+      errors.Add("store.postgres.conninfo",
+                 "must not carry a password: put it in the file store.postgres.password_file names");
+    }
+    if (!pg.password_file.empty()) CheckReadableFile(errors, "store.postgres.password_file", pg.password_file);
+    if (!pg.sslmode.empty() && !OneOf(pg.sslmode, kSslModes)) {
+      errors.Add("store.postgres.sslmode",
+                 absl::StrCat("'", pg.sslmode, "' must be one of ", Alternatives(kSslModes)));
+    }
+    if (!pg.sslrootcert.empty()) CheckReadableFile(errors, "store.postgres.sslrootcert", pg.sslrootcert);
+    if ((pg.sslmode == "verify-ca" || pg.sslmode == "verify-full") && pg.sslrootcert.empty()) {
+      errors.Add("store.postgres.sslrootcert", "required with sslmode verify-ca / verify-full");
+    }
+    CheckRange(errors, "store.postgres.pool_size", pg.pool_size, 1, 256);
+    if (pg.schema.empty() || pg.schema.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") !=
+                                 std::string::npos) {
+      errors.Add("store.postgres.schema", "must be 1 or more of [a-z0-9_]");
+    }
+  }
+}
+
+void ValidateRedis(Errors& errors, const RedisConfig& redis) {
+  if (redis.addr.empty()) return;
+  if (redis.addr.rfind("unix:", 0) == 0) {
+    if (redis.addr.size() <= 5 || redis.addr[5] != '/') {
+      errors.Add("redis.addr", "unix sockets are given as unix:/absolute/path");
+    }
+  } else {
+    CheckListen(errors, "redis.addr", redis.addr);
+  }
+  if (!redis.password_file.empty()) CheckReadableFile(errors, "redis.password_file", redis.password_file);
+  CheckRange(errors, "redis.connect_timeout_ms", redis.connect_timeout_ms, 1, 60000);
+  CheckRange(errors, "redis.command_timeout_ms", redis.command_timeout_ms, 1, 60000);
+}
+
+void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
+  CheckRange(errors, "jwt.max_ttl_seconds", jwt.max_ttl_seconds, 1, 86400);
+  CheckRange(errors, "jwt.clock_skew_seconds", jwt.clock_skew_seconds, 0, 3600);
+  CheckRange(errors, "jwt.jwks_cache_seconds", jwt.jwks_cache_seconds, 1, 86400);
+  CheckRange(errors, "jwt.rotation_period_seconds", jwt.rotation_period_seconds, 60,
+             int64_t{10} * 365 * 86400);
+  CheckRange(errors, "jwt.key_max_age_seconds", jwt.key_max_age_seconds, 1, int64_t{365} * 86400);
+  CheckRange(errors, "jwt.max_claims_bytes", jwt.max_claims_bytes, 16, 1 << 20);
 }
 
 }  // namespace
@@ -421,6 +508,9 @@ absl::Status ValidateConfig(const Config& c) {
   }
 
   ValidateStore(errors, c.store);
+  ValidateRedis(errors, c.redis);
+  CheckRange(errors, "cluster.poll_interval_seconds", c.cluster.poll_interval_seconds, 1, 3600);
+  ValidateJwt(errors, c.jwt);
   CheckReadableFile(errors, "policy_file", c.policy_file);
 
   CheckRange(errors, "limits.max_plaintext_bytes", c.limits.max_plaintext_bytes, 1,
@@ -458,7 +548,8 @@ absl::StatusOr<Config> ParseConfig(std::string_view json_text, const std::string
 
   for (std::string* path : {&c.tls.cert_file, &c.tls.key_file, &c.tls.client_ca_file,
                             &c.hsm.pin_file, &c.hsm.softhsm2_conf, &c.store.sqlite_path,
-                            &c.policy_file}) {
+                            &c.store.postgres.password_file, &c.store.postgres.sslrootcert,
+                            &c.redis.password_file, &c.policy_file}) {
     ResolvePath(base_dir, *path);
   }
   // A bare library name is for the dynamic loader's search path; only a relative path

@@ -30,9 +30,44 @@ struct HsmConfig {
   std::string softhsm2_conf;
 };
 
+struct PostgresConfig {
+  // libpq connection string without a password ("host=db port=5432 dbname=kms user=kmsd").
+  std::string conninfo;
+  std::string password_file;  // the password, read from this file
+  std::string sslmode;        // "" (leave to conninfo) | disable | require | verify-ca | verify-full ...
+  std::string sslrootcert;    // CA file for verify-ca / verify-full
+  int pool_size = 8;
+  std::string schema = "kmsd";
+};
+
 struct StoreConfig {
-  std::string backend = "sqlite";  // "sqlite" (| "postgres", cluster issue)
+  std::string backend = "sqlite";  // "sqlite" | "postgres"
   std::string sqlite_path;
+  PostgresConfig postgres;
+};
+
+// Redis / Valkey, optional: invalidation events between replicas and global rate limits.
+struct RedisConfig {
+  std::string addr;  // "host:port" or "unix:/path"; empty: no Redis
+  std::string password_file;
+  int64_t connect_timeout_ms = 500;
+  int64_t command_timeout_ms = 250;
+};
+
+struct ClusterConfig {
+  // How often a replica polls the store's epoch (the coherence that works without Redis).
+  int64_t poll_interval_seconds = 10;
+};
+
+struct JwtConfig {
+  std::string issuer;                       // set as "iss" when a caller gives none
+  int64_t max_ttl_seconds = 900;            // JWT_ACCESS_TOKEN_TTL
+  int64_t clock_skew_seconds = 60;
+  int64_t jwks_cache_seconds = 300;         // pre-publish window and JWKS max-age
+  int64_t rotation_period_seconds = 7776000;  // KMS_ROTATION_PERIOD / VAULT_ROTATION_PERIOD
+  int64_t key_max_age_seconds = 604800;     // KEY_MAX_AGE
+  bool fail_closed_when_critical = false;
+  int64_t max_claims_bytes = 8192;
 };
 
 // Bytes a ciphertext envelope adds to its plaintext; max_ciphertext_bytes is always
@@ -62,6 +97,9 @@ struct Config {
   std::string policy_file;
   LimitsConfig limits;
   DekCacheConfig dek_cache;
+  RedisConfig redis;
+  ClusterConfig cluster;
+  JwtConfig jwt;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error
   bool lock_memory = true;         // mlock key pages where the process may

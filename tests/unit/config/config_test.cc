@@ -311,7 +311,7 @@ TEST_F(ConfigTest, UnsupportedStoreBackendIsRejected) {
   absl::StatusOr<Config> c = ParseWith("/store/backend", "mysql");
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(Message(c.status()),
-              HasSubstr("store.backend: 'mysql' is not supported (use sqlite)"));
+              HasSubstr("store.backend: 'mysql' is not supported (use sqlite"));
 }
 
 TEST_F(ConfigTest, MasterKeyKindMustBeRsa4096OrAes256) {
@@ -475,7 +475,11 @@ TEST(ExampleConfigTest, ExampleHasEveryKeyAndNoUnknownOne) {
         "/hsm/softhsm2_conf", "/store/backend", "/store/sqlite/path", "/policy_file",
         "/limits/max_plaintext_bytes", "/limits/max_batch_items", "/limits/max_context_pairs",
         "/limits/max_context_bytes", "/dek_cache/ttl_seconds", "/dek_cache/max_entries",
-        "/tenants/auto_create", "/log_level", "/lock_memory"}) {
+        "/tenants/auto_create", "/log_level", "/lock_memory", "/redis/addr",
+        "/redis/password_file", "/redis/connect_timeout_ms", "/redis/command_timeout_ms",
+        "/cluster/poll_interval_seconds", "/jwt/issuer", "/jwt/max_ttl_seconds",
+        "/jwt/clock_skew_seconds", "/jwt/jwks_cache_seconds", "/jwt/rotation_period_seconds",
+        "/jwt/key_max_age_seconds", "/jwt/fail_closed_when_critical", "/jwt/max_claims_bytes"}) {
     EXPECT_TRUE(flat.contains(key)) << key;
   }
 
@@ -494,6 +498,46 @@ TEST(ExampleConfigTest, ExampleHasEveryKeyAndNoUnknownOne) {
     EXPECT_THAT(Message(c.status()), Not(HasSubstr("expected")));
     EXPECT_THAT(Message(c.status()), Not(HasSubstr("must")));
   }
+}
+
+TEST(ClusterExampleConfigTest, ClusterExampleUsesPostgresAndRedisWithEveryTheirKey) {
+  std::ifstream in(KMS_CLUSTER_EXAMPLE_CONFIG);
+  ASSERT_TRUE(in) << KMS_CLUSTER_EXAMPLE_CONFIG;
+  std::stringstream text;
+  text << in.rdbuf();
+  Json flat = Json::parse(text.str()).flatten();
+  EXPECT_EQ(flat["/store/backend"], "postgres");
+  for (const char* key : {"/store/postgres/conninfo", "/store/postgres/password_file",
+                          "/store/postgres/sslmode", "/store/postgres/sslrootcert",
+                          "/store/postgres/pool_size", "/store/postgres/schema", "/redis/addr"}) {
+    EXPECT_TRUE(flat.contains(key)) << key;
+  }
+  absl::StatusOr<Config> c = ParseConfig(text.str(), "/etc/kmsd");
+  if (!c.ok()) {
+    EXPECT_THAT(Message(c.status()), Not(HasSubstr("unknown key")));
+    EXPECT_THAT(Message(c.status()), Not(HasSubstr("expected")));
+    EXPECT_THAT(Message(c.status()), Not(HasSubstr("must")));
+  }
+}
+
+TEST_F(ConfigTest, PostgresBackendNeedsAConninfoWithoutPassword) {
+  absl::StatusOr<Config> c = ParseWith("/store/backend", "postgres");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c.status()), HasSubstr("store.postgres.conninfo: required"));
+}
+
+TEST_F(ConfigTest, RedisAddressMustBeHostPortOrUnixPath) {
+  EXPECT_TRUE(ParseWith("/redis/addr", "127.0.0.1:6379").ok());
+  EXPECT_TRUE(ParseWith("/redis/addr", "unix:/run/redis.sock").ok());
+  absl::StatusOr<Config> c = ParseWith("/redis/addr", "unix:relative.sock");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c.status()), HasSubstr("redis.addr"));
+}
+
+TEST_F(ConfigTest, JwtLifetimesAreRangeChecked) {
+  absl::StatusOr<Config> c = ParseWith("/jwt/max_ttl_seconds", 0);
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(Message(c.status()), HasSubstr("jwt.max_ttl_seconds"));
 }
 
 }  // namespace
