@@ -15,9 +15,11 @@ kms_services_start() {
   chmod 755 "$KMS_SERVICES_DIR"
   local pgbin=/usr/lib/postgresql/15/bin
   if [[ -x $pgbin/initdb ]]; then
-    local pgdata=$KMS_SERVICES_DIR/pg port pw
-    mkdir -p "$pgdata" "$KMS_SERVICES_DIR/pgsock"
-    chown postgres:postgres "$pgdata" "$KMS_SERVICES_DIR/pgsock"
+    # Everything the server writes lives in a directory the postgres user owns.
+    local pgroot=$KMS_SERVICES_DIR/pg port pw
+    local pgdata=$pgroot/data
+    mkdir -p "$pgdata" "$pgroot/sock"
+    chown -R postgres:postgres "$pgroot"
     pw=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
     printf '%s' "$pw" > "$KMS_SERVICES_DIR/pg.pw"
     chmod 600 "$KMS_SERVICES_DIR/pg.pw"
@@ -27,8 +29,8 @@ kms_services_start() {
       --pwfile="$KMS_SERVICES_DIR/pg.pw.init" >"$KMS_SERVICES_DIR/initdb.log" 2>&1
     rm -f "$KMS_SERVICES_DIR/pg.pw.init"
     port=$(kms_free_port)
-    runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -l "$KMS_SERVICES_DIR/pg.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $KMS_SERVICES_DIR/pgsock -c fsync=off" start >/dev/null
+    runuser -u postgres -- "$pgbin/pg_ctl" -D "$pgdata" -l "$pgroot/server.log" -w \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $pgroot/sock -c fsync=off" start >/dev/null
     export KMS_TEST_PG_CONNINFO="host=127.0.0.1 port=$port dbname=postgres user=kmsd"
     export KMS_TEST_PG_PASSWORD_FILE=$KMS_SERVICES_DIR/pg.pw
     export KMS_TEST_PG_CTL="runuser -u postgres -- $pgbin/pg_ctl -D $pgdata"
