@@ -83,8 +83,12 @@ absl::Status ApplyEnvironmentOverrides(JwtServiceOptions& options,
   for (const auto& [name, field] : vars) {
     const char* value = getenv(name);
     if (value == nullptr || *value == '\0') continue;
+    const std::string_view text(value);
     int64_t parsed = 0;
-    if (!absl::SimpleAtoi(value, &parsed) || parsed <= 0 || parsed > kTenYears) {
+    const bool digits_only = text.size() <= 18 && std::all_of(text.begin(), text.end(), [](char c) {
+      return c >= '0' && c <= '9';
+    });
+    if (!digits_only || !absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &parsed) || parsed <= 0 || parsed > kTenYears) {
       return absl::InvalidArgumentError(
           absl::StrCat(name, " must be a positive whole number of seconds (at most ", kTenYears,
                        ")"));
@@ -198,14 +202,16 @@ KeyLifecycleState JwtService::Apply(KeyLifecycleState state, KeyLifecycleEvent e
 KeyLifecycleState JwtService::EffectiveState(const View& view, int64_t now) const {
   S s = view.state;
   if (s == S::kLoading) return s;
-  if (!view.backends_ok) {
-    if (s == S::kActive || s == S::kDualActive) s = Apply(s, E::kBackendDown);
-    if (s == S::kDegraded && now - view.degraded_since >= options_.key_max_age_seconds) {
-      s = Apply(s, E::kMaxAgeExceeded);
-    }
-  } else if (s == S::kDegraded) {
-    s = Apply(s, E::kBackendUp);
+  if (!view.backends_ok && (s == S::kActive || s == S::kDualActive)) {
+    s = Apply(s, E::kBackendDown);
   }
+  // Before BackendUp: an outage that outlived KEY_MAX_AGE is Critical even when the
+  // probe that ends it is the first one after the limit.
+  if (s == S::kDegraded && view.degraded_since != 0 &&
+      now - view.degraded_since >= options_.key_max_age_seconds) {
+    s = Apply(s, E::kMaxAgeExceeded);
+  }
+  if (view.backends_ok && s == S::kDegraded) s = Apply(s, E::kBackendUp);
   const bool dual = DualActive(view, now);
   if (s == S::kActive && dual) {
     s = Apply(s, E::kNextKeyActivated);
