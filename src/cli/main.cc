@@ -180,6 +180,21 @@ int main(int argc, char** argv) {
   kek->fallthrough();
   auto* kek_rotate = kek->add_subcommand("rotate", "Create the next KEK version in the HSM");
 
+  auto* jwt = app.add_subcommand("jwt", "ES256 access tokens");
+  jwt->require_subcommand(1);
+  jwt->fallthrough();
+  std::string claims, token;
+  uint32_t ttl = 0;
+  auto* jwt_sign = jwt->add_subcommand("sign", "Sign claims (a JSON object); prints the token");
+  jwt_sign->add_option("--claims", claims, "Claims JSON object (default: stdin)");
+  jwt_sign->add_option("--ttl", ttl, "Lifetime in seconds (default and maximum: JWT_ACCESS_TOKEN_TTL)");
+  auto* jwt_verify = jwt->add_subcommand("verify", "Verify a token (--token or stdin); prints its claims");
+  jwt_verify->add_option("--token", token, "The compact JWT (default: stdin)");
+  auto* jwt_status = jwt->add_subcommand("status", "Signing-key lifecycle state and keys");
+  auto* jwt_rotate = jwt->add_subcommand("rotate", "Start a signing-key rotation");
+  auto* jwt_ack = jwt->add_subcommand("ack", "Acknowledge Critical once the backends are back");
+  auto* jwks = app.add_subcommand("jwks", "Print the JWKS (the public keys verifiers use)");
+
   std::string data;
   std::vector<std::string> context;
   auto* encrypt = app.add_subcommand("encrypt", "Encrypt --data (or stdin); prints Base64 ciphertext");
@@ -287,6 +302,89 @@ int main(int argc, char** argv) {
       } else {
         std::cout << "primary KEK is now version " << resp.primary_kek_version() << "\n";
       }
+    } else if (*jwt_sign) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::SignJwtRequest req;
+      req.set_claims_json(jwt_sign->count("--claims") ? claims : ReadStdin());
+      req.set_ttl_seconds(ttl);
+      kms::v1::SignJwtResponse resp;
+      Check(keys->SignJwt(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"jwt", resp.jwt()}, {"kid", resp.kid()},
+                          {"issued_at_unix", resp.issued_at_unix()},
+                          {"expires_at_unix", resp.expires_at_unix()}}.dump(2) << "\n";
+      } else {
+        std::cout << resp.jwt() << "\n";
+      }
+    } else if (*jwt_verify) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::VerifyJwtRequest req;
+      req.set_jwt(Trim(jwt_verify->count("--token") ? token : ReadStdin()));
+      kms::v1::VerifyJwtResponse resp;
+      Check(keys->VerifyJwt(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"kid", resp.kid()}, {"claims", json::parse(resp.claims_json())},
+                          {"expires_at_unix", resp.expires_at_unix()}}.dump(2) << "\n";
+      } else {
+        std::cout << "valid, kid " << resp.kid() << ", expires " << resp.expires_at_unix()
+                  << " (unix)\n" << resp.claims_json() << "\n";
+      }
+    } else if (*jwt_status) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::GetJwtStatusResponse resp;
+      Check(admin->GetJwtStatus(&ctx, {}, &resp));
+      json keys_json = json::array();
+      for (const auto& k : resp.keys()) {
+        keys_json.push_back({{"kid", k.kid()}, {"phase", k.phase()},
+                             {"created_at_unix", k.created_at_unix()},
+                             {"activate_at_unix", k.activate_at_unix()},
+                             {"retire_at_unix", k.retire_at_unix()}, {"kek_version", k.kek_version()}});
+      }
+      if (as_json) {
+        std::cout << json{{"state", resp.state()}, {"signing_kid", resp.signing_kid()},
+                          {"keys", keys_json}, {"degraded_since_unix", resp.degraded_since_unix()},
+                          {"backends_ok", resp.backends_ok()}, {"last_error", resp.last_error()},
+                          {"next_rotation_at_unix", resp.next_rotation_at_unix()}}.dump(2) << "\n";
+      } else {
+        std::cout << "state: " << resp.state() << "\nsigning kid: " << resp.signing_kid() << "\n";
+        for (const auto& k : resp.keys()) {
+          std::cout << "  " << k.kid() << " " << k.phase() << ", activates " << k.activate_at_unix()
+                    << (k.retire_at_unix() ? ", retires " + std::to_string(k.retire_at_unix()) : "")
+                    << "\n";
+        }
+        if (resp.degraded_since_unix()) {
+          std::cout << "degraded since " << resp.degraded_since_unix() << ": " << resp.last_error() << "\n";
+        }
+        std::cout << "next rotation: " << resp.next_rotation_at_unix() << " (unix)\n";
+      }
+    } else if (*jwt_rotate) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::RotateJwtKeyResponse resp;
+      Check(admin->RotateJwtKey(&ctx, {}, &resp));
+      if (as_json) {
+        std::cout << json{{"new_kid", resp.new_kid()}, {"new_activate_at_unix", resp.new_activate_at_unix()},
+                          {"old_kid", resp.old_kid()}, {"old_retire_at_unix", resp.old_retire_at_unix()}}
+                         .dump(2) << "\n";
+      } else {
+        std::cout << "published " << resp.new_kid() << "; it signs from " << resp.new_activate_at_unix()
+                  << "; " << resp.old_kid() << " verifies until " << resp.old_retire_at_unix() << "\n";
+      }
+    } else if (*jwt_ack) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::AckJwtCriticalResponse resp;
+      Check(admin->AckJwtCritical(&ctx, {}, &resp));
+      std::cout << (as_json ? json{{"state", resp.state()}}.dump(2) : "state: " + resp.state()) << "\n";
+    } else if (*jwks) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::GetJwksResponse resp;
+      Check(keys->GetJwks(&ctx, {}, &resp));
+      std::cout << json::parse(resp.jwks_json()).dump(2) << "\n";
     } else if (*tenant_list) {
       json all = json::array();
       std::string token = page_token;

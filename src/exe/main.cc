@@ -45,6 +45,12 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--http-listen", dev_options.http_listen, "Dev mode HTTPS address HOST:PORT (port 0: any)")
       ->capture_default_str();
+  app.add_option("--postgres", dev_options.postgres_conninfo,
+                 "Dev mode: a libpq connection string (no password) to share one PostgreSQL between replicas");
+  app.add_option("--postgres-password-file", dev_options.postgres_password_file,
+                 "Dev mode: file holding the PostgreSQL password");
+  app.add_option("--redis", dev_options.redis_addr,
+                 "Dev mode: Redis for invalidation events and global rate limits (host:port or unix:/path)");
   app.add_option("--config", config_path, "Config file (JSON; see config/kmsd.example.json)");
   app.add_option("--issue-client-cert", issue_cert,
                  "Dev mode: issue a client certificate spiffe://kmsd.dev/NAME from the dev CA, then exit");

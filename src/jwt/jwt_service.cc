@@ -453,7 +453,7 @@ absl::Status JwtService::LoadLocked(int64_t now) {
   return absl::OkStatus();
 }
 
-absl::Status JwtService::Tick() {
+absl::Status JwtService::Tick(bool may_rotate) {
   std::lock_guard lock(maintenance_mu_);
   const int64_t now = clock_->UnixSeconds();
   auto current = Snapshot();
@@ -477,7 +477,7 @@ absl::Status JwtService::Tick() {
   }
   const S state = next->state;
   const LoadedKey& newest = next->keys.back();
-  const bool due = options_.scheduled_rotation &&
+  const bool due = options_.scheduled_rotation && may_rotate &&
                    (state == S::kActive || state == S::kDualActive) &&
                    newest.record.activate_at <= now &&
                    now - newest.record.activate_at >= options_.rotation_period_seconds;

@@ -172,8 +172,9 @@ class JwtService {
   // Periodic maintenance, every refresh_interval_seconds: loads when still Loading;
   // probes the store (re-reading keys when its epoch moved) and the HSM; applies
   // Degraded/Critical; prunes retired keys; rotates when the signing key is
-  // rotation_period old (not in Degraded/Critical). Returns the probe's error, if any.
-  absl::Status Tick();
+  // rotation_period old (not in Degraded/Critical) and `may_rotate` (only the replica
+  // that leads runs scheduled rotations). Returns the probe's error, if any.
+  absl::Status Tick(bool may_rotate = true);
   // The operator's acknowledgement of Critical. FAILED_PRECONDITION when not Critical;
   // UNAVAILABLE while a backend still fails (the state stays Critical).
   absl::Status Ack();

@@ -36,7 +36,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerCon
   absl::Status status = keys::ValidateTenantId(req->tenant_id());
   std::string identity;
   if (status.ok()) {
-    status = AuthorizeCall(*ctx, authz_, authz::Operation::kCreateTenant, req->tenant_id(), &identity);
+    status = gate_.Admit(*ctx, authz::Operation::kCreateTenant, req->tenant_id(), &identity);
   }
   if (status.ok()) {
     absl::StatusOr<keys::TenantInfo> info = keys_.CreateTenant(req->tenant_id());
@@ -53,7 +53,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContex
                                                       const v1::GetTenantRequest* req,
                                                       v1::GetTenantResponse* resp) {
   absl::Status status = keys::ValidateTenantId(req->tenant_id());
-  if (status.ok()) status = AuthorizeCall(*ctx, authz_, authz::Operation::kGetTenant, req->tenant_id());
+  if (status.ok()) status = gate_.Admit(*ctx, authz::Operation::kGetTenant, req->tenant_id());
   if (status.ok()) {
     absl::StatusOr<keys::TenantInfo> info = keys_.GetTenant(req->tenant_id());
     status = info.status();
@@ -65,7 +65,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerContext* ctx,
                                                         const v1::ListTenantsRequest* req,
                                                         v1::ListTenantsResponse* resp) {
-  absl::Status status = AuthorizeCall(*ctx, authz_, authz::Operation::kListTenants, "");
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kListTenants, "");
   int page_size = req->page_size() == 0 ? kDefaultPageSize : req->page_size();
   if (status.ok() && (page_size < 0 || page_size > kMaxPageSize)) {
     status = absl::InvalidArgumentError("page_size must be between 0 and 1000");
@@ -91,7 +91,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServer
   absl::Status status = keys::ValidateTenantId(req->tenant_id());
   std::string identity;
   if (status.ok()) {
-    status = AuthorizeCall(*ctx, authz_, authz::Operation::kRotate, req->tenant_id(), &identity);
+    status = gate_.Admit(*ctx, authz::Operation::kRotate, req->tenant_id(), &identity);
   }
   if (status.ok()) {
     absl::StatusOr<keys::TenantInfo> info = keys_.RotateTenantDek(req->tenant_id());
@@ -111,7 +111,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerCont
   absl::Status status = keys::ValidateTenantId(req->tenant_id());
   std::string identity;
   if (status.ok()) {
-    status = AuthorizeCall(*ctx, authz_, authz::Operation::kShred, req->tenant_id(), &identity);
+    status = gate_.Admit(*ctx, authz::Operation::kShred, req->tenant_id(), &identity);
   }
   if (status.ok() && req->confirm_tenant_id() != req->tenant_id()) {
     status = absl::InvalidArgumentError("confirm_tenant_id must repeat tenant_id");
@@ -127,7 +127,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContex
                                                       const v1::RotateKekRequest* req,
                                                       v1::RotateKekResponse* resp) {
   std::string identity;
-  absl::Status status = AuthorizeCall(*ctx, authz_, authz::Operation::kRotate, "", &identity);
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kRotate, "", &identity);
   if (status.ok()) {
     absl::StatusOr<uint32_t> version = keys_.RotateKek();
     status = version.status();
@@ -137,6 +137,64 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContex
     }
   }
   return Finish(ctx, status, "RotateKek");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetJwtStatus(grpc::CallbackServerContext* ctx,
+                                                         const v1::GetJwtStatusRequest* req,
+                                                         v1::GetJwtStatusResponse* resp) {
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kAdminJwt, "");
+  if (status.ok()) {
+    jwt::JwtServiceStatus s = jwt_.Status();
+    resp->set_state(s.state_name);
+    resp->set_signing_kid(s.signing_kid);
+    resp->set_degraded_since_unix(s.degraded_since);
+    resp->set_backends_ok(s.backends_ok);
+    resp->set_last_error(s.last_error);
+    resp->set_next_rotation_at_unix(s.next_rotation_at);
+    for (const jwt::JwtKeyStatus& k : s.keys) {
+      v1::JwtKeyInfo* info = resp->add_keys();
+      info->set_kid(k.kid);
+      info->set_phase(k.phase);
+      info->set_created_at_unix(k.created_at);
+      info->set_activate_at_unix(k.activate_at);
+      info->set_retire_at_unix(k.retire_at);
+      info->set_kek_version(k.kek_version);
+    }
+  }
+  return Finish(ctx, status, "GetJwtStatus");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateJwtKey(grpc::CallbackServerContext* ctx,
+                                                         const v1::RotateJwtKeyRequest* req,
+                                                         v1::RotateJwtKeyResponse* resp) {
+  std::string identity;
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kAdminJwt, "", &identity);
+  if (status.ok()) {
+    absl::StatusOr<jwt::RotationResult> rotated = jwt_.Rotate();
+    status = rotated.status();
+    if (rotated.ok()) {
+      resp->set_new_kid(rotated->new_kid);
+      resp->set_new_activate_at_unix(rotated->new_activate_at);
+      resp->set_old_kid(rotated->old_kid);
+      resp->set_old_retire_at_unix(rotated->old_retire_at);
+      spdlog::info("JWT signing key rotation by {}: {} signs from {}", identity, rotated->new_kid,
+                   rotated->new_activate_at);
+    }
+  }
+  return Finish(ctx, status, "RotateJwtKey");
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::AckJwtCritical(grpc::CallbackServerContext* ctx,
+                                                           const v1::AckJwtCriticalRequest* req,
+                                                           v1::AckJwtCriticalResponse* resp) {
+  std::string identity;
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kAdminJwt, "", &identity);
+  if (status.ok()) {
+    status = jwt_.Ack();
+    if (status.ok()) spdlog::info("JWT Critical state acknowledged by {}", identity);
+  }
+  if (status.ok()) resp->set_state(jwt_.Status().state_name);
+  return Finish(ctx, status, "AckJwtCritical");
 }
 
 absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
@@ -159,6 +217,11 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
   };
   add_backend("hsm", hsm_health);
   add_backend("store", store_health);
+  if (coordinator_.has_bus()) {
+    add_backend("redis", coordinator_.bus_healthy() ? absl::OkStatus()
+                                                    : absl::UnavailableError("unreachable"));
+  }
+  resp->set_leader(coordinator_.is_leader());
   resp->set_ready(hsm_health.ok() && store_health.ok());
 
   if (store_health.ok()) {
@@ -180,7 +243,7 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
 grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* ctx,
                                                       const v1::GetStatusRequest* req,
                                                       v1::GetStatusResponse* resp) {
-  absl::Status status = AuthorizeCall(*ctx, authz_, authz::Operation::kGetStatus, "");
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kGetStatus, "");
   if (status.ok()) status = Status(resp);
   return Finish(ctx, status, "GetStatus");
 }

@@ -4,12 +4,14 @@
 #include <chrono>
 #include <string>
 
-#include "kms/authz/authorizer.h"
+#include "src/server/rpc_auth.h"
 #include "kms/common/clock.h"
 #include "kms/hsm/hsm.h"
 #include "kms/store/key_store.h"
 #include "kms/v1/admin_service.grpc.pb.h"
+#include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
+#include "src/server/coordinator.h"
 
 namespace kms::server {
 
@@ -23,9 +25,18 @@ struct NodeInfo {
 
 class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(keys::KeyManager& keys, hsm::Hsm& hsm, store::KeyStore& store,
-                   const authz::Authorizer& authz, const Clock& clock, NodeInfo node)
-      : keys_(keys), hsm_(hsm), store_(store), authz_(authz), clock_(clock), node_(std::move(node)) {}
+  AdminServiceImpl(keys::KeyManager& keys, jwt::JwtService& jwt, hsm::Hsm& hsm,
+                   store::KeyStore& store,
+                   const CallGate& gate, const Coordinator& coordinator, const Clock& clock,
+                   NodeInfo node)
+      : keys_(keys),
+        jwt_(jwt),
+        hsm_(hsm),
+        store_(store),
+        gate_(gate),
+        coordinator_(coordinator),
+        clock_(clock),
+        node_(std::move(node)) {}
 
   grpc::ServerUnaryReactor* CreateTenant(grpc::CallbackServerContext* ctx,
                                          const v1::CreateTenantRequest* req,
@@ -45,6 +56,15 @@ class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
   grpc::ServerUnaryReactor* RotateKek(grpc::CallbackServerContext* ctx,
                                       const v1::RotateKekRequest* req,
                                       v1::RotateKekResponse* resp) override;
+  grpc::ServerUnaryReactor* GetJwtStatus(grpc::CallbackServerContext* ctx,
+                                         const v1::GetJwtStatusRequest* req,
+                                         v1::GetJwtStatusResponse* resp) override;
+  grpc::ServerUnaryReactor* RotateJwtKey(grpc::CallbackServerContext* ctx,
+                                         const v1::RotateJwtKeyRequest* req,
+                                         v1::RotateJwtKeyResponse* resp) override;
+  grpc::ServerUnaryReactor* AckJwtCritical(grpc::CallbackServerContext* ctx,
+                                           const v1::AckJwtCriticalRequest* req,
+                                           v1::AckJwtCriticalResponse* resp) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const v1::GetStatusRequest* req,
                                       v1::GetStatusResponse* resp) override;
@@ -53,9 +73,11 @@ class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
   absl::Status Status(v1::GetStatusResponse* resp);
 
   keys::KeyManager& keys_;
+  jwt::JwtService& jwt_;
   hsm::Hsm& hsm_;
   store::KeyStore& store_;
-  const authz::Authorizer& authz_;
+  const CallGate& gate_;
+  const Coordinator& coordinator_;
   const Clock& clock_;
   const NodeInfo node_;
 };

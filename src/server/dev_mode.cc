@@ -1,6 +1,7 @@
 #include "src/server/dev_mode.h"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -96,7 +97,7 @@ absl::Status EnsurePki(const fs::path& dir, config::TlsConfig& tls) {
                          dev::IssueServerCert(ca, {"localhost"}, {"127.0.0.1", "::1"}, kCertDays));
     KMS_RETURN_IF_ERROR(WriteIssued(server, tls.cert_file, tls.key_file));
   }
-  for (const char* name : {"operator", "billing"}) {
+  for (const char* name : {"operator", "billing", "iam"}) {
     if (!fs::exists(pki / "clients" / absl::StrCat(name, ".pem"))) {
       KMS_RETURN_IF_ERROR(IssueDevClientCert(dir.string(), name).status());
     }
@@ -117,7 +118,10 @@ absl::Status EnsurePolicy(const fs::path& path) {
             {{"identity", "spiffe://" + td + "/billing"},
              {"operations", {"encrypt", "decrypt"}},
              {"tenants", {"*"}},
-             {"rate_limit", {{"requests_per_second", 5000}, {"burst", 10000}}}}})}};
+             {"rate_limit", {{"requests_per_second", 5000}, {"burst", 10000}}}},
+            {{"identity", "spiffe://" + td + "/iam"},
+             {"operations", {"sign_jwt", "verify_jwt"}},
+             {"tenants", nlohmann::json::array()}}})}};
   return dev::WriteFileAtomic(path.string(), Bytes(policy.dump(2) + "\n"), 0644);
 }
 
@@ -129,11 +133,19 @@ absl::StatusOr<config::Config> PrepareDevState(const DevOptions& options) {
   KMS_RETURN_IF_ERROR(MakeDir(dir));
 
   config::Config config;
-  config.node_id = "dev";
+  // Unique per process: replicas sharing a state dir must tell their events apart.
+  config.node_id = absl::StrCat("dev-", getpid());
+  config.jwt.issuer = absl::StrCat("https://", kDevTrustDomain);
   config.grpc_listen = options.grpc_listen;
   config.http_listen = options.http_listen;
   config.store.backend = "sqlite";
   config.store.sqlite_path = (dir / "kmsd.db").string();
+  if (!options.postgres_conninfo.empty()) {
+    config.store.backend = "postgres";
+    config.store.postgres.conninfo = options.postgres_conninfo;
+    config.store.postgres.password_file = options.postgres_password_file;
+  }
+  config.redis.addr = options.redis_addr;
   config.policy_file = (dir / "policy.json").string();
   // Dev machines and CI containers often forbid mlock beyond a small limit.
   config.lock_memory = true;

@@ -5,7 +5,8 @@
 //   DIR/secrets/hsm-user.pin           the token's user PIN (0600); hsm-so.pin likewise
 //   DIR/pki/ca.pem, ca.key (0600)      a dev CA, kept so more client certificates can be issued
 //   DIR/pki/server.pem, server.key     for localhost / 127.0.0.1 / ::1
-//   DIR/pki/clients/<name>.pem, .key   "operator" (every operation) and "billing" (encrypt, decrypt)
+//   DIR/pki/clients/<name>.pem, .key   "operator" (every operation), "billing" (encrypt,
+//                                      decrypt) and "iam" (sign and verify JWTs)
 //   DIR/policy.json                    who may do what (deny by default)
 //   DIR/kmsd.db                        the SQLite key store
 //   DIR/kmsctl.json                    how kmsctl reaches this node (written once listening)
@@ -25,6 +26,11 @@ struct DevOptions {
   std::string state_dir;
   std::string grpc_listen = "127.0.0.1:8443";
   std::string http_listen = "127.0.0.1:8444";
+  // Cluster on one machine: several replicas share the state dir (token, certificates,
+  // policy) and one PostgreSQL (+ Redis), each on its own ports.
+  std::string postgres_conninfo;       // empty: SQLite in the state dir
+  std::string postgres_password_file;  // the database password, from a file
+  std::string redis_addr;              // host:port or unix:/path; empty: no Redis
 };
 
 // Creates what is missing in the state dir and returns the config to run with.

@@ -22,10 +22,10 @@ grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::S
 }
 
 // The checks every data-plane RPC makes before touching a key.
-absl::Status Admit(const grpc::CallbackServerContext& ctx, const authz::Authorizer& authz,
+absl::Status Admit(const grpc::CallbackServerContext& ctx, const CallGate& gate,
                    authz::Operation op, const std::string& tenant) {
   KMS_RETURN_IF_ERROR(keys::ValidateTenantId(tenant));
-  return AuthorizeCall(ctx, authz, op, tenant);
+  return gate.Admit(ctx, op, tenant);
 }
 
 template <typename Result>
@@ -64,7 +64,7 @@ absl::Status KeyServiceImpl::DecryptOne(const std::string& tenant, const std::st
 grpc::ServerUnaryReactor* KeyServiceImpl::Encrypt(grpc::CallbackServerContext* ctx,
                                                   const v1::EncryptRequest* req,
                                                   v1::EncryptResponse* resp) {
-  absl::Status status = Admit(*ctx, authz_, authz::Operation::kEncrypt, req->tenant_id());
+  absl::Status status = Admit(*ctx, gate_, authz::Operation::kEncrypt, req->tenant_id());
   if (status.ok()) status = EncryptOne(req->tenant_id(), req->plaintext(), req->context(), resp);
   return Finish(ctx, status, "Encrypt");
 }
@@ -72,7 +72,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Encrypt(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* KeyServiceImpl::Decrypt(grpc::CallbackServerContext* ctx,
                                                   const v1::DecryptRequest* req,
                                                   v1::DecryptResponse* resp) {
-  absl::Status status = Admit(*ctx, authz_, authz::Operation::kDecrypt, req->tenant_id());
+  absl::Status status = Admit(*ctx, gate_, authz::Operation::kDecrypt, req->tenant_id());
   if (status.ok()) status = DecryptOne(req->tenant_id(), req->ciphertext(), req->context(), resp);
   return Finish(ctx, status, "Decrypt");
 }
@@ -80,7 +80,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Decrypt(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerContext* ctx,
                                                        const v1::EncryptBatchRequest* req,
                                                        v1::EncryptBatchResponse* resp) {
-  absl::Status status = Admit(*ctx, authz_, authz::Operation::kEncrypt, req->tenant_id());
+  absl::Status status = Admit(*ctx, gate_, authz::Operation::kEncrypt, req->tenant_id());
   if (status.ok()) status = ValidateBatchSize(req->items_size(), limits_);
   if (!status.ok()) return Finish(ctx, status, "EncryptBatch");
   resp->mutable_results()->Reserve(req->items_size());
@@ -96,7 +96,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerContext* ctx,
                                                        const v1::DecryptBatchRequest* req,
                                                        v1::DecryptBatchResponse* resp) {
-  absl::Status status = Admit(*ctx, authz_, authz::Operation::kDecrypt, req->tenant_id());
+  absl::Status status = Admit(*ctx, gate_, authz::Operation::kDecrypt, req->tenant_id());
   if (status.ok()) status = ValidateBatchSize(req->items_size(), limits_);
   if (!status.ok()) return Finish(ctx, status, "DecryptBatch");
   resp->mutable_results()->Reserve(req->items_size());
@@ -107,6 +107,57 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerConte
     if (!item_status.ok()) SetItemError(result, item_status, "DecryptBatch");
   }
   return Finish(ctx, absl::OkStatus(), "DecryptBatch");
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::SignJwt(grpc::CallbackServerContext* ctx,
+                                                  const v1::SignJwtRequest* req,
+                                                  v1::SignJwtResponse* resp) {
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kSignJwt, "");
+  if (status.ok()) {
+    absl::StatusOr<jwt::SignedJwt> signed_jwt = jwt_.Sign(req->claims_json(), req->ttl_seconds());
+    status = signed_jwt.status();
+    if (signed_jwt.ok()) {
+      resp->set_jwt(std::move(signed_jwt->jwt));
+      resp->set_kid(signed_jwt->kid);
+      resp->set_issued_at_unix(signed_jwt->issued_at);
+      resp->set_expires_at_unix(signed_jwt->expires_at);
+    }
+  }
+  return Finish(ctx, status, "SignJwt");
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::VerifyJwt(grpc::CallbackServerContext* ctx,
+                                                    const v1::VerifyJwtRequest* req,
+                                                    v1::VerifyJwtResponse* resp) {
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kVerifyJwt, "");
+  if (status.ok() && req->jwt().size() > 16 * 1024) {
+    status = absl::InvalidArgumentError("jwt is larger than 16 KiB");
+  }
+  if (status.ok()) {
+    absl::StatusOr<jwt::VerifiedJwt> verified = jwt_.Verify(req->jwt());
+    status = verified.status();
+    if (verified.ok()) {
+      resp->set_kid(verified->kid);
+      resp->set_claims_json(verified->claims_json);
+      resp->set_expires_at_unix(verified->expires_at);
+    }
+  }
+  return Finish(ctx, status, "VerifyJwt");
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::GetJwks(grpc::CallbackServerContext* ctx,
+                                                  const v1::GetJwksRequest* req,
+                                                  v1::GetJwksResponse* resp) {
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kVerifyJwt, "");
+  if (status.ok()) {
+    absl::StatusOr<jwt::JwksDocument> jwks = jwt_.Jwks();
+    status = jwks.status();
+    if (jwks.ok()) {
+      resp->set_jwks_json(jwks->json);
+      resp->set_max_age_seconds(jwks->max_age_seconds);
+    }
+  }
+  return Finish(ctx, status, "GetJwks");
 }
 
 }  // namespace kms::server

@@ -3,18 +3,19 @@
 // requests for that tenant, which wait on one single-flight load.
 #pragma once
 
-#include "kms/authz/authorizer.h"
+#include "src/server/rpc_auth.h"
 #include "kms/v1/key_service.grpc.pb.h"
 #include "src/config/config.h"
+#include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
 
 namespace kms::server {
 
 class KeyServiceImpl final : public kms::v1::KeyService::CallbackService {
  public:
-  KeyServiceImpl(keys::KeyManager& keys, const authz::Authorizer& authz,
+  KeyServiceImpl(keys::KeyManager& keys, jwt::JwtService& jwt, const CallGate& gate,
                  config::LimitsConfig limits)
-      : keys_(keys), authz_(authz), limits_(limits) {}
+      : keys_(keys), jwt_(jwt), gate_(gate), limits_(limits) {}
 
   grpc::ServerUnaryReactor* Encrypt(grpc::CallbackServerContext* ctx,
                                     const v1::EncryptRequest* req,
@@ -28,6 +29,13 @@ class KeyServiceImpl final : public kms::v1::KeyService::CallbackService {
   grpc::ServerUnaryReactor* DecryptBatch(grpc::CallbackServerContext* ctx,
                                          const v1::DecryptBatchRequest* req,
                                          v1::DecryptBatchResponse* resp) override;
+  grpc::ServerUnaryReactor* SignJwt(grpc::CallbackServerContext* ctx, const v1::SignJwtRequest* req,
+                                    v1::SignJwtResponse* resp) override;
+  grpc::ServerUnaryReactor* VerifyJwt(grpc::CallbackServerContext* ctx,
+                                      const v1::VerifyJwtRequest* req,
+                                      v1::VerifyJwtResponse* resp) override;
+  grpc::ServerUnaryReactor* GetJwks(grpc::CallbackServerContext* ctx, const v1::GetJwksRequest* req,
+                                    v1::GetJwksResponse* resp) override;
 
  private:
   absl::Status EncryptOne(const std::string& tenant, const std::string& plaintext,
@@ -36,7 +44,8 @@ class KeyServiceImpl final : public kms::v1::KeyService::CallbackService {
                           const google::protobuf::Map<std::string, std::string>& context, v1::DecryptResponse* out);
 
   keys::KeyManager& keys_;
-  const authz::Authorizer& authz_;
+  jwt::JwtService& jwt_;
+  const CallGate& gate_;
   const config::LimitsConfig limits_;
 };
 

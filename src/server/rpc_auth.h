@@ -1,4 +1,6 @@
-// Per-RPC authorization: the caller's certificate identity against the policy.
+// CallGate: what every RPC passes before it does anything — the caller's certificate
+// identity, the policy's grant for the operation and tenant, and the identity's rate
+// limit (global through Redis when configured, else per replica).
 #pragma once
 
 #include <string>
@@ -6,13 +8,25 @@
 
 #include "grpcpp/server_context.h"
 #include "kms/authz/authorizer.h"
+#include "kms/coord/coordination.h"
+#include "src/authz/policy.h"
 
 namespace kms::server {
 
-// The identity of the caller; PERMISSION_DENIED when it may not perform `op` on
-// `tenant_id` (or has no identity at all).
-absl::Status AuthorizeCall(const grpc::CallbackServerContext& ctx, const authz::Authorizer& authz,
-                           authz::Operation op, std::string_view tenant_id,
-                           std::string* identity_out = nullptr);
+class CallGate {
+ public:
+  // `limiter` may be null (no rate limits enforced).
+  CallGate(const authz::PolicyAuthorizer& policy, coord::RateLimiter* limiter)
+      : policy_(policy), limiter_(limiter) {}
+
+  // OK, or PERMISSION_DENIED (no identity, or not granted), or RESOURCE_EXHAUSTED
+  // ("rate limit exceeded; retry after N ms"). Sets *identity_out when given.
+  absl::Status Admit(const grpc::CallbackServerContext& ctx, authz::Operation op,
+                     std::string_view tenant_id, std::string* identity_out = nullptr) const;
+
+ private:
+  const authz::PolicyAuthorizer& policy_;
+  coord::RateLimiter* const limiter_;
+};
 
 }  // namespace kms::server

@@ -16,10 +16,16 @@
 #include "spdlog/spdlog.h"
 #include "src/authz/policy.h"
 #include "src/hsm/pkcs11_hsm.h"
+#include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
 #include "src/server/admin_service.h"
 #include "src/server/http_server.h"
 #include "src/server/key_service.h"
+#include "src/coord/rate_limiters.h"
+#include "src/coord/redis_invalidation_bus.h"
+#include "src/server/coordinator.h"
+#include "src/store/postgres/postgres_key_store.h"
+#include "src/store/postgres/postgres_leader_election.h"
 #include "src/store/sqlite/sqlite_key_store.h"
 
 #ifndef KMSD_VERSION
@@ -38,6 +44,12 @@ struct KmsServer::Parts {
   std::unique_ptr<store::KeyStore> store;
   std::unique_ptr<authz::PolicyAuthorizer> authz;
   std::unique_ptr<keys::KeyManager> keys;
+  std::unique_ptr<jwt::JwtService> jwt;
+  std::unique_ptr<coord::InvalidationBus> bus;
+  std::unique_ptr<coord::RateLimiter> limiter;
+  std::unique_ptr<coord::LeaderElection> leader;
+  std::unique_ptr<Coordinator> coordinator;
+  std::unique_ptr<CallGate> gate;
   std::unique_ptr<KeyServiceImpl> key_service;
   std::unique_ptr<AdminServiceImpl> admin_service;
   std::unique_ptr<grpc::Server> grpc;
@@ -74,6 +86,47 @@ absl::StatusOr<T> OpenWithBackoff(const char* what, const std::atomic<bool>* sto
   }
 }
 
+store::PostgresOptions PostgresOptionsFrom(const config::Config& config) {
+  const config::PostgresConfig& pg = config.store.postgres;
+  store::PostgresOptions o;
+  o.conninfo = pg.conninfo;
+  o.password_file = pg.password_file;
+  o.sslmode = pg.sslmode;
+  o.sslrootcert = pg.sslrootcert;
+  o.pool_size = pg.pool_size;
+  o.schema = pg.schema;
+  o.application_name = "kmsd " + config.node_id;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<store::KeyStore>> OpenStore(const config::Config& config) {
+  if (config.store.backend == "postgres") {
+    KMS_ASSIGN_OR_RETURN(auto pg, store::PostgresKeyStore::Open(PostgresOptionsFrom(config)));
+    return std::unique_ptr<store::KeyStore>(std::move(pg));
+  }
+  KMS_ASSIGN_OR_RETURN(auto sqlite, store::SqliteKeyStore::Open(config.store.sqlite_path));
+  return std::unique_ptr<store::KeyStore>(std::move(sqlite));
+}
+
+// The JWT options from the config, then the environment (KEY_MAX_AGE,
+// KMS_ROTATION_PERIOD / VAULT_ROTATION_PERIOD, JWT_ACCESS_TOKEN_TTL: not secrets).
+absl::StatusOr<jwt::JwtServiceOptions> JwtOptionsFrom(const config::JwtConfig& c) {
+  jwt::JwtServiceOptions o;
+  o.issuer = c.issuer;
+  o.max_ttl_seconds = c.max_ttl_seconds;
+  o.clock_skew_seconds = c.clock_skew_seconds;
+  o.jwks_cache_seconds = c.jwks_cache_seconds;
+  o.rotation_period_seconds = c.rotation_period_seconds;
+  o.key_max_age_seconds = c.key_max_age_seconds;
+  o.fail_closed_when_critical = c.fail_closed_when_critical;
+  o.max_claims_bytes = static_cast<size_t>(c.max_claims_bytes);
+  // Ticks often enough that a replica sees another's rotation well within the window.
+  o.refresh_interval_seconds = std::clamp<int64_t>(c.jwks_cache_seconds / 4, 1, 30);
+  KMS_RETURN_IF_ERROR(jwt::ApplyEnvironmentOverrides(o));
+  KMS_RETURN_IF_ERROR(jwt::ValidateOptions(o));
+  return o;
+}
+
 std::string Hostname() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0) return "kmsd";
@@ -104,6 +157,16 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
       return p.ready ? HttpServer::Response{.body = "ready\n"}
                      : HttpServer::Response{.status = 503, .body = "loading keys\n"};
     });
+    // Public: verifiers anywhere fetch the keys; no client certificate is asked for.
+    // Routes are fixed before the listener starts; p.jwt is read only once p.ready.
+    p.http->Handle("/.well-known/jwks.json", [&p] {
+      absl::StatusOr<jwt::JwksDocument> jwks =
+          p.ready ? p.jwt->Jwks() : absl::UnavailableError("loading");
+      if (!jwks.ok()) return HttpServer::Response{.status = 503, .body = "signing keys not loaded\n"};
+      return HttpServer::Response{.content_type = "application/jwk-set+json",
+                                  .body = jwks->json,
+                                  .headers = {{"Cache-Control", jwks->CacheControl()}}};
+    });
     p.http->Start();
   }
 
@@ -131,27 +194,66 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   }
   spdlog::info("KEKs are wrapped with {}", hsm::KekWrapMechanismName(p.hsm->kek_wrap_mechanism()));
 
-  KMS_ASSIGN_OR_RETURN(
-      p.store, OpenWithBackoff<std::unique_ptr<store::KeyStore>>(
-                   "key store", stop, [&]() -> absl::StatusOr<std::unique_ptr<store::KeyStore>> {
-                     KMS_ASSIGN_OR_RETURN(auto s, store::SqliteKeyStore::Open(config.store.sqlite_path));
-                     return std::unique_ptr<store::KeyStore>(std::move(s));
-                   }));
+  KMS_ASSIGN_OR_RETURN(p.store, OpenWithBackoff<std::unique_ptr<store::KeyStore>>(
+                                   "key store", stop, [&] { return OpenStore(config); }));
 
+  KMS_ASSIGN_OR_RETURN(jwt::JwtServiceOptions jwt_options, JwtOptionsFrom(config.jwt));
   keys::KeyManagerOptions key_options{
       .cache = {.ttl = std::chrono::seconds(config.dek_cache.ttl_seconds),
                 .max_entries = static_cast<size_t>(config.dek_cache.max_entries)},
       .auto_create_tenants = config.tenants_auto_create};
+  key_options.cache.max_stale = std::chrono::seconds(jwt_options.key_max_age_seconds);
   KMS_ASSIGN_OR_RETURN(
       p.keys, OpenWithBackoff<std::unique_ptr<keys::KeyManager>>("key hierarchy", stop, [&] {
         return keys::KeyManager::Create(p.hsm.get(), p.store.get(), &RealClock::Instance(),
                                         key_options);
       }));
 
-  p.key_service = std::make_unique<KeyServiceImpl>(*p.keys, *p.authz, config.limits);
+  KMS_ASSIGN_OR_RETURN(p.jwt, jwt::JwtService::Create(
+                                  p.hsm.get(), p.store.get(), &RealClock::Instance(),
+                                  [keys = p.keys.get()] { return keys->primary_kek_version(); },
+                                  jwt_options));
+  KMS_RETURN_IF_ERROR(OpenWithBackoff<bool>("JWT signing keys", stop, [&]() -> absl::StatusOr<bool> {
+                        KMS_RETURN_IF_ERROR(p.jwt->Load());
+                        return true;
+                      }).status());
+
+  // Coordination: Redis when configured (never required), leadership from the store.
+  const std::string node_id = config.node_id.empty() ? Hostname() : config.node_id;
+  if (!config.redis.addr.empty()) {
+    coord::RedisOptions redis{.addr = config.redis.addr,
+                              .connect_timeout = std::chrono::milliseconds(config.redis.connect_timeout_ms),
+                              .command_timeout = std::chrono::milliseconds(config.redis.command_timeout_ms),
+                              .password_file = config.redis.password_file};
+    KMS_ASSIGN_OR_RETURN(p.bus, coord::RedisInvalidationBus::Create(redis, node_id));
+    KMS_ASSIGN_OR_RETURN(p.limiter, coord::RedisRateLimiter::Create(redis));
+  } else {
+    p.limiter = std::make_unique<coord::LocalRateLimiter>();
+  }
+  if (config.store.backend == "postgres") {
+    KMS_ASSIGN_OR_RETURN(p.leader, store::PostgresLeaderElection::Create(PostgresOptionsFrom(config)));
+  } else {
+    p.leader = std::make_unique<AlwaysLeader>();
+  }
+  p.coordinator = std::make_unique<Coordinator>(
+      *p.store, *p.keys, p.bus.get(), *p.leader,
+      Coordinator::Options{.poll_interval = std::chrono::seconds(config.cluster.poll_interval_seconds)});
+  p.coordinator->AddJob("jwt", std::chrono::seconds(jwt_options.refresh_interval_seconds),
+                        [&p](bool leader) {
+                          absl::Status ticked = p.jwt->Tick(/*may_rotate=*/leader);
+                          if (!ticked.ok()) {
+                            spdlog::warn("JWT keys: {} (state {})", std::string(ticked.message()),
+                                         p.jwt->Status().state_name);
+                          }
+                        });
+  p.keys->SetChangeListener(
+      [&p](const coord::InvalidationEvent& event) { p.coordinator->Publish(event); });
+
+  p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get());
+  p.key_service = std::make_unique<KeyServiceImpl>(*p.keys, *p.jwt, *p.gate, config.limits);
   p.admin_service = std::make_unique<AdminServiceImpl>(
-      *p.keys, *p.hsm, *p.store, *p.authz, RealClock::Instance(),
-      NodeInfo{.node_id = config.node_id.empty() ? Hostname() : config.node_id,
+      *p.keys, *p.jwt, *p.hsm, *p.store, *p.gate, *p.coordinator, RealClock::Instance(),
+      NodeInfo{.node_id = node_id,
                .version = KMSD_VERSION,
                .store_backend = std::string(p.store->backend_name()),
                .master_key_kind = config.hsm.master_key_kind,
@@ -185,6 +287,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                      " (address in use, or the TLS certificate/key do not load)"));
   }
   p.grpc->GetHealthCheckService()->SetServingStatus(true);
+  p.coordinator->Start();
   p.ready = true;
   return server;
 }
@@ -200,6 +303,7 @@ void KmsServer::Shutdown() {
     p.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   }
   if (p.http) p.http->Stop();
+  if (p.coordinator) p.coordinator->Stop();
 }
 
 }  // namespace kms::server
