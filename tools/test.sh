@@ -12,6 +12,8 @@ build=${KMS_BUILD_DIR:-$root/build}
 
 "$root/tools/install-deps.sh" --test
 "$root/tools/build.sh" -DKMS_BUILD_TESTS=ON
+# jose, the JWT library outside this project that verifies kmsd's tokens (e2e).
+npm ci --silent --no-audit --no-fund --prefix "$root/tests/e2e/jwt" >/dev/null
 
 # shellcheck source=tools/test-services.sh
 source "$root/tools/test-services.sh"

@@ -15,6 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "src/dev/dev_pki.h"
 #include "tests/test_common/kmsd_process.h"
+#include "tests/e2e/e2e_support.h"
 #include "tests/test_common/temp_dir.h"
 
 namespace kms {
@@ -49,13 +50,7 @@ class KmsdE2eTest : public ::testing::Test {
   static std::string Pki(const std::string& name) { return state_ + "/pki/" + name; }
 
   static std::shared_ptr<grpc::Channel> Channel(const std::string& client) {
-    grpc::SslCredentialsOptions tls;
-    tls.pem_root_certs = Read(Pki("ca.pem"));
-    if (!client.empty()) {
-      tls.pem_cert_chain = Read(Pki("clients/" + client + ".pem"));
-      tls.pem_private_key = Read(Pki("clients/" + client + ".key"));
-    }
-    return grpc::CreateChannel(kmsd_->grpc_addr(), grpc::SslCredentials(tls));
+    return e2e::DevChannel(state_, kmsd_->grpc_addr(), client);
   }
 
   static std::unique_ptr<v1::KeyService::Stub> Keys(const std::string& client = "billing") {
@@ -65,9 +60,7 @@ class KmsdE2eTest : public ::testing::Test {
     return v1::AdminService::NewStub(Channel(client));
   }
 
-  static void Deadline(grpc::ClientContext& ctx) {
-    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-  }
+  static void Deadline(grpc::ClientContext& ctx) { e2e::Deadline(ctx); }
 
   static void CreateTenant(const std::string& id) {
     grpc::ClientContext ctx;
@@ -112,9 +105,7 @@ class KmsdE2eTest : public ::testing::Test {
     EXPECT_EQ(dec.plaintext(), "ping");
   }
 
-  static std::string Kmsctl(const std::string& args) {
-    return absl::StrCat("KMSCTL_CONFIG=", state_, "/kmsctl.json ", KMSCTL_BINARY, " ", args);
-  }
+  static std::string Kmsctl(const std::string& args) { return e2e::KmsctlCommand(state_, args); }
 
   static test::TempDir* dir_;
   static std::string state_;
@@ -418,16 +409,8 @@ TEST_F(KmsdE2eTest, HealthServiceReportsServing) {
 
 std::string ConfigJson(const std::string& state, const std::string& sqlite_path,
                        const std::string& cert_file) {
-  nlohmann::json j = {
-      {"node_id", "config-mode"},
-      {"grpc", {{"listen", "127.0.0.1:0"}}},
-      {"http", {{"listen", ""}}},
-      {"tls", {{"cert_file", cert_file}, {"key_file", state + "/pki/server.key"},
-               {"client_ca_file", state + "/pki/ca.pem"}}},
-      {"hsm", {{"token_label", "kmsd-dev"}, {"pin_file", state + "/secrets/hsm-user.pin"},
-               {"softhsm2_conf", state + "/softhsm2.conf"}}},
-      {"store", {{"backend", "sqlite"}, {"sqlite", {{"path", sqlite_path}}}}},
-      {"policy_file", state + "/policy.json"}};
+  nlohmann::json j = e2e::DevStateConfig(state, sqlite_path);
+  j["tls"]["cert_file"] = cert_file;
   return j.dump(2);
 }
 
@@ -436,13 +419,7 @@ TEST_F(KmsdE2eTest, ConfigFileModeServesFromTheSameFiles) {
       "kmsd.json", ConfigJson(state_, dir_->Join("config-mode.db"), Pki("server.pem")), 0644);
   auto p = test::KmsdProcess::Start(KMSD_BINARY, {"--config", config}, dir_->Join("config-mode.log"));
   ASSERT_TRUE(p.ok()) << p.status();
-  auto admin = v1::AdminService::NewStub([&] {
-    grpc::SslCredentialsOptions tls;
-    tls.pem_root_certs = Read(Pki("ca.pem"));
-    tls.pem_cert_chain = Read(Pki("clients/operator.pem"));
-    tls.pem_private_key = Read(Pki("clients/operator.key"));
-    return grpc::CreateChannel((*p)->grpc_addr(), grpc::SslCredentials(tls));
-  }());
+  auto admin = v1::AdminService::NewStub(e2e::DevChannel(state_, (*p)->grpc_addr(), "operator"));
   grpc::ClientContext ctx;
   Deadline(ctx);
   v1::GetStatusResponse status;
