@@ -300,7 +300,9 @@ void KmsServer::Shutdown() {
   Parts& p = *parts_;
   p.ready = false;
   if (p.grpc) {
-    p.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    // In-flight RPCs take milliseconds; gRPC also waits this long for idle client
+    // connections to go, so the grace period is short.
+    p.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }
   if (p.http) p.http->Stop();
   if (p.coordinator) p.coordinator->Stop();

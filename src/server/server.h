@@ -27,7 +27,7 @@ class KmsServer {
 
   // Blocks until Shutdown() is called from another thread.
   void Wait();
-  // Stops accepting, drains in-flight RPCs (up to 5 s), then releases the parts.
+  // Stops accepting, drains in-flight RPCs (up to 2 s), then releases the parts.
   void Shutdown();
 
   struct Parts;
