@@ -51,6 +51,9 @@ int main(int argc, char** argv) {
                  "Dev mode: file holding the PostgreSQL password");
   app.add_option("--redis", dev_options.redis_addr,
                  "Dev mode: Redis for invalidation events and global rate limits (host:port or unix:/path)");
+  app.add_option("--poll-interval", dev_options.poll_interval_seconds,
+                 "Dev mode: seconds between polls of the store's change epoch")
+      ->capture_default_str();
   app.add_option("--config", config_path, "Config file (JSON; see config/kmsd.example.json)");
   app.add_option("--issue-client-cert", issue_cert,
                  "Dev mode: issue a client certificate spiffe://kmsd.dev/NAME from the dev CA, then exit");

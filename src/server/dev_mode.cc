@@ -146,6 +146,7 @@ absl::StatusOr<config::Config> PrepareDevState(const DevOptions& options) {
     config.store.postgres.password_file = options.postgres_password_file;
   }
   config.redis.addr = options.redis_addr;
+  config.cluster.poll_interval_seconds = options.poll_interval_seconds;
   config.policy_file = (dir / "policy.json").string();
   // Dev machines and CI containers often forbid mlock beyond a small limit.
   config.lock_memory = true;

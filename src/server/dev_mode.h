@@ -31,6 +31,7 @@ struct DevOptions {
   std::string postgres_conninfo;       // empty: SQLite in the state dir
   std::string postgres_password_file;  // the database password, from a file
   std::string redis_addr;              // host:port or unix:/path; empty: no Redis
+  int64_t poll_interval_seconds = 10;  // the store-epoch poll (coherence without Redis)
 };
 
 // Creates what is missing in the state dir and returns the config to run with.
