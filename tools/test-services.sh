@@ -10,8 +10,14 @@ kms_free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
+# kms_services_start [DIR]: DIR (created) or a new temp dir holds the services' data.
 kms_services_start() {
-  KMS_SERVICES_DIR=$(mktemp -d /tmp/kmsd-services.XXXXXX)
+  if [[ -n "${1:-}" ]]; then
+    KMS_SERVICES_DIR=$1
+    mkdir -p "$KMS_SERVICES_DIR"
+  else
+    KMS_SERVICES_DIR=$(mktemp -d /tmp/kmsd-services.XXXXXX)
+  fi
   chmod 755 "$KMS_SERVICES_DIR"
   local pgbin=/usr/lib/postgresql/15/bin
   if [[ -x $pgbin/initdb ]]; then
@@ -59,4 +65,15 @@ kms_services_stop() {
   fi
   rm -rf "$KMS_SERVICES_DIR"
   return $rc
+}
+
+# Writes the variables above to FILE, for a later shell to source.
+kms_services_save() {
+  {
+    printf 'export KMS_SERVICES_DIR=%q\n' "$KMS_SERVICES_DIR"
+    printf 'export KMS_TEST_PG_CONNINFO=%q\n' "$KMS_TEST_PG_CONNINFO"
+    printf 'export KMS_TEST_PG_PASSWORD_FILE=%q\n' "$KMS_TEST_PG_PASSWORD_FILE"
+    printf 'export KMS_TEST_PG_CTL=%q\n' "$KMS_TEST_PG_CTL"
+    printf 'export KMS_TEST_REDIS_ADDR=%q\n' "$KMS_TEST_REDIS_ADDR"
+  } > "$1"
 }

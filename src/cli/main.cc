@@ -236,13 +236,15 @@ int main(int argc, char** argv) {
                           {"store_backend", resp.store_backend()},
                           {"primary_kek_version", resp.primary_kek_version()},
                           {"kek_versions", keks}, {"tenant_count", resp.tenant_count()},
-                          {"dek_cache_entries", resp.dek_cache_entries()}, {"backends", backends}}
+                          {"dek_cache_entries", resp.dek_cache_entries()}, {"backends", backends},
+                          {"leader", resp.leader()}, {"jwt_state", resp.jwt_state()}}
                          .dump(2)
                   << "\n";
       } else {
         std::cout << "kmsd " << resp.version() << " on " << resp.node_id()
                   << (resp.ready() ? " (ready)" : " (NOT ready)") << ", up " << resp.uptime_seconds()
-                  << " s\nmaster key: " << resp.master_key_kind() << "\nstore: " << resp.store_backend()
+                  << " s" << (resp.leader() ? ", leader" : "") << "\nmaster key: " << resp.master_key_kind()
+                  << "\nstore: " << resp.store_backend() << "\nJWT signing keys: " << resp.jwt_state()
                   << "\nprimary KEK: v" << resp.primary_kek_version() << "\n";
         for (const auto& k : resp.kek_versions()) {
           std::cout << "  KEK v" << k.version() << " " << k.state() << ", age " << k.age_seconds()

@@ -222,6 +222,7 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
                                                     : absl::UnavailableError("unreachable"));
   }
   resp->set_leader(coordinator_.is_leader());
+  resp->set_jwt_state(jwt_.Status().state_name);
   resp->set_ready(hsm_health.ok() && store_health.ok());
 
   if (store_health.ok()) {
