@@ -136,6 +136,15 @@ void DekCache::InvalidateTenant(const std::string& tenant_id) {
   shard.tenants.erase(it);
 }
 
+void DekCache::ForEach(const std::function<void(const std::shared_ptr<const DekEntry>&)>& fn) const {
+  for (const auto& shard : shards_) {
+    std::shared_lock lock(shard->mu);
+    for (const auto& [tenant, slot] : shard->tenants) {
+      for (const auto& [version, entry] : slot.versions) fn(entry);
+    }
+  }
+}
+
 void DekCache::Clear() {
   for (auto& shard : shards_) {
     std::unique_lock lock(shard->mu);

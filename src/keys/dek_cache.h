@@ -41,8 +41,10 @@ struct DekEntry {
   uint32_t kek_version = 0;
   std::unique_ptr<crypto::AesGcmKey> key;
   std::chrono::steady_clock::time_point loaded_at;
-  // Encryptions made with this entry since it was loaded (for the DEK's budget).
+  // Encryptions made with this entry and not yet added to the store's count.
   mutable std::atomic<uint64_t> encryptions{0};
+  // The store's count when loaded, plus what this replica has flushed since.
+  mutable std::atomic<uint64_t> counted{0};
 };
 
 class DekCache {
@@ -64,6 +66,8 @@ class DekCache {
                                                             uint32_t version, const Loader& loader);
 
   void InvalidateTenant(const std::string& tenant_id);
+  // Calls `fn` with every numbered entry (under each shard's shared lock: keep it short).
+  void ForEach(const std::function<void(const std::shared_ptr<const DekEntry>&)>& fn) const;
   void Clear();
   size_t size() const;  // numbered entries
 

@@ -130,6 +130,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
   entry->kek_version = td->dek.kek_version;
   entry->key = std::move(key);
   entry->loaded_at = clock_->Now();
+  entry->counted = td->dek.encryptions;
   return std::shared_ptr<const DekEntry>(std::move(entry));
 }
 
@@ -252,6 +253,44 @@ absl::StatusOr<uint32_t> KeyManager::RotateKek() {
                hsm::WrappedKekMechanismName(wrapped).value_or("unknown"));
   Notify(coord::InvalidationEvent::Kind::kKek, "");
   return next;
+}
+
+absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
+  std::vector<std::shared_ptr<const DekEntry>> entries;
+  cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
+    if (e->encryptions.load(std::memory_order_relaxed) > 0) entries.push_back(e);
+  });
+  absl::Status first_error;
+  std::vector<std::string> over_budget;
+  for (const auto& e : entries) {
+    const uint64_t delta = e->encryptions.exchange(0);
+    if (delta == 0) continue;
+    absl::Status added = store_->AddEncryptions(e->tenant_id, e->version, delta);
+    if (!added.ok()) {
+      e->encryptions.fetch_add(delta);  // try again at the next flush
+      if (first_error.ok()) first_error = added;
+      continue;
+    }
+    if (e->counted.fetch_add(delta) + delta >= options_.dek_encryption_budget) {
+      over_budget.push_back(e->tenant_id);
+    }
+  }
+  int rotated = 0;
+  for (const std::string& tenant : over_budget) {
+    // Only the primary version needs rotating; another replica may have done it already.
+    absl::StatusOr<store::KeyStore::TenantDek> td = store_->GetTenantDek(tenant, 0);
+    if (!td.ok() || td->dek.encryptions < options_.dek_encryption_budget) continue;
+    absl::StatusOr<TenantInfo> info = RotateTenantDek(tenant);
+    if (info.ok()) {
+      ++rotated;
+      spdlog::info("tenant {}: DEK version {} passed its encryption budget; rotated to {}", tenant,
+                   td->dek.version, info->tenant.primary_dek_version);
+    } else if (!absl::IsAborted(info.status())) {
+      spdlog::warn("tenant {}: budget rotation failed: {}", tenant, std::string(info.status().message()));
+    }
+  }
+  if (!first_error.ok()) return first_error;
+  return rotated;
 }
 
 void KeyManager::SetChangeListener(std::function<void(const coord::InvalidationEvent&)> listener) {

@@ -29,6 +29,10 @@ namespace kms::keys {
 struct KeyManagerOptions {
   DekCache::Options cache;
   bool auto_create_tenants = false;
+  // Random 96-bit nonces allow at most 2^32 encryptions per key (NIST SP 800-38D); a
+  // tenant's DEK is rotated once its count passes this, leaving room for the counts
+  // other replicas have not flushed yet.
+  uint64_t dek_encryption_budget = uint64_t{1} << 31;
 };
 
 struct TenantInfo {
@@ -74,6 +78,11 @@ class KeyManager {
   // Creates the next KEK version in the HSM and makes it primary for new DEKs.
   // Existing DEKs stay wrapped under their KEK version, which stays loaded.
   absl::StatusOr<uint32_t> RotateKek();
+
+  // Adds the encryptions made since the last flush to the store's per-DEK counts, and
+  // rotates any tenant whose primary DEK has passed its budget. Run periodically.
+  // Returns how many tenants were rotated.
+  absl::StatusOr<int> FlushEncryptionCounts();
 
   // --- Coherence between replicas
   // Called after every change this node makes, for the invalidation bus.

@@ -246,6 +246,12 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                                          p.jwt->Status().state_name);
                           }
                         });
+  p.coordinator->AddJob("dek-usage", std::chrono::seconds(10), [&p](bool) {
+    absl::StatusOr<int> flushed = p.keys->FlushEncryptionCounts();
+    if (!flushed.ok()) {
+      spdlog::warn("DEK usage counts not flushed: {}", std::string(flushed.status().message()));
+    }
+  });
   p.keys->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.coordinator->Publish(event); });
 

@@ -33,7 +33,7 @@ class KeyManagerTest : public ::testing::Test {
   void SetUp() override { Open(); }
 
   // (Re)opens every part, as a restarted process would.
-  void Open(bool auto_create = false) {
+  void Open(bool auto_create = false, uint64_t budget = uint64_t{1} << 31) {
     keys_.reset();
     hsm_.reset();
     store_.reset();
@@ -46,7 +46,8 @@ class KeyManagerTest : public ::testing::Test {
     sqlite_ = std::move(*sqlite);
     store_ = std::make_unique<testing::InjectingKeyStore>(sqlite_.get());
     auto keys = KeyManager::Create(hsm_.get(), store_.get(), &clock_,
-                                   KeyManagerOptions{.auto_create_tenants = auto_create});
+                                   KeyManagerOptions{.auto_create_tenants = auto_create,
+                                                     .dek_encryption_budget = budget});
     ASSERT_TRUE(keys.ok()) << keys.status();
     keys_ = std::move(*keys);
   }
@@ -198,6 +199,34 @@ TEST_F(KeyManagerTest, StoreOutageServesCachedTenantsAndFailsFastForOthers) {
   clock_.Advance(std::chrono::hours(2));
   EXPECT_EQ(Decrypt("cached", ct).value(), "still here");
   store_->SetUnavailable(false);
+}
+
+TEST_F(KeyManagerTest, EncryptionCountsReachTheStoreAndABudgetRotatesTheDek) {
+  Open(/*auto_create=*/false, /*budget=*/10);
+  ASSERT_TRUE(keys_->CreateTenant("counted").ok());
+  for (int i = 0; i < 6; ++i) Encrypt("counted", "x");
+  ASSERT_EQ(keys_->FlushEncryptionCounts().value(), 0);
+  EXPECT_EQ(sqlite_->GetTenantDek("counted", 1)->dek.encryptions, 6u);
+  EXPECT_EQ(keys_->FlushEncryptionCounts().value(), 0);  // nothing new: nothing added
+  EXPECT_EQ(sqlite_->GetTenantDek("counted", 1)->dek.encryptions, 6u);
+
+  for (int i = 0; i < 5; ++i) Encrypt("counted", "x");  // 11 > budget of 10
+  EXPECT_EQ(keys_->FlushEncryptionCounts().value(), 1);
+  EXPECT_EQ(sqlite_->GetTenant("counted")->primary_dek_version, 2u);
+  std::string ct;
+  uint32_t version = 0;
+  ASSERT_TRUE(keys_->Encrypt("counted", {}, Bytes("y"), &ct, &version).ok());
+  EXPECT_EQ(version, 2u);
+}
+
+TEST_F(KeyManagerTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
+  ASSERT_TRUE(keys_->CreateTenant("outage").ok());
+  for (int i = 0; i < 3; ++i) Encrypt("outage", "x");
+  store_->SetUnavailable(true);
+  EXPECT_FALSE(keys_->FlushEncryptionCounts().ok());
+  store_->SetUnavailable(false);
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(sqlite_->GetTenantDek("outage", 1)->dek.encryptions, 3u);
 }
 
 }  // namespace
