@@ -1,5 +1,7 @@
 #include "src/crypto/aes_gcm.h"
 
+#include <unistd.h>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -186,6 +188,28 @@ absl::Status RandomBytes(std::span<uint8_t> out) {
     p += chunk;
     left -= chunk;
   }
+  return absl::OkStatus();
+}
+
+absl::Status NonceBytes(std::span<uint8_t, kAesGcmNonceSize> out) {
+  constexpr size_t kBufferSize = 4092;  // a multiple of the nonce size
+  struct Buffer {
+    uint8_t bytes[kBufferSize];
+    size_t used = kBufferSize;
+    pid_t pid = 0;
+    ~Buffer() { OPENSSL_cleanse(bytes, sizeof(bytes)); }
+  };
+  thread_local Buffer buffer;
+  const pid_t pid = getpid();
+  if (buffer.used == kBufferSize || buffer.pid != pid) {
+    KMS_RETURN_IF_ERROR(RandomBytes(buffer.bytes));
+    buffer.used = 0;
+    buffer.pid = pid;
+  }
+  std::memcpy(out.data(), buffer.bytes + buffer.used, kAesGcmNonceSize);
+  // Wipe what was handed out: no byte of the buffer is ever handed out twice.
+  OPENSSL_cleanse(buffer.bytes + buffer.used, kAesGcmNonceSize);
+  buffer.used += kAesGcmNonceSize;
   return absl::OkStatus();
 }
 

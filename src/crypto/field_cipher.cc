@@ -110,8 +110,8 @@ absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<con
   uint8_t* buf = reinterpret_cast<uint8_t*>(out->data());
   buf[0] = kFieldFormatV1;
   WriteU32(buf + 1, dek_version);
-  std::span<uint8_t> nonce(buf + 5, kAesGcmNonceSize);
-  absl::Status status = RandomBytes(nonce);
+  std::span<uint8_t, kAesGcmNonceSize> nonce(buf + 5, kAesGcmNonceSize);
+  absl::Status status = NonceBytes(nonce);
   if (status.ok()) {
     status =
         key.Encrypt(nonce, plaintext, aad,

@@ -1,5 +1,10 @@
 #include "src/crypto/aes_gcm.h"
 
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -205,6 +210,42 @@ TEST(RandomTest, RandomSecretHasTheRequestedSize) {
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->size(), kAesGcmKeySize);
   EXPECT_TRUE(AesGcmKey::Create(*s).ok());
+}
+
+}  // namespace
+}  // namespace kms::crypto
+
+namespace kms::crypto {
+namespace {
+
+TEST(NonceBytesTest, NoncesNeverRepeatAcrossBufferRefills) {
+  std::set<std::string> seen;
+  std::array<uint8_t, kAesGcmNonceSize> nonce{};
+  for (int i = 0; i < 2000; ++i) {  // several 4 KiB refills
+    ASSERT_TRUE(NonceBytes(nonce).ok());
+    EXPECT_TRUE(seen.emplace(reinterpret_cast<const char*>(nonce.data()), nonce.size()).second);
+  }
+}
+
+TEST(NonceBytesTest, AForkedChildDoesNotRepeatItsParentsNextNonce) {
+  std::array<uint8_t, kAesGcmNonceSize> nonce{};
+  ASSERT_TRUE(NonceBytes(nonce).ok());  // the parent's buffer is now filled
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    std::array<uint8_t, kAesGcmNonceSize> c{};
+    _exit(NonceBytes(c).ok() && write(fds[1], c.data(), c.size()) == static_cast<ssize_t>(c.size()) ? 0 : 1);
+  }
+  std::array<uint8_t, kAesGcmNonceSize> from_child{};
+  ASSERT_EQ(read(fds[0], from_child.data(), from_child.size()), static_cast<ssize_t>(from_child.size()));
+  int status = 0;
+  waitpid(child, &status, 0);
+  close(fds[0]);
+  close(fds[1]);
+  ASSERT_TRUE(NonceBytes(nonce).ok());
+  EXPECT_NE(nonce, from_child);
 }
 
 }  // namespace
