@@ -226,7 +226,6 @@ absl::Status KeyManager::ShredTenant(const std::string& tenant_id) {
       store_->SetTenantState(tenant_id, tenant.row_version, store::TenantState::kShredded));
   cache_.InvalidateTenant(tenant_id);
   Notify(coord::InvalidationEvent::Kind::kTenant, tenant_id);
-  spdlog::warn("tenant {} shredded: its DEKs are destroyed", tenant_id);
   return absl::OkStatus();
 }
 
