@@ -6,11 +6,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <set>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "src/common/strict_json.h"
+#include "src/common/strings.h"
 
 namespace kms::authz {
 namespace {
@@ -36,9 +37,6 @@ uint32_t AllOperationBits() {
   return bits;
 }
 
-// Debian's abseil has its own absl::string_view, not an alias of std::string_view.
-absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
-
 absl::Status Invalid(std::string_view where, std::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("policy: ", Av(where), ": ", Av(what)));
 }
@@ -55,49 +53,6 @@ absl::Status CheckKeys(const Json& obj, std::string_view where,
 
 std::string TypeMismatch(std::string_view expected, const Json& v) {
   return absl::StrCat("expected ", Av(expected), ", got ", v.type_name());
-}
-
-// Parses text to JSON; duplicate keys (which nlohmann would silently collapse) and
-// absurd nesting are errors.
-absl::StatusOr<Json> ParseJsonText(std::string_view text) {
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  bool too_deep = false;
-  Json::parser_callback_t callback = [&](int depth, Json::parse_event_t event,
-                                         Json& parsed) -> bool {
-    if (depth > kMaxJsonDepth) too_deep = true;
-    if (event == Json::parse_event_t::object_start) {
-      open_objects.emplace_back();
-    } else if (event == Json::parse_event_t::object_end) {
-      if (!open_objects.empty()) open_objects.pop_back();
-    } else if (event == Json::parse_event_t::key && !open_objects.empty() &&
-               parsed.is_string() &&
-               !open_objects.back().insert(parsed.get<std::string>()).second &&
-               duplicate.empty()) {
-      duplicate = parsed.get<std::string>();
-    }
-    return true;
-  };
-  Json root;
-  try {
-    root = Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                       /*ignore_comments=*/false);
-  } catch (const Json::parse_error& e) {
-    std::string_view what = e.what();
-    if (size_t pos = what.find("] "); pos != std::string_view::npos) what.remove_prefix(pos + 2);
-    return absl::InvalidArgumentError(
-        absl::StrCat("policy is not valid JSON (byte ", e.byte, "): ", Av(what)));
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("policy is not valid JSON: ", e.what()));
-  }
-  if (too_deep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("policy nests deeper than ", kMaxJsonDepth, " levels"));
-  }
-  if (!duplicate.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("policy: duplicate key '", duplicate, "'"));
-  }
-  return root;
 }
 
 }  // namespace
@@ -253,7 +208,9 @@ bool PolicyAuthorizer::Grant::AllowsTenant(std::string_view tenant_id) const {
 
 absl::StatusOr<std::unique_ptr<PolicyAuthorizer>> PolicyAuthorizer::FromJson(
     std::string_view json_text) {
-  KMS_ASSIGN_OR_RETURN(Json root, ParseJsonText(json_text));
+  // Duplicate keys (which nlohmann would silently collapse) and absurd nesting are errors.
+  KMS_ASSIGN_OR_RETURN(Json root,
+                       ParseStrictJson(json_text, "policy", kMaxJsonDepth, "policy: "));
   try {
     return PolicyParser::Parse(root);
   } catch (const std::exception& e) {  // nlohmann type errors: a bug, but never escape

@@ -10,7 +10,6 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -20,6 +19,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "src/common/strict_json.h"
+#include "src/common/strings.h"
 
 namespace kms::config {
 namespace {
@@ -41,10 +42,6 @@ constexpr std::string_view kStoreBackends[] = {"sqlite", "postgres"};
 constexpr std::string_view kSslModes[] = {"disable", "allow", "prefer", "require", "verify-ca", "verify-full"};
 constexpr std::string_view kMasterKeyKinds[] = {"rsa-4096", "aes-256"};
 constexpr std::string_view kLogLevels[] = {"trace", "debug", "info", "warn", "error"};
-
-// Debian's abseil is built with its own absl::string_view (not an alias of
-// std::string_view), so std::string_view must be converted before absl::StrCat.
-absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 std::string KeyPath(std::string_view prefix, std::string_view key) {
   return prefix.empty() ? std::string(key) : absl::StrCat(Av(prefix), ".", Av(key));
@@ -165,58 +162,7 @@ absl::Status WithObject(const ObjectReader& parent, std::string_view key, Fn fn)
 // --- JSON text -> Json, with duplicate keys and absurd nesting rejected. ---
 
 absl::StatusOr<Json> ParseJsonText(std::string_view text) {
-  // nlohmann keeps the last of duplicate keys silently; in a security config a
-  // duplicate is almost always a mistake, so it is an error.
-  std::vector<std::set<std::string>> open_objects;
-  std::string duplicate;
-  bool too_deep = false;
-  Json::parser_callback_t callback = [&](int depth, Json::parse_event_t event,
-                                         Json& parsed) -> bool {
-    switch (event) {
-      case Json::parse_event_t::object_start:
-        open_objects.emplace_back();
-        if (depth > kMaxJsonDepth) too_deep = true;
-        break;
-      case Json::parse_event_t::array_start:
-        if (depth > kMaxJsonDepth) too_deep = true;
-        break;
-      case Json::parse_event_t::object_end:
-        if (!open_objects.empty()) open_objects.pop_back();
-        break;
-      case Json::parse_event_t::key:
-        if (!open_objects.empty() && parsed.is_string() &&
-            !open_objects.back().insert(parsed.get<std::string>()).second &&
-            duplicate.empty()) {
-          duplicate = parsed.get<std::string>();
-        }
-        break;
-      default:
-        break;
-    }
-    return true;
-  };
-  Json root;
-  try {
-    root = Json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/true,
-                       /*ignore_comments=*/false);
-  } catch (const Json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line L, column C: ...".
-    std::string_view what = e.what();
-    if (size_t pos = what.find("] "); pos != std::string_view::npos) what.remove_prefix(pos + 2);
-    return absl::InvalidArgumentError(
-        absl::StrCat("config is not valid JSON (byte ", e.byte, "): ", Av(what)));
-  } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("config is not valid JSON: ", e.what()));
-  } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("config could not be parsed: ", e.what()));
-  }
-  if (too_deep) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config nests deeper than ", kMaxJsonDepth, " levels"));
-  }
-  if (!duplicate.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat("duplicate key '", duplicate, "'"));
-  }
+  KMS_ASSIGN_OR_RETURN(Json root, ParseStrictJson(text, "config", kMaxJsonDepth));
   if (!root.is_object()) {
     return absl::InvalidArgumentError(
         absl::StrCat("config must be a JSON object, got ", root.type_name()));
