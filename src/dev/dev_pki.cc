@@ -22,6 +22,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/strings.h"
 
 namespace kms::dev {
 namespace {
@@ -46,9 +47,6 @@ constexpr int kMaxDays = 36500;
 constexpr long kBackdateSeconds = 300;
 constexpr size_t kMaxCommonNameBytes = 64;  // ub-common-name, RFC 5280
 constexpr size_t kMaxPemFileBytes = 1 << 20;
-
-// Debian's abseil has its own absl::string_view, not an alias of std::string_view.
-absl::string_view Av(std::string_view s) { return absl::string_view(s.data(), s.size()); }
 
 // The OpenSSL error queue as text (and emptied), for INTERNAL errors.
 absl::Status OpensslError(std::string_view what) {
