@@ -14,15 +14,13 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/strings.h"
 #include "src/hsm/pkcs11_module.h"
 #include "src/hsm/session_pool.h"
 #include "src/hsm/sync.h"
 
 namespace kms::hsm {
 namespace {
-
-// abseil here is built with its own string_view, which std::string_view does not convert to.
-absl::string_view Sv(std::string_view s) { return {s.data(), s.size()}; }
 
 constexpr uint8_t kBlobFormatV1 = 0x01;
 constexpr size_t kBlobHeaderSize = 2;
@@ -125,7 +123,7 @@ absl::StatusOr<SecretBytes> ReadPinFile(const std::string& path) {
 absl::Status ValidateLabel(std::string_view what, std::string_view label) {
   if (label.empty() || label.size() > kMaxLabelBytes) {
     return absl::InvalidArgumentError(
-        absl::StrCat(Sv(what), " must be 1 to ", kMaxLabelBytes, " bytes, got ", label.size()));
+        absl::StrCat(Av(what), " must be 1 to ", kMaxLabelBytes, " bytes, got ", label.size()));
   }
   return absl::OkStatus();
 }
@@ -164,7 +162,7 @@ absl::StatusOr<CK_ULONG> GetUlong(CK_FUNCTION_LIST* fn, CK_SESSION_HANDLE sessio
   CK_ULONG v = 0;
   CK_ATTRIBUTE a = Scalar(type, &v);
   CK_RV rv = fn->C_GetAttributeValue(session, object, &a, 1);
-  if (rv != CKR_OK) return RvToStatus(rv, absl::StrCat("C_GetAttributeValue(", Sv(what), ")"));
+  if (rv != CKR_OK) return RvToStatus(rv, absl::StrCat("C_GetAttributeValue(", Av(what), ")"));
   return v;
 }
 
@@ -174,7 +172,7 @@ absl::StatusOr<bool> GetBool(CK_FUNCTION_LIST* fn, CK_SESSION_HANDLE session,
   CK_BBOOL v = CK_FALSE;
   CK_ATTRIBUTE a = Scalar(type, &v);
   CK_RV rv = fn->C_GetAttributeValue(session, object, &a, 1);
-  if (rv != CKR_OK) return RvToStatus(rv, absl::StrCat("C_GetAttributeValue(", Sv(what), ")"));
+  if (rv != CKR_OK) return RvToStatus(rv, absl::StrCat("C_GetAttributeValue(", Av(what), ")"));
   return v == CK_TRUE;
 }
 
@@ -213,6 +211,18 @@ absl::StatusOr<ParsedBlob> ParseWrappedKek(std::span<const uint8_t> blob) {
 bool MechanismFitsKind(KekWrapMechanism m, MasterKeyKind kind) {
   return kind == MasterKeyKind::kAes256 ? m == KekWrapMechanism::kAesKeyWrapPad
                                         : m != KekWrapMechanism::kAesKeyWrapPad;
+}
+
+// AES-GCM parameters: a kNonceSize-byte IV at `iv` and a kTagSize-byte tag.
+CK_GCM_PARAMS GcmParams(const uint8_t* iv, std::span<const uint8_t> aad) {
+  CK_GCM_PARAMS gcm{};
+  gcm.pIv = const_cast<uint8_t*>(iv);
+  gcm.ulIvLen = kNonceSize;
+  gcm.ulIvBits = kNonceSize * 8;
+  gcm.pAAD = const_cast<uint8_t*>(aad.data());
+  gcm.ulAADLen = aad.size();
+  gcm.ulTagBits = kTagSize * 8;
+  return gcm;
 }
 
 // A CK_MECHANISM for a wrap mechanism; owns its parameter block.
@@ -306,6 +316,10 @@ struct Pkcs11Hsm::Impl {
   }
 
   absl::Status FindOrCreateMasterKey(bool create);
+  // FAILED_PRECONDITION unless `wrap_key` may wrap and `unwrap_key` may unwrap.
+  absl::Status CheckWrapCapable(std::string_view where, CK_OBJECT_HANDLE wrap_key,
+                                CK_OBJECT_HANDLE unwrap_key)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(anchor_mu);
   absl::Status GenerateRsaMasterKey() ABSL_EXCLUSIVE_LOCKS_REQUIRED(anchor_mu);
   absl::Status GenerateAesMasterKey() ABSL_EXCLUSIVE_LOCKS_REQUIRED(anchor_mu);
   absl::StatusOr<KekWrapMechanism> ChooseWrapMechanism();
@@ -320,6 +334,13 @@ struct Pkcs11Hsm::Impl {
                                    std::span<const uint8_t> aad);
   absl::Status Ping();
   absl::StatusOr<KeyProtection> Describe(CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE secret_attr);
+
+  // Counts a failed public operation in `errors`; returns `result` unchanged.
+  template <typename Result>
+  Result CountError(Result result) {
+    if (!result.ok()) errors.fetch_add(1, std::memory_order_relaxed);
+    return result;
+  }
 
   const std::shared_ptr<Pkcs11Module> module;
   CK_FUNCTION_LIST* const fn;
@@ -397,12 +418,7 @@ absl::Status Pkcs11Hsm::Impl::FindOrCreateMasterKey(bool create) {
     if (type != CKK_RSA) {
       return absl::FailedPreconditionError(absl::StrCat(where, " is not an RSA key"));
     }
-    KMS_ASSIGN_OR_RETURN(bool can_unwrap, GetBool(fn, anchor, priv[0], CKA_UNWRAP, "CKA_UNWRAP"));
-    KMS_ASSIGN_OR_RETURN(bool can_wrap, GetBool(fn, anchor, pub[0], CKA_WRAP, "CKA_WRAP"));
-    if (!can_unwrap || !can_wrap) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(where, " is not usable for wrapping (CKA_WRAP/CKA_UNWRAP not set)"));
-    }
+    KMS_RETURN_IF_ERROR(CheckWrapCapable(where, pub[0], priv[0]));
     master_wrap = pub[0];
     master_unwrap = priv[0];
     return absl::OkStatus();
@@ -424,15 +440,22 @@ absl::Status Pkcs11Hsm::Impl::FindOrCreateMasterKey(bool create) {
   if (type != CKK_AES || len != kKekBytes) {
     return absl::FailedPreconditionError(absl::StrCat(where, " is not an AES-256 key"));
   }
-  KMS_ASSIGN_OR_RETURN(bool can_wrap, GetBool(fn, anchor, secret[0], CKA_WRAP, "CKA_WRAP"));
-  KMS_ASSIGN_OR_RETURN(bool can_unwrap,
-                       GetBool(fn, anchor, secret[0], CKA_UNWRAP, "CKA_UNWRAP"));
-  if (!can_unwrap || !can_wrap) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(where, " is not usable for wrapping (CKA_WRAP/CKA_UNWRAP not set)"));
-  }
+  KMS_RETURN_IF_ERROR(CheckWrapCapable(where, secret[0], secret[0]));
   master_wrap = secret[0];
   master_unwrap = secret[0];
+  return absl::OkStatus();
+}
+
+absl::Status Pkcs11Hsm::Impl::CheckWrapCapable(std::string_view where,
+                                               CK_OBJECT_HANDLE wrap_key,
+                                               CK_OBJECT_HANDLE unwrap_key) {
+  KMS_ASSIGN_OR_RETURN(bool can_wrap, GetBool(fn, anchor, wrap_key, CKA_WRAP, "CKA_WRAP"));
+  KMS_ASSIGN_OR_RETURN(bool can_unwrap,
+                       GetBool(fn, anchor, unwrap_key, CKA_UNWRAP, "CKA_UNWRAP"));
+  if (!can_unwrap || !can_wrap) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(Av(where), " is not usable for wrapping (CKA_WRAP/CKA_UNWRAP not set)"));
+  }
   return absl::OkStatus();
 }
 
@@ -592,8 +615,8 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
   KMS_ASSIGN_OR_RETURN(ParsedBlob parsed, ParseWrappedKek(blob));
   if (!MechanismFitsKind(parsed.mechanism, kind)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "KEK version ", version, " was wrapped with ", Sv(KekWrapMechanismName(parsed.mechanism)),
-        ", which does not fit the ", Sv(MasterKeyKindName(kind)), " master key"));
+        "KEK version ", version, " was wrapped with ", Av(KekWrapMechanismName(parsed.mechanism)),
+        ", which does not fit the ", Av(MasterKeyKindName(kind)), " master key"));
   }
   if (KekHandle(version).ok()) return absl::OkStatus();
 
@@ -672,13 +695,7 @@ absl::StatusOr<std::vector<uint8_t>> Pkcs11Hsm::Impl::Seal(uint32_t version,
   KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> out, GenerateRandom(kNonceSize));
   out.resize(kNonceSize + pt.size() + kTagSize);
 
-  CK_GCM_PARAMS gcm{};
-  gcm.pIv = out.data();
-  gcm.ulIvLen = kNonceSize;
-  gcm.ulIvBits = kNonceSize * 8;
-  gcm.pAAD = const_cast<uint8_t*>(aad.data());
-  gcm.ulAADLen = aad.size();
-  gcm.ulTagBits = kTagSize * 8;
+  CK_GCM_PARAMS gcm = GcmParams(out.data(), aad);
   CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
 
   // Some modules reject a null data pointer even with length 0.
@@ -703,13 +720,7 @@ absl::StatusOr<SecretBytes> Pkcs11Hsm::Impl::Open(uint32_t version,
   if (sealed.size() < kNonceSize + kTagSize) {
     return absl::DataLossError("unwrap failed: sealed blob is too short");
   }
-  CK_GCM_PARAMS gcm{};
-  gcm.pIv = const_cast<uint8_t*>(sealed.data());
-  gcm.ulIvLen = kNonceSize;
-  gcm.ulIvBits = kNonceSize * 8;
-  gcm.pAAD = const_cast<uint8_t*>(aad.data());
-  gcm.ulAADLen = aad.size();
-  gcm.ulTagBits = kTagSize * 8;
+  CK_GCM_PARAMS gcm = GcmParams(sealed.data(), aad);
   CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
 
   const std::span<const uint8_t> ct = sealed.subspan(kNonceSize);
@@ -886,44 +897,32 @@ absl::Status Pkcs11Hsm::InitToken(const std::string& module_path, const std::str
 MasterKeyKind Pkcs11Hsm::master_key_kind() const { return impl_->kind; }
 
 absl::StatusOr<std::vector<uint8_t>> Pkcs11Hsm::CreateKek(uint32_t kek_version) {
-  auto r = impl_->CreateKek(kek_version);
-  if (!r.ok()) impl_->errors.fetch_add(1, std::memory_order_relaxed);
-  return r;
+  return impl_->CountError(impl_->CreateKek(kek_version));
 }
 
 absl::Status Pkcs11Hsm::LoadKek(uint32_t kek_version, std::span<const uint8_t> wrapped_kek) {
-  absl::Status s = impl_->LoadKek(kek_version, wrapped_kek);
-  if (!s.ok()) impl_->errors.fetch_add(1, std::memory_order_relaxed);
-  return s;
+  return impl_->CountError(impl_->LoadKek(kek_version, wrapped_kek));
 }
 
 bool Pkcs11Hsm::HasKek(uint32_t kek_version) const { return impl_->KekHandle(kek_version).ok(); }
 
 absl::Status Pkcs11Hsm::UnloadKek(uint32_t kek_version) {
-  absl::Status s = impl_->UnloadKek(kek_version);
-  if (!s.ok()) impl_->errors.fetch_add(1, std::memory_order_relaxed);
-  return s;
+  return impl_->CountError(impl_->UnloadKek(kek_version));
 }
 
 absl::StatusOr<std::vector<uint8_t>> Pkcs11Hsm::Seal(uint32_t kek_version,
                                                      std::span<const uint8_t> plaintext,
                                                      std::span<const uint8_t> aad) {
-  auto r = impl_->Seal(kek_version, plaintext, aad);
-  if (!r.ok()) impl_->errors.fetch_add(1, std::memory_order_relaxed);
-  return r;
+  return impl_->CountError(impl_->Seal(kek_version, plaintext, aad));
 }
 
 absl::StatusOr<SecretBytes> Pkcs11Hsm::Open(uint32_t kek_version, std::span<const uint8_t> sealed,
                                             std::span<const uint8_t> aad) {
-  auto r = impl_->Open(kek_version, sealed, aad);
-  if (!r.ok()) impl_->errors.fetch_add(1, std::memory_order_relaxed);
-  return r;
+  return impl_->CountError(impl_->Open(kek_version, sealed, aad));
 }
 
 absl::Status Pkcs11Hsm::Ping() {
-  absl::Status s = impl_->Ping();
-  if (!s.ok()) impl_->errors.fetch_add(1, std::memory_order_relaxed);
-  return s;
+  return impl_->CountError(impl_->Ping());
 }
 
 KekWrapMechanism Pkcs11Hsm::kek_wrap_mechanism() const { return impl_->wrap_mechanism; }
