@@ -1,11 +1,12 @@
 #include "src/store/postgres/postgres_key_store.h"
 
-#include <chrono>
 #include <iterator>
 #include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kms/common/clock.h"
+#include "src/store/record_checks.h"
 #include "src/store/postgres/connection_pool.h"
 #include "src/store/postgres/pg_connection.h"
 
@@ -100,31 +101,6 @@ constexpr size_t kPipelineBatch = 1000;
 #define KMS_JWT_COLUMNS                                                                 \
   "kid, public_jwk, wrapped_private, kek_version, created_at, activate_at, retire_at, " \
   "row_version"
-
-int64_t NowUnixSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-absl::StatusOr<KekState> ParseKekState(absl::string_view s) {
-  if (s == "active") return KekState::kActive;
-  if (s == "retired") return KekState::kRetired;
-  return absl::InternalError("store: unknown KEK state in database");
-}
-
-absl::StatusOr<TenantState> ParseTenantState(absl::string_view s) {
-  if (s == "active") return TenantState::kActive;
-  if (s == "shredded") return TenantState::kShredded;
-  return absl::InternalError("store: unknown tenant state in database");
-}
-
-absl::StatusOr<DekState> ParseDekState(absl::string_view s) {
-  if (s == "active") return DekState::kActive;
-  if (s == "retired") return DekState::kRetired;
-  if (s == "destroyed") return DekState::kDestroyed;
-  return absl::InternalError("store: unknown DEK state in database");
-}
 
 absl::StatusOr<TenantRecord> ReadTenant(const Result& r, int row, int first_col) {
   TenantRecord t;
@@ -302,7 +278,7 @@ absl::Status Migrate(Connection& c, const std::string& schema) {
                                                         " failed: ", std::string(st.message())));
           }
           Params p;
-          p.Int(v).Int(NowUnixSeconds());
+          p.Int(v).Int(RealClock::Instance().UnixSeconds());
           KMS_RETURN_IF_ERROR(
               c.Exec("INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", p, kOp)
                   .status());
@@ -388,7 +364,7 @@ absl::StatusOr<std::vector<KekRecord>> PostgresKeyStore::ListKeks() {
 
 absl::Status PostgresKeyStore::InsertKek(const KekRecord& kek) {
   constexpr absl::string_view kOp = "InsertKek";
-  if (kek.version == 0) return absl::InvalidArgumentError("InsertKek: version 0");
+  KMS_RETURN_IF_ERROR(CheckInsertKek(kek));
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     Params p;
     p.Int(kek.version).Bytes(kek.wrapped).Text(KekStateName(kek.state)).Int(kek.created_at);
@@ -434,18 +410,7 @@ absl::Status PostgresKeyStore::UpdateKekState(uint32_t version, KekState from, K
 absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
                                             const DekRecord& first_dek) {
   constexpr absl::string_view kOp = "CreateTenant";
-  if (tenant.id.empty()) return absl::InvalidArgumentError("CreateTenant: empty tenant id");
-  if (!first_dek.tenant_id.empty() && first_dek.tenant_id != tenant.id) {
-    return absl::InvalidArgumentError("CreateTenant: first DEK belongs to another tenant");
-  }
-  if (first_dek.version == 0) return absl::InvalidArgumentError("CreateTenant: DEK version 0");
-  if (tenant.primary_dek_version != 0 && tenant.primary_dek_version != first_dek.version) {
-    return absl::InvalidArgumentError(
-        "CreateTenant: primary_dek_version differs from the first DEK's version");
-  }
-  if (first_dek.encryptions > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return absl::InvalidArgumentError("CreateTenant: encryption count out of range");
-  }
+  KMS_RETURN_IF_ERROR(CheckCreateTenant(tenant, first_dek));
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     Params p;
     p.Text(tenant.id)
@@ -485,7 +450,7 @@ absl::StatusOr<TenantRecord> PostgresKeyStore::GetTenant(const std::string& tena
 
 absl::StatusOr<TenantPage> PostgresKeyStore::ListTenants(const std::string& after, int limit) {
   constexpr absl::string_view kOp = "ListTenants";
-  if (limit <= 0) return absl::InvalidArgumentError("ListTenants: limit must be positive");
+  KMS_RETURN_IF_ERROR(CheckListTenants(limit));
   TenantPage out;
   KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
     // The id column is COLLATE "C": bytewise, like SQLite and std::string. One row more
@@ -584,13 +549,7 @@ absl::StatusOr<std::vector<DekRecord>> PostgresKeyStore::ListDeks(const std::str
 absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id, int64_t expected_row_version,
                                          const DekRecord& new_dek) {
   constexpr absl::string_view kOp = "RotateDek";
-  if (new_dek.version == 0) return absl::InvalidArgumentError("RotateDek: DEK version 0");
-  if (!new_dek.tenant_id.empty() && new_dek.tenant_id != tenant_id) {
-    return absl::InvalidArgumentError("RotateDek: DEK belongs to another tenant");
-  }
-  if (new_dek.encryptions > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return absl::InvalidArgumentError("RotateDek: encryption count out of range");
-  }
+  KMS_RETURN_IF_ERROR(CheckRotateDek(tenant_id, new_dek));
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     // The compare-and-set: only from the row_version the caller read, only forward.
     Params p;
@@ -648,9 +607,7 @@ absl::Status PostgresKeyStore::SetTenantState(const std::string& tenant_id,
 absl::Status PostgresKeyStore::AddEncryptions(const std::string& tenant_id, uint32_t version,
                                               uint64_t count) {
   constexpr absl::string_view kOp = "AddEncryptions";
-  if (count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return absl::InvalidArgumentError("AddEncryptions: count out of range");
-  }
+  KMS_RETURN_IF_ERROR(CheckAddEncryptions(count));
   // In an explicit transaction, so a session lost before COMMIT is safely retried (the
   // increment is not idempotent). A usage counter, not a state change: neither the epoch
   // nor the tenant's row_version moves.
@@ -688,8 +645,7 @@ absl::StatusOr<std::vector<JwtKeyRecord>> PostgresKeyStore::ListJwtKeys() {
 
 absl::Status PostgresKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
   constexpr absl::string_view kOp = "InsertFirstJwtKey";
-  if (key.kid.empty()) return absl::InvalidArgumentError("InsertFirstJwtKey: empty kid");
-  if (key.retire_at < 0) return absl::InvalidArgumentError("InsertFirstJwtKey: retire_at < 0");
+  KMS_RETURN_IF_ERROR(CheckInsertFirstJwtKey(key));
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     // Two replicas starting at once must not both insert a first key (with different
     // kids, no unique index would stop them): this lock mode excludes other writers of
@@ -708,12 +664,7 @@ absl::Status PostgresKeyStore::RotateJwtKey(const std::string& current_kid,
                                             int64_t expected_row_version, int64_t current_retire_at,
                                             const JwtKeyRecord& next) {
   constexpr absl::string_view kOp = "RotateJwtKey";
-  if (current_kid.empty() || next.kid.empty()) {
-    return absl::InvalidArgumentError("RotateJwtKey: empty kid");
-  }
-  if (current_retire_at < 0 || next.retire_at < 0) {
-    return absl::InvalidArgumentError("RotateJwtKey: retire_at < 0");
-  }
+  KMS_RETURN_IF_ERROR(CheckRotateJwtKey(current_kid, current_retire_at, next));
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     Params p;
     p.Text(current_kid).Int(expected_row_version).Int(current_retire_at);

@@ -6,13 +6,14 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
 #include <iterator>
 #include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "kms/common/clock.h"
+#include "src/store/record_checks.h"
 
 namespace kms::store {
 namespace {
@@ -97,12 +98,6 @@ constexpr absl::string_view kJwtKeyColumns =
 constexpr absl::string_view kDekColumns =
     "tenant_id, version, kek_version, wrapped, state, created_at, encryptions";
 
-int64_t NowUnixSeconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 // The one place SQLite result codes become absl codes. `op` names the KeyStore
 // operation; SQLite's own messages name tables and columns, never bound values.
 absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view op) {
@@ -124,25 +119,6 @@ absl::Status SqliteStatus(sqlite3* db, int rc, absl::string_view op) {
     default:
       return absl::InternalError(message);
   }
-}
-
-absl::StatusOr<KekState> ParseKekState(absl::string_view s) {
-  if (s == "active") return KekState::kActive;
-  if (s == "retired") return KekState::kRetired;
-  return absl::InternalError("store: unknown KEK state in database");
-}
-
-absl::StatusOr<TenantState> ParseTenantState(absl::string_view s) {
-  if (s == "active") return TenantState::kActive;
-  if (s == "shredded") return TenantState::kShredded;
-  return absl::InternalError("store: unknown tenant state in database");
-}
-
-absl::StatusOr<DekState> ParseDekState(absl::string_view s) {
-  if (s == "active") return DekState::kActive;
-  if (s == "retired") return DekState::kRetired;
-  if (s == "destroyed") return DekState::kDestroyed;
-  return absl::InternalError("store: unknown DEK state in database");
 }
 
 // Creates the database file with mode 0600 before SQLite does (SQLite would use 0644
@@ -419,7 +395,7 @@ absl::Status SqliteKeyStore::Migrate() {
       KMS_ASSIGN_OR_RETURN(
           Stmt s,
           Prepare("INSERT INTO schema_migrations (version, applied_at) VALUES (?1, ?2)", kOp));
-      KMS_RETURN_IF_ERROR(s.Bind(1, current + 1).Bind(2, NowUnixSeconds()).Run().status());
+      KMS_RETURN_IF_ERROR(s.Bind(1, current + 1).Bind(2, RealClock::Instance().UnixSeconds()).Run().status());
     }
     KMS_RETURN_IF_ERROR(txn.Commit());
   }
@@ -495,7 +471,7 @@ absl::StatusOr<std::vector<KekRecord>> SqliteKeyStore::ListKeks() {
 
 absl::Status SqliteKeyStore::InsertKek(const KekRecord& kek) {
   constexpr absl::string_view kOp = "InsertKek";
-  if (kek.version == 0) return absl::InvalidArgumentError("InsertKek: version 0");
+  KMS_RETURN_IF_ERROR(CheckInsertKek(kek));
   absl::MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
@@ -551,16 +527,7 @@ absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, Kek
 absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
                                           const DekRecord& first_dek) {
   constexpr absl::string_view kOp = "CreateTenant";
-  if (tenant.id.empty()) return absl::InvalidArgumentError("CreateTenant: empty tenant id");
-  if (!first_dek.tenant_id.empty() && first_dek.tenant_id != tenant.id) {
-    return absl::InvalidArgumentError("CreateTenant: first DEK belongs to another tenant");
-  }
-  if (first_dek.version == 0) return absl::InvalidArgumentError("CreateTenant: DEK version 0");
-  if (tenant.primary_dek_version != 0 && tenant.primary_dek_version != first_dek.version) {
-    return absl::InvalidArgumentError(
-        "CreateTenant: primary_dek_version differs from the first DEK's version");
-  }
-
+  KMS_RETURN_IF_ERROR(CheckCreateTenant(tenant, first_dek));
   absl::MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
@@ -587,9 +554,6 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
     KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO tenant_deks (", kDekColumns,
                                                       ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
                                          kOp));
-    if (first_dek.encryptions > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      return absl::InvalidArgumentError("CreateTenant: encryption count out of range");
-    }
     KMS_RETURN_IF_ERROR(s.Bind(1, tenant.id)
                             .Bind(2, first_dek.version)
                             .Bind(3, first_dek.kek_version)
@@ -617,7 +581,7 @@ absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant
 
 absl::StatusOr<TenantPage> SqliteKeyStore::ListTenants(const std::string& after, int limit) {
   constexpr absl::string_view kOp = "ListTenants";
-  if (limit <= 0) return absl::InvalidArgumentError("ListTenants: limit must be positive");
+  KMS_RETURN_IF_ERROR(CheckListTenants(limit));
   absl::MutexLock lock(&mu_);
   // Ids compare as bytes (BINARY collation), like std::string.
   KMS_ASSIGN_OR_RETURN(
@@ -701,14 +665,7 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
                                        int64_t expected_row_version,
                                        const DekRecord& new_dek) {
   constexpr absl::string_view kOp = "RotateDek";
-  if (new_dek.version == 0) return absl::InvalidArgumentError("RotateDek: DEK version 0");
-  if (!new_dek.tenant_id.empty() && new_dek.tenant_id != tenant_id) {
-    return absl::InvalidArgumentError("RotateDek: DEK belongs to another tenant");
-  }
-  if (new_dek.encryptions > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return absl::InvalidArgumentError("RotateDek: encryption count out of range");
-  }
-
+  KMS_RETURN_IF_ERROR(CheckRotateDek(tenant_id, new_dek));
   absl::MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
@@ -803,9 +760,7 @@ absl::Status SqliteKeyStore::SetTenantState(const std::string& tenant_id,
 absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32_t version,
                                             uint64_t count) {
   constexpr absl::string_view kOp = "AddEncryptions";
-  if (count > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    return absl::InvalidArgumentError("AddEncryptions: count out of range");
-  }
+  KMS_RETURN_IF_ERROR(CheckAddEncryptions(count));
   absl::MutexLock lock(&mu_);
   // A single statement is its own transaction. A usage counter, not a state change:
   // neither the epoch nor the tenant's row_version moves, so frequent counter flushes
@@ -844,8 +799,7 @@ absl::StatusOr<std::vector<JwtKeyRecord>> SqliteKeyStore::ListJwtKeys() {
 
 absl::Status SqliteKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
   constexpr absl::string_view kOp = "InsertFirstJwtKey";
-  if (key.kid.empty()) return absl::InvalidArgumentError("InsertFirstJwtKey: empty kid");
-  if (key.retire_at < 0) return absl::InvalidArgumentError("InsertFirstJwtKey: retire_at < 0");
+  KMS_RETURN_IF_ERROR(CheckInsertFirstJwtKey(key));
   absl::MutexLock lock(&mu_);
   // The emptiness check and the insert share one write transaction, so two replicas
   // starting at once cannot both insert a first key.
@@ -880,12 +834,7 @@ absl::Status SqliteKeyStore::RotateJwtKey(const std::string& current_kid,
                                           int64_t expected_row_version,
                                           int64_t current_retire_at, const JwtKeyRecord& next) {
   constexpr absl::string_view kOp = "RotateJwtKey";
-  if (current_kid.empty() || next.kid.empty()) {
-    return absl::InvalidArgumentError("RotateJwtKey: empty kid");
-  }
-  if (current_retire_at < 0 || next.retire_at < 0) {
-    return absl::InvalidArgumentError("RotateJwtKey: retire_at < 0");
-  }
+  KMS_RETURN_IF_ERROR(CheckRotateJwtKey(current_kid, current_retire_at, next));
   absl::MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
