@@ -37,12 +37,14 @@ namespace kms::store {
 namespace {
 
 using ::absl::StatusCode;
+using contract::ExpectReopenSample;
 using contract::KeyStoreBackend;
 using contract::KeyStoreContractTest;
 using contract::TestBlob;
 using contract::TestDek;
 using contract::TestKek;
 using contract::TestTenant;
+using contract::WriteReopenSample;
 
 constexpr char kEnvHelp[] =
     "KMS_TEST_PG_CONNINFO and KMS_TEST_PG_PASSWORD_FILE must point at a PostgreSQL "
@@ -183,6 +185,16 @@ class PostgresKeyStoreTest : public ::testing::Test {
   }
   std::unique_ptr<PostgresKeyStore> OpenStore() { return OpenStore(Options(schema_)); }
 
+  // Opens a transaction on `locker` that holds a lock every statement on the tenants
+  // table waits for, until `locker` commits or rolls back.
+  void LockTenantsTable(Admin& locker) {
+    ASSERT_TRUE(locker.ok());
+    ASSERT_TRUE(locker
+                    .Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
+                                       "\".tenants IN ACCESS EXCLUSIVE MODE"))
+                    .ok());
+  }
+
   int64_t MigrationsApplied() {
     return admin_->QueryInt(
         absl::StrCat("SELECT count(*) FROM \"", schema_, "\".schema_migrations"));
@@ -263,25 +275,12 @@ TEST_F(PostgresKeyStoreTest, DataPersistsAcrossReopeningWithoutReapplyingMigrati
   {
     auto store = OpenStore();
     ASSERT_NE(store, nullptr);
-    ASSERT_TRUE(store->InsertKek(TestKek(1)).ok());
-    ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
-    ASSERT_TRUE(store->RotateDek("acme", 1, TestDek("acme", 2)).ok());
-    ASSERT_TRUE(store->AddEncryptions("acme", 2, 17).ok());
-    epoch = *store->GetEpoch();
+    ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(MigrationsApplied(), PostgresKeyStore::LatestSchemaVersion());
-  auto keks = store->ListKeks();
-  ASSERT_TRUE(keks.ok()) << keks.status();
-  ASSERT_EQ(keks->size(), 1u);
-  EXPECT_EQ((*keks)[0].wrapped, TestKek(1).wrapped);
-  auto td = store->GetTenantDek("acme", 0);
-  ASSERT_TRUE(td.ok()) << td.status();
-  EXPECT_EQ(td->tenant.row_version, 2);
-  EXPECT_EQ(td->dek.wrapped, TestDek("acme", 2).wrapped);
-  EXPECT_EQ(td->dek.encryptions, 17u);
-  EXPECT_EQ(*store->GetEpoch(), epoch);
+  ExpectReopenSample(*store, epoch);
 }
 
 TEST_F(PostgresKeyStoreTest, SchemaFromANewerKmsdIsFailedPrecondition) {
@@ -410,11 +409,7 @@ TEST_F(PostgresKeyStoreTest, PoolIsBoundedAndABusyPoolIsUnavailableAfterTheAcqui
 
   // Another session holds a lock every read waits for: both pooled sessions get stuck.
   Admin locker;
-  ASSERT_TRUE(locker.ok());
-  ASSERT_TRUE(locker
-                  .Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
-                                     "\".tenants IN ACCESS EXCLUSIVE MODE"))
-                  .ok());
+  ASSERT_NO_FATAL_FAILURE(LockTenantsTable(locker));
   std::vector<absl::Status> stuck(2);
   std::vector<std::thread> threads;
   for (int i = 0; i < 2; ++i) {
@@ -447,11 +442,7 @@ TEST_F(PostgresKeyStoreTest, StatementTimeoutIsUnavailable) {
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
   Admin locker;
-  ASSERT_TRUE(locker.ok());
-  ASSERT_TRUE(locker
-                  .Exec(absl::StrCat("BEGIN; LOCK TABLE \"", schema_,
-                                     "\".tenants IN ACCESS EXCLUSIVE MODE"))
-                  .ok());
+  ASSERT_NO_FATAL_FAILURE(LockTenantsTable(locker));
   auto st = store->RotateDek("acme", 1, TestDek("acme", 2));
   EXPECT_EQ(st.code(), StatusCode::kUnavailable) << st;
   ASSERT_TRUE(locker.Exec("ROLLBACK").ok());

@@ -20,12 +20,14 @@ namespace kms::store {
 namespace {
 
 using ::absl::StatusCode;
+using contract::ExpectReopenSample;
 using contract::KeyStoreBackend;
 using contract::KeyStoreContractTest;
 using contract::TestBlob;
 using contract::TestDek;
 using contract::TestKek;
 using contract::TestTenant;
+using contract::WriteReopenSample;
 
 // A fresh directory under $TMPDIR (or /tmp), removed with its contents.
 class TempDir {
@@ -147,26 +149,11 @@ TEST_F(SqliteKeyStoreTest, DataPersistsAcrossReopening) {
   {
     auto store = OpenStore();
     ASSERT_NE(store, nullptr);
-    ASSERT_TRUE(store->InsertKek(TestKek(1)).ok());
-    ASSERT_TRUE(store->CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
-    ASSERT_TRUE(store->RotateDek("acme", 1, TestDek("acme", 2)).ok());
-    ASSERT_TRUE(store->AddEncryptions("acme", 2, 17).ok());
-    epoch = *store->GetEpoch();
+    ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
   }
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  auto keks = store->ListKeks();
-  ASSERT_TRUE(keks.ok()) << keks.status();
-  ASSERT_EQ(keks->size(), 1u);
-  EXPECT_EQ((*keks)[0].wrapped, TestKek(1).wrapped);
-
-  auto td = store->GetTenantDek("acme", 0);
-  ASSERT_TRUE(td.ok()) << td.status();
-  EXPECT_EQ(td->tenant.primary_dek_version, 2u);
-  EXPECT_EQ(td->tenant.row_version, 2);
-  EXPECT_EQ(td->dek.wrapped, TestDek("acme", 2).wrapped);
-  EXPECT_EQ(td->dek.encryptions, 17u);
-  EXPECT_EQ(*store->GetEpoch(), epoch);
+  ExpectReopenSample(*store, epoch);
 }
 
 TEST_F(SqliteKeyStoreTest, DatabaseFilesAreReadableOnlyByTheOwner) {

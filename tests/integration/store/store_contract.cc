@@ -86,6 +86,31 @@ JwtKeyRecord TestJwtKey(const std::string& kid, int64_t activate_at) {
   return key;
 }
 
+void WriteReopenSample(KeyStore& store, int64_t* epoch) {
+  ASSERT_TRUE(store.InsertKek(TestKek(1)).ok());
+  ASSERT_TRUE(store.CreateTenant(TestTenant("acme"), TestDek("acme", 1)).ok());
+  ASSERT_TRUE(store.RotateDek("acme", 1, TestDek("acme", 2)).ok());
+  ASSERT_TRUE(store.AddEncryptions("acme", 2, 17).ok());
+  auto current = store.GetEpoch();
+  ASSERT_TRUE(current.ok()) << current.status();
+  *epoch = *current;
+}
+
+void ExpectReopenSample(KeyStore& store, int64_t epoch) {
+  auto keks = store.ListKeks();
+  ASSERT_TRUE(keks.ok()) << keks.status();
+  ASSERT_EQ(keks->size(), 1u);
+  EXPECT_EQ((*keks)[0].wrapped, TestKek(1).wrapped);
+
+  auto td = store.GetTenantDek("acme", 0);
+  ASSERT_TRUE(td.ok()) << td.status();
+  EXPECT_EQ(td->tenant.primary_dek_version, 2u);
+  EXPECT_EQ(td->tenant.row_version, 2);
+  EXPECT_EQ(td->dek.wrapped, TestDek("acme", 2).wrapped);
+  EXPECT_EQ(td->dek.encryptions, 17u);
+  EXPECT_EQ(*store.GetEpoch(), epoch);
+}
+
 namespace {
 
 using ::absl::StatusCode;

@@ -51,4 +51,11 @@ DekRecord TestDek(const std::string& tenant_id, uint32_t version);
 // A JWT key record `kid`, signing from `activate_at`, not scheduled to retire.
 JwtKeyRecord TestJwtKey(const std::string& kid, int64_t activate_at);
 
+// For a backend's reopening test: WriteReopenSample stores KEK 1 and tenant "acme"
+// rotated to DEK 2 with 17 encryptions, and gives the epoch after; ExpectReopenSample
+// checks that a store reopened on the same database holds exactly that. Both report
+// with gtest assertions (wrap them in ASSERT_NO_FATAL_FAILURE).
+void WriteReopenSample(KeyStore& store, int64_t* epoch);
+void ExpectReopenSample(KeyStore& store, int64_t epoch);
+
 }  // namespace kms::store::contract
