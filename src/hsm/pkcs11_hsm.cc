@@ -15,9 +15,9 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "src/common/strings.h"
+#include "src/common/sync.h"
 #include "src/hsm/pkcs11_module.h"
 #include "src/hsm/session_pool.h"
-#include "src/hsm/sync.h"
 
 namespace kms::hsm {
 namespace {

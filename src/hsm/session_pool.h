@@ -9,8 +9,8 @@
 
 #include "absl/base/thread_annotations.h"
 #include "kms/common/status.h"
+#include "src/common/sync.h"
 #include "src/hsm/pkcs11_module.h"
-#include "src/hsm/sync.h"
 
 namespace kms::hsm {
 

@@ -19,8 +19,8 @@
 
 #include "absl/strings/string_view.h"
 #include "kms/common/status.h"
+#include "src/common/sync.h"
 #include "src/store/postgres/pg_connection.h"
-#include "src/store/postgres/sync.h"
 
 namespace kms::store::pg {
 

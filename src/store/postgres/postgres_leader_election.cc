@@ -31,7 +31,7 @@ PostgresLeaderElection::PostgresLeaderElection(std::unique_ptr<pg::ConnectConfig
     : config_(std::move(config)), lock_key_(std::move(lock_key)) {}
 
 PostgresLeaderElection::~PostgresLeaderElection() {
-  pg::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   DropSession();
 }
 
@@ -43,7 +43,7 @@ void PostgresLeaderElection::DropSession() {
 absl::StatusOr<bool> PostgresLeaderElection::TryLead() {
   constexpr absl::string_view kOp = "TryLead";
   using Clock = std::chrono::steady_clock;
-  pg::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
 
   if (conn_ != nullptr && leading_.load(std::memory_order_acquire)) {
     // Leading: the lock lives exactly as long as the session does.
@@ -98,7 +98,7 @@ absl::StatusOr<bool> PostgresLeaderElection::TryLead() {
 }
 
 void PostgresLeaderElection::Resign() {
-  pg::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (conn_ == nullptr || !leading_.load(std::memory_order_acquire)) return;
   leading_.store(false, std::memory_order_release);
   pg::Params p;

@@ -28,8 +28,8 @@
 
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
+#include "src/common/sync.h"
 #include "src/store/postgres/postgres_options.h"
-#include "src/store/postgres/sync.h"
 
 namespace kms::store {
 
@@ -62,7 +62,7 @@ class PostgresLeaderElection final : public kms::coord::LeaderElection {
   const std::unique_ptr<pg::ConnectConfig> config_;
   const std::string lock_key_;  // hashed server-side into the lock's objid
 
-  pg::Mutex mu_;
+  Mutex mu_;
   std::unique_ptr<pg::Connection> conn_ ABSL_GUARDED_BY(mu_);
   std::chrono::steady_clock::time_point next_connect_ ABSL_GUARDED_BY(mu_);
   std::chrono::milliseconds backoff_ ABSL_GUARDED_BY(mu_){0};

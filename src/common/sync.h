@@ -1,17 +1,19 @@
-// Mutexes for src/hsm with clang thread-safety annotations, over the std:: primitives.
+// Mutexes with clang thread-safety annotations, over the std:: primitives (for src/hsm
+// and src/store/postgres).
 //
 // Why not absl::Mutex: Debian's abseil is built without ThreadSanitizer support, so TSan
 // cannot see absl::Mutex's happens-before edges and reports false races; pthread-based
 // std::mutex is intercepted by TSan. These wrappers keep both tools useful.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <shared_mutex>
 
 #include "absl/base/thread_annotations.h"
 
-namespace kms::hsm {
+namespace kms {
 
 class ABSL_LOCKABLE Mutex {
  public:
@@ -25,6 +27,17 @@ class ABSL_LOCKABLE Mutex {
     std::unique_lock<std::mutex> lock(mu_, std::adopt_lock);
     cv.wait(lock, ready);
     lock.release();
+  }
+
+  // Waits on `cv` until `ready()` holds or `deadline` passes; returns ready(). Held as
+  // for Await.
+  template <typename Pred>
+  bool AwaitUntil(std::condition_variable& cv, std::chrono::steady_clock::time_point deadline,
+                  Pred ready) ABSL_EXCLUSIVE_LOCKS_REQUIRED(this) {
+    std::unique_lock<std::mutex> lock(mu_, std::adopt_lock);
+    bool ok = cv.wait_until(lock, deadline, ready);
+    lock.release();
+    return ok;
   }
 
  private:
@@ -77,4 +90,4 @@ class ABSL_SCOPED_LOCKABLE ReaderLock {
   SharedMutex* const mu_;
 };
 
-}  // namespace kms::hsm
+}  // namespace kms
