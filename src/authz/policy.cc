@@ -1,17 +1,13 @@
 #include "src/authz/policy.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "src/common/strict_json.h"
 #include "src/common/strings.h"
+#include "src/common/text_file.h"
 
 namespace kms::authz {
 namespace {
@@ -220,27 +216,7 @@ absl::StatusOr<std::unique_ptr<PolicyAuthorizer>> PolicyAuthorizer::FromJson(
 
 absl::StatusOr<std::unique_ptr<PolicyAuthorizer>> PolicyAuthorizer::FromFile(
     const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    int err = errno;
-    std::string msg = absl::StrCat("policy file ", path, ": cannot read: ", std::strerror(err));
-    return err == ENOENT ? absl::NotFoundError(msg) : absl::InvalidArgumentError(msg);
-  }
-  std::string text;
-  char buf[16384];
-  int err = 0;
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) err = errno;
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  if (err != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("policy file ", path, ": cannot read: ", std::strerror(err)));
-  }
+  KMS_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, "policy"));
   auto policy = FromJson(text);
   if (!policy.ok()) {
     return absl::Status(policy.status().code(),

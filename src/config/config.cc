@@ -21,6 +21,7 @@
 #include "nlohmann/json.hpp"
 #include "src/common/strict_json.h"
 #include "src/common/strings.h"
+#include "src/common/text_file.h"
 
 namespace kms::config {
 namespace {
@@ -507,28 +508,7 @@ absl::StatusOr<Config> ParseConfig(std::string_view json_text, const std::string
 }
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) {
-    int err = errno;
-    std::string msg = absl::StrCat("config file ", path, ": cannot read: ", ErrnoText(err));
-    if (err == ENOENT) return absl::NotFoundError(msg);
-    return absl::InvalidArgumentError(msg);
-  }
-  std::string text;
-  char buf[16384];
-  int err = 0;
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof(buf));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) err = errno;
-    if (n <= 0) break;
-    text.append(buf, static_cast<size_t>(n));
-  }
-  close(fd);
-  if (err != 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("config file ", path, ": cannot read: ", ErrnoText(err)));
-  }
+  KMS_ASSIGN_OR_RETURN(std::string text, ReadTextFile(path, "config"));
 
   std::error_code ec;
   std::filesystem::path absolute = std::filesystem::absolute(path, ec);
