@@ -462,7 +462,11 @@ absl::Status ValidateConfig(const Config& c) {
 
   CheckRange(errors, "limits.max_plaintext_bytes", c.limits.max_plaintext_bytes, 1,
              kMaxPlaintextBytesLimit);
-  if (c.limits.max_ciphertext_bytes != c.limits.max_plaintext_bytes + kCiphertextOverheadBytes) {
+  // Only a plaintext limit in range has a meaningful (and overflow-free) ciphertext limit.
+  const bool plaintext_in_range =
+      c.limits.max_plaintext_bytes >= 1 && c.limits.max_plaintext_bytes <= kMaxPlaintextBytesLimit;
+  if (plaintext_in_range &&
+      c.limits.max_ciphertext_bytes != c.limits.max_plaintext_bytes + kCiphertextOverheadBytes) {
     errors.Add("limits.max_ciphertext_bytes",
                absl::StrCat("must be max_plaintext_bytes + ", kCiphertextOverheadBytes, " (",
                             c.limits.max_plaintext_bytes + kCiphertextOverheadBytes, ")"));
@@ -490,7 +494,9 @@ absl::StatusOr<Config> ParseConfig(std::string_view json_text, const std::string
   KMS_RETURN_IF_ERROR(ReadConfig(root, c));
 
   // Derived and defaulted values.
-  c.limits.max_ciphertext_bytes = c.limits.max_plaintext_bytes + kCiphertextOverheadBytes;
+  if (c.limits.max_plaintext_bytes >= 1 && c.limits.max_plaintext_bytes <= kMaxPlaintextBytesLimit) {
+    c.limits.max_ciphertext_bytes = c.limits.max_plaintext_bytes + kCiphertextOverheadBytes;
+  }
   if (root.find("node_id") == root.end()) c.node_id = Hostname();
 
   for (std::string* path : {&c.tls.cert_file, &c.tls.key_file, &c.tls.client_ca_file,

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -538,6 +539,22 @@ TEST_F(ConfigTest, JwtLifetimesAreRangeChecked) {
   absl::StatusOr<Config> c = ParseWith("/jwt/max_ttl_seconds", 0);
   ASSERT_FALSE(c.ok());
   EXPECT_THAT(Message(c.status()), HasSubstr("jwt.max_ttl_seconds"));
+}
+
+}  // namespace
+}  // namespace kms::config
+
+namespace kms::config {
+namespace {
+
+// Found by the fuzz corpus: the derived ciphertext limit once overflowed int64.
+TEST(ConfigOverflowTest, HugePlaintextLimitIsRejectedWithoutOverflow) {
+  Config c;
+  c.limits.max_plaintext_bytes = std::numeric_limits<int64_t>::max();
+  absl::Status s = ValidateConfig(c);
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.message()).find("limits.max_plaintext_bytes"), std::string::npos);
+  EXPECT_EQ(std::string(s.message()).find("limits.max_ciphertext_bytes"), std::string::npos);
 }
 
 }  // namespace
