@@ -12,13 +12,6 @@ namespace {
 constexpr int kDefaultPageSize = 100;
 constexpr int kMaxPageSize = 1000;
 
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& status,
-                                 std::string_view rpc) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status, rpc));
-  return reactor;
-}
-
 void FillTenant(const keys::TenantInfo& info, v1::Tenant* out) {
   out->set_tenant_id(info.tenant.id);
   out->set_state(std::string(store::TenantStateName(info.tenant.state)));
@@ -46,7 +39,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerCon
       spdlog::info("tenant {} created by {}", req->tenant_id(), identity);
     }
   }
-  return Finish(ctx, status, "CreateTenant");
+  return FinishUnary(ctx, status, "CreateTenant");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContext* ctx,
@@ -59,7 +52,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContex
     status = info.status();
     if (info.ok()) FillTenant(*info, resp->mutable_tenant());
   }
-  return Finish(ctx, status, "GetTenant");
+  return FinishUnary(ctx, status, "GetTenant");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerContext* ctx,
@@ -82,7 +75,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerCont
       resp->set_next_page_token(page->next_after);
     }
   }
-  return Finish(ctx, status, "ListTenants");
+  return FinishUnary(ctx, status, "ListTenants");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServerContext* ctx,
@@ -102,7 +95,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServer
                    info->tenant.primary_dek_version, identity);
     }
   }
-  return Finish(ctx, status, "RotateTenantKey");
+  return FinishUnary(ctx, status, "RotateTenantKey");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerContext* ctx,
@@ -120,7 +113,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerCont
     status = keys_.ShredTenant(req->tenant_id());
     if (status.ok()) spdlog::warn("tenant {} shredded by {}", req->tenant_id(), identity);
   }
-  return Finish(ctx, status, "ShredTenant");
+  return FinishUnary(ctx, status, "ShredTenant");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContext* ctx,
@@ -136,7 +129,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContex
       spdlog::info("KEK rotated to version {} by {}", *version, identity);
     }
   }
-  return Finish(ctx, status, "RotateKek");
+  return FinishUnary(ctx, status, "RotateKek");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::GetJwtStatus(grpc::CallbackServerContext* ctx,
@@ -161,7 +154,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetJwtStatus(grpc::CallbackServerCon
       info->set_kek_version(k.kek_version);
     }
   }
-  return Finish(ctx, status, "GetJwtStatus");
+  return FinishUnary(ctx, status, "GetJwtStatus");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RotateJwtKey(grpc::CallbackServerContext* ctx,
@@ -181,7 +174,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateJwtKey(grpc::CallbackServerCon
                    rotated->new_activate_at);
     }
   }
-  return Finish(ctx, status, "RotateJwtKey");
+  return FinishUnary(ctx, status, "RotateJwtKey");
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::AckJwtCritical(grpc::CallbackServerContext* ctx,
@@ -194,7 +187,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AckJwtCritical(grpc::CallbackServerC
     if (status.ok()) spdlog::info("JWT Critical state acknowledged by {}", identity);
   }
   if (status.ok()) resp->set_state(jwt_.Status().state_name);
-  return Finish(ctx, status, "AckJwtCritical");
+  return FinishUnary(ctx, status, "AckJwtCritical");
 }
 
 absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
@@ -246,7 +239,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
                                                       v1::GetStatusResponse* resp) {
   absl::Status status = gate_.Admit(*ctx, authz::Operation::kGetStatus, "");
   if (status.ok()) status = Status(resp);
-  return Finish(ctx, status, "GetStatus");
+  return FinishUnary(ctx, status, "GetStatus");
 }
 
 }  // namespace kms::server

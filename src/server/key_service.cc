@@ -14,13 +14,6 @@ std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& status,
-                                 std::string_view rpc) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status, rpc));
-  return reactor;
-}
-
 // The checks every data-plane RPC makes before touching a key.
 absl::Status Admit(const grpc::CallbackServerContext& ctx, const CallGate& gate,
                    authz::Operation op, const std::string& tenant) {
@@ -66,7 +59,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Encrypt(grpc::CallbackServerContext* c
                                                   v1::EncryptResponse* resp) {
   absl::Status status = Admit(*ctx, gate_, authz::Operation::kEncrypt, req->tenant_id());
   if (status.ok()) status = EncryptOne(req->tenant_id(), req->plaintext(), req->context(), resp);
-  return Finish(ctx, status, "Encrypt");
+  return FinishUnary(ctx, status, "Encrypt");
 }
 
 grpc::ServerUnaryReactor* KeyServiceImpl::Decrypt(grpc::CallbackServerContext* ctx,
@@ -74,7 +67,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Decrypt(grpc::CallbackServerContext* c
                                                   v1::DecryptResponse* resp) {
   absl::Status status = Admit(*ctx, gate_, authz::Operation::kDecrypt, req->tenant_id());
   if (status.ok()) status = DecryptOne(req->tenant_id(), req->ciphertext(), req->context(), resp);
-  return Finish(ctx, status, "Decrypt");
+  return FinishUnary(ctx, status, "Decrypt");
 }
 
 grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerContext* ctx,
@@ -82,7 +75,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
                                                        v1::EncryptBatchResponse* resp) {
   absl::Status status = Admit(*ctx, gate_, authz::Operation::kEncrypt, req->tenant_id());
   if (status.ok()) status = ValidateBatchSize(req->items_size(), limits_);
-  if (!status.ok()) return Finish(ctx, status, "EncryptBatch");
+  if (!status.ok()) return FinishUnary(ctx, status, "EncryptBatch");
   resp->mutable_results()->Reserve(req->items_size());
   for (const v1::EncryptBatchItem& item : req->items()) {
     v1::EncryptBatchResult* result = resp->add_results();
@@ -90,7 +83,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
         EncryptOne(req->tenant_id(), item.plaintext(), item.context(), result->mutable_ok());
     if (!item_status.ok()) SetItemError(result, item_status, "EncryptBatch");
   }
-  return Finish(ctx, absl::OkStatus(), "EncryptBatch");
+  return FinishUnary(ctx, absl::OkStatus(), "EncryptBatch");
 }
 
 grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerContext* ctx,
@@ -98,7 +91,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerConte
                                                        v1::DecryptBatchResponse* resp) {
   absl::Status status = Admit(*ctx, gate_, authz::Operation::kDecrypt, req->tenant_id());
   if (status.ok()) status = ValidateBatchSize(req->items_size(), limits_);
-  if (!status.ok()) return Finish(ctx, status, "DecryptBatch");
+  if (!status.ok()) return FinishUnary(ctx, status, "DecryptBatch");
   resp->mutable_results()->Reserve(req->items_size());
   for (const v1::DecryptBatchItem& item : req->items()) {
     v1::DecryptBatchResult* result = resp->add_results();
@@ -106,7 +99,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerConte
         DecryptOne(req->tenant_id(), item.ciphertext(), item.context(), result->mutable_ok());
     if (!item_status.ok()) SetItemError(result, item_status, "DecryptBatch");
   }
-  return Finish(ctx, absl::OkStatus(), "DecryptBatch");
+  return FinishUnary(ctx, absl::OkStatus(), "DecryptBatch");
 }
 
 grpc::ServerUnaryReactor* KeyServiceImpl::SignJwt(grpc::CallbackServerContext* ctx,
@@ -123,7 +116,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::SignJwt(grpc::CallbackServerContext* c
       resp->set_expires_at_unix(signed_jwt->expires_at);
     }
   }
-  return Finish(ctx, status, "SignJwt");
+  return FinishUnary(ctx, status, "SignJwt");
 }
 
 grpc::ServerUnaryReactor* KeyServiceImpl::VerifyJwt(grpc::CallbackServerContext* ctx,
@@ -142,7 +135,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::VerifyJwt(grpc::CallbackServerContext*
       resp->set_expires_at_unix(verified->expires_at);
     }
   }
-  return Finish(ctx, status, "VerifyJwt");
+  return FinishUnary(ctx, status, "VerifyJwt");
 }
 
 grpc::ServerUnaryReactor* KeyServiceImpl::GetJwks(grpc::CallbackServerContext* ctx,
@@ -157,7 +150,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::GetJwks(grpc::CallbackServerContext* c
       resp->set_max_age_seconds(jwks->max_age_seconds);
     }
   }
-  return Finish(ctx, status, "GetJwks");
+  return FinishUnary(ctx, status, "GetJwks");
 }
 
 }  // namespace kms::server

@@ -38,4 +38,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status, std::string_view operation
   return grpc::Status(code, SanitizedMessage(status, operation));
 }
 
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, const absl::Status& status,
+                                      std::string_view operation) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status, operation));
+  return reactor;
+}
+
 }  // namespace kms::server

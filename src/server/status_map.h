@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "grpcpp/server_context.h"
 #include "grpcpp/support/status.h"
 
 namespace kms::server {
@@ -18,5 +19,9 @@ grpc::Status ToGrpcStatus(const absl::Status& status, std::string_view operation
 
 // The sanitized message alone, for batch item errors.
 std::string SanitizedMessage(const absl::Status& status, std::string_view operation);
+
+// Finishes a unary callback RPC with `status`, mapped as above.
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, const absl::Status& status,
+                                      std::string_view operation);
 
 }  // namespace kms::server
