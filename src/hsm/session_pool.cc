@@ -29,7 +29,11 @@ SessionPool::~SessionPool() {
 absl::StatusOr<SessionLease> SessionPool::Acquire() {
   {
     MutexLock lock(&mu_);
-    mu_.Await(cv_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return CanLend(); });
+    // A hung token must not hold requests forever: past the wait, fail fast (DESIGN §7).
+    if (!mu_.AwaitUntil(cv_, std::chrono::steady_clock::now() + kAcquireTimeout,
+                        [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return CanLend(); })) {
+      return absl::UnavailableError("HSM: every session is busy (the token is not answering)");
+    }
     if (!idle_.empty()) {
       CK_SESSION_HANDLE h = idle_.back();
       idle_.pop_back();

@@ -2,6 +2,8 @@
 // session must never be used by two threads at once (SoftHSM2 crashes). Private to src/hsm.
 #pragma once
 
+#include <chrono>
+
 #include <condition_variable>
 #include <cstdint>
 #include <memory>
@@ -49,7 +51,9 @@ class SessionPool {
   SessionPool(std::shared_ptr<Pkcs11Module> module, CK_SLOT_ID slot, int max_sessions);
   ~SessionPool();  // closes the idle sessions
 
+  // UNAVAILABLE when no session frees up within kAcquireTimeout.
   absl::StatusOr<SessionLease> Acquire();
+  static constexpr std::chrono::milliseconds kAcquireTimeout{5000};
 
   // For tests and metrics.
   int open_sessions() const;

@@ -63,6 +63,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
         if (hit && Fresh(*hit)) return hit;
       }
       flight = std::make_shared<Flight>();
+      flight->generation = shard.generation;
       shard.flights.emplace(key, flight);
       leader = true;
     }
@@ -81,7 +82,10 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
   }
   {
     std::unique_lock lock(shard.mu);
-    if (result.ok() && *result != stale) Insert(shard, version, *result);
+    // An invalidation while we loaded (a shred, a rotation) makes what we read stale.
+    if (result.ok() && *result != stale && shard.generation == flight->generation) {
+      Insert(shard, version, *result);
+    }
     shard.flights.erase(std::make_pair(tenant_id, version));
   }
   {
@@ -93,24 +97,40 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
   return result;
 }
 
-void DekCache::Insert(Shard& shard, uint32_t requested_version,
-                      std::shared_ptr<const DekEntry> entry) {
-  TenantSlot& slot = shard.tenants[entry->tenant_id];
-  auto [it, inserted] = slot.versions.insert_or_assign(entry->version, entry);
-  if (inserted) {
-    ++shard.entries;
-    while (shard.entries > per_shard_max_) EvictOneLocked(shard);
-  }
-  if (requested_version == 0) slot.primary = entry;
+void DekCache::Removed(const std::shared_ptr<const DekEntry>& entry) const {
+  if (options_.on_remove && entry) options_.on_remove(entry);
 }
 
-void DekCache::EvictOneLocked(Shard& shard) {
+void DekCache::Insert(Shard& shard, uint32_t requested_version,
+                      std::shared_ptr<const DekEntry> entry) {
+  const std::string tenant = entry->tenant_id;
+  const uint32_t version = entry->version;
+  {
+    TenantSlot& slot = shard.tenants[tenant];
+    auto it = slot.versions.find(version);
+    if (it == slot.versions.end()) {
+      slot.versions.emplace(version, entry);
+      ++shard.entries;
+    } else if (it->second != entry) {
+      Removed(it->second);
+      it->second = entry;
+    }
+    if (requested_version == 0) slot.primary = entry;
+  }
+  // Eviction may erase other slots (or this one's other versions): no slot reference
+  // is held across it, and the entry just inserted is never the one evicted.
+  while (shard.entries > per_shard_max_ && EvictOneLocked(shard, tenant, version)) {
+  }
+}
+
+bool DekCache::EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version) {
   // Oldest entry first. Linear in the shard's size, and only on inserts past the bound.
   const std::string* oldest_tenant = nullptr;
   uint32_t oldest_version = 0;
   std::chrono::steady_clock::time_point oldest_at = std::chrono::steady_clock::time_point::max();
   for (const auto& [tenant, slot] : shard.tenants) {
     for (const auto& [version, entry] : slot.versions) {
+      if (version == keep_version && tenant == keep_tenant) continue;
       if (entry->loaded_at < oldest_at) {
         oldest_at = entry->loaded_at;
         oldest_tenant = &tenant;
@@ -118,20 +138,25 @@ void DekCache::EvictOneLocked(Shard& shard) {
       }
     }
   }
-  if (oldest_tenant == nullptr) return;
+  if (oldest_tenant == nullptr) return false;  // only the kept entry is left
   auto t = shard.tenants.find(*oldest_tenant);
   TenantSlot& slot = t->second;
   if (slot.primary && slot.primary->version == oldest_version) slot.primary.reset();
-  slot.versions.erase(oldest_version);
+  auto v = slot.versions.find(oldest_version);
+  Removed(v->second);
+  slot.versions.erase(v);
   --shard.entries;
   if (slot.versions.empty()) shard.tenants.erase(t);
+  return true;
 }
 
 void DekCache::InvalidateTenant(const std::string& tenant_id) {
   Shard& shard = ShardFor(tenant_id);
   std::unique_lock lock(shard.mu);
+  ++shard.generation;
   auto it = shard.tenants.find(tenant_id);
   if (it == shard.tenants.end()) return;
+  for (const auto& [version, entry] : it->second.versions) Removed(entry);
   shard.entries -= it->second.versions.size();
   shard.tenants.erase(it);
 }
@@ -148,6 +173,10 @@ void DekCache::ForEach(const std::function<void(const std::shared_ptr<const DekE
 void DekCache::Clear() {
   for (auto& shard : shards_) {
     std::unique_lock lock(shard->mu);
+    ++shard->generation;
+    for (const auto& [tenant, slot] : shard->tenants) {
+      for (const auto& [version, entry] : slot.versions) Removed(entry);
+    }
     shard->tenants.clear();
     shard->entries = 0;
   }

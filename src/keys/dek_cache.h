@@ -54,6 +54,10 @@ class DekCache {
     size_t max_entries = 100000;
     std::chrono::seconds max_stale{604800};
     size_t shards = 16;
+    // Called (under a shard lock: keep it short) with every entry that leaves the cache:
+    // evicted, invalidated, cleared or replaced. The key manager keeps their unflushed
+    // encryption counts.
+    std::function<void(const std::shared_ptr<const DekEntry>&)> on_remove;
   };
   using Loader = std::function<absl::StatusOr<std::shared_ptr<const DekEntry>>()>;
 
@@ -77,6 +81,7 @@ class DekCache {
     std::condition_variable cv;
     bool done = false;
     absl::StatusOr<std::shared_ptr<const DekEntry>> result = absl::UnknownError("pending");
+    uint64_t generation = 0;  // the shard's generation when the load started
   };
   struct TenantSlot {
     std::map<uint32_t, std::shared_ptr<const DekEntry>> versions;  // numbered versions
@@ -87,12 +92,16 @@ class DekCache {
     std::unordered_map<std::string, TenantSlot> tenants;  // guarded by mu
     std::map<std::pair<std::string, uint32_t>, std::shared_ptr<Flight>> flights;  // guarded by mu
     size_t entries = 0;  // guarded by mu
+    // Bumped by every invalidation, so a load that started before one is not cached.
+    uint64_t generation = 0;  // guarded by mu
   };
 
   Shard& ShardFor(const std::string& tenant_id);
   bool Fresh(const DekEntry& e) const;
   void Insert(Shard& shard, uint32_t requested_version, std::shared_ptr<const DekEntry> entry);
-  void EvictOneLocked(Shard& shard);
+  // Evicts the oldest entry other than (keep_tenant, keep_version); false if none.
+  bool EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version);
+  void Removed(const std::shared_ptr<const DekEntry>& entry) const;
 
   const Clock& clock_;
   const Options options_;

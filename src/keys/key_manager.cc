@@ -20,7 +20,20 @@ absl::Status Shredded() {
 
 KeyManager::KeyManager(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock,
                        KeyManagerOptions options)
-    : hsm_(hsm), store_(store), clock_(clock), options_(options), cache_(*clock, options.cache) {}
+    : hsm_(hsm),
+      store_(store),
+      clock_(clock),
+      options_(options),
+      cache_(*clock, CacheOptions(options.cache)) {}
+
+DekCache::Options KeyManager::CacheOptions(DekCache::Options options) {
+  options.on_remove = [this](const std::shared_ptr<const DekEntry>& entry) {
+    if (entry->encryptions.load(std::memory_order_relaxed) == 0) return;
+    std::lock_guard lock(pending_mu_);
+    pending_counts_.push_back(entry);
+  };
+  return options;
+}
 
 absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(hsm::Hsm* hsm,
                                                                store::KeyStore* store,
@@ -119,6 +132,9 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
   if (td->tenant.state == store::TenantState::kShredded ||
       td->dek.state == store::DekState::kDestroyed) {
     return Shredded();
+  }
+  if (td->dek.version < td->tenant.min_decrypt_version) {
+    return absl::NotFoundError("DEK version is below the tenant's minimum");  // "decryption failed"
   }
   KMS_RETURN_IF_ERROR(EnsureKekLoaded(td->dek.kek_version));
   KMS_ASSIGN_OR_RETURN(SecretBytes dek,
@@ -256,6 +272,10 @@ absl::StatusOr<uint32_t> KeyManager::RotateKek() {
 
 absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
   std::vector<std::shared_ptr<const DekEntry>> entries;
+  {
+    std::lock_guard lock(pending_mu_);
+    entries.swap(pending_counts_);
+  }
   cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
     if (e->encryptions.load(std::memory_order_relaxed) > 0) entries.push_back(e);
   });
@@ -267,6 +287,10 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
     absl::Status added = store_->AddEncryptions(e->tenant_id, e->version, delta);
     if (!added.ok()) {
       e->encryptions.fetch_add(delta);  // try again at the next flush
+      {
+        std::lock_guard lock(pending_mu_);
+        pending_counts_.push_back(e);  // in case it has left the cache meanwhile
+      }
       if (first_error.ok()) first_error = added;
       continue;
     }

@@ -122,12 +122,16 @@ class KeyManager {
   absl::StatusOr<TenantInfo> CreateTenantLocked(const std::string& tenant_id);
 
   void Notify(coord::InvalidationEvent::Kind kind, const std::string& tenant_id);
+  DekCache::Options CacheOptions(DekCache::Options options);
 
   std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
   hsm::Hsm* const hsm_;
   store::KeyStore* const store_;
   const Clock* const clock_;
   const KeyManagerOptions options_;
+  // Entries that left the cache with encryptions not yet flushed to the store.
+  std::mutex pending_mu_;
+  std::vector<std::shared_ptr<const DekEntry>> pending_counts_;  // guarded by pending_mu_
   DekCache cache_;
   std::atomic<uint32_t> primary_kek_{0};
   std::mutex kek_mu_;  // serializes KEK (re)loading; never held on the data path

@@ -1,6 +1,9 @@
 #include "src/keys/wrapped_dek.h"
 
+#include <string>
 #include <string_view>
+
+#include "absl/strings/str_cat.h"
 
 namespace kms::keys {
 
@@ -21,6 +24,14 @@ constexpr std::string_view kDekAadLabel = "kmsd:dek:v1";
 constexpr size_t kHeaderSize = 5;
 constexpr size_t kSealedSize = 12 + kDekSize + 16;
 
+// An HSM error is never the caller's fault: UNAVAILABLE stays (retry later), anything
+// else (a PIN problem, a key not loaded, a blob that fails to authenticate) is internal,
+// so that no HSM detail or misleading code (PERMISSION_DENIED, NOT_FOUND) reaches them.
+absl::Status FromHsm(const absl::Status& s) {
+  if (s.ok() || absl::IsUnavailable(s)) return s;
+  return absl::InternalError(absl::StrCat("HSM: ", std::string(s.message())));
+}
+
 }  // namespace
 
 std::vector<uint8_t> DekAad(std::string_view tenant_id, uint32_t dek_version, uint32_t kek_version) {
@@ -38,8 +49,10 @@ absl::StatusOr<std::vector<uint8_t>> WrapDek(hsm::Hsm& hsm, uint32_t kek_version
                                              std::string_view tenant_id, uint32_t dek_version,
                                              const SecretBytes& dek) {
   if (dek.size() != kDekSize) return absl::InternalError("DEK must be 32 bytes");
-  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> sealed,
-                       hsm.Seal(kek_version, dek.span(), DekAad(tenant_id, dek_version, kek_version)));
+  absl::StatusOr<std::vector<uint8_t>> sealed_or =
+      hsm.Seal(kek_version, dek.span(), DekAad(tenant_id, dek_version, kek_version));
+  if (!sealed_or.ok()) return FromHsm(sealed_or.status());
+  std::vector<uint8_t> sealed = std::move(*sealed_or);
   std::vector<uint8_t> blob;
   blob.reserve(kHeaderSize + sealed.size());
   blob.push_back(kWrappedDekV1);
@@ -58,8 +71,10 @@ absl::StatusOr<uint32_t> WrappedDekKekVersion(std::span<const uint8_t> blob) {
 absl::StatusOr<SecretBytes> UnwrapDek(hsm::Hsm& hsm, std::string_view tenant_id,
                                       uint32_t dek_version, std::span<const uint8_t> blob) {
   KMS_ASSIGN_OR_RETURN(uint32_t kek_version, WrappedDekKekVersion(blob));
-  KMS_ASSIGN_OR_RETURN(SecretBytes dek, hsm.Open(kek_version, blob.subspan(kHeaderSize),
-                                                 DekAad(tenant_id, dek_version, kek_version)));
+  absl::StatusOr<SecretBytes> dek_or =
+      hsm.Open(kek_version, blob.subspan(kHeaderSize), DekAad(tenant_id, dek_version, kek_version));
+  if (!dek_or.ok()) return FromHsm(dek_or.status());
+  SecretBytes dek = std::move(*dek_or);
   if (dek.size() != kDekSize) return absl::DataLossError("unwrapped DEK has the wrong size");
   return dek;
 }

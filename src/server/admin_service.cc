@@ -58,7 +58,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerContext* ctx,
                                                         const v1::ListTenantsRequest* req,
                                                         v1::ListTenantsResponse* resp) {
-  absl::Status status = gate_.Admit(*ctx, authz::Operation::kListTenants, "");
+  absl::Status status = gate_.Admit(*ctx, authz::Operation::kListTenants, CallGate::kEveryTenant);
   int page_size = req->page_size() == 0 ? kDefaultPageSize : req->page_size();
   if (status.ok() && (page_size < 0 || page_size > kMaxPageSize)) {
     status = absl::InvalidArgumentError("page_size must be between 0 and 1000");
@@ -120,7 +120,8 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContex
                                                       const v1::RotateKekRequest* req,
                                                       v1::RotateKekResponse* resp) {
   std::string identity;
-  absl::Status status = gate_.Admit(*ctx, authz::Operation::kRotate, "", &identity);
+  absl::Status status =
+      gate_.Admit(*ctx, authz::Operation::kRotate, CallGate::kEveryTenant, &identity);
   if (status.ok()) {
     absl::StatusOr<uint32_t> version = keys_.RotateKek();
     status = version.status();

@@ -58,7 +58,8 @@ void Coordinator::Apply(const coord::InvalidationEvent& event) {
 void Coordinator::PollEpoch() {
   absl::StatusOr<int64_t> epoch = store_.GetEpoch();
   if (!epoch.ok()) return;  // the store is down: keep serving from cache (degraded mode)
-  if (last_epoch_ != -1 && *epoch != last_epoch_) {
+  // -1: no baseline yet (the store was down at start): anything cached may be stale.
+  if (*epoch != last_epoch_) {
     spdlog::debug("store epoch moved {} -> {}: dropping cached keys", last_epoch_, *epoch);
     Apply(coord::InvalidationEvent{.kind = coord::InvalidationEvent::Kind::kAll});
   }

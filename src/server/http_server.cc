@@ -65,7 +65,13 @@ void HttpServer::Start() {
 }
 
 void HttpServer::Stop() {
-  if (server_) server_->stop();
+  if (server_ && thread_.joinable()) {
+    // cpp-httplib's stop() is a no-op until the listener thread is running: wait for it.
+    for (int i = 0; i < 500 && !server_->is_running(); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    server_->stop();
+  }
   if (thread_.joinable()) thread_.join();
 }
 

@@ -19,6 +19,10 @@ class CallGate {
   CallGate(const authz::PolicyAuthorizer& policy, coord::RateLimiter* limiter)
       : policy_(policy), limiter_(limiter) {}
 
+  // Operations that act on every tenant at once (listing tenants, rotating the KEK)
+  // pass kEveryTenant: only a grant of all tenants ("*") allows them.
+  static constexpr std::string_view kEveryTenant = "*";
+
   // OK, or PERMISSION_DENIED (no identity, or not granted), or RESOURCE_EXHAUSTED
   // ("rate limit exceeded; retry after N ms"). Sets *identity_out when given.
   absl::Status Admit(const grpc::CallbackServerContext& ctx, authz::Operation op,

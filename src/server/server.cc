@@ -58,13 +58,27 @@ struct KmsServer::Parts {
 
 namespace {
 
+// Reads a whole file into one buffer (no intermediate copies: it may be a private key).
 absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
   if (!in) return absl::FailedPreconditionError(absl::StrCat(what, ": cannot read ", path));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string data(static_cast<size_t>(in.tellg()), '\0');
+  in.seekg(0);
+  if (!in.read(data.data(), static_cast<std::streamsize>(data.size()))) {
+    return absl::FailedPreconditionError(absl::StrCat(what, ": cannot read ", path));
+  }
+  return data;
 }
+
+// Wipes a string holding a private key when the scope ends, on every path.
+class WipeOnExit {
+ public:
+  explicit WipeOnExit(std::string& s) : s_(s) {}
+  ~WipeOnExit() { OPENSSL_cleanse(s_.data(), s_.size()); }
+
+ private:
+  std::string& s_;
+};
 
 // Runs `open` until it succeeds, fails for a reason other than UNAVAILABLE, or a stop
 // is requested. Backoff: 1 s, doubling, at most 30 s.
@@ -173,7 +187,6 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   // Policy and credentials first: they are files, and their errors are the operator's.
   KMS_ASSIGN_OR_RETURN(p.authz, authz::PolicyAuthorizer::FromFile(config.policy_file));
   KMS_ASSIGN_OR_RETURN(std::string cert, ReadFile(config.tls.cert_file, "tls.cert_file"));
-  KMS_ASSIGN_OR_RETURN(std::string key, ReadFile(config.tls.key_file, "tls.key_file"));
   KMS_ASSIGN_OR_RETURN(std::string ca, ReadFile(config.tls.client_ca_file, "tls.client_ca_file"));
 
   if (!config.hsm.softhsm2_conf.empty()) setenv("SOFTHSM2_CONF", config.hsm.softhsm2_conf.c_str(), 1);
@@ -267,9 +280,13 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // The server key is read only now, and wiped on every path out of this scope.
+  KMS_ASSIGN_OR_RETURN(std::string key, ReadFile(config.tls.key_file, "tls.key_file"));
+  WipeOnExit wipe_key(key);
   grpc::SslServerCredentialsOptions tls(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   tls.pem_root_certs = ca;
-  tls.pem_key_cert_pairs.push_back({key, cert});
+  tls.pem_key_cert_pairs.push_back({std::move(key), cert});
+  WipeOnExit wipe_option_key(tls.pem_key_cert_pairs[0].private_key);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.grpc_listen, grpc::SslServerCredentials(tls), &p.grpc_port);
   builder.RegisterService(p.key_service.get());
@@ -283,10 +300,6 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
   builder.SetMaxSendMessageSize(static_cast<int>(max_message));
   p.grpc = builder.BuildAndStart();
-  // gRPC keeps its own copy of the server key; wipe ours.
-  OPENSSL_cleanse(key.data(), key.size());
-  OPENSSL_cleanse(tls.pem_key_cert_pairs[0].private_key.data(),
-                  tls.pem_key_cert_pairs[0].private_key.size());
   if (!p.grpc || p.grpc_port == 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("cannot listen for gRPC on ", config.grpc_listen,

@@ -276,6 +276,28 @@ TEST_F(KmsdE2eTest, IdentityOutsideThePolicyIsDenied) {
   EXPECT_EQ(s.error_message().find("acme"), std::string::npos);  // names no tenant
 }
 
+TEST_F(KmsdE2eTest, ACommonNameThatLooksLikeASpiffeIdIsNoIdentity) {
+  // Signed by the right CA, no URI SAN, CN = the operator's SPIFFE id: it must not pass
+  // as the operator.
+  const std::string key = dir_->Join("cn-only.key"), cert = dir_->Join("cn-only.pem");
+  const std::string ext = dir_->Write("client.ext", "extendedKeyUsage=clientAuth\n", 0644);
+  auto issued = RunCommand(absl::StrCat(
+      "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ", key,
+      " && openssl req -new -key ", key, " -subj '/CN=spiffe:\\/\\/kmsd.dev\\/operator'",
+      " | openssl x509 -req -days 1 -CA ", Pki("ca.pem"), " -CAkey ", Pki("ca.key"),
+      " -CAcreateserial -out ", cert, " -extfile ", ext, " 2>&1"));
+  ASSERT_EQ(issued.exit_code, 0) << issued.out;
+  grpc::SslCredentialsOptions tls;
+  tls.pem_root_certs = Read(Pki("ca.pem"));
+  tls.pem_cert_chain = Read(cert);
+  tls.pem_private_key = Read(key);
+  auto admin = v1::AdminService::NewStub(grpc::CreateChannel(kmsd_->grpc_addr(), grpc::SslCredentials(tls)));
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::GetStatusResponse resp;
+  EXPECT_EQ(admin->GetStatus(&ctx, {}, &resp).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+}
+
 TEST_F(KmsdE2eTest, ClientWithoutCertificateIsRefused) {
   auto keys = v1::KeyService::NewStub(Channel(""));
   grpc::ClientContext ctx;

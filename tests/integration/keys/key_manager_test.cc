@@ -219,6 +219,16 @@ TEST_F(KeyManagerTest, EncryptionCountsReachTheStoreAndABudgetRotatesTheDek) {
   EXPECT_EQ(version, 2u);
 }
 
+TEST_F(KeyManagerTest, CountsOfEntriesThatLeftTheCacheAreStillFlushed) {
+  ASSERT_TRUE(keys_->CreateTenant("evicted").ok());
+  for (int i = 0; i < 3; ++i) Encrypt("evicted", "x");
+  keys_->cache().InvalidateTenant("evicted");  // as an epoch change or a bus event would
+  for (int i = 0; i < 2; ++i) Encrypt("evicted", "x");
+  keys_->cache().Clear();
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(sqlite_->GetTenantDek("evicted", 1)->dek.encryptions, 5u);
+}
+
 TEST_F(KeyManagerTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
   ASSERT_TRUE(keys_->CreateTenant("outage").ok());
   for (int i = 0; i < 3; ++i) Encrypt("outage", "x");

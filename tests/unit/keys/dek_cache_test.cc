@@ -155,3 +155,68 @@ TEST_F(DekCacheTest, AnEntryInUseSurvivesItsEviction) {
 
 }  // namespace
 }  // namespace kms::keys
+
+namespace kms::keys {
+namespace {
+
+TEST(DekCacheRaceTest, ALoadThatStartedBeforeAnInvalidationIsNotCached) {
+  SimulatedClock clock;
+  DekCache cache(clock, {});
+  int loads = 0;
+  auto loader = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    ++loads;
+    cache.InvalidateTenant("t1");  // a shred lands while the (old) key is being unwrapped
+    return MakeEntry(clock, "t1", 1);
+  };
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, loader).ok());  // the caller still gets its answer
+  EXPECT_EQ(cache.size(), 0u);                          // but it is not kept
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, loader).ok());
+  EXPECT_EQ(loads, 2);
+}
+
+TEST(DekCacheRaceTest, TheEntryJustInsertedIsNeverTheOneEvictedAndItsPrimaryAliasHolds) {
+  SimulatedClock clock;
+  DekCache cache(clock, {.max_entries = 1, .shards = 1});
+  // An entry with a later load time than the one about to be inserted.
+  auto newer = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    auto e = MakeEntry(clock, "b", 1);
+    const_cast<DekEntry&>(*e).loaded_at = clock.Now() + std::chrono::hours(1);
+    return e;
+  };
+  ASSERT_TRUE(cache.GetOrLoad("b", 1, newer).ok());
+  int loads = 0;
+  auto primary = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    ++loads;
+    return MakeEntry(clock, "a", 3);
+  };
+  ASSERT_TRUE(cache.GetOrLoad("a", 0, primary).ok());
+  EXPECT_EQ(cache.size(), 1u);
+  ASSERT_TRUE(cache.GetOrLoad("a", 0, primary).ok());  // still cached through the alias
+  EXPECT_EQ(loads, 1);
+}
+
+TEST(DekCacheRaceTest, EveryEntryLeavingTheCacheIsReported) {
+  SimulatedClock clock;
+  std::vector<std::string> removed;
+  DekCache cache(clock, {.max_entries = 2,
+                         .shards = 1,
+                         .on_remove = [&](const std::shared_ptr<const DekEntry>& e) {
+                           removed.push_back(e->tenant_id + "/" + std::to_string(e->version));
+                         }});
+  auto load = [&](const std::string& t, uint32_t v) {
+    return cache.GetOrLoad(t, v, [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+      return MakeEntry(clock, t, v);
+    });
+  };
+  ASSERT_TRUE(load("a", 1).ok());
+  clock.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(load("b", 1).ok());
+  clock.Advance(std::chrono::seconds(1));
+  ASSERT_TRUE(load("c", 1).ok());  // evicts a/1
+  cache.InvalidateTenant("b");     // b/1
+  cache.Clear();                   // c/1
+  EXPECT_EQ(removed, (std::vector<std::string>{"a/1", "b/1", "c/1"}));
+}
+
+}  // namespace
+}  // namespace kms::keys

@@ -54,6 +54,17 @@ TEST_F(WrappedDekTest, TruncatedBlobIsRejected) {
   EXPECT_FALSE(UnwrapDek(hsm_, "acme", 3, blob).ok());
 }
 
+TEST_F(WrappedDekTest, HsmErrorsReachCallersOnlyAsUnavailableOrInternal) {
+  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  // KEK version 2 is not loaded: the fake says NOT_FOUND, which must not look like
+  // "your tenant was not found".
+  EXPECT_TRUE(absl::IsInternal(WrapDek(hsm_, 2, "acme", 3, dek_).status()));
+  hsm_.SetUnavailable(true);
+  EXPECT_TRUE(absl::IsUnavailable(UnwrapDek(hsm_, "acme", 3, blob).status()));
+  EXPECT_TRUE(absl::IsUnavailable(WrapDek(hsm_, 1, "acme", 3, dek_).status()));
+  hsm_.SetUnavailable(false);
+}
+
 TEST(TenantIdTest, AcceptsTheDocumentedAlphabet) {
   EXPECT_TRUE(ValidateTenantId("acme").ok());
   EXPECT_TRUE(ValidateTenantId("Acme-01.eu_west").ok());
