@@ -456,6 +456,15 @@ absl::Status Pkcs11Hsm::Impl::CheckWrapCapable(std::string_view where,
     return absl::FailedPreconditionError(
         absl::StrCat(Av(where), " is not usable for wrapping (CKA_WRAP/CKA_UNWRAP not set)"));
   }
+  // A pre-provisioned master key must be as protected as one kmsd would create: its
+  // secret part sensitive and never extractable.
+  KMS_ASSIGN_OR_RETURN(bool sensitive, GetBool(fn, anchor, unwrap_key, CKA_SENSITIVE, "CKA_SENSITIVE"));
+  KMS_ASSIGN_OR_RETURN(bool extractable,
+                       GetBool(fn, anchor, unwrap_key, CKA_EXTRACTABLE, "CKA_EXTRACTABLE"));
+  if (!sensitive || extractable) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        Av(where), " is not protected: its secret part must be CKA_SENSITIVE and not CKA_EXTRACTABLE"));
+  }
   return absl::OkStatus();
 }
 

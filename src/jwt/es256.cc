@@ -201,6 +201,33 @@ std::string Es256PublicKey::JwkJson() const {
   return out;
 }
 
+namespace {
+
+// Half the P-256 group order, big-endian. ECDSA accepts (r, s) and (r, n - s) alike; kmsd
+// signs only with s <= n/2, so each token it issues has one canonical encoding (a
+// consumer keying a revocation list on token strings can refuse high-s variants).
+// Verification stays standard and accepts both (RFC 7515's own A.3 example is high-s).
+constexpr uint8_t kHalfOrder[32] = {
+    0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8};
+constexpr uint8_t kOrder[32] = {
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x51};
+
+bool HighS(const uint8_t* s) { return std::memcmp(s, kHalfOrder, 32) > 0; }
+
+// s := n - s, on 32-byte big-endian numbers (s < n).
+void NegateS(uint8_t* s) {
+  int borrow = 0;
+  for (int i = 31; i >= 0; --i) {
+    int d = int{kOrder[i]} - int{s[i]} - borrow;
+    borrow = d < 0 ? 1 : 0;
+    s[i] = static_cast<uint8_t>(d + (borrow << 8));
+  }
+}
+
+}  // namespace
+
 absl::Status Es256PublicKey::Verify(std::span<const uint8_t> message,
                                     std::span<const uint8_t> signature) const {
   if (signature.size() != kEs256SignatureSize) {
@@ -314,6 +341,7 @@ absl::StatusOr<Es256Signature> Es256PrivateKey::Sign(std::span<const uint8_t> me
   if (BN_bn2binpad(r, out.data(), 32) != 32 || BN_bn2binpad(s, out.data() + 32, 32) != 32) {
     return absl::InternalError("es256: signature value out of range");
   }
+  if (HighS(out.data() + 32)) NegateS(out.data() + 32);
   return out;
 }
 

@@ -1,5 +1,8 @@
 #include "src/jwt/es256.h"
 
+#include <array>
+#include <cstring>
+
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
@@ -226,4 +229,22 @@ TEST(Es256Test, ConcurrentSigningOnOneKeyIsSafe) {
 }
 
 }  // namespace
+
+namespace {
+TEST(Es256LowSTest, SignaturesAreAlwaysInLowSForm) {
+  // n/2 for P-256, big-endian.
+  const std::array<uint8_t, 32> half = {
+      0x7f, 0xff, 0xff, 0xff, 0x80, 0x00, 0x00, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xde, 0x73, 0x7d, 0x56, 0xd3, 0x8b, 0xcf, 0x42, 0x79, 0xdc, 0xe5, 0x61, 0x7e, 0x31, 0x92, 0xa8};
+  auto key = Es256PrivateKey::Generate().value();
+  const std::string msg = "header.payload";
+  std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(msg.data()), msg.size());
+  for (int i = 0; i < 200; ++i) {  // about half of raw ECDSA signatures are high-s
+    auto sig = key->Sign(bytes).value();
+    EXPECT_LE(std::memcmp(sig.data() + 32, half.data(), 32), 0) << "signature " << i;
+    EXPECT_TRUE(key->public_key().Verify(bytes, sig).ok());
+  }
+}
+}  // namespace
+
 }  // namespace kms::jwt
