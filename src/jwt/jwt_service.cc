@@ -370,6 +370,10 @@ absl::StatusOr<std::vector<JwtService::LoadedKey>> JwtService::ReadKeys(
         return absl::DataLossError(absl::StrCat("jwt: stored JWK of key ", row.kid,
                                                 " is invalid or does not match its kid"));
       }
+      if (options_.ensure_kek_loaded) {
+        absl::Status kek = options_.ensure_kek_loaded(row.kek_version);
+        if (!kek.ok()) return Annotate(kek, absl::StrCat("jwt: KEK of key ", row.kid));
+      }
       auto der = hsm_->Open(row.kek_version, row.wrapped_private,
                             JwtKeyAad(row.kid, row.kek_version));
       if (!der.ok()) {

@@ -70,6 +70,9 @@ struct JwtServiceOptions {
   bool fail_closed_when_critical = false;
   size_t max_claims_bytes = 8192;
   bool scheduled_rotation = true;  // Tick() rotates when the signing key is due
+  // Makes sure a KEK version is loaded in the HSM before a key sealed under it is
+  // opened (another replica may have rotated the KEK since); empty: assume it is.
+  std::function<absl::Status(uint32_t kek_version)> ensure_kek_loaded;
 
   int64_t prepublish_seconds() const {
     return jwks_cache_seconds + refresh_interval_seconds + clock_skew_seconds;

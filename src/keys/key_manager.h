@@ -84,6 +84,10 @@ class KeyManager {
   // Returns how many tenants were rotated.
   absl::StatusOr<int> FlushEncryptionCounts();
 
+  // Loads `kek_version` into the HSM when this node does not have it yet (a KEK created
+  // by another replica since we started). DATA_LOSS when the store has no such active KEK.
+  absl::Status EnsureKekLoaded(uint32_t kek_version);
+
   // --- Coherence between replicas
   // Called after every change this node makes, for the invalidation bus.
   void SetChangeListener(std::function<void(const coord::InvalidationEvent&)> listener);
@@ -114,7 +118,6 @@ class KeyManager {
  private:
   KeyManager(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock, KeyManagerOptions options);
   absl::Status LoadKeks();
-  absl::Status EnsureKekLoaded(uint32_t kek_version);
   absl::StatusOr<std::shared_ptr<const DekEntry>> GetDek(const std::string& tenant_id,
                                                          uint32_t version);
   absl::StatusOr<std::shared_ptr<const DekEntry>> LoadDek(const std::string& tenant_id,

@@ -222,6 +222,9 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                                         key_options);
       }));
 
+  jwt_options.ensure_kek_loaded = [keys = p.keys.get()](uint32_t v) {
+    return keys->EnsureKekLoaded(v);
+  };
   KMS_ASSIGN_OR_RETURN(p.jwt, jwt::JwtService::Create(
                                   p.hsm.get(), p.store.get(), &RealClock::Instance(),
                                   [keys = p.keys.get()] { return keys->primary_kek_version(); },

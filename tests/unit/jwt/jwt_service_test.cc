@@ -830,3 +830,49 @@ TEST_F(JwtServiceTest, SigningAndVerifyingRunConcurrentlyWithRotationAndTicks) {
 
 }  // namespace
 }  // namespace kms::jwt
+
+namespace kms::jwt {
+namespace {
+
+// Replica B has only KEK 1 loaded; replica A seals a new signing key under KEK 2. B's
+// next probe must load KEK 2 through the hook instead of going Degraded.
+TEST_F(JwtServiceTest, AKeySealedUnderAKekThisReplicaHasNotLoadedIsLoadedThroughTheHook) {
+  auto blob1 = hsm_.CreateKek(7);  // stands for "the KEK both replicas share"
+  ASSERT_TRUE(blob1.ok());
+  kms::testing::FakeHsm hsm_b;
+  ASSERT_TRUE(hsm_b.LoadKek(7, *blob1).ok());
+  kek_version_ = 7;
+  auto a = Service();
+  ASSERT_NE(a, nullptr);
+
+  auto blob2 = hsm_.CreateKek(8);  // a KEK rotation on replica A
+  ASSERT_TRUE(blob2.ok());
+  kek_version_ = 8;
+  ASSERT_TRUE(a->Rotate().ok());  // the next key is sealed under KEK 8
+
+  int hook_calls = 0;
+  JwtServiceOptions options = Options();
+  options.ensure_kek_loaded = [&](uint32_t v) -> absl::Status {
+    ++hook_calls;
+    if (!hsm_b.HasKek(v)) return hsm_b.LoadKek(v, v == 8 ? *blob2 : *blob1);
+    return absl::OkStatus();
+  };
+  auto b = JwtService::Create(&hsm_b, store_.get(), &clock_, [this] { return kek_version_.load(); },
+                              options);
+  ASSERT_TRUE(b.ok());
+  ASSERT_OK((*b)->Load());
+  EXPECT_TRUE(hsm_b.HasKek(8));
+  EXPECT_GE(hook_calls, 1);
+  EXPECT_EQ((*b)->Status().keys.size(), 2u);
+
+  // Without the hook the same replica cannot open the new key.
+  kms::testing::FakeHsm hsm_c;
+  ASSERT_TRUE(hsm_c.LoadKek(7, *blob1).ok());
+  auto c = JwtService::Create(&hsm_c, store_.get(), &clock_, [this] { return kek_version_.load(); },
+                              Options());
+  ASSERT_TRUE(c.ok());
+  EXPECT_FALSE((*c)->Load().ok());
+}
+
+}  // namespace
+}  // namespace kms::jwt
