@@ -1,5 +1,8 @@
 #include "src/common/text_file.h"
 
+#include <openssl/crypto.h>
+#include <sys/stat.h>
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -19,7 +22,11 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, std::string_vi
     std::string msg = absl::StrCat(Av(what), " file ", path, ": cannot read: ", std::strerror(err));
     return err == ENOENT ? absl::NotFoundError(msg) : absl::InvalidArgumentError(msg);
   }
+  // Sized up front and the read buffer wiped afterwards: the file may hold a private key
+  // (tls.key_file), and neither a grown string's old block nor the stack should keep it.
   std::string text;
+  struct stat st {};
+  if (fstat(fd, &st) == 0 && st.st_size > 0) text.reserve(static_cast<size_t>(st.st_size));
   char buf[16384];
   int err = 0;
   for (;;) {
@@ -30,6 +37,7 @@ absl::StatusOr<std::string> ReadTextFile(const std::string& path, std::string_vi
     text.append(buf, static_cast<size_t>(n));
   }
   close(fd);
+  OPENSSL_cleanse(buf, sizeof(buf));
   if (err != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(Av(what), " file ", path, ": cannot read: ", std::strerror(err)));

@@ -1,4 +1,5 @@
-// Reading a whole operator-supplied file (config, policy) into memory.
+// Reading a whole operator-supplied file (config, policy, certificates, the TLS key) into
+// memory, in one buffer (no stale copies left behind for a key file's bytes).
 #pragma once
 
 #include <string>

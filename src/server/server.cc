@@ -1,12 +1,9 @@
 #include "src/server/server.h"
 
 #include <openssl/crypto.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -21,6 +18,7 @@
 #include "src/server/admin_service.h"
 #include "src/server/http_server.h"
 #include "src/server/key_service.h"
+#include "src/common/text_file.h"
 #include "src/coord/rate_limiters.h"
 #include "src/coord/redis_invalidation_bus.h"
 #include "src/server/coordinator.h"
@@ -57,18 +55,6 @@ struct KmsServer::Parts {
 };
 
 namespace {
-
-// Reads a whole file into one buffer (no intermediate copies: it may be a private key).
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return absl::FailedPreconditionError(absl::StrCat(what, ": cannot read ", path));
-  std::string data(static_cast<size_t>(in.tellg()), '\0');
-  in.seekg(0);
-  if (!in.read(data.data(), static_cast<std::streamsize>(data.size()))) {
-    return absl::FailedPreconditionError(absl::StrCat(what, ": cannot read ", path));
-  }
-  return data;
-}
 
 // Wipes a string holding a private key when the scope ends, on every path.
 class WipeOnExit {
@@ -141,11 +127,6 @@ absl::StatusOr<jwt::JwtServiceOptions> JwtOptionsFrom(const config::JwtConfig& c
   return o;
 }
 
-std::string Hostname() {
-  char buf[256] = {};
-  if (gethostname(buf, sizeof(buf) - 1) != 0) return "kmsd";
-  return buf;
-}
 
 }  // namespace
 
@@ -186,8 +167,8 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
 
   // Policy and credentials first: they are files, and their errors are the operator's.
   KMS_ASSIGN_OR_RETURN(p.authz, authz::PolicyAuthorizer::FromFile(config.policy_file));
-  KMS_ASSIGN_OR_RETURN(std::string cert, ReadFile(config.tls.cert_file, "tls.cert_file"));
-  KMS_ASSIGN_OR_RETURN(std::string ca, ReadFile(config.tls.client_ca_file, "tls.client_ca_file"));
+  KMS_ASSIGN_OR_RETURN(std::string cert, ReadTextFile(config.tls.cert_file, "tls.cert_file"));
+  KMS_ASSIGN_OR_RETURN(std::string ca, ReadTextFile(config.tls.client_ca_file, "tls.client_ca_file"));
 
   if (!config.hsm.softhsm2_conf.empty()) setenv("SOFTHSM2_CONF", config.hsm.softhsm2_conf.c_str(), 1);
   KMS_ASSIGN_OR_RETURN(hsm::MasterKeyKind kind, hsm::ParseMasterKeyKind(config.hsm.master_key_kind));
@@ -235,7 +216,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                       }).status());
 
   // Coordination: Redis when configured (never required), leadership from the store.
-  const std::string node_id = config.node_id.empty() ? Hostname() : config.node_id;
+  const std::string& node_id = config.node_id;  // ValidateConfig: never empty
   if (!config.redis.addr.empty()) {
     coord::RedisOptions redis{.addr = config.redis.addr,
                               .connect_timeout = std::chrono::milliseconds(config.redis.connect_timeout_ms),
@@ -284,7 +265,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // The server key is read only now, and wiped on every path out of this scope.
-  KMS_ASSIGN_OR_RETURN(std::string key, ReadFile(config.tls.key_file, "tls.key_file"));
+  KMS_ASSIGN_OR_RETURN(std::string key, ReadTextFile(config.tls.key_file, "tls.key_file"));
   WipeOnExit wipe_key(key);
   grpc::SslServerCredentialsOptions tls(GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   tls.pem_root_certs = ca;
