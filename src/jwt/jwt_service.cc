@@ -112,12 +112,11 @@ std::string JwksDocument::CacheControl() const {
 
 // --- Construction
 
-JwtService::JwtService(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock,
-                       KekVersionFn kek_version, JwtServiceOptions options)
-    : hsm_(hsm),
+JwtService::JwtService(keys::KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
+                       JwtServiceOptions options)
+    : kek_ring_(kek_ring),
       store_(store),
       clock_(clock),
-      kek_version_(std::move(kek_version)),
       options_(std::move(options)),
       policy_{options_.issuer, options_.max_ttl_seconds, options_.max_ttl_seconds,
               options_.max_claims_bytes},
@@ -125,17 +124,16 @@ JwtService::JwtService(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock
 
 JwtService::~JwtService() = default;
 
-absl::StatusOr<std::unique_ptr<JwtService>> JwtService::Create(hsm::Hsm* hsm,
+absl::StatusOr<std::unique_ptr<JwtService>> JwtService::Create(keys::KekRing* kek_ring,
                                                                store::KeyStore* store,
                                                                const Clock* clock,
-                                                               KekVersionFn kek_version,
                                                                JwtServiceOptions options) {
-  if (hsm == nullptr || store == nullptr || clock == nullptr || !kek_version) {
-    return absl::InvalidArgumentError("JwtService: missing hsm, store, clock or KEK version");
+  if (kek_ring == nullptr || store == nullptr || clock == nullptr) {
+    return absl::InvalidArgumentError("JwtService: missing KEK ring, store or clock");
   }
   KMS_RETURN_IF_ERROR(ValidateOptions(options));
   return std::unique_ptr<JwtService>(
-      new JwtService(hsm, store, clock, std::move(kek_version), std::move(options)));
+      new JwtService(kek_ring, store, clock, std::move(options)));
 }
 
 // --- Views and the state they imply
@@ -331,11 +329,11 @@ JwtServiceStatus JwtService::Status() const {
 
 absl::StatusOr<std::pair<std::shared_ptr<const Es256PrivateKey>, store::JwtKeyRecord>>
 JwtService::NewKey(int64_t now, int64_t activate_at) {
-  const uint32_t kek_version = kek_version_();
+  const uint32_t kek_version = kek_ring_->primary_version();
   if (kek_version == 0) return absl::FailedPreconditionError("jwt: no primary KEK version");
   KMS_ASSIGN_OR_RETURN(std::unique_ptr<Es256PrivateKey> key, Es256PrivateKey::Generate());
   KMS_ASSIGN_OR_RETURN(SecretBytes der, key->ToPkcs8Der());
-  auto sealed = hsm_->Seal(kek_version, der.span(), JwtKeyAad(key->kid(), kek_version));
+  auto sealed = kek_ring_->Seal(kek_version, der.span(), JwtKeyAad(key->kid(), kek_version));
   if (!sealed.ok()) return Annotate(sealed.status(), "jwt: cannot seal a new key");
   store::JwtKeyRecord row;
   row.kid = key->kid();
@@ -370,12 +368,8 @@ absl::StatusOr<std::vector<JwtService::LoadedKey>> JwtService::ReadKeys(
         return absl::DataLossError(absl::StrCat("jwt: stored JWK of key ", row.kid,
                                                 " is invalid or does not match its kid"));
       }
-      if (options_.ensure_kek_loaded) {
-        absl::Status kek = options_.ensure_kek_loaded(row.kek_version);
-        if (!kek.ok()) return Annotate(kek, absl::StrCat("jwt: KEK of key ", row.kid));
-      }
-      auto der = hsm_->Open(row.kek_version, row.wrapped_private,
-                            JwtKeyAad(row.kid, row.kek_version));
+      auto der = kek_ring_->Open(row.kek_version, row.wrapped_private,
+                                 JwtKeyAad(row.kid, row.kek_version));
       if (!der.ok()) {
         return Annotate(der.status(), absl::StrCat("jwt: cannot unwrap key ", row.kid));
       }
@@ -403,7 +397,7 @@ absl::StatusOr<JwtService::View> JwtService::Probe(const View& current, int64_t 
     KMS_ASSIGN_OR_RETURN(next.keys, ReadKeys(*rows, current, now, seeded));
     next.epoch = *epoch;
   }
-  absl::Status ping = hsm_->Ping();
+  absl::Status ping = kek_ring_->Ping();
   if (!ping.ok()) return Annotate(ping, "jwt: HSM unreachable");
   return next;
 }
@@ -613,10 +607,9 @@ absl::StatusOr<int> JwtService::RewrapKeys(uint32_t kek_version) {
   int rewrapped = 0;
   for (const store::JwtKeyRecord& row : *rows) {
     if (row.kek_version == kek_version) continue;
-    auto der =
-        hsm_->Open(row.kek_version, row.wrapped_private, JwtKeyAad(row.kid, row.kek_version));
-    if (!der.ok()) return Annotate(der.status(), absl::StrCat("jwt: re-wrap of key ", row.kid));
-    auto sealed = hsm_->Seal(kek_version, der->span(), JwtKeyAad(row.kid, kek_version));
+    auto sealed = kek_ring_->Reseal(row.kek_version, row.wrapped_private,
+                                    JwtKeyAad(row.kid, row.kek_version), kek_version,
+                                    JwtKeyAad(row.kid, kek_version));
     if (!sealed.ok()) {
       return Annotate(sealed.status(), absl::StrCat("jwt: re-wrap of key ", row.kid));
     }

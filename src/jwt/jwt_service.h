@@ -16,7 +16,8 @@
 // has expired (exp <= next.activate_at + max_ttl) plus the verifiers' leeway. Sign
 // refuses a token whose exp + clock_skew would pass its key's retire_at.
 //
-// Private keys are stored as Seal(KEK, PKCS#8 DER, AAD) in the HSM, where the AAD is
+// Private keys are stored as Seal(KEK, PKCS#8 DER, AAD) through the KEK ring seam
+// (include/kms/keys/kek_ring.h: in the HSM), where the AAD is
 //   "kmsd:jwt:v1" || u32be(len(kid)) || kid || u32be(kek_version)
 // (JwtKeyAad), so a blob cannot be moved to another kid or KEK version. Unwrapped keys
 // live only in memory (Es256PrivateKey, an OpenSSL EVP_PKEY).
@@ -47,7 +48,7 @@
 
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
-#include "kms/hsm/hsm.h"
+#include "kms/keys/kek_ring.h"
 #include "kms/store/key_store.h"
 #include "src/jwt/es256.h"
 #include "src/jwt/jwt.h"
@@ -70,9 +71,6 @@ struct JwtServiceOptions {
   bool fail_closed_when_critical = false;
   size_t max_claims_bytes = 8192;
   bool scheduled_rotation = true;  // Tick() rotates when the signing key is due
-  // Makes sure a KEK version is loaded in the HSM before a key sealed under it is
-  // opened (another replica may have rotated the KEK since); empty: assume it is.
-  std::function<absl::Status(uint32_t kek_version)> ensure_kek_loaded;
 
   int64_t prepublish_seconds() const {
     return jwks_cache_seconds + refresh_interval_seconds + clock_skew_seconds;
@@ -137,15 +135,13 @@ struct JwtServiceStatus {
 
 class JwtService {
  public:
-  // The KEK version new keys are sealed under (KeyManager::primary_kek_version).
-  using KekVersionFn = std::function<uint32_t()>;
-
-  // Validates the options; does no I/O (the service starts in Loading). The pointers
-  // must outlive the service.
-  static absl::StatusOr<std::unique_ptr<JwtService>> Create(hsm::Hsm* hsm,
+  // Validates the options; does no I/O (the service starts in Loading). New keys are
+  // sealed under the ring's primary KEK version; keys sealed under a version this node
+  // has not loaded yet (another replica rotated the KEK) are opened through the ring,
+  // which loads it. The pointers must outlive the service.
+  static absl::StatusOr<std::unique_ptr<JwtService>> Create(keys::KekRing* kek_ring,
                                                             store::KeyStore* store,
                                                             const Clock* clock,
-                                                            KekVersionFn kek_version,
                                                             JwtServiceOptions options);
   ~JwtService();
   JwtService(const JwtService&) = delete;
@@ -205,8 +201,8 @@ class JwtService {
   };
   using KeyMap = std::vector<std::pair<std::string, std::shared_ptr<const Es256PrivateKey>>>;
 
-  JwtService(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock,
-             KekVersionFn kek_version, JwtServiceOptions options);
+  JwtService(keys::KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
+             JwtServiceOptions options);
 
   std::shared_ptr<const View> Snapshot() const;
   void Publish(std::shared_ptr<const View> view, std::string_view why);
@@ -236,10 +232,9 @@ class JwtService {
   // Applies the health and time events to `view.state`.
   void Reconcile(View& view, int64_t now) const;
 
-  hsm::Hsm* const hsm_;
+  keys::KekRing* const kek_ring_;
   store::KeyStore* const store_;
   const Clock* const clock_;
-  const KekVersionFn kek_version_;
   const JwtServiceOptions options_;
   const ClaimsPolicy policy_;
 

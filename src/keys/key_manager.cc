@@ -18,9 +18,9 @@ absl::Status Shredded() {
 
 }  // namespace
 
-KeyManager::KeyManager(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock,
+KeyManager::KeyManager(KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
                        KeyManagerOptions options)
-    : hsm_(hsm),
+    : kek_ring_(kek_ring),
       store_(store),
       clock_(clock),
       options_(options),
@@ -35,56 +35,14 @@ DekCache::Options KeyManager::CacheOptions(DekCache::Options options) {
   return options;
 }
 
-absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(hsm::Hsm* hsm,
+absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(KekRing* kek_ring,
                                                                store::KeyStore* store,
                                                                const Clock* clock,
                                                                KeyManagerOptions options) {
-  std::unique_ptr<KeyManager> km(new KeyManager(hsm, store, clock, options));
-  KMS_RETURN_IF_ERROR(km->LoadKeks());
-  return km;
-}
-
-absl::Status KeyManager::LoadKeks() {
-  std::lock_guard lock(kek_mu_);
-  KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
-  if (keks.empty()) {
-    // First start: the first KEK is generated in the HSM and stored only wrapped.
-    KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, hsm_->CreateKek(1));
-    store::KekRecord first{.version = 1,
-                           .wrapped = std::move(wrapped),
-                           .state = store::KekState::kActive,
-                           .created_at = clock_->UnixSeconds()};
-    absl::Status inserted = store_->InsertKek(first);
-    if (absl::IsAlreadyExists(inserted)) {
-      // Another replica won the race: drop ours, use the stored one.
-      KMS_RETURN_IF_ERROR(hsm_->UnloadKek(1));
-    } else if (!inserted.ok()) {
-      return inserted;
-    } else {
-      spdlog::info("created KEK version 1 ({})",
-                   hsm::WrappedKekMechanismName(first.wrapped).value_or("unknown"));
-    }
-    KMS_ASSIGN_OR_RETURN(keks, store_->ListKeks());
+  if (kek_ring->primary_version() == 0) {
+    return absl::FailedPreconditionError("the KEK ring is not loaded");
   }
-  uint32_t primary = 0;
-  for (const store::KekRecord& kek : keks) {
-    if (kek.state != store::KekState::kActive) continue;
-    KMS_RETURN_IF_ERROR(hsm_->LoadKek(kek.version, kek.wrapped));
-    primary = std::max(primary, kek.version);
-  }
-  if (primary == 0) return absl::FailedPreconditionError("the store holds no active KEK");
-  primary_kek_.store(primary);
-  return absl::OkStatus();
-}
-
-absl::Status KeyManager::EnsureKekLoaded(uint32_t kek_version) {
-  if (hsm_->HasKek(kek_version)) return absl::OkStatus();
-  // A KEK created by another replica since we started.
-  KMS_RETURN_IF_ERROR(LoadKeks());
-  if (!hsm_->HasKek(kek_version)) {
-    return absl::DataLossError("a DEK names a KEK version that is not active");
-  }
-  return absl::OkStatus();
+  return std::unique_ptr<KeyManager>(new KeyManager(kek_ring, store, clock, options));
 }
 
 absl::StatusOr<TenantInfo> KeyManager::CreateTenant(const std::string& tenant_id) {
@@ -93,9 +51,9 @@ absl::StatusOr<TenantInfo> KeyManager::CreateTenant(const std::string& tenant_id
 }
 
 absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& tenant_id) {
-  const uint32_t kek = primary_kek_.load();
+  const uint32_t kek = kek_ring_->primary_version();
   KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
-  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*hsm_, kek, tenant_id, 1, dek));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*kek_ring_, kek, tenant_id, 1, dek));
   const int64_t now = clock_->UnixSeconds();
   store::TenantRecord tenant{.id = tenant_id,
                              .state = store::TenantState::kActive,
@@ -136,9 +94,8 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
   if (td->dek.version < td->tenant.min_decrypt_version) {
     return absl::NotFoundError("DEK version is below the tenant's minimum");  // "decryption failed"
   }
-  KMS_RETURN_IF_ERROR(EnsureKekLoaded(td->dek.kek_version));
   KMS_ASSIGN_OR_RETURN(SecretBytes dek,
-                       UnwrapDek(*hsm_, tenant_id, td->dek.version, td->dek.wrapped));
+                       UnwrapDek(*kek_ring_, tenant_id, td->dek.version, td->dek.wrapped));
   KMS_ASSIGN_OR_RETURN(std::unique_ptr<crypto::AesGcmKey> key, crypto::AesGcmKey::Create(dek));
   auto entry = std::make_shared<DekEntry>();
   entry->tenant_id = tenant_id;
@@ -214,10 +171,10 @@ absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const std::string& tenant
   KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
   KMS_ASSIGN_OR_RETURN(store::TenantRecord tenant, store_->GetTenant(tenant_id));
   if (tenant.state == store::TenantState::kShredded) return Shredded();
-  const uint32_t kek = primary_kek_.load();
+  const uint32_t kek = kek_ring_->primary_version();
   const uint32_t version = tenant.primary_dek_version + 1;
   KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
-  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*hsm_, kek, tenant_id, version, dek));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*kek_ring_, kek, tenant_id, version, dek));
   const int64_t now = clock_->UnixSeconds();
   store::DekRecord next{.tenant_id = tenant_id,
                         .version = version,
@@ -243,31 +200,6 @@ absl::Status KeyManager::ShredTenant(const std::string& tenant_id) {
   cache_.InvalidateTenant(tenant_id);
   Notify(coord::InvalidationEvent::Kind::kTenant, tenant_id);
   return absl::OkStatus();
-}
-
-absl::StatusOr<uint32_t> KeyManager::RotateKek() {
-  std::lock_guard lock(kek_mu_);
-  KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
-  uint32_t next = 1;
-  for (const store::KekRecord& k : keks) next = std::max(next, k.version + 1);
-  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, hsm_->CreateKek(next));
-  absl::Status inserted = store_->InsertKek(store::KekRecord{.version = next,
-                                                             .wrapped = wrapped,
-                                                             .state = store::KekState::kActive,
-                                                             .created_at = clock_->UnixSeconds()});
-  if (!inserted.ok()) {
-    // Another replica created this version first: ours must not stay loaded under its number.
-    KMS_RETURN_IF_ERROR(hsm_->UnloadKek(next));
-    if (absl::IsAlreadyExists(inserted)) {
-      return absl::AbortedError("another replica rotated the KEK at the same time; retry");
-    }
-    return inserted;
-  }
-  primary_kek_.store(next);
-  spdlog::info("created KEK version {} ({}); new DEKs are wrapped under it", next,
-               hsm::WrappedKekMechanismName(wrapped).value_or("unknown"));
-  Notify(coord::InvalidationEvent::Kind::kKek, "");
-  return next;
 }
 
 absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
@@ -332,29 +264,16 @@ void KeyManager::ApplyInvalidation(const coord::InvalidationEvent& event) {
     case coord::InvalidationEvent::Kind::kKek:
     case coord::InvalidationEvent::Kind::kAll: {
       if (event.kind == coord::InvalidationEvent::Kind::kAll) cache_.Clear();
-      absl::Status loaded = LoadKeks();
+      absl::Status loaded = kek_ring_->Refresh();
       if (!loaded.ok()) {
-        spdlog::warn("KEK reload after an invalidation failed: {}", std::string(loaded.message()));
+        spdlog::warn("KEK ring refresh after an invalidation failed: {}",
+                     std::string(loaded.message()));
       }
       break;
     }
     case coord::InvalidationEvent::Kind::kJwt:
       break;
   }
-}
-
-absl::StatusOr<std::vector<KekInfo>> KeyManager::ListKeks() {
-  KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
-  std::vector<KekInfo> out;
-  out.reserve(keks.size());
-  for (const store::KekRecord& k : keks) {
-    out.push_back(KekInfo{.version = k.version,
-                          .state = k.state,
-                          .created_at = k.created_at,
-                          .mechanism = std::string(
-                              hsm::WrappedKekMechanismName(k.wrapped).value_or("unknown"))});
-  }
-  return out;
 }
 
 KeyManagerStats KeyManager::stats() const {

@@ -1,8 +1,8 @@
-// KeyManager: the key hierarchy at work. KEKs under the HSM master key, a DEK per
-// tenant under the primary KEK, and field encryption under a tenant's DEK.
+// KeyManager: tenants and their DEKs at work. A DEK per tenant sealed under the primary
+// KEK of the KEK ring, and field encryption under a tenant's DEK.
 //
-// It owns the DEK cache and talks to the HSM and the store only through their seams,
-// so it is tested with fakes as well as with SoftHSM2 + SQLite.
+// It owns the DEK cache and reaches KEKs only through the KekRing seam and storage only
+// through the store seam, so it is tested with fakes as well as with SoftHSM2 + SQLite.
 //
 // Thread-safe.
 #pragma once
@@ -19,7 +19,7 @@
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
-#include "kms/hsm/hsm.h"
+#include "kms/keys/kek_ring.h"
 #include "kms/store/key_store.h"
 #include "src/crypto/field_cipher.h"
 #include "src/keys/dek_cache.h"
@@ -40,13 +40,6 @@ struct TenantInfo {
   int64_t primary_dek_created_at = 0;
 };
 
-struct KekInfo {
-  uint32_t version = 0;
-  store::KekState state = store::KekState::kActive;
-  int64_t created_at = 0;
-  std::string mechanism;
-};
-
 // Counters, for status and for tests that count backend work.
 struct KeyManagerStats {
   uint64_t dek_loads = 0;        // store reads + HSM unwraps on cache misses
@@ -58,9 +51,8 @@ struct KeyManagerStats {
 
 class KeyManager {
  public:
-  // Loads every active KEK into the HSM, creating KEK version 1 on first start.
-  // The pointers must outlive the KeyManager.
-  static absl::StatusOr<std::unique_ptr<KeyManager>> Create(hsm::Hsm* hsm, store::KeyStore* store,
+  // The pointers must outlive the KeyManager; `kek_ring` is loaded already.
+  static absl::StatusOr<std::unique_ptr<KeyManager>> Create(KekRing* kek_ring, store::KeyStore* store,
                                                             const Clock* clock,
                                                             KeyManagerOptions options);
 
@@ -75,23 +67,16 @@ class KeyManager {
   absl::StatusOr<TenantInfo> RotateTenantDek(const std::string& tenant_id);
   // Crypto-shredding: destroys every DEK of the tenant; its ciphertexts are gone for good.
   absl::Status ShredTenant(const std::string& tenant_id);
-  // Creates the next KEK version in the HSM and makes it primary for new DEKs.
-  // Existing DEKs stay wrapped under their KEK version, which stays loaded.
-  absl::StatusOr<uint32_t> RotateKek();
-
   // Adds the encryptions made since the last flush to the store's per-DEK counts, and
   // rotates any tenant whose primary DEK has passed its budget. Run periodically.
   // Returns how many tenants were rotated.
   absl::StatusOr<int> FlushEncryptionCounts();
 
-  // Loads `kek_version` into the HSM when this node does not have it yet (a KEK created
-  // by another replica since we started). DATA_LOSS when the store has no such active KEK.
-  absl::Status EnsureKekLoaded(uint32_t kek_version);
-
   // --- Coherence between replicas
   // Called after every change this node makes, for the invalidation bus.
   void SetChangeListener(std::function<void(const coord::InvalidationEvent&)> listener);
-  // Applies another replica's change (or a full flush after an epoch change).
+  // Applies another replica's change (or a full flush after an epoch change); a KEK
+  // change refreshes the KEK ring.
   void ApplyInvalidation(const coord::InvalidationEvent& event);
 
   // --- Data plane. `context` is bound as AAD (field_cipher.h).
@@ -109,15 +94,14 @@ class KeyManager {
                        uint32_t* dek_version);
 
   // --- Status
-  absl::StatusOr<std::vector<KekInfo>> ListKeks();
-  uint32_t primary_kek_version() const { return primary_kek_.load(); }
+  uint32_t primary_kek_version() const { return kek_ring_->primary_version(); }
   size_t cached_deks() const { return cache_.size(); }
   KeyManagerStats stats() const;
   DekCache& cache() { return cache_; }
 
  private:
-  KeyManager(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock, KeyManagerOptions options);
-  absl::Status LoadKeks();
+  KeyManager(KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
+             KeyManagerOptions options);
   absl::StatusOr<std::shared_ptr<const DekEntry>> GetDek(const std::string& tenant_id,
                                                          uint32_t version);
   absl::StatusOr<std::shared_ptr<const DekEntry>> LoadDek(const std::string& tenant_id,
@@ -128,7 +112,7 @@ class KeyManager {
   DekCache::Options CacheOptions(DekCache::Options options);
 
   std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
-  hsm::Hsm* const hsm_;
+  KekRing* const kek_ring_;
   store::KeyStore* const store_;
   const Clock* const clock_;
   const KeyManagerOptions options_;
@@ -136,8 +120,6 @@ class KeyManager {
   std::mutex pending_mu_;
   std::vector<std::shared_ptr<const DekEntry>> pending_counts_;  // guarded by pending_mu_
   DekCache cache_;
-  std::atomic<uint32_t> primary_kek_{0};
-  std::mutex kek_mu_;  // serializes KEK (re)loading; never held on the data path
 
   std::atomic<uint64_t> dek_loads_{0};
   std::atomic<uint64_t> dek_load_failures_{0};

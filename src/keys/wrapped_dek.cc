@@ -45,12 +45,12 @@ std::vector<uint8_t> DekAad(std::string_view tenant_id, uint32_t dek_version, ui
   return aad;
 }
 
-absl::StatusOr<std::vector<uint8_t>> WrapDek(hsm::Hsm& hsm, uint32_t kek_version,
+absl::StatusOr<std::vector<uint8_t>> WrapDek(KekRing& ring, uint32_t kek_version,
                                              std::string_view tenant_id, uint32_t dek_version,
                                              const SecretBytes& dek) {
   if (dek.size() != kDekSize) return absl::InternalError("DEK must be 32 bytes");
   absl::StatusOr<std::vector<uint8_t>> sealed_or =
-      hsm.Seal(kek_version, dek.span(), DekAad(tenant_id, dek_version, kek_version));
+      ring.Seal(kek_version, dek.span(), DekAad(tenant_id, dek_version, kek_version));
   if (!sealed_or.ok()) return FromHsm(sealed_or.status());
   std::vector<uint8_t> sealed = std::move(*sealed_or);
   std::vector<uint8_t> blob;
@@ -68,15 +68,32 @@ absl::StatusOr<uint32_t> WrappedDekKekVersion(std::span<const uint8_t> blob) {
   return GetU32(blob.data() + 1);
 }
 
-absl::StatusOr<SecretBytes> UnwrapDek(hsm::Hsm& hsm, std::string_view tenant_id,
+absl::StatusOr<SecretBytes> UnwrapDek(KekRing& ring, std::string_view tenant_id,
                                       uint32_t dek_version, std::span<const uint8_t> blob) {
   KMS_ASSIGN_OR_RETURN(uint32_t kek_version, WrappedDekKekVersion(blob));
   absl::StatusOr<SecretBytes> dek_or =
-      hsm.Open(kek_version, blob.subspan(kHeaderSize), DekAad(tenant_id, dek_version, kek_version));
+      ring.Open(kek_version, blob.subspan(kHeaderSize), DekAad(tenant_id, dek_version, kek_version));
   if (!dek_or.ok()) return FromHsm(dek_or.status());
   SecretBytes dek = std::move(*dek_or);
   if (dek.size() != kDekSize) return absl::DataLossError("unwrapped DEK has the wrong size");
   return dek;
+}
+
+absl::StatusOr<std::vector<uint8_t>> RewrapDek(KekRing& ring, uint32_t to_kek_version,
+                                               std::string_view tenant_id, uint32_t dek_version,
+                                               std::span<const uint8_t> blob) {
+  KMS_ASSIGN_OR_RETURN(uint32_t from_kek_version, WrappedDekKekVersion(blob));
+  absl::StatusOr<std::vector<uint8_t>> sealed_or =
+      ring.Reseal(from_kek_version, blob.subspan(kHeaderSize),
+                  DekAad(tenant_id, dek_version, from_kek_version), to_kek_version,
+                  DekAad(tenant_id, dek_version, to_kek_version));
+  if (!sealed_or.ok()) return FromHsm(sealed_or.status());
+  std::vector<uint8_t> out;
+  out.reserve(kHeaderSize + sealed_or->size());
+  out.push_back(kWrappedDekV1);
+  PutU32(out, to_kek_version);
+  out.insert(out.end(), sealed_or->begin(), sealed_or->end());
+  return out;
 }
 
 }  // namespace kms::keys

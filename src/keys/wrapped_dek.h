@@ -19,7 +19,7 @@
 
 #include "kms/common/secret.h"
 #include "kms/common/status.h"
-#include "kms/hsm/hsm.h"
+#include "kms/keys/kek_ring.h"
 
 namespace kms::keys {
 
@@ -28,17 +28,24 @@ inline constexpr size_t kDekSize = 32;
 
 std::vector<uint8_t> DekAad(std::string_view tenant_id, uint32_t dek_version, uint32_t kek_version);
 
-// Seals `dek` under KEK `kek_version` in the HSM.
-absl::StatusOr<std::vector<uint8_t>> WrapDek(hsm::Hsm& hsm, uint32_t kek_version,
+// Seals `dek` under KEK `kek_version` (in the HSM, through the KEK ring).
+absl::StatusOr<std::vector<uint8_t>> WrapDek(KekRing& ring, uint32_t kek_version,
                                              std::string_view tenant_id, uint32_t dek_version,
                                              const SecretBytes& dek);
 
 // The KEK version a blob names (INVALID_ARGUMENT / DATA_LOSS when malformed).
 absl::StatusOr<uint32_t> WrappedDekKekVersion(std::span<const uint8_t> blob);
 
-// Opens a blob in the HSM. DATA_LOSS when it does not authenticate for this tenant and
-// version; UNAVAILABLE / NOT_FOUND from the HSM pass through.
-absl::StatusOr<SecretBytes> UnwrapDek(hsm::Hsm& hsm, std::string_view tenant_id,
+// Opens a blob under the KEK version its header names. DATA_LOSS when the blob is
+// malformed; INTERNAL when it does not authenticate for this tenant and version or the
+// KEK is not available; UNAVAILABLE when the HSM or the store cannot be reached.
+absl::StatusOr<SecretBytes> UnwrapDek(KekRing& ring, std::string_view tenant_id,
                                       uint32_t dek_version, std::span<const uint8_t> blob);
+
+// Re-wraps a blob under KEK `to_kek_version` (after a KEK rotation) through
+// KekRing::Reseal, so the DEK exists only inside that call. Errors as UnwrapDek.
+absl::StatusOr<std::vector<uint8_t>> RewrapDek(KekRing& ring, uint32_t to_kek_version,
+                                               std::string_view tenant_id, uint32_t dek_version,
+                                               std::span<const uint8_t> blob);
 
 }  // namespace kms::keys

@@ -123,7 +123,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContex
   absl::Status status =
       gate_.Admit(*ctx, authz::Operation::kRotate, CallGate::kEveryTenant, &identity);
   if (status.ok()) {
-    absl::StatusOr<uint32_t> version = keys_.RotateKek();
+    absl::StatusOr<uint32_t> version = kek_ring_.Rotate();
     status = version.status();
     if (version.ok()) {
       resp->set_primary_kek_version(*version);
@@ -201,7 +201,7 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
   resp->set_primary_kek_version(keys_.primary_kek_version());
   resp->set_dek_cache_entries(keys_.cached_deks());
 
-  absl::Status hsm_health = hsm_.Ping();
+  absl::Status hsm_health = kek_ring_.Ping();
   absl::Status store_health = store_.Ping();
   auto add_backend = [&](const char* name, const absl::Status& s) {
     v1::BackendState* b = resp->add_backends();
@@ -220,7 +220,7 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
   resp->set_ready(hsm_health.ok() && store_health.ok());
 
   if (store_health.ok()) {
-    KMS_ASSIGN_OR_RETURN(std::vector<keys::KekInfo> keks, keys_.ListKeks());
+    KMS_ASSIGN_OR_RETURN(std::vector<keys::KekInfo> keks, kek_ring_.List());
     for (const keys::KekInfo& k : keks) {
       v1::KekVersion* kv = resp->add_kek_versions();
       kv->set_version(k.version);

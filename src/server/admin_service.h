@@ -6,10 +6,10 @@
 
 #include "src/server/rpc_auth.h"
 #include "kms/common/clock.h"
-#include "kms/hsm/hsm.h"
 #include "kms/store/key_store.h"
 #include "kms/v1/admin_service.grpc.pb.h"
 #include "src/jwt/jwt_service.h"
+#include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
 #include "src/server/coordinator.h"
 
@@ -25,13 +25,13 @@ struct NodeInfo {
 
 class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
  public:
-  AdminServiceImpl(keys::KeyManager& keys, jwt::JwtService& jwt, hsm::Hsm& hsm,
+  AdminServiceImpl(keys::KeyManager& keys, keys::HsmKekRing& kek_ring, jwt::JwtService& jwt,
                    store::KeyStore& store,
                    const CallGate& gate, const Coordinator& coordinator, const Clock& clock,
                    NodeInfo node)
       : keys_(keys),
+        kek_ring_(kek_ring),
         jwt_(jwt),
-        hsm_(hsm),
         store_(store),
         gate_(gate),
         coordinator_(coordinator),
@@ -73,8 +73,8 @@ class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
   absl::Status Status(v1::GetStatusResponse* resp);
 
   keys::KeyManager& keys_;
+  keys::HsmKekRing& kek_ring_;
   jwt::JwtService& jwt_;
-  hsm::Hsm& hsm_;
   store::KeyStore& store_;
   const CallGate& gate_;
   const Coordinator& coordinator_;

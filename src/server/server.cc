@@ -14,6 +14,7 @@
 #include "src/authz/policy.h"
 #include "src/hsm/pkcs11_hsm.h"
 #include "src/jwt/jwt_service.h"
+#include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
 #include "src/server/admin_service.h"
 #include "src/server/http_server.h"
@@ -40,6 +41,7 @@ struct KmsServer::Parts {
   std::atomic<bool> ready{false};
   std::unique_ptr<hsm::Pkcs11Hsm> hsm;
   std::unique_ptr<store::KeyStore> store;
+  std::unique_ptr<keys::HsmKekRing> kek_ring;
   std::unique_ptr<authz::PolicyAuthorizer> authz;
   std::unique_ptr<keys::KeyManager> keys;
   std::unique_ptr<jwt::JwtService> jwt;
@@ -198,18 +200,13 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
       .auto_create_tenants = config.tenants_auto_create};
   key_options.cache.max_stale = std::chrono::seconds(jwt_options.key_max_age_seconds);
   KMS_ASSIGN_OR_RETURN(
-      p.keys, OpenWithBackoff<std::unique_ptr<keys::KeyManager>>("key hierarchy", stop, [&] {
-        return keys::KeyManager::Create(p.hsm.get(), p.store.get(), &RealClock::Instance(),
-                                        key_options);
+      p.kek_ring, OpenWithBackoff<std::unique_ptr<keys::HsmKekRing>>("KEK ring", stop, [&] {
+        return keys::HsmKekRing::Create(p.hsm.get(), p.store.get(), &RealClock::Instance());
       }));
-
-  jwt_options.ensure_kek_loaded = [keys = p.keys.get()](uint32_t v) {
-    return keys->EnsureKekLoaded(v);
-  };
-  KMS_ASSIGN_OR_RETURN(p.jwt, jwt::JwtService::Create(
-                                  p.hsm.get(), p.store.get(), &RealClock::Instance(),
-                                  [keys = p.keys.get()] { return keys->primary_kek_version(); },
-                                  jwt_options));
+  KMS_ASSIGN_OR_RETURN(p.keys, keys::KeyManager::Create(p.kek_ring.get(), p.store.get(),
+                                                        &RealClock::Instance(), key_options));
+  KMS_ASSIGN_OR_RETURN(p.jwt, jwt::JwtService::Create(p.kek_ring.get(), p.store.get(),
+                                                      &RealClock::Instance(), jwt_options));
   KMS_RETURN_IF_ERROR(OpenWithBackoff<bool>("JWT signing keys", stop, [&]() -> absl::StatusOr<bool> {
                         KMS_RETURN_IF_ERROR(p.jwt->Load());
                         return true;
@@ -251,11 +248,13 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   });
   p.keys->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.coordinator->Publish(event); });
+  p.kek_ring->SetChangeListener(
+      [&p](const coord::InvalidationEvent& event) { p.coordinator->Publish(event); });
 
   p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get());
   p.key_service = std::make_unique<KeyServiceImpl>(*p.keys, *p.jwt, *p.gate, config.limits);
   p.admin_service = std::make_unique<AdminServiceImpl>(
-      *p.keys, *p.jwt, *p.hsm, *p.store, *p.gate, *p.coordinator, RealClock::Instance(),
+      *p.keys, *p.kek_ring, *p.jwt, *p.store, *p.gate, *p.coordinator, RealClock::Instance(),
       NodeInfo{.node_id = node_id,
                .version = KMSD_VERSION,
                .store_backend = std::string(p.store->backend_name()),

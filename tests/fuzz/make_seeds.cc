@@ -16,7 +16,7 @@
 #include "src/crypto/field_cipher.h"
 #include "src/jwt/jwt.h"
 #include "src/keys/wrapped_dek.h"
-#include "tests/fakes/fake_hsm.h"
+#include "tests/fakes/fake_kek_ring.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/jwt_fuzz_common.h"
 
@@ -160,11 +160,11 @@ void JwtClaimsSeeds() {
 
 // --- wrapped_dek: blobs made by WrapDek with KEK 1 = kFieldKeyBytes (the fake HSM). ---
 void WrappedDekSeeds() {
-  testing::FakeHsm hsm;
+  testing::FakeKekRing hsm;
   std::vector<uint8_t> kek_blob = {0x01, 0x03};
   kek_blob.insert(kek_blob.end(), std::begin(kFieldKeyBytes), std::end(kFieldKeyBytes));
-  FUZZ_CHECK(hsm.LoadKek(1, kek_blob).ok());
-  FUZZ_CHECK(hsm.LoadKek(2, kek_blob).ok());
+  FUZZ_CHECK(hsm.hsm().LoadKek(1, kek_blob).ok());
+  FUZZ_CHECK(hsm.hsm().LoadKek(2, kek_blob).ok());
   SecretBytes dek(keys::kDekSize);
   for (size_t i = 0; i < dek.size(); ++i) dek.data()[i] = static_cast<uint8_t>(0xa0 + i);
   auto blob = keys::WrapDek(hsm, 1, "acme", 1, dek);

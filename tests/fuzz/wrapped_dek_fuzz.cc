@@ -1,33 +1,34 @@
 // The wrapped DEK blob (wrapped_dek.h) as read back from the store: arbitrary bytes to
 // keys::WrappedDekKekVersion, which accepts exactly the 65-byte v1 blobs and returns
-// their big-endian KEK version, and to keys::UnwrapDek against a FakeHsm holding KEK
+// their big-endian KEK version, and to keys::UnwrapDek against a FakeKekRing holding KEK
 // version 1 = kFieldKeyBytes (tenant "acme", DEK version 1, as the seeds are made).
 #include <algorithm>
 
 #include "src/keys/wrapped_dek.h"
-#include "tests/fakes/fake_hsm.h"
+#include "tests/fakes/fake_kek_ring.h"
 #include "tests/fuzz/fuzz_targets.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace kms::fuzz {
 namespace {
 
-testing::FakeHsm& Hsm() {
-  static testing::FakeHsm* hsm = [] {
+testing::FakeKekRing& Ring() {
+  static testing::FakeKekRing* ring = [] {
     SetSecretMemoryLocking(false);
-    auto* h = new testing::FakeHsm();
+    auto* r = new testing::FakeKekRing();
     std::vector<uint8_t> kek_blob = {0x01, 0x03};  // the fake's "wrapped" KEK: key in clear
     kek_blob.insert(kek_blob.end(), std::begin(kFieldKeyBytes), std::end(kFieldKeyBytes));
-    FUZZ_CHECK(h->LoadKek(1, kek_blob).ok());
-    return h;
+    FUZZ_CHECK(r->hsm().LoadKek(1, kek_blob).ok());
+    r->set_primary(1);
+    return r;
   }();
-  return *hsm;
+  return *ring;
 }
 
 }  // namespace
 
 int FuzzWrappedDek(const uint8_t* data, size_t size) {
-  testing::FakeHsm& hsm = Hsm();
+  testing::FakeKekRing& hsm = Ring();
   const std::span<const uint8_t> blob(data, size);
   auto kek_version = keys::WrappedDekKekVersion(blob);
   const bool well_formed =

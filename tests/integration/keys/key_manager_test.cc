@@ -1,6 +1,9 @@
 // KeyManager against the real parts: a SoftHSM2 token and a SQLite store.
 #include "src/keys/key_manager.h"
 
+#include "src/keys/kek_ring.h"
+#include "src/keys/wrapped_dek.h"
+
 #include <latch>
 #include <thread>
 
@@ -35,6 +38,7 @@ class KeyManagerTest : public ::testing::Test {
   // (Re)opens every part, as a restarted process would.
   void Open(bool auto_create = false, uint64_t budget = uint64_t{1} << 31) {
     keys_.reset();
+    ring_.reset();
     hsm_.reset();
     store_.reset();
     sqlite_.reset();
@@ -45,7 +49,10 @@ class KeyManagerTest : public ::testing::Test {
     ASSERT_TRUE(sqlite.ok()) << sqlite.status();
     sqlite_ = std::move(*sqlite);
     store_ = std::make_unique<testing::InjectingKeyStore>(sqlite_.get());
-    auto keys = KeyManager::Create(hsm_.get(), store_.get(), &clock_,
+    auto ring = HsmKekRing::Create(hsm_.get(), store_.get(), &clock_);
+    ASSERT_TRUE(ring.ok()) << ring.status();
+    ring_ = std::move(*ring);
+    auto keys = KeyManager::Create(ring_.get(), store_.get(), &clock_,
                                    KeyManagerOptions{.auto_create_tenants = auto_create,
                                                      .dek_encryption_budget = budget});
     ASSERT_TRUE(keys.ok()) << keys.status();
@@ -75,6 +82,7 @@ class KeyManagerTest : public ::testing::Test {
   std::unique_ptr<hsm::Pkcs11Hsm> hsm_;
   std::unique_ptr<store::SqliteKeyStore> sqlite_;
   std::unique_ptr<testing::InjectingKeyStore> store_;
+  std::unique_ptr<HsmKekRing> ring_;
   std::unique_ptr<KeyManager> keys_;
 };
 
@@ -237,6 +245,60 @@ TEST_F(KeyManagerTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
   store_->SetUnavailable(false);
   ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
   EXPECT_EQ(sqlite_->GetTenantDek("outage", 1)->dek.encryptions, 3u);
+}
+
+// --- The KEK ring on SoftHSM2
+
+TEST_F(KeyManagerTest, KekRotationMakesANewPrimaryAndOldDeksStillDecrypt) {
+  ASSERT_TRUE(keys_->CreateTenant("acme").ok());
+  const std::string before = Encrypt("acme", "alice@example.com");
+  auto rotated = ring_->Rotate();
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(*rotated, 2u);
+  EXPECT_EQ(keys_->primary_kek_version(), 2u);
+  ASSERT_TRUE(keys_->CreateTenant("globex").ok());
+  EXPECT_EQ(sqlite_->GetTenantDek("globex", 1)->dek.kek_version, 2u);
+  EXPECT_EQ(sqlite_->GetTenantDek("acme", 1)->dek.kek_version, 1u);  // not moved by itself
+  keys_->cache().Clear();
+  EXPECT_EQ(Decrypt("acme", before).value(), "alice@example.com");
+  auto keks = ring_->List();
+  ASSERT_TRUE(keks.ok());
+  ASSERT_EQ(keks->size(), 2u);
+  EXPECT_FALSE((*keks)[1].mechanism.empty());
+  EXPECT_NE((*keks)[1].mechanism, "unknown");
+}
+
+TEST_F(KeyManagerTest, RewrapThroughTheHsmMovesADekToTheNewKek) {
+  ASSERT_TRUE(keys_->CreateTenant("acme").ok());
+  const std::string before = Encrypt("acme", "alice@example.com");
+  ASSERT_TRUE(ring_->Rotate().ok());
+  auto row = sqlite_->GetTenantDek("acme", 1);
+  ASSERT_TRUE(row.ok());
+  auto moved = RewrapDek(*ring_, 2, "acme", 1, row->dek.wrapped);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(WrappedDekKekVersion(*moved).value(), 2u);
+  auto dek_old = UnwrapDek(*ring_, "acme", 1, row->dek.wrapped);
+  auto dek_new = UnwrapDek(*ring_, "acme", 1, *moved);
+  ASSERT_TRUE(dek_old.ok() && dek_new.ok());
+  EXPECT_TRUE(dek_old->Equals(*dek_new));
+  EXPECT_FALSE(RewrapDek(*ring_, 2, "globex", 1, row->dek.wrapped).ok());
+}
+
+TEST_F(KeyManagerTest, ARingSeesAKekAnotherReplicaCreatedOnFirstUseAndOnRefresh) {
+  // A second replica on the same token and store.
+  auto hsm_b = hsm::Pkcs11Hsm::Open(token_->Options(hsm::MasterKeyKind::kRsa4096));
+  ASSERT_TRUE(hsm_b.ok()) << hsm_b.status();
+  auto ring_b = HsmKekRing::Create(hsm_b->get(), store_.get(), &clock_);
+  ASSERT_TRUE(ring_b.ok());
+  ASSERT_TRUE(ring_->Rotate().ok());
+  EXPECT_EQ((*ring_b)->primary_version(), 1u);  // not told yet
+  ASSERT_TRUE(keys_->CreateTenant("acme").ok());  // sealed under KEK 2 by replica A
+  auto row = sqlite_->GetTenantDek("acme", 1);
+  ASSERT_TRUE(row.ok());
+  EXPECT_TRUE(UnwrapDek(**ring_b, "acme", 1, row->dek.wrapped).ok());  // loads KEK 2
+  ASSERT_TRUE((*ring_b)->Refresh().ok());
+  EXPECT_EQ((*ring_b)->primary_version(), 2u);
+  EXPECT_TRUE(absl::IsDataLoss((*ring_b)->EnsureLoaded(9)));
 }
 
 }  // namespace

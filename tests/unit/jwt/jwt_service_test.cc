@@ -1,4 +1,4 @@
-// JwtService with FakeHsm, a real SQLite store (in memory), a store-cutting wrapper and a
+// JwtService with FakeKekRing (over a FakeHsm), a real SQLite store (in memory), a store-cutting wrapper and a
 // simulated clock. Time only moves when a test moves it.
 #include "src/jwt/jwt_service.h"
 
@@ -16,7 +16,7 @@
 #include "nlohmann/json.hpp"
 #include "src/common/base64.h"
 #include "src/store/sqlite/sqlite_key_store.h"
-#include "tests/fakes/fake_hsm.h"
+#include "tests/fakes/fake_kek_ring.h"
 #include "tests/fakes/injecting_key_store.h"
 
 namespace kms::jwt {
@@ -82,7 +82,7 @@ class JwtServiceTest : public ::testing::Test {
     ASSERT_TRUE(opened.ok()) << opened.status();
     sqlite_ = std::move(*opened);
     store_ = std::make_unique<kms::testing::InjectingKeyStore>(sqlite_.get());
-    ASSERT_TRUE(hsm_.CreateKek(1).ok());
+    ASSERT_TRUE(ring_.CreateKek(1).ok());
   }
 
   static JwtServiceOptions Options() {
@@ -92,8 +92,7 @@ class JwtServiceTest : public ::testing::Test {
   }
 
   std::unique_ptr<JwtService> Service(JwtServiceOptions options = Options(), bool load = true) {
-    auto made = JwtService::Create(
-        &hsm_, store_.get(), &clock_, [this] { return kek_version_.load(); }, options);
+    auto made = JwtService::Create(&ring_, store_.get(), &clock_, options);
     EXPECT_TRUE(made.ok()) << made.status();
     if (!made.ok()) return nullptr;
     if (load) {
@@ -133,11 +132,11 @@ class JwtServiceTest : public ::testing::Test {
     return keys.ok() ? keys->size() : 0;
   }
 
-  kms::testing::FakeHsm hsm_;
+  kms::testing::FakeKekRing ring_;
+  kms::testing::FakeHsm& hsm_ = ring_.hsm();
   SimulatedClock clock_;
   std::unique_ptr<store::SqliteKeyStore> sqlite_;
   std::unique_ptr<kms::testing::InjectingKeyStore> store_;
-  std::atomic<uint32_t> kek_version_{1};
 };
 
 // --- Loading
@@ -679,7 +678,7 @@ TEST_F(JwtServiceTest, AWrappedKeyMovedToAnotherKidDoesNotLoad) {
   auto second = store::SqliteKeyStore::Open(":memory:");
   ASSERT_TRUE(second.ok());
   ASSERT_OK((*second)->InsertFirstJwtKey(forged));
-  auto s = JwtService::Create(&hsm_, second->get(), &clock_, [] { return 1u; }, Options());
+  auto s = JwtService::Create(&ring_, second->get(), &clock_, Options());
   ASSERT_TRUE(s.ok());
   EXPECT_FALSE((*s)->Load().ok());
   EXPECT_EQ((*s)->state(), S::kLoading);
@@ -690,8 +689,7 @@ TEST_F(JwtServiceTest, RewrapMovesEveryKeyToTheNewKekAndTheyStillLoad) {
   ASSERT_NE(s, nullptr);
   ASSERT_TRUE(s->Rotate().ok());
   const SignedJwt t = SignOk(*s);
-  ASSERT_TRUE(hsm_.CreateKek(2).ok());
-  kek_version_ = 2;
+  ASSERT_TRUE(ring_.CreateKek(2).ok());
   auto n = s->RewrapKeys(2);
   ASSERT_TRUE(n.ok()) << n.status();
   EXPECT_EQ(*n, 2);
@@ -701,6 +699,7 @@ TEST_F(JwtServiceTest, RewrapMovesEveryKeyToTheNewKekAndTheyStillLoad) {
   EXPECT_EQ(*s->RewrapKeys(2), 0);
 
   ASSERT_OK(hsm_.UnloadKek(1));  // the old KEK is no longer needed
+  ring_.set_loads_from_table(false);
   auto restarted = Service();
   ASSERT_NE(restarted, nullptr);
   EXPECT_TRUE(restarted->Verify(t.jwt).ok());
@@ -775,11 +774,11 @@ TEST(JwtOptionsTest, OutOfRangeOptionsAreRefusedAtCreate) {
             StatusCode::kInvalidArgument);
   EXPECT_EQ(bad([](JwtServiceOptions& o) { o.max_claims_bytes = 1 << 20; }),
             StatusCode::kInvalidArgument);
-  kms::testing::FakeHsm hsm;
+  kms::testing::FakeKekRing ring;
   SimulatedClock clock;
   JwtServiceOptions o;
   o.max_ttl_seconds = 0;
-  EXPECT_EQ(JwtService::Create(&hsm, nullptr, &clock, [] { return 1u; }, o).status().code(),
+  EXPECT_EQ(JwtService::Create(&ring, nullptr, &clock, o).status().code(),
             StatusCode::kInvalidArgument);
 }
 
@@ -834,42 +833,36 @@ TEST_F(JwtServiceTest, SigningAndVerifyingRunConcurrentlyWithRotationAndTicks) {
 namespace kms::jwt {
 namespace {
 
-// Replica B has only KEK 1 loaded; replica A seals a new signing key under KEK 2. B's
-// next probe must load KEK 2 through the hook instead of going Degraded.
-TEST_F(JwtServiceTest, AKeySealedUnderAKekThisReplicaHasNotLoadedIsLoadedThroughTheHook) {
-  auto blob1 = hsm_.CreateKek(7);  // stands for "the KEK both replicas share"
-  ASSERT_TRUE(blob1.ok());
-  kms::testing::FakeHsm hsm_b;
-  ASSERT_TRUE(hsm_b.LoadKek(7, *blob1).ok());
-  kek_version_ = 7;
-  auto a = Service();
-  ASSERT_NE(a, nullptr);
+// Replica B has only KEK 7 loaded; replica A seals a new signing key under KEK 8. B's
+// next load must open it through its KEK ring (which loads KEK 8 from the shared table)
+// instead of going Degraded.
+TEST_F(JwtServiceTest, AKeySealedUnderAKekThisReplicaHasNotLoadedIsOpenedThroughTheRing) {
+  kms::testing::FakeKekRing ring_a(std::make_shared<kms::testing::FakeKekRing::Table>());
+  ASSERT_OK(ring_a.CreateKek(7));  // the KEK both replicas share
+  kms::testing::FakeKekRing ring_b(ring_a.table());
+  ASSERT_OK(ring_b.EnsureLoaded(7));
+  ring_b.set_primary(7);
+  auto a = JwtService::Create(&ring_a, store_.get(), &clock_, Options());
+  ASSERT_TRUE(a.ok());
+  ASSERT_OK((*a)->Load());
 
-  auto blob2 = hsm_.CreateKek(8);  // a KEK rotation on replica A
-  ASSERT_TRUE(blob2.ok());
-  kek_version_ = 8;
-  ASSERT_TRUE(a->Rotate().ok());  // the next key is sealed under KEK 8
+  ASSERT_OK(ring_a.CreateKek(8));  // a KEK rotation on replica A
+  ASSERT_TRUE((*a)->Rotate().ok());  // the next key is sealed under KEK 8
 
-  int hook_calls = 0;
-  JwtServiceOptions options = Options();
-  options.ensure_kek_loaded = [&](uint32_t v) -> absl::Status {
-    ++hook_calls;
-    if (!hsm_b.HasKek(v)) return hsm_b.LoadKek(v, v == 8 ? *blob2 : *blob1);
-    return absl::OkStatus();
-  };
-  auto b = JwtService::Create(&hsm_b, store_.get(), &clock_, [this] { return kek_version_.load(); },
-                              options);
+  const uint64_t loads_before = ring_b.loads();
+  auto b = JwtService::Create(&ring_b, store_.get(), &clock_, Options());
   ASSERT_TRUE(b.ok());
   ASSERT_OK((*b)->Load());
-  EXPECT_TRUE(hsm_b.HasKek(8));
-  EXPECT_GE(hook_calls, 1);
+  EXPECT_TRUE(ring_b.hsm().HasKek(8));
+  EXPECT_EQ(ring_b.loads() - loads_before, 1u);
   EXPECT_EQ((*b)->Status().keys.size(), 2u);
 
-  // Without the hook the same replica cannot open the new key.
-  kms::testing::FakeHsm hsm_c;
-  ASSERT_TRUE(hsm_c.LoadKek(7, *blob1).ok());
-  auto c = JwtService::Create(&hsm_c, store_.get(), &clock_, [this] { return kek_version_.load(); },
-                              Options());
+  // A ring that cannot find KEK 8 cannot open the new key.
+  kms::testing::FakeKekRing ring_c(ring_a.table());
+  ASSERT_OK(ring_c.EnsureLoaded(7));
+  ring_c.set_primary(7);
+  ring_c.set_loads_from_table(false);
+  auto c = JwtService::Create(&ring_c, store_.get(), &clock_, Options());
   ASSERT_TRUE(c.ok());
   EXPECT_FALSE((*c)->Load().ok());
 }

@@ -2,20 +2,20 @@
 
 #include "gtest/gtest.h"
 #include "src/keys/tenant_id.h"
-#include "tests/fakes/fake_hsm.h"
+#include "tests/fakes/fake_kek_ring.h"
 
 namespace kms::keys {
 namespace {
 
 class WrappedDekTest : public ::testing::Test {
  protected:
-  void SetUp() override { ASSERT_TRUE(hsm_.CreateKek(1).ok()); }
-  testing::FakeHsm hsm_;
+  void SetUp() override { ASSERT_TRUE(ring_.CreateKek(1).ok()); }
+  testing::FakeKekRing ring_;
   SecretBytes dek_ = SecretBytes::CopyOf(std::string(32, 'k'));
 };
 
 TEST_F(WrappedDekTest, BlobHasTheDocumentedLayout) {
-  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_);
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_);
   ASSERT_TRUE(blob.ok());
   ASSERT_EQ(blob->size(), 1u + 4 + 12 + 32 + 16);
   EXPECT_EQ((*blob)[0], 0x01);
@@ -23,46 +23,64 @@ TEST_F(WrappedDekTest, BlobHasTheDocumentedLayout) {
 }
 
 TEST_F(WrappedDekTest, RoundTripsForTheSameTenantAndVersion) {
-  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
-  auto dek = UnwrapDek(hsm_, "acme", 3, blob);
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
+  auto dek = UnwrapDek(ring_, "acme", 3, blob);
   ASSERT_TRUE(dek.ok());
   EXPECT_TRUE(dek->Equals(dek_));
 }
 
 TEST_F(WrappedDekTest, BlobMovedToAnotherTenantDoesNotUnwrap) {
-  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
-  EXPECT_FALSE(UnwrapDek(hsm_, "globex", 3, blob).ok());
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
+  EXPECT_FALSE(UnwrapDek(ring_, "globex", 3, blob).ok());
 }
 
 TEST_F(WrappedDekTest, BlobRelabelledWithAnotherVersionDoesNotUnwrap) {
-  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
-  EXPECT_FALSE(UnwrapDek(hsm_, "acme", 4, blob).ok());
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
+  EXPECT_FALSE(UnwrapDek(ring_, "acme", 4, blob).ok());
 }
 
 TEST_F(WrappedDekTest, AnyFlippedByteIsRejected) {
-  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
   for (size_t i = 0; i < blob.size(); ++i) {
     auto bad = blob;
     bad[i] ^= 0x01;
-    EXPECT_FALSE(UnwrapDek(hsm_, "acme", 3, bad).ok()) << "byte " << i;
+    EXPECT_FALSE(UnwrapDek(ring_, "acme", 3, bad).ok()) << "byte " << i;
   }
 }
 
 TEST_F(WrappedDekTest, TruncatedBlobIsRejected) {
-  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
   blob.pop_back();
-  EXPECT_FALSE(UnwrapDek(hsm_, "acme", 3, blob).ok());
+  EXPECT_FALSE(UnwrapDek(ring_, "acme", 3, blob).ok());
+}
+
+TEST_F(WrappedDekTest, RewrapMovesTheBlobToTheNewKekAndKeepsTheDek) {
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
+  ASSERT_TRUE(ring_.CreateKek(2).ok());
+  auto moved = RewrapDek(ring_, 2, "acme", 3, blob);
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(WrappedDekKekVersion(*moved).value(), 2u);
+  EXPECT_EQ(moved->size(), blob.size());
+  ASSERT_TRUE(ring_.hsm().UnloadKek(1).ok());  // the old KEK is no longer needed
+  ring_.set_loads_from_table(false);
+  auto dek = UnwrapDek(ring_, "acme", 3, *moved);
+  ASSERT_TRUE(dek.ok()) << dek.status();
+  EXPECT_TRUE(dek->Equals(dek_));
+  EXPECT_FALSE(UnwrapDek(ring_, "acme", 3, blob).ok());
+  // Bound to tenant and DEK version on both sides of the re-wrap.
+  EXPECT_FALSE(RewrapDek(ring_, 2, "globex", 3, *moved).ok());
+  EXPECT_FALSE(RewrapDek(ring_, 2, "acme", 4, *moved).ok());
 }
 
 TEST_F(WrappedDekTest, HsmErrorsReachCallersOnlyAsUnavailableOrInternal) {
-  auto blob = WrapDek(hsm_, 1, "acme", 3, dek_).value();
-  // KEK version 2 is not loaded: the fake says NOT_FOUND, which must not look like
-  // "your tenant was not found".
-  EXPECT_TRUE(absl::IsInternal(WrapDek(hsm_, 2, "acme", 3, dek_).status()));
-  hsm_.SetUnavailable(true);
-  EXPECT_TRUE(absl::IsUnavailable(UnwrapDek(hsm_, "acme", 3, blob).status()));
-  EXPECT_TRUE(absl::IsUnavailable(WrapDek(hsm_, 1, "acme", 3, dek_).status()));
-  hsm_.SetUnavailable(false);
+  auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
+  // KEK version 2 does not exist: the ring says DATA_LOSS, which must not reach the
+  // caller as anything but an internal error.
+  EXPECT_TRUE(absl::IsInternal(WrapDek(ring_, 2, "acme", 3, dek_).status()));
+  ring_.hsm().SetUnavailable(true);
+  EXPECT_TRUE(absl::IsUnavailable(UnwrapDek(ring_, "acme", 3, blob).status()));
+  EXPECT_TRUE(absl::IsUnavailable(WrapDek(ring_, 1, "acme", 3, dek_).status()));
+  ring_.hsm().SetUnavailable(false);
 }
 
 TEST(TenantIdTest, AcceptsTheDocumentedAlphabet) {

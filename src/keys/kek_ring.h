@@ -1,0 +1,84 @@
+// HsmKekRing: the KEK ring (include/kms/keys/kek_ring.h) over the HSM seam and the
+// store's KEK table. A KEK is generated inside the HSM, stored only wrapped under the
+// master key, and unwrapped into a non-extractable HSM session object on every node that
+// uses it (DESIGN §2); KEK plaintext never enters kmsd memory.
+//
+// Thread-safe. Loading and rotating serialize on one mutex that the data path never
+// takes: Seal/Open of an already loaded version go straight to the HSM.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kms/common/clock.h"
+#include "kms/coord/coordination.h"
+#include "kms/hsm/hsm.h"
+#include "kms/keys/kek_ring.h"
+#include "kms/store/key_store.h"
+#include "src/common/sync.h"
+
+namespace kms::keys {
+
+// One KEK version as operators see it.
+struct KekInfo {
+  uint32_t version = 0;
+  store::KekState state = store::KekState::kActive;
+  int64_t created_at = 0;  // Unix seconds
+  std::string mechanism;   // how the master key wrapped it ("rsa-oaep-sha1", ...)
+};
+
+class HsmKekRing final : public KekRing {
+ public:
+  // Loads every active KEK into the HSM, creating KEK version 1 on the very first start
+  // (a replica that loses that race uses the winner's). The pointers must outlive the
+  // ring. Errors of the store and the HSM pass through (UNAVAILABLE: retry).
+  static absl::StatusOr<std::unique_ptr<HsmKekRing>> Create(hsm::Hsm* hsm,
+                                                            store::KeyStore* store,
+                                                            const Clock* clock);
+
+  // --- KekRing
+  uint32_t primary_version() const override { return primary_.load(); }
+  // DATA_LOSS when the store holds no active KEK `kek_version`.
+  absl::Status EnsureLoaded(uint32_t kek_version) override;
+  absl::StatusOr<std::vector<uint8_t>> Seal(uint32_t kek_version,
+                                            std::span<const uint8_t> plaintext,
+                                            std::span<const uint8_t> aad) override;
+  absl::StatusOr<SecretBytes> Open(uint32_t kek_version, std::span<const uint8_t> sealed,
+                                   std::span<const uint8_t> aad) override;
+  absl::StatusOr<std::vector<uint8_t>> Reseal(uint32_t from_version,
+                                              std::span<const uint8_t> sealed,
+                                              std::span<const uint8_t> from_aad,
+                                              uint32_t to_version,
+                                              std::span<const uint8_t> to_aad) override;
+  absl::Status Ping() override { return hsm_->Ping(); }
+
+  // --- Operators and coherence
+  // Creates the next KEK version in the HSM, stores it wrapped and makes it primary for
+  // new keys. Keys sealed under older versions stay readable (their versions stay
+  // loaded) until the re-wrap moves them. ABORTED when another replica rotated at the
+  // same moment.
+  absl::StatusOr<uint32_t> Rotate();
+  absl::Status Refresh() override;
+  absl::StatusOr<std::vector<KekInfo>> List();
+
+  // Called after every KEK change this node makes, for the invalidation bus.
+  void SetChangeListener(std::function<void(const coord::InvalidationEvent&)> listener);
+
+ private:
+  HsmKekRing(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock)
+      : hsm_(hsm), store_(store), clock_(clock) {}
+  absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  hsm::Hsm* const hsm_;
+  store::KeyStore* const store_;
+  const Clock* const clock_;
+  std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
+  std::atomic<uint32_t> primary_{0};
+  Mutex mu_;  // serializes (re)loading and rotation; never held on the data path
+};
+
+}  // namespace kms::keys
