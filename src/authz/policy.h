@@ -34,12 +34,6 @@ namespace kms::authz {
 // The inverse of OperationName(); nullopt for an unknown name.
 std::optional<Operation> OperationFromName(std::string_view name);
 
-// A token bucket's parameters for one identity (enforced elsewhere).
-struct RateLimit {
-  double rps = 0;    // sustained requests per second, > 0
-  double burst = 0;  // bucket size, >= 1 (default: max(1, rps))
-};
-
 // Immutable after construction, hence thread-safe.
 class PolicyAuthorizer final : public Authorizer {
  public:
@@ -51,8 +45,7 @@ class PolicyAuthorizer final : public Authorizer {
   absl::Status Authorize(std::string_view identity, Operation op,
                          std::string_view tenant_id) const override;
 
-  // The identity's rate limit, when the policy sets one.
-  std::optional<RateLimit> RateLimitFor(std::string_view identity) const;
+  std::optional<RateLimit> RateLimitFor(std::string_view identity) const override;
 
   size_t identity_count() const { return grants_.size(); }
 

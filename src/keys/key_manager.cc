@@ -45,9 +45,8 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(KekRing* kek_ring
   return std::unique_ptr<KeyManager>(new KeyManager(kek_ring, store, clock, options));
 }
 
-absl::StatusOr<TenantInfo> KeyManager::CreateTenant(const std::string& tenant_id) {
-  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
-  return CreateTenantLocked(tenant_id);
+absl::StatusOr<TenantInfo> KeyManager::CreateTenant(const TenantId& tenant) {
+  return CreateTenantLocked(tenant.str());
 }
 
 absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& tenant_id) {
@@ -72,9 +71,8 @@ absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& ten
   return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
 }
 
-absl::StatusOr<TenantInfo> KeyManager::GetTenant(const std::string& tenant_id) {
-  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
-  KMS_ASSIGN_OR_RETURN(store::KeyStore::TenantDek td, store_->GetTenantDek(tenant_id, 0));
+absl::StatusOr<TenantInfo> KeyManager::GetTenant(const TenantId& tenant) {
+  KMS_ASSIGN_OR_RETURN(store::KeyStore::TenantDek td, store_->GetTenantDek(tenant.str(), 0));
   return TenantInfo{.tenant = std::move(td.tenant), .primary_dek_created_at = td.dek.created_at};
 }
 
@@ -114,11 +112,10 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::GetDek(const std::st
   return result;
 }
 
-absl::Status KeyManager::Encrypt(const std::string& tenant_id,
-                                 std::span<const crypto::ContextPair> context,
-                                 std::span<const uint8_t> plaintext, std::string* ciphertext,
-                                 uint32_t* dek_version) {
-  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+absl::StatusOr<EncryptResult> KeyManager::Encrypt(const TenantId& tenant,
+                                                  const EncryptionContext& context,
+                                                  std::span<const uint8_t> plaintext) {
+  const std::string& tenant_id = tenant.str();
   absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, 0);
   if (absl::IsNotFound(entry.status()) && options_.auto_create_tenants) {
     absl::StatusOr<TenantInfo> created = CreateTenantLocked(tenant_id);
@@ -128,19 +125,19 @@ absl::Status KeyManager::Encrypt(const std::string& tenant_id,
   if (absl::IsNotFound(entry.status())) return absl::NotFoundError("tenant not found");
   if (!entry.ok()) return entry.status();
   const DekEntry& dek = **entry;
-  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad, crypto::FieldAad(tenant_id, dek.version, context));
-  KMS_RETURN_IF_ERROR(crypto::SealField(*dek.key, dek.version, aad, plaintext, ciphertext));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad,
+                       crypto::FieldAad(tenant_id, dek.version, context.pairs()));
+  EncryptResult result{.dek_version = dek.version};
+  KMS_RETURN_IF_ERROR(crypto::SealField(*dek.key, dek.version, aad, plaintext, &result.ciphertext));
   dek.encryptions.fetch_add(1, std::memory_order_relaxed);
   encryptions_.fetch_add(1, std::memory_order_relaxed);
-  *dek_version = dek.version;
-  return absl::OkStatus();
+  return result;
 }
 
-absl::Status KeyManager::Decrypt(const std::string& tenant_id,
-                                 std::span<const crypto::ContextPair> context,
-                                 std::span<const uint8_t> ciphertext, std::string* plaintext,
-                                 uint32_t* dek_version) {
-  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+absl::StatusOr<DecryptResult> KeyManager::Decrypt(const TenantId& tenant,
+                                                  const EncryptionContext& context,
+                                                  std::span<const uint8_t> ciphertext) {
+  const std::string& tenant_id = tenant.str();
   absl::StatusOr<crypto::FieldView> field = crypto::ParseField(ciphertext);
   if (!field.ok()) {
     decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
@@ -157,18 +154,19 @@ absl::Status KeyManager::Decrypt(const std::string& tenant_id,
   }
   if (!entry.ok()) return entry.status();
   const DekEntry& dek = **entry;
-  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad, crypto::FieldAad(tenant_id, dek.version, context));
-  if (!crypto::OpenField(*dek.key, *field, aad, plaintext).ok()) {
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad,
+                       crypto::FieldAad(tenant_id, dek.version, context.pairs()));
+  DecryptResult result{.dek_version = dek.version};
+  if (!crypto::OpenField(*dek.key, *field, aad, &result.plaintext).ok()) {
     decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
     return DecryptionFailed();
   }
   decryptions_.fetch_add(1, std::memory_order_relaxed);
-  *dek_version = dek.version;
-  return absl::OkStatus();
+  return result;
 }
 
-absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const std::string& tenant_id) {
-  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const TenantId& tenant_ref) {
+  const std::string& tenant_id = tenant_ref.str();
   KMS_ASSIGN_OR_RETURN(store::TenantRecord tenant, store_->GetTenant(tenant_id));
   if (tenant.state == store::TenantState::kShredded) return Shredded();
   const uint32_t kek = kek_ring_->primary_version();
@@ -191,8 +189,8 @@ absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const std::string& tenant
   return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
 }
 
-absl::Status KeyManager::ShredTenant(const std::string& tenant_id) {
-  KMS_RETURN_IF_ERROR(ValidateTenantId(tenant_id));
+absl::Status KeyManager::ShredTenant(const TenantId& tenant_ref) {
+  const std::string& tenant_id = tenant_ref.str();
   KMS_ASSIGN_OR_RETURN(store::TenantRecord tenant, store_->GetTenant(tenant_id));
   if (tenant.state == store::TenantState::kShredded) return absl::OkStatus();
   KMS_RETURN_IF_ERROR(
@@ -235,7 +233,9 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
     // Only the primary version needs rotating; another replica may have done it already.
     absl::StatusOr<store::KeyStore::TenantDek> td = store_->GetTenantDek(tenant, 0);
     if (!td.ok() || td->dek.encryptions < options_.dek_encryption_budget) continue;
-    absl::StatusOr<TenantInfo> info = RotateTenantDek(tenant);
+    absl::StatusOr<TenantId> id = TenantId::Parse(tenant);  // ids in the cache were valid
+    if (!id.ok()) continue;
+    absl::StatusOr<TenantInfo> info = RotateTenantDek(*id);
     if (info.ok()) {
       ++rotated;
       spdlog::info("tenant {}: DEK version {} passed its encryption budget; rotated to {}", tenant,

@@ -21,8 +21,9 @@
 #include "kms/coord/coordination.h"
 #include "kms/keys/kek_ring.h"
 #include "kms/store/key_store.h"
-#include "src/crypto/field_cipher.h"
 #include "src/keys/dek_cache.h"
+#include "src/keys/encryption_context.h"
+#include "src/keys/tenant_id.h"
 
 namespace kms::keys {
 
@@ -38,6 +39,16 @@ struct KeyManagerOptions {
 struct TenantInfo {
   store::TenantRecord tenant;
   int64_t primary_dek_created_at = 0;
+};
+
+struct EncryptResult {
+  std::string ciphertext;  // field ciphertext v1 (src/crypto/field_cipher.h)
+  uint32_t dek_version = 0;
+};
+
+struct DecryptResult {
+  std::string plaintext;
+  uint32_t dek_version = 0;
 };
 
 // Counters, for status and for tests that count backend work.
@@ -57,16 +68,17 @@ class KeyManager {
                                                             KeyManagerOptions options);
 
   // --- Tenants (operators)
-  // ALREADY_EXISTS when the tenant exists; INVALID_ARGUMENT for a malformed id.
-  absl::StatusOr<TenantInfo> CreateTenant(const std::string& tenant_id);
-  absl::StatusOr<TenantInfo> GetTenant(const std::string& tenant_id);
+  // ALREADY_EXISTS when the tenant exists.
+  absl::StatusOr<TenantInfo> CreateTenant(const TenantId& tenant);
+  // NOT_FOUND for an unknown tenant.
+  absl::StatusOr<TenantInfo> GetTenant(const TenantId& tenant);
   absl::StatusOr<store::TenantPage> ListTenants(const std::string& after, int limit);
 
   // Makes a new DEK version the tenant's primary (older versions still decrypt).
   // ABORTED when another replica changed the tenant at the same time.
-  absl::StatusOr<TenantInfo> RotateTenantDek(const std::string& tenant_id);
+  absl::StatusOr<TenantInfo> RotateTenantDek(const TenantId& tenant);
   // Crypto-shredding: destroys every DEK of the tenant; its ciphertexts are gone for good.
-  absl::Status ShredTenant(const std::string& tenant_id);
+  absl::Status ShredTenant(const TenantId& tenant);
   // Adds the encryptions made since the last flush to the store's per-DEK counts, and
   // rotates any tenant whose primary DEK has passed its budget. Run periodically.
   // Returns how many tenants were rotated.
@@ -80,18 +92,16 @@ class KeyManager {
   void ApplyInvalidation(const coord::InvalidationEvent& event);
 
   // --- Data plane. `context` is bound as AAD (field_cipher.h).
-  // Replaces *ciphertext with the field ciphertext v1 and sets *dek_version.
   // NOT_FOUND for an unknown tenant (unless auto-create is on), FAILED_PRECONDITION
-  // for a shredded one, UNAVAILABLE when the DEK is not cached and a backend is down.
-  absl::Status Encrypt(const std::string& tenant_id, std::span<const crypto::ContextPair> context,
-                       std::span<const uint8_t> plaintext, std::string* ciphertext,
-                       uint32_t* dek_version);
+  // for a shredded one, INVALID_ARGUMENT for a duplicate context key, UNAVAILABLE when
+  // the DEK is not cached and a backend is down.
+  absl::StatusOr<EncryptResult> Encrypt(const TenantId& tenant, const EncryptionContext& context,
+                                        std::span<const uint8_t> plaintext);
   // INVALID_ARGUMENT "decryption failed" for every ciphertext that does not decrypt
   // for this tenant and context: malformed, truncated, tampered, another tenant's,
   // another context's, an unknown DEK version. One uniform answer.
-  absl::Status Decrypt(const std::string& tenant_id, std::span<const crypto::ContextPair> context,
-                       std::span<const uint8_t> ciphertext, std::string* plaintext,
-                       uint32_t* dek_version);
+  absl::StatusOr<DecryptResult> Decrypt(const TenantId& tenant, const EncryptionContext& context,
+                                        std::span<const uint8_t> ciphertext);
 
   // --- Status
   uint32_t primary_kek_version() const { return kek_ring_->primary_version(); }

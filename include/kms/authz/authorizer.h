@@ -1,6 +1,7 @@
 // The Authorizer seam: who may do what, to which tenant. Deny by default.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -24,6 +25,12 @@ enum class Operation {
 };
 std::string_view OperationName(Operation op);  // "encrypt", "create_tenant", ...
 
+// A token bucket's parameters for one identity (enforced by a coord::RateLimiter).
+struct RateLimit {
+  double rps = 0;    // sustained requests per second, > 0
+  double burst = 0;  // bucket size, >= 1 (default: max(1, rps))
+};
+
 // Thread-safe.
 class Authorizer {
  public:
@@ -33,6 +40,8 @@ class Authorizer {
   // names neither the tenant nor the policy's contents.
   virtual absl::Status Authorize(std::string_view identity, Operation op,
                                  std::string_view tenant_id) const = 0;
+  // The identity's rate limit; nullopt when none is set (not limited).
+  virtual std::optional<RateLimit> RateLimitFor(std::string_view identity) const = 0;
 };
 
 }  // namespace kms::authz

@@ -1,10 +1,10 @@
-#include "src/server/status_map.h"
+#include "src/server/gate/public_status.h"
 
 #include "spdlog/spdlog.h"
 
 namespace kms::server {
 
-std::string SanitizedMessage(const absl::Status& status, std::string_view operation) {
+std::string PublicMessage(const absl::Status& status, std::string_view operation) {
   switch (status.code()) {
     case absl::StatusCode::kOk:
       return "";
@@ -30,19 +30,9 @@ std::string SanitizedMessage(const absl::Status& status, std::string_view operat
   }
 }
 
-grpc::Status ToGrpcStatus(const absl::Status& status, std::string_view operation) {
-  if (status.ok()) return grpc::Status::OK;
-  // absl and gRPC share the canonical code numbering.
-  auto code = static_cast<grpc::StatusCode>(static_cast<int>(status.code()));
-  if (status.code() == absl::StatusCode::kDataLoss) code = grpc::StatusCode::INTERNAL;
-  return grpc::Status(code, SanitizedMessage(status, operation));
-}
-
-grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, const absl::Status& status,
-                                      std::string_view operation) {
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(status, operation));
-  return reactor;
+absl::StatusCode PublicCode(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kDataLoss ? absl::StatusCode::kInternal
+                                                      : status.code();
 }
 
 }  // namespace kms::server

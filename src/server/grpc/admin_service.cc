@@ -1,0 +1,261 @@
+#include "src/server/grpc/admin_service.h"
+
+#include "spdlog/spdlog.h"
+#include "src/keys/tenant_id.h"
+#include "src/server/grpc/unary.h"
+
+namespace kms::server {
+
+namespace {
+
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+// Admin requests hold a tenant id or two and a few numbers.
+constexpr size_t kMaxAdminRequestBytes = 16 * 1024;
+
+void FillTenant(const keys::TenantInfo& info, v1::Tenant* out) {
+  out->set_tenant_id(info.tenant.id);
+  out->set_state(std::string(store::TenantStateName(info.tenant.state)));
+  out->set_primary_dek_version(info.tenant.primary_dek_version);
+  out->set_min_decrypt_version(info.tenant.min_decrypt_version);
+  out->set_created_at_unix(info.tenant.created_at);
+  out->set_dek_created_at_unix(info.primary_dek_created_at);
+}
+
+}  // namespace
+
+absl::StatusOr<keys::TenantId> AdminServiceImpl::Admit(const std::string& identity,
+                                                       authz::Operation op,
+                                                       const std::string& tenant) const {
+  KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::Parse(tenant));
+  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, id.str()));
+  return id;
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* in,
+                                                         grpc::ByteBuffer* out) {
+  return ServeUnary<v1::CreateTenantRequest, v1::CreateTenantResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "CreateTenant",
+      [&](const std::string& identity, const v1::CreateTenantRequest& req,
+          v1::CreateTenantResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
+                             Admit(identity, authz::Operation::kCreateTenant, req.tenant_id()));
+        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.CreateTenant(tenant));
+        FillTenant(info, resp->mutable_tenant());
+        spdlog::info("tenant {} created by {}", tenant.str(), identity);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* in,
+                                                      grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GetTenantRequest, v1::GetTenantResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "GetTenant",
+      [&](const std::string& identity, const v1::GetTenantRequest& req,
+          v1::GetTenantResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
+                             Admit(identity, authz::Operation::kGetTenant, req.tenant_id()));
+        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.GetTenant(tenant));
+        FillTenant(info, resp->mutable_tenant());
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* in,
+                                                        grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ListTenantsRequest, v1::ListTenantsResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "ListTenants",
+      [&](const std::string& identity, const v1::ListTenantsRequest& req,
+          v1::ListTenantsResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(
+            gate_.Admit(identity, authz::Operation::kListTenants, CallGate::kEveryTenant));
+        const int page_size = req.page_size() == 0 ? kDefaultPageSize : req.page_size();
+        if (page_size < 0 || page_size > kMaxPageSize) {
+          return absl::InvalidArgumentError("page_size must be between 0 and 1000");
+        }
+        // The page token is the last tenant id of the previous page.
+        if (!req.page_token().empty()) {
+          KMS_RETURN_IF_ERROR(keys::TenantId::Parse(req.page_token()).status());
+        }
+        KMS_ASSIGN_OR_RETURN(store::TenantPage page, keys_.ListTenants(req.page_token(), page_size));
+        for (store::TenantRecord& t : page.tenants) {
+          FillTenant(keys::TenantInfo{.tenant = std::move(t)}, resp->add_tenants());
+        }
+        resp->set_next_page_token(page.next_after);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServerContext* ctx,
+                                                            const grpc::ByteBuffer* in,
+                                                            grpc::ByteBuffer* out) {
+  return ServeUnary<v1::RotateTenantKeyRequest, v1::RotateTenantKeyResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "RotateTenantKey",
+      [&](const std::string& identity, const v1::RotateTenantKeyRequest& req,
+          v1::RotateTenantKeyResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
+                             Admit(identity, authz::Operation::kRotate, req.tenant_id()));
+        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.RotateTenantDek(tenant));
+        FillTenant(info, resp->mutable_tenant());
+        spdlog::info("tenant {} DEK rotated to version {} by {}", tenant.str(),
+                     info.tenant.primary_dek_version, identity);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerContext* ctx,
+                                                        const grpc::ByteBuffer* in,
+                                                        grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ShredTenantRequest, v1::ShredTenantResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "ShredTenant",
+      [&](const std::string& identity, const v1::ShredTenantRequest& req,
+          v1::ShredTenantResponse*) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
+                             Admit(identity, authz::Operation::kShred, req.tenant_id()));
+        if (req.confirm_tenant_id() != req.tenant_id()) {
+          return absl::InvalidArgumentError("confirm_tenant_id must repeat tenant_id");
+        }
+        KMS_RETURN_IF_ERROR(keys_.ShredTenant(tenant));
+        spdlog::warn("tenant {} shredded by {}", tenant.str(), identity);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* in,
+                                                      grpc::ByteBuffer* out) {
+  return ServeUnary<v1::RotateKekRequest, v1::RotateKekResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "RotateKek",
+      [&](const std::string& identity, const v1::RotateKekRequest&,
+          v1::RotateKekResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(
+            gate_.Admit(identity, authz::Operation::kRotate, CallGate::kEveryTenant));
+        KMS_ASSIGN_OR_RETURN(uint32_t version, kek_ring_.Rotate());
+        resp->set_primary_kek_version(version);
+        spdlog::info("KEK rotated to version {} by {}", version, identity);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetJwtStatus(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* in,
+                                                         grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GetJwtStatusRequest, v1::GetJwtStatusResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "GetJwtStatus",
+      [&](const std::string& identity, const v1::GetJwtStatusRequest&,
+          v1::GetJwtStatusResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kAdminJwt, ""));
+        jwt::JwtServiceStatus s = jwt_.Status();
+        resp->set_state(s.state_name);
+        resp->set_signing_kid(s.signing_kid);
+        resp->set_degraded_since_unix(s.degraded_since);
+        resp->set_backends_ok(s.backends_ok);
+        resp->set_last_error(s.last_error);
+        resp->set_next_rotation_at_unix(s.next_rotation_at);
+        for (const jwt::JwtKeyStatus& k : s.keys) {
+          v1::JwtKeyInfo* info = resp->add_keys();
+          info->set_kid(k.kid);
+          info->set_phase(k.phase);
+          info->set_created_at_unix(k.created_at);
+          info->set_activate_at_unix(k.activate_at);
+          info->set_retire_at_unix(k.retire_at);
+          info->set_kek_version(k.kek_version);
+        }
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateJwtKey(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* in,
+                                                         grpc::ByteBuffer* out) {
+  return ServeUnary<v1::RotateJwtKeyRequest, v1::RotateJwtKeyResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "RotateJwtKey",
+      [&](const std::string& identity, const v1::RotateJwtKeyRequest&,
+          v1::RotateJwtKeyResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kAdminJwt, ""));
+        KMS_ASSIGN_OR_RETURN(jwt::RotationResult rotated, jwt_.Rotate());
+        resp->set_new_kid(rotated.new_kid);
+        resp->set_new_activate_at_unix(rotated.new_activate_at);
+        resp->set_old_kid(rotated.old_kid);
+        resp->set_old_retire_at_unix(rotated.old_retire_at);
+        spdlog::info("JWT signing key rotation by {}: {} signs from {}", identity,
+                     rotated.new_kid, rotated.new_activate_at);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::AckJwtCritical(grpc::CallbackServerContext* ctx,
+                                                           const grpc::ByteBuffer* in,
+                                                           grpc::ByteBuffer* out) {
+  return ServeUnary<v1::AckJwtCriticalRequest, v1::AckJwtCriticalResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "AckJwtCritical",
+      [&](const std::string& identity, const v1::AckJwtCriticalRequest&,
+          v1::AckJwtCriticalResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kAdminJwt, ""));
+        KMS_RETURN_IF_ERROR(jwt_.Ack());
+        spdlog::info("JWT Critical state acknowledged by {}", identity);
+        resp->set_state(jwt_.Status().state_name);
+        return absl::OkStatus();
+      });
+}
+
+absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
+  const int64_t now = clock_.UnixSeconds();
+  resp->set_version(node_.version);
+  resp->set_node_id(node_.node_id);
+  resp->set_uptime_seconds(now - node_.started_at_unix);
+  resp->set_master_key_kind(node_.master_key_kind);
+  resp->set_store_backend(node_.store_backend);
+  resp->set_primary_kek_version(keys_.primary_kek_version());
+  resp->set_dek_cache_entries(keys_.cached_deks());
+
+  absl::Status hsm_health = kek_ring_.Ping();
+  absl::Status store_health = store_.Ping();
+  auto add_backend = [&](const char* name, const absl::Status& s) {
+    v1::BackendState* b = resp->add_backends();
+    b->set_name(name);
+    b->set_healthy(s.ok());
+    b->set_detail(s.ok() ? "ok" : std::string(absl::StatusCodeToString(s.code())));
+  };
+  add_backend("hsm", hsm_health);
+  add_backend("store", store_health);
+  if (coordinator_.has_bus()) {
+    add_backend("redis", coordinator_.bus_healthy() ? absl::OkStatus()
+                                                    : absl::UnavailableError("unreachable"));
+  }
+  resp->set_leader(coordinator_.is_leader());
+  resp->set_jwt_state(jwt_.Status().state_name);
+  resp->set_ready(hsm_health.ok() && store_health.ok());
+
+  if (store_health.ok()) {
+    KMS_ASSIGN_OR_RETURN(std::vector<keys::KekInfo> keks, kek_ring_.List());
+    for (const keys::KekInfo& k : keks) {
+      v1::KekVersion* kv = resp->add_kek_versions();
+      kv->set_version(k.version);
+      kv->set_state(std::string(store::KekStateName(k.state)));
+      kv->set_created_at_unix(k.created_at);
+      kv->set_age_seconds(now - k.created_at);
+      kv->set_wrap_mechanism(k.mechanism);
+    }
+    KMS_ASSIGN_OR_RETURN(uint64_t tenants, store_.CountTenants());
+    resp->set_tenant_count(tenants);
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* in,
+                                                      grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GetStatusRequest, v1::GetStatusResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "GetStatus",
+      [&](const std::string& identity, const v1::GetStatusRequest&,
+          v1::GetStatusResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kGetStatus, ""));
+        return Status(resp);
+      });
+}
+
+}  // namespace kms::server

@@ -1,0 +1,91 @@
+// kms.v1.AdminService: the operators' plane (kmsctl), on the gRPC callback API with
+// raw methods (grpc/unary.h).
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "kms/common/clock.h"
+#include "kms/store/key_store.h"
+#include "kms/v1/admin_service.grpc.pb.h"
+#include "src/jwt/jwt_service.h"
+#include "src/keys/kek_ring.h"
+#include "src/keys/key_manager.h"
+#include "src/server/coordinator.h"
+#include "src/server/gate/call_gate.h"
+
+namespace kms::server {
+
+struct NodeInfo {
+  std::string node_id;
+  std::string version;
+  std::string store_backend;
+  std::string master_key_kind;
+  int64_t started_at_unix = 0;
+};
+
+using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
+    v1::AdminService::WithRawCallbackMethod_GetTenant<
+        v1::AdminService::WithRawCallbackMethod_ListTenants<
+            v1::AdminService::WithRawCallbackMethod_GetStatus<
+                v1::AdminService::WithRawCallbackMethod_RotateTenantKey<
+                    v1::AdminService::WithRawCallbackMethod_ShredTenant<
+                        v1::AdminService::WithRawCallbackMethod_RotateKek<
+                            v1::AdminService::WithRawCallbackMethod_GetJwtStatus<
+                                v1::AdminService::WithRawCallbackMethod_RotateJwtKey<
+                                    v1::AdminService::WithRawCallbackMethod_AckJwtCritical<
+                                        v1::AdminService::Service>>>>>>>>>>;
+
+class AdminServiceImpl final : public AdminServiceRaw {
+ public:
+  AdminServiceImpl(keys::KeyManager& keys, keys::HsmKekRing& kek_ring, jwt::JwtService& jwt,
+                   store::KeyStore& store,
+                   const CallGate& gate, const Coordinator& coordinator, const Clock& clock,
+                   NodeInfo node)
+      : keys_(keys),
+        kek_ring_(kek_ring),
+        jwt_(jwt),
+        store_(store),
+        gate_(gate),
+        coordinator_(coordinator),
+        clock_(clock),
+        node_(std::move(node)) {}
+
+  grpc::ServerUnaryReactor* CreateTenant(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GetTenant(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx,
+                                        const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* RotateTenantKey(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ShredTenant(grpc::CallbackServerContext* ctx,
+                                        const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* RotateKek(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GetJwtStatus(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* RotateJwtKey(grpc::CallbackServerContext* ctx,
+                                         const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* AckJwtCritical(grpc::CallbackServerContext* ctx,
+                                           const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+
+ private:
+  absl::Status Status(v1::GetStatusResponse* resp);
+  // The tenant checked and admitted for `op`.
+  absl::StatusOr<keys::TenantId> Admit(const std::string& identity, authz::Operation op,
+                                       const std::string& tenant) const;
+
+  keys::KeyManager& keys_;
+  keys::HsmKekRing& kek_ring_;
+  jwt::JwtService& jwt_;
+  store::KeyStore& store_;
+  const CallGate& gate_;
+  const Coordinator& coordinator_;
+  const Clock& clock_;
+  const NodeInfo node_;
+};
+
+}  // namespace kms::server

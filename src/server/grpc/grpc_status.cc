@@ -1,0 +1,21 @@
+#include "src/server/grpc/grpc_status.h"
+
+#include "src/server/gate/public_status.h"
+
+namespace kms::server {
+
+grpc::Status ToGrpcStatus(const absl::Status& status, std::string_view operation) {
+  if (status.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(static_cast<int>(PublicCode(status))),
+                      PublicMessage(status, operation));
+}
+
+grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, const absl::Status& status,
+                                      std::string_view operation) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(status, operation));
+  return reactor;
+}
+
+}  // namespace kms::server

@@ -1,0 +1,65 @@
+#include "src/server/grpc/unary.h"
+
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "grpcpp/support/proto_buffer_writer.h"
+#include "src/server/gate/identity.h"
+
+namespace kms::server {
+
+absl::Status DecodeRequest(const grpc::ByteBuffer& bytes, size_t max_bytes,
+                           google::protobuf::MessageLite& request) {
+  if (bytes.Length() > max_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat("request is larger than the ", max_bytes,
+                                                   " bytes this method accepts"));
+  }
+  grpc::ByteBuffer copy(bytes);  // shares the slices; the reader needs a mutable buffer
+  grpc::ProtoBufferReader reader(&copy);
+  if (!reader.status().ok() || !request.ParseFromZeroCopyStream(&reader)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request is not a valid ", request.GetTypeName(), " message"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc::ByteBuffer* bytes) {
+  const size_t size = response.ByteSizeLong();
+  grpc::ProtoBufferWriter writer(bytes, grpc::kProtoBufferWriterMaxBufferLength,
+                                 static_cast<int>(size));
+  if (!response.SerializeToZeroCopyStream(&writer)) {
+    return absl::InternalError("response does not serialize");
+  }
+  return absl::OkStatus();
+}
+
+std::string CallerIdentity(const grpc::CallbackServerContext& ctx) {
+  std::shared_ptr<const grpc::AuthContext> auth = ctx.auth_context();
+  if (!auth || !auth->IsPeerAuthenticated()) return "";
+  CertificateNames names;
+  for (const grpc::string_ref& v : auth->FindPropertyValues("peer_spiffe_id")) {
+    names.spiffe_id.assign(v.data(), v.size());
+  }
+  for (const grpc::string_ref& v : auth->FindPropertyValues("x509_subject_alternative_name")) {
+    std::string san(v.data(), v.size());
+    switch (ClassifySan(san)) {
+      case SanKind::kUri:
+        names.uri_sans.push_back(std::move(san));
+        break;
+      case SanKind::kDns:
+        names.dns_sans.push_back(std::move(san));
+        break;
+      case SanKind::kIp:
+      case SanKind::kEmail:
+        break;
+    }
+  }
+  for (const grpc::string_ref& v : auth->FindPropertyValues("x509_common_name")) {
+    names.common_name.assign(v.data(), v.size());
+    break;
+  }
+  return IdentityOf(names);
+}
+
+}  // namespace kms::server
