@@ -11,7 +11,7 @@
 #include "kms/v1/admin_service.grpc.pb.h"
 #include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
-#include "src/server/coordinator.h"
+#include "src/sched/scheduler_status.h"
 
 namespace kms::server {
 
@@ -27,8 +27,8 @@ class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
  public:
   AdminServiceImpl(keys::KeyManager& keys, jwt::JwtService& jwt, hsm::Hsm& hsm,
                    store::KeyStore& store,
-                   const CallGate& gate, const Coordinator& coordinator, const Clock& clock,
-                   NodeInfo node)
+                   const CallGate& gate, const sched::SchedulerStatus& coordinator,
+                   const Clock& clock, NodeInfo node)
       : keys_(keys),
         jwt_(jwt),
         hsm_(hsm),
@@ -77,7 +77,7 @@ class AdminServiceImpl final : public kms::v1::AdminService::CallbackService {
   hsm::Hsm& hsm_;
   store::KeyStore& store_;
   const CallGate& gate_;
-  const Coordinator& coordinator_;
+  const sched::SchedulerStatus& coordinator_;  // leadership, bus health
   const Clock& clock_;
   const NodeInfo node_;
 };
