@@ -178,7 +178,8 @@ absl::Status WriteKmsctlConfig(const std::string& state_dir, const std::string& 
   return WriteFileAtomic((dir / "kmsctl.json").string(), Bytes(j.dump(2) + "\n"), 0644);
 }
 
-absl::StatusOr<std::string> RunIssueClientCert(const std::string& state_dir, const std::string& name) {
+absl::StatusOr<std::string> RunIssueClientCert(const std::string& state_dir,
+                                               const std::string& name) {
   KMS_ASSIGN_OR_RETURN(std::string cert, IssueDevClientCert(state_dir, name));
   return absl::StrCat("issued ", cert, " (key beside it) for spiffe://", kDevTrustDomain, "/", name,
                       "\nadd the identity to ", state_dir, "/policy.json to grant it operations\n");
@@ -186,7 +187,9 @@ absl::StatusOr<std::string> RunIssueClientCert(const std::string& state_dir, con
 
 std::string OnDevNodeListening(const std::string& state_dir, const std::string& grpc_addr) {
   absl::Status written = WriteKmsctlConfig(state_dir, grpc_addr);
-  if (!written.ok()) spdlog::warn("could not write kmsctl.json: {}", std::string(written.message()));
+  if (!written.ok()) {
+    spdlog::warn("could not write kmsctl.json: {}", std::string(written.message()));
+  }
   return absl::StrCat("point kmsctl at it: export KMSCTL_CONFIG=", fs::absolute(state_dir).string(),
                       "/kmsctl.json\n");
 }

@@ -43,14 +43,16 @@ absl::StatusOr<config::Config> PrepareDevState(const DevOptions& options);
 
 // Issues a client certificate for spiffe://kmsd.dev/<name> from the dev CA, into
 // DIR/pki/clients/<name>.pem and .key. Returns the certificate's path.
-absl::StatusOr<std::string> IssueDevClientCert(const std::string& state_dir, const std::string& name);
+absl::StatusOr<std::string> IssueDevClientCert(const std::string& state_dir,
+                                               const std::string& name);
 
 // Writes DIR/kmsctl.json pointing at `grpc_addr` with the operator's certificate.
 absl::Status WriteKmsctlConfig(const std::string& state_dir, const std::string& grpc_addr);
 
 // `kmsd --dev --state-dir DIR --issue-client-cert NAME`: issues the certificate and
 // returns what to tell the operator (lines ending in a newline).
-absl::StatusOr<std::string> RunIssueClientCert(const std::string& state_dir, const std::string& name);
+absl::StatusOr<std::string> RunIssueClientCert(const std::string& state_dir,
+                                               const std::string& name);
 
 // Once a dev node listens on `grpc_addr`: writes DIR/kmsctl.json (a failure is logged,
 // the node runs on) and returns the hint to print after the ready line.

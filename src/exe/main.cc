@@ -66,7 +66,8 @@ int main(int argc, char** argv) {
       std::cerr << "kmsd: --issue-client-cert needs --dev --state-dir DIR\n";
       return kExitConfig;
     }
-    absl::StatusOr<std::string> issued = kms::dev::RunIssueClientCert(dev_options.state_dir, issue_cert);
+    absl::StatusOr<std::string> issued =
+        kms::dev::RunIssueClientCert(dev_options.state_dir, issue_cert);
     if (!issued.ok()) {
       std::cerr << "kmsd: " << issued.status().message() << "\n";
       return kExitConfig;
@@ -112,11 +113,12 @@ int main(int argc, char** argv) {
       kms::dev::HostOf(config->grpc_listen) + ":" + std::to_string((*server)->grpc_port());
   std::string ready_line = "kmsd ready: grpc=" + grpc_addr;
   if ((*server)->http_port() != 0) {
-    ready_line +=
-        " https=" + kms::dev::HostOf(config->http_listen) + ":" + std::to_string((*server)->http_port());
+    ready_line += " https=" + kms::dev::HostOf(config->http_listen) + ":" +
+                  std::to_string((*server)->http_port());
   }
   // In dev mode kmsctl.json is written before the ready line, which scripts wait for.
-  const std::string dev_hint = dev ? kms::dev::OnDevNodeListening(dev_options.state_dir, grpc_addr) : "";
+  const std::string dev_hint =
+      dev ? kms::dev::OnDevNodeListening(dev_options.state_dir, grpc_addr) : "";
   std::cout << ready_line << "\n" << dev_hint;
   std::cout.flush();
 

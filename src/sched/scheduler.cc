@@ -54,7 +54,8 @@ absl::Status Scheduler::AddJob(std::unique_ptr<Job> job) {
   if (started_) return absl::FailedPreconditionError("jobs are added before the scheduler starts");
   for (const Entry& e : entries_) {
     if (e.status.name == job->name()) {
-      return absl::InvalidArgumentError(absl::StrCat("job '", std::string(job->name()), "' added twice"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("job '", std::string(job->name()), "' added twice"));
     }
   }
   Entry entry;
@@ -116,7 +117,8 @@ absl::Status Scheduler::Trigger(std::string_view name) {
     MutexLock lock(&mu_);
     auto it = std::find_if(entries_.begin(), entries_.end(),
                            [&](const Entry& e) { return e.status.name == name; });
-    if (it == entries_.end()) return absl::NotFoundError(absl::StrCat("no job '", std::string(name), "'"));
+    if (it == entries_.end())
+      return absl::NotFoundError(absl::StrCat("no job '", std::string(name), "'"));
     it->status.next_due = std::min(it->status.next_due, clock_.Now());
     woken_ = true;
   }

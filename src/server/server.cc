@@ -240,7 +240,8 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   p.invalidations = std::make_unique<sched::KeyManagerSink>(*p.keys);
   p.scheduler = std::make_unique<sched::Scheduler>(
       RealClock::Instance(), *p.epoch, *p.invalidations, p.bus.get(), *p.leader,
-      sched::Scheduler::Options{.poll_interval = std::chrono::seconds(config.cluster.poll_interval_seconds)});
+      sched::Scheduler::Options{
+          .poll_interval = std::chrono::seconds(config.cluster.poll_interval_seconds)});
   KMS_RETURN_IF_ERROR(p.scheduler->AddJob(
       sched::MakeJwtTickJob(*p.jwt, std::chrono::seconds(jwt_options.refresh_interval_seconds))));
   KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeDekUsageFlushJob(*p.keys)));

@@ -11,10 +11,10 @@
 #include "src/common/sync.h"
 #include "src/sched/scheduler.h"
 
-namespace kms::sched::testing {
+namespace kms::testing {
 
 // An epoch the test sets, or an error (the store is down).
-class FakeEpochSource final : public EpochSource {
+class FakeEpochSource final : public sched::EpochSource {
  public:
   absl::StatusOr<int64_t> GetEpoch() override {
     MutexLock lock(&mu_);
@@ -44,7 +44,7 @@ class FakeEpochSource final : public EpochSource {
 };
 
 // Records every invalidation it is given.
-class RecordingSink final : public InvalidationSink {
+class RecordingSink final : public sched::InvalidationSink {
  public:
   void ApplyInvalidation(const coord::InvalidationEvent& event) override {
     MutexLock lock(&mu_);
@@ -169,4 +169,4 @@ class FakeLeader final : public coord::LeaderElection {
   int resigns_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
-}  // namespace kms::sched::testing
+}  // namespace kms::testing

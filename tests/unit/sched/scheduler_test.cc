@@ -16,10 +16,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using Kind = coord::InvalidationEvent::Kind;
-using testing::FakeBus;
-using testing::FakeEpochSource;
-using testing::FakeLeader;
-using testing::RecordingSink;
+using kms::testing::FakeBus;
+using kms::testing::FakeEpochSource;
+using kms::testing::FakeLeader;
+using kms::testing::RecordingSink;
 
 constexpr auto kPoll = 10s;
 constexpr auto kLead = 2s;
@@ -27,8 +27,9 @@ constexpr auto kLead = 2s;
 class SchedulerTest : public ::testing::Test {
  protected:
   std::unique_ptr<Scheduler> Make(coord::InvalidationBus* bus = nullptr) {
-    return std::make_unique<Scheduler>(clock_, epoch_, sink_, bus, leader_,
-                                       Scheduler::Options{.poll_interval = kPoll, .leader_interval = kLead});
+    return std::make_unique<Scheduler>(
+        clock_, epoch_, sink_, bus, leader_,
+        Scheduler::Options{.poll_interval = kPoll, .leader_interval = kLead});
   }
   // A job that counts its runs and remembers the leadership it was told.
   std::unique_ptr<Job> Counting(std::string name, std::chrono::milliseconds interval,
@@ -291,8 +292,9 @@ TEST_F(SchedulerTest, JobsAreCheckedWhenAdded) {
 TEST_F(SchedulerTest, StopIsPromptAndResigns) {
   FakeBus bus;
   // Every piece of work is an hour of (simulated, hence real-timeout) time away.
-  auto s = std::make_unique<Scheduler>(clock_, epoch_, sink_, &bus, leader_,
-                                       Scheduler::Options{.poll_interval = 1h, .leader_interval = 1h});
+  auto s =
+      std::make_unique<Scheduler>(clock_, epoch_, sink_, &bus, leader_,
+                                  Scheduler::Options{.poll_interval = 1h, .leader_interval = 1h});
   ASSERT_TRUE(s->AddJob(Counting("a", 1h)).ok());
   s->Start();
   const auto begin = std::chrono::steady_clock::now();
