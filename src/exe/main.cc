@@ -1,9 +1,8 @@
-// kmsd: parses the command line, prepares a config (a file, or dev mode), and hands
-// it to KmsServer. Everything else lives in the libraries.
+// kmsd: parses the command line, hardens the process, gets a config (a file, or from
+// src/dev in dev mode), and hands it to KmsServer. Everything else lives in the libraries.
 #include <signal.h>
 
 #include <condition_variable>
-#include <filesystem>
 #include <cstdio>
 #include <iostream>
 #include <mutex>
@@ -14,21 +13,13 @@
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 #include "src/config/config.h"
-#include "src/server/dev_mode.h"
+#include "src/dev/dev_mode.h"
 #include "src/server/server.h"
 
 namespace {
 
 constexpr int kExitRuntime = 1;
 constexpr int kExitConfig = 2;
-
-std::string HostOf(const std::string& listen) {
-  size_t colon = listen.rfind(':');
-  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
-  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
-  if (host == "[::]") return "[::1]";
-  return host;
-}
 
 }  // namespace
 
@@ -37,10 +28,10 @@ int main(int argc, char** argv) {
 
   CLI::App app{"kmsd: the key-management daemon (HSM -> KEK -> DEK, field encryption over mTLS)"};
   bool dev = false;
-  std::string state_dir, config_path, issue_cert, log_level;
-  kms::server::DevOptions dev_options;
+  std::string config_path, issue_cert, log_level;
+  kms::dev::DevOptions dev_options;
   app.add_flag("--dev", dev, "Run a self-contained dev node (SQLite, SoftHSM2, dev CA) in --state-dir");
-  app.add_option("--state-dir", state_dir, "Dev mode state directory (created on first run)");
+  app.add_option("--state-dir", dev_options.state_dir, "Dev mode state directory (created on first run)");
   app.add_option("--grpc-listen", dev_options.grpc_listen, "Dev mode gRPC address HOST:PORT (port 0: any)")
       ->capture_default_str();
   app.add_option("--http-listen", dev_options.http_listen, "Dev mode HTTPS address HOST:PORT (port 0: any)")
@@ -71,18 +62,17 @@ int main(int argc, char** argv) {
     return kExitConfig;
   }
   if (!issue_cert.empty()) {
-    if (!dev || state_dir.empty()) {
+    if (!dev || dev_options.state_dir.empty()) {
       std::cerr << "kmsd: --issue-client-cert needs --dev --state-dir DIR\n";
       return kExitConfig;
     }
-    absl::StatusOr<std::string> cert = kms::server::IssueDevClientCert(state_dir, issue_cert);
-    if (!cert.ok()) {
-      std::cerr << "kmsd: " << cert.status().message() << "\n";
+    absl::StatusOr<std::string> issued =
+        kms::dev::RunIssueClientCert(dev_options.state_dir, issue_cert);
+    if (!issued.ok()) {
+      std::cerr << "kmsd: " << issued.status().message() << "\n";
       return kExitConfig;
     }
-    std::cout << "issued " << *cert << " (key beside it) for spiffe://" << kms::server::kDevTrustDomain
-              << "/" << issue_cert << "\nadd the identity to " << state_dir
-              << "/policy.json to grant it operations\n";
+    std::cout << *issued;
     return 0;
   }
 
@@ -104,8 +94,7 @@ int main(int argc, char** argv) {
   }).detach();
 
   absl::StatusOr<kms::config::Config> config =
-      dev ? (dev_options.state_dir = state_dir, kms::server::PrepareDevState(dev_options))
-          : kms::config::LoadConfigFile(config_path);
+      dev ? kms::dev::PrepareDevState(dev_options) : kms::config::LoadConfigFile(config_path);
   if (!config.ok()) {
     std::cerr << "kmsd: configuration: " << config.status().message() << "\n";
     return kExitConfig;
@@ -121,20 +110,16 @@ int main(int argc, char** argv) {
                                                                                        : kExitConfig;
   }
   const std::string grpc_addr =
-      HostOf(config->grpc_listen) + ":" + std::to_string((*server)->grpc_port());
+      kms::dev::HostOf(config->grpc_listen) + ":" + std::to_string((*server)->grpc_port());
   std::string ready_line = "kmsd ready: grpc=" + grpc_addr;
   if ((*server)->http_port() != 0) {
-    ready_line += " https=" + HostOf(config->http_listen) + ":" + std::to_string((*server)->http_port());
+    ready_line += " https=" + kms::dev::HostOf(config->http_listen) + ":" +
+                  std::to_string((*server)->http_port());
   }
-  if (dev) {
-    absl::Status written = kms::server::WriteKmsctlConfig(state_dir, grpc_addr);
-    if (!written.ok()) spdlog::warn("could not write kmsctl.json: {}", std::string(written.message()));
-  }
-  std::cout << ready_line << "\n";
-  if (dev) {
-    std::cout << "point kmsctl at it: export KMSCTL_CONFIG=" << std::filesystem::absolute(state_dir).string()
-              << "/kmsctl.json\n";
-  }
+  // In dev mode kmsctl.json is written before the ready line, which scripts wait for.
+  const std::string dev_hint =
+      dev ? kms::dev::OnDevNodeListening(dev_options.state_dir, grpc_addr) : "";
+  std::cout << ready_line << "\n" << dev_hint;
   std::cout.flush();
 
   {

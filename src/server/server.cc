@@ -23,10 +23,12 @@
 #include "src/common/text_file.h"
 #include "src/coord/rate_limiters.h"
 #include "src/coord/redis_invalidation_bus.h"
-#include "src/server/coordinator.h"
 #include "src/store/postgres/postgres_key_store.h"
 #include "src/store/postgres/postgres_leader_election.h"
 #include "src/store/sqlite/sqlite_key_store.h"
+#include "src/sched/key_jobs.h"
+#include "src/sched/scheduler.h"
+#include "src/sched/store_epoch.h"
 
 #ifndef KMSD_VERSION
 #define KMSD_VERSION "dev"
@@ -49,7 +51,9 @@ struct KmsServer::Parts {
   std::unique_ptr<coord::InvalidationBus> bus;
   std::unique_ptr<coord::RateLimiter> limiter;
   std::unique_ptr<coord::LeaderElection> leader;
-  std::unique_ptr<Coordinator> coordinator;
+  std::unique_ptr<sched::StoreEpochSource> epoch;
+  std::unique_ptr<sched::KeyManagerSink> invalidations;
+  std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<CallGate> gate;
   std::unique_ptr<KeyServiceImpl> key_service;
   std::unique_ptr<AdminServiceImpl> admin_service;
@@ -228,34 +232,26 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   if (config.store.backend == "postgres") {
     KMS_ASSIGN_OR_RETURN(p.leader, store::PostgresLeaderElection::Create(PostgresOptionsFrom(config)));
   } else {
-    p.leader = std::make_unique<AlwaysLeader>();
+    p.leader = std::make_unique<sched::AlwaysLeader>();
   }
-  p.coordinator = std::make_unique<Coordinator>(
-      *p.store, *p.keys, p.bus.get(), *p.leader,
-      Coordinator::Options{.poll_interval = std::chrono::seconds(config.cluster.poll_interval_seconds)});
-  p.coordinator->AddJob("jwt", std::chrono::seconds(jwt_options.refresh_interval_seconds),
-                        [&p](bool leader) {
-                          absl::Status ticked = p.jwt->Tick(/*may_rotate=*/leader);
-                          if (!ticked.ok()) {
-                            spdlog::warn("JWT keys: {} (state {})", std::string(ticked.message()),
-                                         p.jwt->Status().state_name);
-                          }
-                        });
-  p.coordinator->AddJob("dek-usage", std::chrono::seconds(10), [&p](bool) {
-    absl::StatusOr<int> flushed = p.keys->FlushEncryptionCounts();
-    if (!flushed.ok()) {
-      spdlog::warn("DEK usage counts not flushed: {}", std::string(flushed.status().message()));
-    }
-  });
+  p.epoch = std::make_unique<sched::StoreEpochSource>(*p.store);
+  p.invalidations = std::make_unique<sched::KeyManagerSink>(*p.keys);
+  p.scheduler = std::make_unique<sched::Scheduler>(
+      RealClock::Instance(), *p.epoch, *p.invalidations, p.bus.get(), *p.leader,
+      sched::Scheduler::Options{
+          .poll_interval = std::chrono::seconds(config.cluster.poll_interval_seconds)});
+  KMS_RETURN_IF_ERROR(p.scheduler->AddJob(
+      sched::MakeJwtTickJob(*p.jwt, std::chrono::seconds(jwt_options.refresh_interval_seconds))));
+  KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeDekUsageFlushJob(*p.keys)));
   p.keys->SetChangeListener(
-      [&p](const coord::InvalidationEvent& event) { p.coordinator->Publish(event); });
+      [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
   p.kek_ring->SetChangeListener(
-      [&p](const coord::InvalidationEvent& event) { p.coordinator->Publish(event); });
+      [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
 
   p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get());
   p.key_service = std::make_unique<KeyServiceImpl>(*p.keys, *p.jwt, *p.gate, config.limits);
   p.admin_service = std::make_unique<AdminServiceImpl>(
-      *p.keys, *p.kek_ring, *p.jwt, *p.store, *p.gate, *p.coordinator, RealClock::Instance(),
+      *p.keys, *p.kek_ring, *p.jwt, *p.store, *p.gate, *p.scheduler, RealClock::Instance(),
       NodeInfo{.node_id = node_id,
                .version = KMSD_VERSION,
                .store_backend = std::string(p.store->backend_name()),
@@ -290,7 +286,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                      " (address in use, or the TLS certificate/key do not load)"));
   }
   p.grpc->GetHealthCheckService()->SetServingStatus(true);
-  p.coordinator->Start();
+  p.scheduler->Start();
   p.ready = true;
   return server;
 }
@@ -308,7 +304,7 @@ void KmsServer::Shutdown() {
     p.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }
   if (p.http) p.http->Stop();
-  if (p.coordinator) p.coordinator->Stop();
+  if (p.scheduler) p.scheduler->Stop();
 }
 
 }  // namespace kms::server

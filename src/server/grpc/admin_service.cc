@@ -222,11 +222,11 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
   };
   add_backend("hsm", hsm_health);
   add_backend("store", store_health);
-  if (coordinator_.has_bus()) {
-    add_backend("redis", coordinator_.bus_healthy() ? absl::OkStatus()
+  if (scheduler_.has_bus()) {
+    add_backend("redis", scheduler_.bus_healthy() ? absl::OkStatus()
                                                     : absl::UnavailableError("unreachable"));
   }
-  resp->set_leader(coordinator_.is_leader());
+  resp->set_leader(scheduler_.is_leader());
   resp->set_jwt_state(jwt_.Status().state_name);
   resp->set_ready(hsm_health.ok() && store_health.ok());
 

@@ -11,7 +11,7 @@
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
-#include "src/server/coordinator.h"
+#include "src/sched/scheduler_status.h"
 #include "src/server/gate/call_gate.h"
 
 namespace kms::server {
@@ -40,14 +40,14 @@ class AdminServiceImpl final : public AdminServiceRaw {
  public:
   AdminServiceImpl(keys::KeyManager& keys, keys::HsmKekRing& kek_ring, jwt::JwtService& jwt,
                    store::KeyStore& store,
-                   const CallGate& gate, const Coordinator& coordinator, const Clock& clock,
-                   NodeInfo node)
+                   const CallGate& gate, const sched::SchedulerStatus& scheduler,
+                   const Clock& clock, NodeInfo node)
       : keys_(keys),
         kek_ring_(kek_ring),
         jwt_(jwt),
         store_(store),
         gate_(gate),
-        coordinator_(coordinator),
+        scheduler_(scheduler),
         clock_(clock),
         node_(std::move(node)) {}
 
@@ -83,7 +83,7 @@ class AdminServiceImpl final : public AdminServiceRaw {
   jwt::JwtService& jwt_;
   store::KeyStore& store_;
   const CallGate& gate_;
-  const Coordinator& coordinator_;
+  const sched::SchedulerStatus& scheduler_;  // leadership, bus health
   const Clock& clock_;
   const NodeInfo node_;
 };

@@ -10,6 +10,10 @@
 //   DIR/policy.json                    who may do what (deny by default)
 //   DIR/kmsd.db                        the SQLite key store
 //   DIR/kmsctl.json                    how kmsctl reaches this node (written once listening)
+//
+// Also the dev-only steps of kmsd's command line (--issue-client-cert, the hints printed
+// once the node listens). The server knows none of this: it runs the Config returned here
+// like any other.
 #pragma once
 
 #include <string>
@@ -17,7 +21,7 @@
 #include "kms/common/status.h"
 #include "src/config/config.h"
 
-namespace kms::server {
+namespace kms::dev {
 
 inline constexpr char kDevTrustDomain[] = "kmsd.dev";
 inline constexpr char kDevTokenLabel[] = "kmsd-dev";
@@ -39,9 +43,24 @@ absl::StatusOr<config::Config> PrepareDevState(const DevOptions& options);
 
 // Issues a client certificate for spiffe://kmsd.dev/<name> from the dev CA, into
 // DIR/pki/clients/<name>.pem and .key. Returns the certificate's path.
-absl::StatusOr<std::string> IssueDevClientCert(const std::string& state_dir, const std::string& name);
+absl::StatusOr<std::string> IssueDevClientCert(const std::string& state_dir,
+                                               const std::string& name);
 
 // Writes DIR/kmsctl.json pointing at `grpc_addr` with the operator's certificate.
 absl::Status WriteKmsctlConfig(const std::string& state_dir, const std::string& grpc_addr);
 
-}  // namespace kms::server
+// `kmsd --dev --state-dir DIR --issue-client-cert NAME`: issues the certificate and
+// returns what to tell the operator (lines ending in a newline).
+absl::StatusOr<std::string> RunIssueClientCert(const std::string& state_dir,
+                                               const std::string& name);
+
+// Once a dev node listens on `grpc_addr`: writes DIR/kmsctl.json (a failure is logged,
+// the node runs on) and returns the hint to print after the ready line.
+std::string OnDevNodeListening(const std::string& state_dir, const std::string& grpc_addr);
+
+// The host a client on this machine uses to reach a listener bound to `listen`
+// (HOST:PORT): a wildcard address becomes the loopback address (0.0.0.0 -> 127.0.0.1,
+// [::] -> [::1]). kmsd's ready line uses it in every mode.
+std::string HostOf(const std::string& listen);
+
+}  // namespace kms::dev

@@ -1,4 +1,4 @@
-#include "src/server/dev_mode.h"
+#include "src/dev/dev_mode.h"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,7 +14,7 @@
 #include "src/dev/dev_pki.h"
 #include "src/hsm/pkcs11_hsm.h"
 
-namespace kms::server {
+namespace kms::dev {
 
 namespace fs = std::filesystem;
 
@@ -46,11 +46,6 @@ absl::StatusOr<SecretBytes> NewPin() {
   return pin;
 }
 
-absl::Status WriteIssued(const dev::IssuedCert& issued, const fs::path& cert, const fs::path& key) {
-  KMS_RETURN_IF_ERROR(dev::WriteFileAtomic(key.string(), issued.key_pem.span(), 0600));
-  return dev::WriteFileAtomic(cert.string(), Bytes(issued.cert_pem), 0644);
-}
-
 absl::Status EnsureToken(const fs::path& dir, config::HsmConfig& hsm) {
   const fs::path conf = dir / "softhsm2.conf";
   const fs::path tokens = dir / "tokens";
@@ -62,7 +57,7 @@ absl::Status EnsureToken(const fs::path& dir, config::HsmConfig& hsm) {
                                     "directories.tokendir = ", tokens.string(), "\n",
                                     "objectstore.backend = file\n", "log.level = ERROR\n",
                                     "slots.removable = false\n");
-    KMS_RETURN_IF_ERROR(dev::WriteFileAtomic(conf.string(), Bytes(text), 0600));
+    KMS_RETURN_IF_ERROR(WriteFileAtomic(conf.string(), Bytes(text), 0600));
   }
   hsm.softhsm2_conf = conf.string();
   hsm.token_label = kDevTokenLabel;
@@ -73,9 +68,9 @@ absl::Status EnsureToken(const fs::path& dir, config::HsmConfig& hsm) {
   KMS_ASSIGN_OR_RETURN(SecretBytes so_pin, NewPin());
   KMS_ASSIGN_OR_RETURN(SecretBytes user_pin, NewPin());
   KMS_RETURN_IF_ERROR(hsm::Pkcs11Hsm::InitToken(hsm.module_path, kDevTokenLabel, so_pin, user_pin));
-  KMS_RETURN_IF_ERROR(dev::WriteFileAtomic((secrets / "hsm-so.pin").string(), so_pin.span(), 0600));
+  KMS_RETURN_IF_ERROR(WriteFileAtomic((secrets / "hsm-so.pin").string(), so_pin.span(), 0600));
   // The user PIN file is written last: its presence marks a finished token set-up.
-  KMS_RETURN_IF_ERROR(dev::WriteFileAtomic(hsm.pin_file, user_pin.span(), 0600));
+  KMS_RETURN_IF_ERROR(WriteFileAtomic(hsm.pin_file, user_pin.span(), 0600));
   spdlog::info("initialized SoftHSM2 token '{}' in {}", kDevTokenLabel, tokens.string());
   return absl::OkStatus();
 }
@@ -85,16 +80,16 @@ absl::Status EnsurePki(const fs::path& dir, config::TlsConfig& tls) {
   KMS_RETURN_IF_ERROR(MakeDir(pki / "clients"));
   const fs::path ca_cert = pki / "ca.pem", ca_key = pki / "ca.key";
   if (!fs::exists(ca_cert) || !fs::exists(ca_key)) {
-    KMS_ASSIGN_OR_RETURN(dev::IssuedCert ca, dev::CreateCa("kmsd dev CA", 3650));
-    KMS_RETURN_IF_ERROR(WriteIssued(ca, ca_cert, ca_key));
+    KMS_ASSIGN_OR_RETURN(IssuedCert ca, CreateCa("kmsd dev CA", 3650));
+    KMS_RETURN_IF_ERROR(WriteIssued(ca, ca_cert.string(), ca_key.string()));
   }
   tls.cert_file = (pki / "server.pem").string();
   tls.key_file = (pki / "server.key").string();
   tls.client_ca_file = ca_cert.string();
   if (!fs::exists(tls.cert_file) || !fs::exists(tls.key_file)) {
-    KMS_ASSIGN_OR_RETURN(dev::IssuedCert ca, dev::LoadIssued(ca_cert.string(), ca_key.string()));
-    KMS_ASSIGN_OR_RETURN(dev::IssuedCert server,
-                         dev::IssueServerCert(ca, {"localhost"}, {"127.0.0.1", "::1"}, kCertDays));
+    KMS_ASSIGN_OR_RETURN(IssuedCert ca, LoadIssued(ca_cert.string(), ca_key.string()));
+    KMS_ASSIGN_OR_RETURN(IssuedCert server,
+                         IssueServerCert(ca, {"localhost"}, {"127.0.0.1", "::1"}, kCertDays));
     KMS_RETURN_IF_ERROR(WriteIssued(server, tls.cert_file, tls.key_file));
   }
   for (const char* name : {"operator", "billing", "iam"}) {
@@ -122,7 +117,7 @@ absl::Status EnsurePolicy(const fs::path& path) {
             {{"identity", "spiffe://" + td + "/iam"},
              {"operations", {"sign_jwt", "verify_jwt"}},
              {"tenants", nlohmann::json::array()}}})}};
-  return dev::WriteFileAtomic(path.string(), Bytes(policy.dump(2) + "\n"), 0644);
+  return WriteFileAtomic(path.string(), Bytes(policy.dump(2) + "\n"), 0644);
 }
 
 }  // namespace
@@ -164,13 +159,13 @@ absl::StatusOr<std::string> IssueDevClientCert(const std::string& state_dir, con
     return absl::InvalidArgumentError("client name must be 1-64 of [a-z0-9._-]");
   }
   const fs::path pki = fs::absolute(state_dir) / "pki";
-  KMS_ASSIGN_OR_RETURN(dev::IssuedCert ca,
-                       dev::LoadIssued((pki / "ca.pem").string(), (pki / "ca.key").string()));
+  KMS_ASSIGN_OR_RETURN(IssuedCert ca,
+                       LoadIssued((pki / "ca.pem").string(), (pki / "ca.key").string()));
   KMS_ASSIGN_OR_RETURN(
-      dev::IssuedCert client,
-      dev::IssueClientCert(ca, name, absl::StrCat("spiffe://", kDevTrustDomain, "/", name), kCertDays));
+      IssuedCert client,
+      IssueClientCert(ca, name, absl::StrCat("spiffe://", kDevTrustDomain, "/", name), kCertDays));
   const fs::path cert = pki / "clients" / (name + ".pem");
-  KMS_RETURN_IF_ERROR(WriteIssued(client, cert, pki / "clients" / (name + ".key")));
+  KMS_RETURN_IF_ERROR(WriteIssued(client, cert.string(), (pki / "clients" / (name + ".key")).string()));
   return cert.string();
 }
 
@@ -180,7 +175,31 @@ absl::Status WriteKmsctlConfig(const std::string& state_dir, const std::string& 
                       {"ca", (dir / "pki" / "ca.pem").string()},
                       {"cert", (dir / "pki" / "clients" / "operator.pem").string()},
                       {"key", (dir / "pki" / "clients" / "operator.key").string()}};
-  return dev::WriteFileAtomic((dir / "kmsctl.json").string(), Bytes(j.dump(2) + "\n"), 0644);
+  return WriteFileAtomic((dir / "kmsctl.json").string(), Bytes(j.dump(2) + "\n"), 0644);
 }
 
-}  // namespace kms::server
+absl::StatusOr<std::string> RunIssueClientCert(const std::string& state_dir,
+                                               const std::string& name) {
+  KMS_ASSIGN_OR_RETURN(std::string cert, IssueDevClientCert(state_dir, name));
+  return absl::StrCat("issued ", cert, " (key beside it) for spiffe://", kDevTrustDomain, "/", name,
+                      "\nadd the identity to ", state_dir, "/policy.json to grant it operations\n");
+}
+
+std::string OnDevNodeListening(const std::string& state_dir, const std::string& grpc_addr) {
+  absl::Status written = WriteKmsctlConfig(state_dir, grpc_addr);
+  if (!written.ok()) {
+    spdlog::warn("could not write kmsctl.json: {}", std::string(written.message()));
+  }
+  return absl::StrCat("point kmsctl at it: export KMSCTL_CONFIG=", fs::absolute(state_dir).string(),
+                      "/kmsctl.json\n");
+}
+
+std::string HostOf(const std::string& listen) {
+  size_t colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  if (host.empty() || host == "0.0.0.0") return "127.0.0.1";
+  if (host == "[::]") return "[::1]";
+  return host;
+}
+
+}  // namespace kms::dev
