@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config ccache mold
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libssl-dev openssl libpq-dev libhiredis-dev libsqlite3-dev
-  libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev libboost-dev
   softhsm2 libsofthsm2-dev opensc p11-kit libp11-kit-dev
 )
 if [[ "${1:-}" == "--test" ]]; then

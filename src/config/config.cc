@@ -34,6 +34,7 @@ constexpr int kMaxContextPairsLimit = 256;
 constexpr int64_t kMaxContextBytesLimit = 64 * 1024;
 constexpr int64_t kMaxDekTtlSeconds = 86400;
 constexpr int kMaxHsmSessions = 1024;
+constexpr int kMaxHttpConnections = 65536;
 constexpr size_t kMaxTokenLabelBytes = 32;  // CK_TOKEN_INFO.label is 32 bytes
 constexpr int kMaxJsonDepth = 16;
 
@@ -184,7 +185,22 @@ absl::Status ReadConfig(const Json& root, Config& c) {
     return r.GetString("listen", &c.grpc_listen);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "http", [&](ObjectReader& r) {
-    KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
+    HttpConfig& h = c.http;
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"listen", "max_connections", "max_connections_per_ip",
+                                     "handshake_timeout_ms", "header_timeout_ms",
+                                     "idle_timeout_ms", "request_timeout_ms",
+                                     "max_header_bytes", "max_body_bytes", "worker_threads",
+                                     "max_queued_requests"}));
+    KMS_RETURN_IF_ERROR(r.GetInt("max_connections", &h.max_connections));
+    KMS_RETURN_IF_ERROR(r.GetInt("max_connections_per_ip", &h.max_connections_per_ip));
+    KMS_RETURN_IF_ERROR(r.GetInt64("handshake_timeout_ms", &h.handshake_timeout_ms));
+    KMS_RETURN_IF_ERROR(r.GetInt64("header_timeout_ms", &h.header_timeout_ms));
+    KMS_RETURN_IF_ERROR(r.GetInt64("idle_timeout_ms", &h.idle_timeout_ms));
+    KMS_RETURN_IF_ERROR(r.GetInt64("request_timeout_ms", &h.request_timeout_ms));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_header_bytes", &h.max_header_bytes));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_body_bytes", &h.max_body_bytes));
+    KMS_RETURN_IF_ERROR(r.GetInt("worker_threads", &h.worker_threads));
+    KMS_RETURN_IF_ERROR(r.GetInt("max_queued_requests", &h.max_queued_requests));
     return r.GetString("listen", &c.http_listen);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "tls", [&](ObjectReader& r) {
@@ -403,6 +419,23 @@ void ValidateRedis(Errors& errors, const RedisConfig& redis) {
   CheckRange(errors, "redis.command_timeout_ms", redis.command_timeout_ms, 1, 60000);
 }
 
+void ValidateHttp(Errors& errors, const HttpConfig& http) {
+  CheckRange(errors, "http.max_connections", http.max_connections, 1, kMaxHttpConnections);
+  CheckRange(errors, "http.max_connections_per_ip", http.max_connections_per_ip, 1,
+             std::max(1, http.max_connections));
+  CheckRange(errors, "http.handshake_timeout_ms", http.handshake_timeout_ms, 100, 60000);
+  CheckRange(errors, "http.header_timeout_ms", http.header_timeout_ms, 100, 300000);
+  CheckRange(errors, "http.idle_timeout_ms", http.idle_timeout_ms, 100, 3600000);
+  CheckRange(errors, "http.request_timeout_ms", http.request_timeout_ms, 100, 600000);
+  if (http.header_timeout_ms > http.request_timeout_ms) {
+    errors.Add("http.header_timeout_ms", "must not exceed http.request_timeout_ms");
+  }
+  CheckRange(errors, "http.max_header_bytes", http.max_header_bytes, 1024, 1 << 20);
+  CheckRange(errors, "http.max_body_bytes", http.max_body_bytes, 0, int64_t{64} << 20);
+  CheckRange(errors, "http.worker_threads", http.worker_threads, 1, 64);
+  CheckRange(errors, "http.max_queued_requests", http.max_queued_requests, 1, 100000);
+}
+
 void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
   CheckRange(errors, "jwt.max_ttl_seconds", jwt.max_ttl_seconds, 1, 86400);
   CheckRange(errors, "jwt.clock_skew_seconds", jwt.clock_skew_seconds, 0, 3600);
@@ -456,6 +489,7 @@ absl::Status ValidateConfig(const Config& c) {
 
   ValidateStore(errors, c.store);
   ValidateRedis(errors, c.redis);
+  ValidateHttp(errors, c.http);
   CheckRange(errors, "cluster.poll_interval_seconds", c.cluster.poll_interval_seconds, 1, 3600);
   ValidateJwt(errors, c.jwt);
   CheckReadableFile(errors, "policy_file", c.policy_file);

@@ -82,6 +82,22 @@ struct LimitsConfig {
   int64_t max_context_bytes = 4096;
 };
 
+// Bounds of the HTTPS listener (src/server/http): everything a peer that has not
+// authenticated can hold there (connections, time, memory, workers) is capped here.
+// Times in milliseconds, sizes in bytes.
+struct HttpConfig {
+  int max_connections = 256;          // total; when full the oldest idle one is closed
+  int max_connections_per_ip = 64;    // per peer address
+  int64_t handshake_timeout_ms = 5000;   // TLS handshake, from accept
+  int64_t header_timeout_ms = 10000;     // the whole request header, from its first byte
+  int64_t idle_timeout_ms = 60000;       // keep-alive wait for the next request
+  int64_t request_timeout_ms = 30000;    // header + body + handler, from the first byte
+  int64_t max_header_bytes = 16384;      // request line + header fields (431 beyond)
+  int64_t max_body_bytes = 1 << 20;      // request body (413 beyond)
+  int worker_threads = 2;                // pool for handlers that may block
+  int max_queued_requests = 64;          // blocking requests waiting or running (503 beyond)
+};
+
 struct DekCacheConfig {
   int64_t ttl_seconds = 3600;
   int64_t max_entries = 100000;
@@ -90,7 +106,8 @@ struct DekCacheConfig {
 struct Config {
   std::string node_id;             // default: hostname
   std::string grpc_listen = "127.0.0.1:8443";
-  std::string http_listen = "127.0.0.1:8444";  // empty: no HTTPS listener
+  std::string http_listen = "127.0.0.1:8444";  // empty: no HTTPS listener (key http.listen)
+  HttpConfig http;                             // the rest of the "http" object
   TlsConfig tls;
   HsmConfig hsm;
   StoreConfig store;

@@ -18,8 +18,8 @@
 #include "src/keys/key_manager.h"
 #include "src/server/gate/call_gate.h"
 #include "src/server/grpc/admin_service.h"
-#include "src/server/http_server.h"
 #include "src/server/grpc/key_service.h"
+#include "src/server/http/https_server.h"
 #include "src/common/text_file.h"
 #include "src/coord/rate_limiters.h"
 #include "src/coord/redis_invalidation_bus.h"
@@ -40,7 +40,7 @@ void RestrictGrpcToTls13() { setenv("GRPC_SSL_CIPHER_SUITES", "PSK-AES256-GCM-SH
 
 struct KmsServer::Parts {
   config::Config config;
-  std::unique_ptr<HttpServer> http;
+  std::unique_ptr<http::HttpsServer> http;
   std::atomic<bool> ready{false};
   std::unique_ptr<hsm::Pkcs11Hsm> hsm;
   std::unique_ptr<store::KeyStore> store;
@@ -153,21 +153,23 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   SetSecretMemoryLocking(config.lock_memory);
 
   if (!config.http_listen.empty()) {
-    KMS_ASSIGN_OR_RETURN(p.http, HttpServer::Bind(config.http_listen, config.tls));
-    p.http->Handle("/healthz", [] { return HttpServer::Response{.body = "ok\n"}; });
-    p.http->Handle("/readyz", [&p] {
-      return p.ready ? HttpServer::Response{.body = "ready\n"}
-                     : HttpServer::Response{.status = 503, .body = "loading keys\n"};
+    using http::Response;
+    KMS_ASSIGN_OR_RETURN(p.http, http::HttpsServer::Bind(config.http_listen, config.tls, config.http));
+    p.http->Handle("/healthz", [](const http::Request&) { return Response{.body = "ok\n"}; });
+    p.http->Handle("/readyz", [&p](const http::Request&) {
+      return p.ready ? Response{.body = "ready\n"}
+                     : Response{.status = 503, .body = "loading keys\n"};
     });
-    // Public: verifiers anywhere fetch the keys; no client certificate is asked for.
+    // Public: verifiers anywhere fetch the keys; a client certificate is not needed.
     // Routes are fixed before the listener starts; p.jwt is read only once p.ready.
-    p.http->Handle("/.well-known/jwks.json", [&p] {
+    // Jwks() copies a snapshot: it never blocks, so it runs on the event loop.
+    p.http->Handle("/.well-known/jwks.json", [&p](const http::Request&) {
       absl::StatusOr<jwt::JwksDocument> jwks =
           p.ready ? p.jwt->Jwks() : absl::UnavailableError("loading");
-      if (!jwks.ok()) return HttpServer::Response{.status = 503, .body = "signing keys not loaded\n"};
-      return HttpServer::Response{.content_type = "application/jwk-set+json",
-                                  .body = jwks->json,
-                                  .headers = {{"Cache-Control", jwks->CacheControl()}}};
+      if (!jwks.ok()) return Response{.status = 503, .body = "signing keys not loaded\n"};
+      return Response{.content_type = "application/jwk-set+json",
+                      .body = jwks->json,
+                      .headers = {{"Cache-Control", jwks->CacheControl()}}};
     });
     p.http->Start();
   }

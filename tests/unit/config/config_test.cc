@@ -56,7 +56,18 @@ class ConfigTest : public ::testing::Test {
     return Json{
         {"node_id", "kms-1"},
         {"grpc", {{"listen", "0.0.0.0:9443"}}},
-        {"http", {{"listen", "[::1]:9444"}}},
+        {"http",
+         {{"listen", "[::1]:9444"},
+          {"max_connections", 100},
+          {"max_connections_per_ip", 10},
+          {"handshake_timeout_ms", 2000},
+          {"header_timeout_ms", 3000},
+          {"idle_timeout_ms", 4000},
+          {"request_timeout_ms", 5000},
+          {"max_header_bytes", 8192},
+          {"max_body_bytes", 4096},
+          {"worker_threads", 3},
+          {"max_queued_requests", 7}}},
         {"tls",
          {{"cert_file", Path("tls/server.pem")},
           {"key_file", Path("tls/server.key")},
@@ -114,6 +125,16 @@ TEST_F(ConfigTest, ValidFullConfigParsesWithTheRightValues) {
   EXPECT_EQ(c->node_id, "kms-1");
   EXPECT_EQ(c->grpc_listen, "0.0.0.0:9443");
   EXPECT_EQ(c->http_listen, "[::1]:9444");
+  EXPECT_EQ(c->http.max_connections, 100);
+  EXPECT_EQ(c->http.max_connections_per_ip, 10);
+  EXPECT_EQ(c->http.handshake_timeout_ms, 2000);
+  EXPECT_EQ(c->http.header_timeout_ms, 3000);
+  EXPECT_EQ(c->http.idle_timeout_ms, 4000);
+  EXPECT_EQ(c->http.request_timeout_ms, 5000);
+  EXPECT_EQ(c->http.max_header_bytes, 8192);
+  EXPECT_EQ(c->http.max_body_bytes, 4096);
+  EXPECT_EQ(c->http.worker_threads, 3);
+  EXPECT_EQ(c->http.max_queued_requests, 7);
   EXPECT_EQ(c->tls.cert_file, Path("tls/server.pem"));
   EXPECT_EQ(c->tls.key_file, Path("tls/server.key"));
   EXPECT_EQ(c->tls.client_ca_file, Path("tls/clients-ca.pem"));
@@ -146,6 +167,16 @@ TEST_F(ConfigTest, OmittedKeysGetTheirDefaults) {
   EXPECT_EQ(c->node_id, Hostname());
   EXPECT_EQ(c->grpc_listen, defaults.grpc_listen);
   EXPECT_EQ(c->http_listen, defaults.http_listen);
+  EXPECT_EQ(c->http.max_connections, 256);
+  EXPECT_EQ(c->http.max_connections_per_ip, 64);
+  EXPECT_EQ(c->http.handshake_timeout_ms, 5000);
+  EXPECT_EQ(c->http.header_timeout_ms, 10000);
+  EXPECT_EQ(c->http.idle_timeout_ms, 60000);
+  EXPECT_EQ(c->http.request_timeout_ms, 30000);
+  EXPECT_EQ(c->http.max_header_bytes, 16384);
+  EXPECT_EQ(c->http.max_body_bytes, 1 << 20);
+  EXPECT_EQ(c->http.worker_threads, 2);
+  EXPECT_EQ(c->http.max_queued_requests, 64);
   EXPECT_EQ(c->hsm.module_path, defaults.hsm.module_path);
   EXPECT_EQ(c->hsm.master_key_label, "kmsd-master");
   EXPECT_EQ(c->hsm.master_key_kind, "rsa-4096");
@@ -289,6 +320,17 @@ TEST_F(ConfigTest, OutOfRangeValuesAreRejectedWithTheRange) {
            {"/dek_cache/max_entries", uint64_t{1} << 63, "dek_cache.max_entries: 9223372036854775808 is out of range"},
            {"/hsm/max_sessions", 0, "hsm.max_sessions: must be between 1 and 1024"},
            {"/hsm/max_sessions", 1025, "hsm.max_sessions: must be between 1 and 1024"},
+           {"/http/max_connections", 0, "http.max_connections: must be between 1 and 65536"},
+           {"/http/max_connections_per_ip", 257, "http.max_connections_per_ip: must be between 1 and 256"},
+           {"/http/handshake_timeout_ms", 99, "http.handshake_timeout_ms: must be between 100 and 60000"},
+           {"/http/header_timeout_ms", 0, "http.header_timeout_ms: must be between 100 and"},
+           {"/http/header_timeout_ms", 40000, "http.header_timeout_ms: must not exceed http.request_timeout_ms"},
+           {"/http/idle_timeout_ms", 3600001, "http.idle_timeout_ms: must be between 100 and 3600000"},
+           {"/http/request_timeout_ms", 600001, "http.request_timeout_ms: must be between 100 and 600000"},
+           {"/http/max_header_bytes", 1023, "http.max_header_bytes: must be between 1024 and 1048576"},
+           {"/http/max_body_bytes", -1, "http.max_body_bytes: must be between 0 and 67108864"},
+           {"/http/worker_threads", 0, "http.worker_threads: must be between 1 and 64"},
+           {"/http/max_queued_requests", 0, "http.max_queued_requests: must be between 1 and 100000"},
        }) {
     SCOPED_TRACE(tc.pointer + " = " + tc.value.dump());
     absl::StatusOr<Config> c = ParseWith(tc.pointer, tc.value);
@@ -471,7 +513,10 @@ TEST(ExampleConfigTest, ExampleHasEveryKeyAndNoUnknownOne) {
   Json flat = example.flatten();
   for (const char* key :
        {"/node_id", "/grpc/listen", "/http/listen", "/tls/cert_file", "/tls/key_file",
-        "/tls/client_ca_file", "/hsm/module_path", "/hsm/token_label", "/hsm/pin_file",
+        "/http/max_connections", "/http/max_connections_per_ip", "/http/handshake_timeout_ms",
+        "/http/header_timeout_ms", "/http/idle_timeout_ms", "/http/request_timeout_ms",
+        "/http/max_header_bytes", "/http/max_body_bytes", "/http/worker_threads",
+        "/http/max_queued_requests", "/tls/client_ca_file", "/hsm/module_path", "/hsm/token_label", "/hsm/pin_file",
         "/hsm/master_key_label", "/hsm/master_key_kind", "/hsm/max_sessions",
         "/hsm/softhsm2_conf", "/store/backend", "/store/sqlite/path", "/policy_file",
         "/limits/max_plaintext_bytes", "/limits/max_batch_items", "/limits/max_context_pairs",

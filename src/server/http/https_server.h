@@ -1,0 +1,114 @@
+// The HTTPS door: an event-driven HTTP/1.1 server over TLS 1.3 (Boost.Beast/Asio, all of
+// it inside https_server.cc), bounded in everything a peer can hold before it
+// authenticates (config::HttpConfig: connections in total and per peer address, TLS
+// handshake, request header and per-request deadlines, idle keep-alive, header and body
+// sizes, queued blocking work). docs/architecture.md ("The HTTPS door") says why Beast
+// and how each bound is enforced.
+//
+// Threads: one event-loop thread runs every socket, timer and parser, and the handlers
+// registered as kNonBlocking; handlers registered as kBlocking run on a small pool of
+// worker threads (config http.worker_threads) so they never stall the loop. No thread
+// is ever held by a slow peer.
+//
+// TLS: TLS 1.3 only; every response carries HSTS. A client certificate is asked for but
+// not required: when one is sent it must chain to tls.client_ca_file or the handshake
+// fails; when it verifies, the handler sees its names in Request::client_certificate.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "kms/common/status.h"
+#include "src/config/config.h"
+
+namespace kms::server::http {
+
+// The names of a client certificate that verified against the client CA. The edge turns
+// them into an identity with the same rule as the gRPC door (src/server/identity.h).
+struct ClientCertificate {
+  std::vector<std::string> uri_sans;
+  std::vector<std::string> dns_sans;
+  std::string common_name;  // empty when the subject has none
+};
+
+struct Request {
+  std::string method;  // as sent, e.g. "GET", "POST"
+  std::string path;    // the request target before '?', not percent-decoded
+  std::string query;   // after '?', raw; empty when none
+  // Header fields in arrival order, names as sent. Header() looks one up.
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;          // at most http.max_body_bytes
+  std::string peer_address;  // IP literal of the TCP peer
+  // Set only when the peer presented a certificate that verified.
+  std::optional<ClientCertificate> client_certificate;
+
+  bool authenticated() const { return client_certificate.has_value(); }
+  // The first field named `name` (ASCII case-insensitive), or nullopt.
+  std::optional<std::string_view> Header(std::string_view name) const;
+};
+
+struct Response {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // added as given
+};
+
+// Called once per request. Must not throw (an exception becomes a 500).
+using Handler = std::function<Response(const Request&)>;
+
+enum class HandlerKind {
+  // Runs on the event loop: must return in microseconds and never block (health,
+  // readiness, a snapshot such as the JWKS).
+  kNonBlocking,
+  // Runs on the worker pool (anything that may wait on the HSM, the store or a lock held
+  // across I/O). When http.max_queued_requests are already waiting or running the
+  // request gets 503 with Retry-After at once. A handler still running at the request
+  // deadline gets its response dropped: the client has had a 503 by then.
+  kBlocking,
+};
+
+struct Route {
+  // Methods served; GET also serves HEAD. Other methods on the path get 405 with Allow.
+  std::vector<std::string> methods = {"GET"};
+  HandlerKind kind = HandlerKind::kNonBlocking;
+};
+
+class HttpsServer {
+ public:
+  // Binds `listen` (HOST:PORT, port 0 picks one) and loads the TLS certificate, key and
+  // client CA of `tls`. INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION for TLS
+  // files that do not load, UNAVAILABLE when the address cannot be bound. `limits` must
+  // have passed config::ValidateConfig. Serves nothing until Start().
+  static absl::StatusOr<std::unique_ptr<HttpsServer>> Bind(const std::string& listen,
+                                                          const config::TlsConfig& tls,
+                                                          const config::HttpConfig& limits);
+  ~HttpsServer();  // Stop()s
+
+  // Registers `handler` for exactly `path` (no prefix match); call before Start(). Unknown
+  // paths get 404.
+  void Handle(const std::string& path, Handler handler, Route route = {});
+
+  // Start the event loop and workers; Stop closes the listener and every connection,
+  // waits for the threads, and may be called more than once, from any thread but a
+  // handler's.
+  void Start();
+  void Stop();
+  int port() const;
+
+  // Connections open now (for tests and metrics); thread-safe.
+  int open_connections() const;
+
+  class Impl;
+
+ private:
+  explicit HttpsServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kms::server::http
