@@ -22,26 +22,19 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/ssl_ptr.h"
 #include "src/common/strings.h"
 
 namespace kms::dev {
 namespace {
 
-// --- RAII for OpenSSL handles. ---
-template <auto Fn>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Fn(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
-using NamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>>;
-using NamePtr = std::unique_ptr<GENERAL_NAME, Deleter<GENERAL_NAME_free>>;
+using BioPtr = SslUniquePtr<BIO>;
+using BnPtr = SslUniquePtr<BIGNUM>;
+using PkeyPtr = SslUniquePtr<EVP_PKEY>;
+using X509Ptr = SslUniquePtr<X509>;
+using ExtPtr = SslUniquePtr<X509_EXTENSION>;
+using NamesPtr = SslUniquePtr<GENERAL_NAMES>;
+using NamePtr = SslUniquePtr<GENERAL_NAME>;
 
 constexpr int kMaxDays = 36500;
 constexpr long kBackdateSeconds = 300;
