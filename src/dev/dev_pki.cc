@@ -22,6 +22,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/secret_file.h"
 #include "src/common/ssl_ptr.h"
 #include "src/common/strings.h"
 
@@ -307,35 +308,6 @@ absl::Status FileError(std::string_view what, const std::string& path, int err) 
   return err == ENOENT ? absl::NotFoundError(msg) : absl::InternalError(msg);
 }
 
-// Reads a small file into SecretBytes, so a key never sits in unwiped heap memory.
-absl::StatusOr<SecretBytes> ReadSmallFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return FileError("cannot read", path, errno);
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<uint64_t>(st.st_size) > kMaxPemFileBytes) {
-    close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", path, ": not a regular file of at most 1 MiB"));
-  }
-  SecretBytes buf(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < buf.size()) {
-    ssize_t n = read(fd, buf.data() + got, buf.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return FileError("cannot read", path, err);
-    }
-    if (n == 0) break;  // shrank meanwhile
-    got += static_cast<size_t>(n);
-  }
-  close(fd);
-  buf.Truncate(got);
-  return buf;
-}
-
 }  // namespace
 
 absl::StatusOr<IssuedCert> CreateCa(std::string_view common_name, int days) {
@@ -432,10 +404,15 @@ absl::Status WriteIssued(const IssuedCert& issued, const std::string& cert_path,
 }
 
 absl::StatusOr<IssuedCert> LoadIssued(const std::string& cert_path, const std::string& key_path) {
-  KMS_ASSIGN_OR_RETURN(SecretBytes cert_bytes, ReadSmallFile(cert_path));
+  // Both through the secret reader: its size cap and regular-file check suit the
+  // certificate too, and the bytes are taken as stored.
+  KMS_ASSIGN_OR_RETURN(
+      SecretBytes cert_bytes,
+      ReadSecretFile(cert_path, "certificate", kMaxPemFileBytes, SecretFileTrim::kNone));
   IssuedCert issued;
   issued.cert_pem.assign(reinterpret_cast<const char*>(cert_bytes.data()), cert_bytes.size());
-  KMS_ASSIGN_OR_RETURN(issued.key_pem, ReadSmallFile(key_path));
+  KMS_ASSIGN_OR_RETURN(issued.key_pem, ReadSecretFile(key_path, "private key", kMaxPemFileBytes,
+                                                      SecretFileTrim::kNone));
 
   absl::StatusOr<X509Ptr> cert = ParseCert(issued.cert_pem);
   if (!cert.ok()) {
