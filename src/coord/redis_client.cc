@@ -8,18 +8,19 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <fstream>
-#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "src/common/secret_file.h"
 
 namespace kms::coord {
 namespace {
 
 using std::chrono::milliseconds;
 using SteadyTime = std::chrono::steady_clock::time_point;
+
+constexpr size_t kMaxPasswordFileBytes = 4096;
 
 struct ReplyDeleter {
   void operator()(redisReply* reply) const { freeReplyObject(reply); }
@@ -127,22 +128,11 @@ absl::StatusOr<RedisEndpoint> RedisEndpoint::FromOptions(const RedisOptions& opt
     endpoint.port = value;
   }
   if (!options.password_file.empty()) {
-    std::ifstream in(options.password_file, std::ios::binary);
-    if (!in) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot read redis password file ", options.password_file));
-    }
-    std::ostringstream contents;
-    contents << in.rdbuf();
-    endpoint.password = contents.str();
-    while (!endpoint.password.empty() &&
-           (endpoint.password.back() == '\n' || endpoint.password.back() == '\r')) {
-      endpoint.password.pop_back();
-    }
-    if (endpoint.password.empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("redis password file ", options.password_file, " is empty"));
-    }
+    absl::StatusOr<SecretBytes> password =
+        ReadSecretFile(options.password_file, "redis password", kMaxPasswordFileBytes,
+                       SecretFileTrim::kTrailingLineBreaks);
+    if (!password.ok()) return absl::FailedPreconditionError(password.status().message());
+    endpoint.password = std::move(*password);
   }
   return endpoint;
 }
@@ -181,7 +171,10 @@ absl::StatusOr<std::unique_ptr<RedisConnection>> RedisConnection::Connect(
   }
   std::unique_ptr<RedisConnection> connection(new RedisConnection(context.release()));
   if (!endpoint.password.empty()) {
-    const std::string_view args[] = {"AUTH", endpoint.password};
+    // The argument points into the SecretBytes: no copy of the password is made here.
+    const std::string_view args[] = {
+        "AUTH", std::string_view(reinterpret_cast<const char*>(endpoint.password.data()),
+                                 endpoint.password.size())};
     KMS_ASSIGN_OR_RETURN(RedisValue reply, connection->Command(args, Remaining(deadline)));
     if (reply.is_error()) {
       return absl::PermissionDeniedError(absl::StrCat("redis: AUTH refused: ", reply.str));

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "kms/common/clock.h"
+#include "kms/common/secret.h"
 #include "kms/common/status.h"
 
 struct redisContext;  // hiredis, kept out of this header
@@ -29,7 +30,7 @@ struct RedisOptions {
   std::string addr;  // "host:port" or "unix:/path"
   std::chrono::milliseconds connect_timeout{500};
   std::chrono::milliseconds command_timeout{250};
-  std::string password_file;  // optional: AUTH with the file's contents (trailing newline dropped)
+  std::string password_file;  // optional: AUTH with the file's contents (trailing \r\n dropped)
 };
 
 // Where to connect and how to authenticate, validated from RedisOptions.
@@ -37,10 +38,10 @@ struct RedisEndpoint {
   bool is_unix = false;
   std::string host;  // TCP host, or the unix socket path
   int port = 0;
-  std::string password;  // empty: no AUTH
+  SecretBytes password;  // empty: no AUTH; never copied into a plain string
 
-  // INVALID_ARGUMENT for a malformed address; FAILED_PRECONDITION for an unreadable
-  // password file.
+  // INVALID_ARGUMENT for a malformed address; FAILED_PRECONDITION for a password file
+  // that cannot be read, is not a regular file, is empty or is over 4 KiB.
   static absl::StatusOr<RedisEndpoint> FromOptions(const RedisOptions& options);
   std::string ToString() const;  // for logs; never includes the password
 };

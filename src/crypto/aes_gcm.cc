@@ -11,14 +11,12 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "src/common/ssl_ptr.h"
 
 namespace kms::crypto {
 namespace {
 
-struct CtxDeleter {
-  void operator()(EVP_CIPHER_CTX* ctx) const { EVP_CIPHER_CTX_free(ctx); }
-};
-using CtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CtxDeleter>;
+using CtxPtr = SslUniquePtr<EVP_CIPHER_CTX>;
 
 // EVP takes int lengths; longer inputs are fed in pieces of this size.
 constexpr size_t kMaxChunk = size_t{1} << 30;

@@ -5,39 +5,12 @@
 #include <algorithm>
 #include <limits>
 
+#include "src/common/big_endian.h"
+
 namespace kms::crypto {
 namespace {
 
 constexpr std::string_view kAadLabel = "kmsd:field:v1";
-
-void AppendU32(std::vector<uint8_t>& out, uint32_t v) {
-  out.push_back(static_cast<uint8_t>(v >> 24));
-  out.push_back(static_cast<uint8_t>(v >> 16));
-  out.push_back(static_cast<uint8_t>(v >> 8));
-  out.push_back(static_cast<uint8_t>(v));
-}
-
-void AppendBytes(std::vector<uint8_t>& out, std::string_view bytes) {
-  out.insert(out.end(), bytes.begin(), bytes.end());
-}
-
-// Length-prefixed, so that no two different (key, value) lists share an encoding:
-// {"a":"bc"} and {"ab":"c"} differ in their prefixes.
-void AppendLengthPrefixed(std::vector<uint8_t>& out, std::string_view bytes) {
-  AppendU32(out, static_cast<uint32_t>(bytes.size()));
-  AppendBytes(out, bytes);
-}
-
-uint32_t ReadU32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-}
-
-void WriteU32(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 24);
-  p[1] = static_cast<uint8_t>(v >> 16);
-  p[2] = static_cast<uint8_t>(v >> 8);
-  p[3] = static_cast<uint8_t>(v);
-}
 
 bool FitsU32(size_t n) { return n <= std::numeric_limits<uint32_t>::max(); }
 
@@ -90,7 +63,7 @@ absl::StatusOr<FieldView> ParseField(std::span<const uint8_t> ciphertext) {
     return absl::InvalidArgumentError("unknown field ciphertext version");
   }
   FieldView view;
-  view.dek_version = ReadU32(ciphertext.data() + 1);
+  view.dek_version = LoadU32(ciphertext.subspan<1, 4>());
   if (view.dek_version == 0) {
     return absl::InvalidArgumentError("field ciphertext has DEK version 0");
   }
@@ -109,7 +82,7 @@ absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<con
   out->resize(kFieldOverhead + plaintext.size());
   uint8_t* buf = reinterpret_cast<uint8_t*>(out->data());
   buf[0] = kFieldFormatV1;
-  WriteU32(buf + 1, dek_version);
+  StoreU32(std::span<uint8_t, 4>(buf + 1, 4), dek_version);
   std::span<uint8_t, kAesGcmNonceSize> nonce(buf + 5, kAesGcmNonceSize);
   absl::Status status = NonceBytes(nonce);
   if (status.ok()) {

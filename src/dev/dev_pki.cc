@@ -22,26 +22,20 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/secret_file.h"
+#include "src/common/ssl_ptr.h"
 #include "src/common/strings.h"
 
 namespace kms::dev {
 namespace {
 
-// --- RAII for OpenSSL handles. ---
-template <auto Fn>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Fn(p);
-  }
-};
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
-using BnPtr = std::unique_ptr<BIGNUM, Deleter<BN_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using ExtPtr = std::unique_ptr<X509_EXTENSION, Deleter<X509_EXTENSION_free>>;
-using NamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>>;
-using NamePtr = std::unique_ptr<GENERAL_NAME, Deleter<GENERAL_NAME_free>>;
+using BioPtr = SslUniquePtr<BIO>;
+using BnPtr = SslUniquePtr<BIGNUM>;
+using PkeyPtr = SslUniquePtr<EVP_PKEY>;
+using X509Ptr = SslUniquePtr<X509>;
+using ExtPtr = SslUniquePtr<X509_EXTENSION>;
+using NamesPtr = SslUniquePtr<GENERAL_NAMES>;
+using NamePtr = SslUniquePtr<GENERAL_NAME>;
 
 constexpr int kMaxDays = 36500;
 constexpr long kBackdateSeconds = 300;
@@ -314,35 +308,6 @@ absl::Status FileError(std::string_view what, const std::string& path, int err) 
   return err == ENOENT ? absl::NotFoundError(msg) : absl::InternalError(msg);
 }
 
-// Reads a small file into SecretBytes, so a key never sits in unwiped heap memory.
-absl::StatusOr<SecretBytes> ReadSmallFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return FileError("cannot read", path, errno);
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      static_cast<uint64_t>(st.st_size) > kMaxPemFileBytes) {
-    close(fd);
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", path, ": not a regular file of at most 1 MiB"));
-  }
-  SecretBytes buf(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < buf.size()) {
-    ssize_t n = read(fd, buf.data() + got, buf.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return FileError("cannot read", path, err);
-    }
-    if (n == 0) break;  // shrank meanwhile
-    got += static_cast<size_t>(n);
-  }
-  close(fd);
-  buf.Truncate(got);
-  return buf;
-}
-
 }  // namespace
 
 absl::StatusOr<IssuedCert> CreateCa(std::string_view common_name, int days) {
@@ -439,10 +404,15 @@ absl::Status WriteIssued(const IssuedCert& issued, const std::string& cert_path,
 }
 
 absl::StatusOr<IssuedCert> LoadIssued(const std::string& cert_path, const std::string& key_path) {
-  KMS_ASSIGN_OR_RETURN(SecretBytes cert_bytes, ReadSmallFile(cert_path));
+  // Both through the secret reader: its size cap and regular-file check suit the
+  // certificate too, and the bytes are taken as stored.
+  KMS_ASSIGN_OR_RETURN(
+      SecretBytes cert_bytes,
+      ReadSecretFile(cert_path, "certificate", kMaxPemFileBytes, SecretFileTrim::kNone));
   IssuedCert issued;
   issued.cert_pem.assign(reinterpret_cast<const char*>(cert_bytes.data()), cert_bytes.size());
-  KMS_ASSIGN_OR_RETURN(issued.key_pem, ReadSmallFile(key_path));
+  KMS_ASSIGN_OR_RETURN(issued.key_pem, ReadSecretFile(key_path, "private key", kMaxPemFileBytes,
+                                                      SecretFileTrim::kNone));
 
   absl::StatusOr<X509Ptr> cert = ParseCert(issued.cert_pem);
   if (!cert.ok()) {

@@ -1,10 +1,5 @@
 #include "src/hsm/pkcs11_hsm.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -14,6 +9,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/secret_file.h"
 #include "src/common/strings.h"
 #include "src/common/sync.h"
 #include "src/hsm/pkcs11_module.h"
@@ -82,43 +78,6 @@ class SessionGuard {
   CK_FUNCTION_LIST* fn_;
   CK_SESSION_HANDLE handle_ = CK_INVALID_HANDLE;
 };
-
-// Reads the PIN, without trailing whitespace, into zeroizing memory.
-absl::StatusOr<SecretBytes> ReadPinFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    int err = errno;
-    std::string msg = absl::StrCat("cannot read PIN file ", path, ": ", std::strerror(err));
-    if (err == ENOENT) return absl::NotFoundError(msg);
-    if (err == EACCES) return absl::PermissionDeniedError(msg);
-    return absl::FailedPreconditionError(msg);
-  }
-  SecretBytes buf(kMaxPinFileBytes + 1);
-  size_t len = 0;
-  while (len < buf.size()) {
-    ssize_t n = read(fd, buf.data() + len, buf.size() - len);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      close(fd);
-      return absl::FailedPreconditionError(
-          absl::StrCat("cannot read PIN file ", path, ": ", std::strerror(err)));
-    }
-    if (n == 0) break;
-    len += static_cast<size_t>(n);
-  }
-  close(fd);
-  if (len > kMaxPinFileBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("PIN file ", path, " is too large"));
-  }
-  while (len > 0 && (buf.data()[len - 1] == '\n' || buf.data()[len - 1] == '\r' ||
-                     buf.data()[len - 1] == ' ' || buf.data()[len - 1] == '\t')) {
-    --len;
-  }
-  if (len == 0) return absl::InvalidArgumentError(absl::StrCat("PIN file ", path, " is empty"));
-  buf.Truncate(len);
-  return buf;
-}
 
 absl::Status ValidateLabel(std::string_view what, std::string_view label) {
   if (label.empty() || label.size() > kMaxLabelBytes) {
@@ -822,7 +781,8 @@ absl::StatusOr<std::unique_ptr<Pkcs11Hsm>> Pkcs11Hsm::Open(const Pkcs11Options& 
                                nullptr, anchor.out());
   if (rv != CKR_OK) return RvToStatus(rv, "C_OpenSession");
   {
-    KMS_ASSIGN_OR_RETURN(SecretBytes pin, ReadPinFile(options.pin_file));
+    KMS_ASSIGN_OR_RETURN(SecretBytes pin, ReadSecretFile(options.pin_file, "PIN", kMaxPinFileBytes,
+                                                         SecretFileTrim::kTrailingWhitespace));
     rv = fn->C_Login(anchor.get(), CKU_USER, pin.data(), pin.size());
   }  // the PIN is wiped here
   if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {

@@ -16,39 +16,13 @@
 #include "src/common/base64.h"
 
 namespace kms::jwt {
-namespace internal {
-void PkeyDeleter::operator()(evp_pkey_st* pkey) const { EVP_PKEY_free(pkey); }
-}  // namespace internal
-
 namespace {
 
-using internal::PkeyPtr;
-
-struct MdCtxDeleter {
-  void operator()(EVP_MD_CTX* p) const { EVP_MD_CTX_free(p); }
-};
-struct PkeyCtxDeleter {
-  void operator()(EVP_PKEY_CTX* p) const { EVP_PKEY_CTX_free(p); }
-};
-struct EcdsaSigDeleter {
-  void operator()(ECDSA_SIG* p) const { ECDSA_SIG_free(p); }
-};
-struct BnDeleter {
-  void operator()(BIGNUM* p) const { BN_free(p); }
-};
-struct P8Deleter {
-  void operator()(PKCS8_PRIV_KEY_INFO* p) const { PKCS8_PRIV_KEY_INFO_free(p); }
-};
-struct ParamBldDeleter {
-  void operator()(OSSL_PARAM_BLD* p) const { OSSL_PARAM_BLD_free(p); }
-};
-struct ParamDeleter {
-  void operator()(OSSL_PARAM* p) const { OSSL_PARAM_free(p); }
-};
-using MdCtxPtr = std::unique_ptr<EVP_MD_CTX, MdCtxDeleter>;
-using PkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, PkeyCtxDeleter>;
-using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, EcdsaSigDeleter>;
-using BnPtr = std::unique_ptr<BIGNUM, BnDeleter>;
+using PkeyPtr = SslUniquePtr<EVP_PKEY>;
+using PkeyCtxPtr = SslUniquePtr<EVP_PKEY_CTX>;
+using MdCtxPtr = SslUniquePtr<EVP_MD_CTX>;
+using EcdsaSigPtr = SslUniquePtr<ECDSA_SIG>;
+using BnPtr = SslUniquePtr<BIGNUM>;
 
 constexpr char kGroupName[] = "prime256v1";  // OpenSSL's name for P-256 (secp256r1)
 
@@ -124,7 +98,7 @@ absl::StatusOr<std::unique_ptr<Es256PublicKey>> Es256PublicKey::FromCoordinates(
   std::memcpy(point + 1, x.data(), 32);
   std::memcpy(point + 33, y.data(), 32);
 
-  std::unique_ptr<OSSL_PARAM_BLD, ParamBldDeleter> bld(OSSL_PARAM_BLD_new());
+  SslUniquePtr<OSSL_PARAM_BLD> bld(OSSL_PARAM_BLD_new());
   if (bld == nullptr ||
       OSSL_PARAM_BLD_push_utf8_string(bld.get(), OSSL_PKEY_PARAM_GROUP_NAME, kGroupName, 0) !=
           1 ||
@@ -132,7 +106,7 @@ absl::StatusOr<std::unique_ptr<Es256PublicKey>> Es256PublicKey::FromCoordinates(
                                        sizeof(point)) != 1) {
     return absl::InternalError("es256: cannot build key parameters");
   }
-  std::unique_ptr<OSSL_PARAM, ParamDeleter> params(OSSL_PARAM_BLD_to_param(bld.get()));
+  SslUniquePtr<OSSL_PARAM> params(OSSL_PARAM_BLD_to_param(bld.get()));
   PkeyCtxPtr ctx(EVP_PKEY_CTX_new_from_name(nullptr, "EC", nullptr));
   if (params == nullptr || ctx == nullptr || EVP_PKEY_fromdata_init(ctx.get()) != 1) {
     return absl::InternalError("es256: cannot set up key import");
@@ -290,7 +264,7 @@ absl::StatusOr<std::unique_ptr<Es256PrivateKey>> Es256PrivateKey::FromPkcs8Der(
     return absl::InvalidArgumentError("es256: not a PKCS#8 private key");
   }
   const unsigned char* p = der.data();
-  std::unique_ptr<PKCS8_PRIV_KEY_INFO, P8Deleter> p8(
+  SslUniquePtr<PKCS8_PRIV_KEY_INFO> p8(
       d2i_PKCS8_PRIV_KEY_INFO(nullptr, &p, static_cast<long>(der.size())));
   if (p8 == nullptr || p != der.data() + der.size()) {
     return absl::InvalidArgumentError("es256: not a PKCS#8 private key");
@@ -306,7 +280,7 @@ absl::StatusOr<std::unique_ptr<Es256PrivateKey>> Es256PrivateKey::FromPkcs8Der(
 }
 
 absl::StatusOr<SecretBytes> Es256PrivateKey::ToPkcs8Der() const {
-  std::unique_ptr<PKCS8_PRIV_KEY_INFO, P8Deleter> p8(EVP_PKEY2PKCS8(pkey_.get()));
+  SslUniquePtr<PKCS8_PRIV_KEY_INFO> p8(EVP_PKEY2PKCS8(pkey_.get()));
   if (p8 == nullptr) return absl::InternalError("es256: cannot export the private key");
   const int len = i2d_PKCS8_PRIV_KEY_INFO(p8.get(), nullptr);
   if (len <= 0) return absl::InternalError("es256: cannot export the private key");

@@ -26,21 +26,13 @@
 
 #include "kms/common/secret.h"
 #include "kms/common/status.h"
-
-struct evp_pkey_st;  // OpenSSL's EVP_PKEY
+#include "src/common/ssl_ptr.h"
 
 namespace kms::jwt {
 
 inline constexpr size_t kEs256SignatureSize = 64;
 inline constexpr size_t kP256CoordinateSize = 32;
 using Es256Signature = std::array<uint8_t, kEs256SignatureSize>;
-
-namespace internal {
-struct PkeyDeleter {
-  void operator()(evp_pkey_st* pkey) const;  // EVP_PKEY_free
-};
-using PkeyPtr = std::unique_ptr<evp_pkey_st, PkeyDeleter>;
-}  // namespace internal
 
 // The canonical RFC 7638 thumbprint input of a P-256 key whose coordinates are given
 // base64url-encoded.
@@ -76,10 +68,10 @@ class Es256PublicKey {
 
  private:
   friend class Es256PrivateKey;
-  Es256PublicKey(internal::PkeyPtr pkey, std::string x, std::string y);
+  Es256PublicKey(SslUniquePtr<EVP_PKEY> pkey, std::string x, std::string y);
 
-  internal::PkeyPtr pkey_;
-  std::string x_;                                      // base64url
+  SslUniquePtr<EVP_PKEY> pkey_;
+  std::string x_;  // base64url
   std::string y_;
   std::string kid_;
 };
@@ -106,10 +98,10 @@ class Es256PrivateKey {
   const std::string& kid() const { return public_key_->kid(); }
 
  private:
-  Es256PrivateKey(internal::PkeyPtr pkey, std::unique_ptr<Es256PublicKey> public_key);
-  static absl::StatusOr<std::unique_ptr<Es256PrivateKey>> FromPkey(internal::PkeyPtr pkey);
+  Es256PrivateKey(SslUniquePtr<EVP_PKEY> pkey, std::unique_ptr<Es256PublicKey> public_key);
+  static absl::StatusOr<std::unique_ptr<Es256PrivateKey>> FromPkey(SslUniquePtr<EVP_PKEY> pkey);
 
-  internal::PkeyPtr pkey_;  // holds the private scalar; freed (and cleansed) by OpenSSL
+  SslUniquePtr<EVP_PKEY> pkey_;  // holds the private scalar; freed (and cleansed) by OpenSSL
   std::unique_ptr<Es256PublicKey> public_key_;
 };
 

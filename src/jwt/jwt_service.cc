@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "src/common/big_endian.h"
 
 namespace kms::jwt {
 namespace {
@@ -16,13 +17,6 @@ using E = KeyLifecycleEvent;
 
 constexpr int64_t kTenYears = int64_t{10} * 365 * 86400;
 constexpr std::string_view kAadLabel = "kmsd:jwt:v1";
-
-void AppendU32(std::vector<uint8_t>& out, uint32_t v) {
-  out.push_back(static_cast<uint8_t>(v >> 24));
-  out.push_back(static_cast<uint8_t>(v >> 16));
-  out.push_back(static_cast<uint8_t>(v >> 8));
-  out.push_back(static_cast<uint8_t>(v));
-}
 
 absl::Status OutOfRange(absl::string_view field, int64_t lo, int64_t hi) {
   return absl::InvalidArgumentError(
@@ -100,8 +94,7 @@ absl::Status ApplyEnvironmentOverrides(JwtServiceOptions& options,
 
 std::vector<uint8_t> JwtKeyAad(std::string_view kid, uint32_t kek_version) {
   std::vector<uint8_t> aad(kAadLabel.begin(), kAadLabel.end());
-  AppendU32(aad, static_cast<uint32_t>(kid.size()));
-  aad.insert(aad.end(), kid.begin(), kid.end());
+  AppendLengthPrefixed(aad, kid);
   AppendU32(aad, kek_version);
   return aad;
 }

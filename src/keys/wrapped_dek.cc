@@ -4,21 +4,11 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "src/common/big_endian.h"
 
 namespace kms::keys {
 
 namespace {
-
-void PutU32(std::vector<uint8_t>& out, uint32_t v) {
-  out.push_back(static_cast<uint8_t>(v >> 24));
-  out.push_back(static_cast<uint8_t>(v >> 16));
-  out.push_back(static_cast<uint8_t>(v >> 8));
-  out.push_back(static_cast<uint8_t>(v));
-}
-
-uint32_t GetU32(const uint8_t* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-}
 
 constexpr std::string_view kDekAadLabel = "kmsd:dek:v1";
 constexpr size_t kHeaderSize = 5;
@@ -37,11 +27,10 @@ absl::Status FromHsm(const absl::Status& s) {
 std::vector<uint8_t> DekAad(std::string_view tenant_id, uint32_t dek_version, uint32_t kek_version) {
   std::vector<uint8_t> aad;
   aad.reserve(kDekAadLabel.size() + 4 + tenant_id.size() + 8);
-  aad.insert(aad.end(), kDekAadLabel.begin(), kDekAadLabel.end());
-  PutU32(aad, static_cast<uint32_t>(tenant_id.size()));
-  aad.insert(aad.end(), tenant_id.begin(), tenant_id.end());
-  PutU32(aad, dek_version);
-  PutU32(aad, kek_version);
+  AppendBytes(aad, kDekAadLabel);
+  AppendLengthPrefixed(aad, tenant_id);
+  AppendU32(aad, dek_version);
+  AppendU32(aad, kek_version);
   return aad;
 }
 
@@ -56,8 +45,8 @@ absl::StatusOr<std::vector<uint8_t>> WrapDek(KekRing& ring, uint32_t kek_version
   std::vector<uint8_t> blob;
   blob.reserve(kHeaderSize + sealed.size());
   blob.push_back(kWrappedDekV1);
-  PutU32(blob, kek_version);
-  blob.insert(blob.end(), sealed.begin(), sealed.end());
+  AppendU32(blob, kek_version);
+  AppendBytes(blob, sealed);
   return blob;
 }
 
@@ -65,7 +54,7 @@ absl::StatusOr<uint32_t> WrappedDekKekVersion(std::span<const uint8_t> blob) {
   if (blob.size() != kHeaderSize + kSealedSize || blob[0] != kWrappedDekV1) {
     return absl::DataLossError("wrapped DEK blob is malformed");
   }
-  return GetU32(blob.data() + 1);
+  return LoadU32(blob.subspan<1, 4>());
 }
 
 absl::StatusOr<SecretBytes> UnwrapDek(KekRing& ring, std::string_view tenant_id,

@@ -1,9 +1,7 @@
 #include "src/store/postgres/pg_connection.h"
 
 #include <endian.h>
-#include <fcntl.h>
 #include <poll.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +12,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/secret_file.h"
 
 namespace kms::store::pg {
 namespace {
@@ -51,47 +50,20 @@ std::string Redact(std::string message, const SecretBytes& password) {
   return message;
 }
 
+// The password, '\0'-terminated for libpq. Every failure is FAILED_PRECONDITION (the
+// contract of ConnectConfig::FromOptions).
 absl::StatusOr<SecretBytes> ReadPasswordFile(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("postgres: cannot read the password file ", path, ": ", std::strerror(errno)));
-  }
-  SecretBytes buf(kMaxPasswordFileSize + 1);
-  size_t used = 0;
-  for (;;) {
-    ssize_t n = ::read(fd, buf.data() + used, buf.size() - used);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      int err = errno;
-      ::close(fd);
-      return absl::FailedPreconditionError(
-          absl::StrCat("postgres: cannot read the password file ", path, ": ", std::strerror(err)));
-    }
-    if (n == 0) break;
-    used += static_cast<size_t>(n);
-    if (used == buf.size()) {
-      ::close(fd);
-      return absl::FailedPreconditionError(absl::StrCat("postgres: the password file ", path,
-                                                        " is larger than ", kMaxPasswordFileSize,
-                                                        " bytes"));
-    }
-  }
-  ::close(fd);
-  size_t begin = 0;
-  size_t end = used;
-  while (begin < end && absl::ascii_isspace(buf.data()[begin])) ++begin;
-  while (end > begin && absl::ascii_isspace(buf.data()[end - 1])) --end;
-  if (begin == end) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("postgres: the password file ", path, " is empty"));
-  }
-  if (std::find(buf.data() + begin, buf.data() + end, '\0') != buf.data() + end) {
+  absl::StatusOr<SecretBytes> read = ReadSecretFile(
+      path, "postgres: the password", kMaxPasswordFileSize, SecretFileTrim::kSurroundingWhitespace);
+  if (!read.ok()) return absl::FailedPreconditionError(read.status().message());
+  const uint8_t* begin = read->data();
+  const uint8_t* end = begin + read->size();
+  if (std::find(begin, end, '\0') != end) {
     return absl::FailedPreconditionError(
         absl::StrCat("postgres: the password file ", path, " contains a NUL byte"));
   }
-  SecretBytes password(end - begin + 1);  // '\0'-terminated for libpq
-  std::memcpy(password.data(), buf.data() + begin, end - begin);
+  SecretBytes password(read->size() + 1);  // zero-filled: the last byte terminates it
+  std::memcpy(password.data(), begin, read->size());
   return password;
 }
 

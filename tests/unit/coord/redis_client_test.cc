@@ -2,6 +2,9 @@
 #include "src/coord/redis_client.h"
 
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
 
 #include "gtest/gtest.h"
 #include "kms/common/clock.h"
@@ -52,6 +55,30 @@ TEST(RedisEndpointTest, MissingPasswordFileIsAStartupError) {
   options.password_file = "/nonexistent/kmsd-redis-password";
   EXPECT_EQ(RedisEndpoint::FromOptions(options).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(RedisEndpointTest, PasswordIsReadIntoSecretBytesWithoutItsLineBreak) {
+  std::string dir = (std::filesystem::temp_directory_path() / "kmsd-redis-pw-XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  const std::string path = dir + "/pw";
+  std::ofstream(path) << "s3cret pw \r\n";
+  RedisOptions options = Options("127.0.0.1:1");
+  options.password_file = path;
+  absl::StatusOr<RedisEndpoint> endpoint = RedisEndpoint::FromOptions(options);
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  // Only the line break goes: a Redis password may end in a space.
+  EXPECT_TRUE(endpoint->password.Equals(SecretBytes::CopyOf(std::string_view("s3cret pw "))));
+  EXPECT_EQ(endpoint->ToString().find("s3cret"), std::string::npos);
+
+  // A directory, or an empty file, is refused at start-up too.
+  options.password_file = dir;
+  EXPECT_EQ(RedisEndpoint::FromOptions(options).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::ofstream(path, std::ios::trunc) << "\n";
+  options.password_file = path;
+  EXPECT_EQ(RedisEndpoint::FromOptions(options).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::filesystem::remove_all(dir);
 }
 
 TEST(BackoffTest, DoublesFromOneHundredMillisecondsToFiveSeconds) {

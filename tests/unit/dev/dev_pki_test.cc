@@ -17,6 +17,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "src/common/ssl_ptr.h"
 
 namespace kms::dev {
 namespace {
@@ -25,19 +26,12 @@ namespace fs = std::filesystem;
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
 
-template <auto Fn>
-struct Deleter {
-  template <typename T>
-  void operator()(T* p) const {
-    Fn(p);
-  }
-};
-using X509Ptr = std::unique_ptr<X509, Deleter<X509_free>>;
-using PkeyPtr = std::unique_ptr<EVP_PKEY, Deleter<EVP_PKEY_free>>;
-using BioPtr = std::unique_ptr<BIO, Deleter<BIO_free>>;
-using StorePtr = std::unique_ptr<X509_STORE, Deleter<X509_STORE_free>>;
-using StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, Deleter<X509_STORE_CTX_free>>;
-using NamesPtr = std::unique_ptr<GENERAL_NAMES, Deleter<GENERAL_NAMES_free>>;
+using X509Ptr = SslUniquePtr<X509>;
+using PkeyPtr = SslUniquePtr<EVP_PKEY>;
+using BioPtr = SslUniquePtr<BIO>;
+using StorePtr = SslUniquePtr<X509_STORE>;
+using StoreCtxPtr = SslUniquePtr<X509_STORE_CTX>;
+using NamesPtr = SslUniquePtr<GENERAL_NAMES>;
 
 X509Ptr Cert(const IssuedCert& issued) {
   BioPtr bio(BIO_new_mem_buf(issued.cert_pem.data(), static_cast<int>(issued.cert_pem.size())));

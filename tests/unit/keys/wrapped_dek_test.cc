@@ -22,6 +22,24 @@ TEST_F(WrappedDekTest, BlobHasTheDocumentedLayout) {
   EXPECT_EQ(WrappedDekKekVersion(*blob).value(), 1u);
 }
 
+TEST_F(WrappedDekTest, BlobHeaderIsTheFormatByteAndTheKekVersionBigEndian) {
+  ASSERT_TRUE(hsm_.CreateKek(0x01020304).ok());
+  auto blob = WrapDek(hsm_, 0x01020304, "acme", 3, dek_);
+  ASSERT_TRUE(blob.ok()) << blob.status();
+  EXPECT_EQ(std::vector<uint8_t>(blob->begin(), blob->begin() + 5),
+            (std::vector<uint8_t>{0x01, 1, 2, 3, 4}));
+  EXPECT_EQ(WrappedDekKekVersion(*blob).value(), 0x01020304u);
+}
+
+TEST(DekAadTest, IsLabelTenantLengthTenantDekVersionAndKekVersion) {
+  const std::string label = "kmsd:dek:v1";
+  std::vector<uint8_t> expected(label.begin(), label.end());
+  for (int b : {0, 0, 0, 2, int{'a'}, int{'b'}, 1, 2, 3, 4, 5, 6, 7, 8}) {
+    expected.push_back(static_cast<uint8_t>(b));
+  }
+  EXPECT_EQ(DekAad("ab", 0x01020304, 0x05060708), expected);
+}
+
 TEST_F(WrappedDekTest, RoundTripsForTheSameTenantAndVersion) {
   auto blob = WrapDek(ring_, 1, "acme", 3, dek_).value();
   auto dek = UnwrapDek(ring_, "acme", 3, blob);
