@@ -22,6 +22,16 @@ absl::Status FromHsm(const absl::Status& s) {
   return absl::InternalError(absl::StrCat("HSM: ", std::string(s.message())));
 }
 
+// The v1 blob: version byte, KEK version, then what the KEK ring sealed.
+std::vector<uint8_t> Blob(uint32_t kek_version, std::span<const uint8_t> sealed) {
+  std::vector<uint8_t> blob;
+  blob.reserve(kHeaderSize + sealed.size());
+  blob.push_back(kWrappedDekV1);
+  AppendU32(blob, kek_version);
+  AppendBytes(blob, sealed);
+  return blob;
+}
+
 }  // namespace
 
 std::vector<uint8_t> DekAad(std::string_view tenant_id, uint32_t dek_version, uint32_t kek_version) {
@@ -41,13 +51,7 @@ absl::StatusOr<std::vector<uint8_t>> WrapDek(KekRing& ring, uint32_t kek_version
   absl::StatusOr<std::vector<uint8_t>> sealed_or =
       ring.Seal(kek_version, dek.span(), DekAad(tenant_id, dek_version, kek_version));
   if (!sealed_or.ok()) return FromHsm(sealed_or.status());
-  std::vector<uint8_t> sealed = std::move(*sealed_or);
-  std::vector<uint8_t> blob;
-  blob.reserve(kHeaderSize + sealed.size());
-  blob.push_back(kWrappedDekV1);
-  AppendU32(blob, kek_version);
-  AppendBytes(blob, sealed);
-  return blob;
+  return Blob(kek_version, *sealed_or);
 }
 
 absl::StatusOr<uint32_t> WrappedDekKekVersion(std::span<const uint8_t> blob) {
@@ -77,12 +81,7 @@ absl::StatusOr<std::vector<uint8_t>> RewrapDek(KekRing& ring, uint32_t to_kek_ve
                   DekAad(tenant_id, dek_version, from_kek_version), to_kek_version,
                   DekAad(tenant_id, dek_version, to_kek_version));
   if (!sealed_or.ok()) return FromHsm(sealed_or.status());
-  std::vector<uint8_t> out;
-  out.reserve(kHeaderSize + sealed_or->size());
-  out.push_back(kWrappedDekV1);
-  PutU32(out, to_kek_version);
-  out.insert(out.end(), sealed_or->begin(), sealed_or->end());
-  return out;
+  return Blob(to_kek_version, *sealed_or);
 }
 
 }  // namespace kms::keys

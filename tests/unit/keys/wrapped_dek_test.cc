@@ -23,8 +23,8 @@ TEST_F(WrappedDekTest, BlobHasTheDocumentedLayout) {
 }
 
 TEST_F(WrappedDekTest, BlobHeaderIsTheFormatByteAndTheKekVersionBigEndian) {
-  ASSERT_TRUE(hsm_.CreateKek(0x01020304).ok());
-  auto blob = WrapDek(hsm_, 0x01020304, "acme", 3, dek_);
+  ASSERT_TRUE(ring_.CreateKek(0x01020304).ok());
+  auto blob = WrapDek(ring_, 0x01020304, "acme", 3, dek_);
   ASSERT_TRUE(blob.ok()) << blob.status();
   EXPECT_EQ(std::vector<uint8_t>(blob->begin(), blob->begin() + 5),
             (std::vector<uint8_t>{0x01, 1, 2, 3, 4}));
