@@ -1,7 +1,10 @@
 #include "src/store/postgres/postgres_key_store.h"
 
+#include <algorithm>
 #include <iterator>
 #include <limits>
+#include <numeric>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -892,6 +895,15 @@ absl::StatusOr<std::vector<DekRewrapResult>> PostgresKeyStore::UpdateDekWrapping
       "(SELECT count(*) FROM tenant_deks WHERE tenant_id = $1 AND version = $2)";
   KMS_RETURN_IF_ERROR(CheckUpdateDekWrappings(rewraps));
   if (rewraps.empty()) return std::vector<DekRewrapResult>();
+  // Sent in key order, so concurrent batches (two replicas, or a retry racing the
+  // original) lock rows in the same order and cannot deadlock each other; a stable sort
+  // keeps repeated rows in input order. Results go back in input order.
+  std::vector<size_t> order(rewraps.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::tie(rewraps[a].tenant_id, rewraps[a].version) <
+           std::tie(rewraps[b].tenant_id, rewraps[b].version);
+  });
   std::vector<DekRewrapResult> out;
   // A pipeline: every statement is sent before any result is read, and the Sync at the
   // end makes them one implicit transaction (an error anywhere rolls back all of them).
@@ -905,7 +917,8 @@ absl::StatusOr<std::vector<DekRewrapResult>> PostgresKeyStore::UpdateDekWrapping
       if (PQexitPipelineMode(conn) != 1) c.Poison();
       return st;
     };
-    for (const DekRewrap& r : rewraps) {
+    for (size_t index : order) {
+      const DekRewrap& r = rewraps[index];
       Params p;
       p.Text(r.tenant_id).Int(r.version).Int(r.from_kek_version).Int(r.to_kek_version).Bytes(
           r.wrapped);
@@ -917,8 +930,7 @@ absl::StatusOr<std::vector<DekRewrapResult>> PostgresKeyStore::UpdateDekWrapping
     if (PQpipelineSync(conn) != 1) return fail(pg::ErrorStatus(conn, nullptr, kOp));
 
     absl::Status first_error;
-    std::vector<DekRewrapResult> results;
-    results.reserve(rewraps.size());
+    std::vector<DekRewrapResult> results(rewraps.size(), DekRewrapResult::kNotFound);
     for (size_t i = 0; i < rewraps.size(); ++i) {
       pg::ResultPtr res(PQgetResult(conn));
       if (res == nullptr) return fail(pg::ErrorStatus(conn, nullptr, kOp));
@@ -931,9 +943,9 @@ absl::StatusOr<std::vector<DekRewrapResult>> PostgresKeyStore::UpdateDekWrapping
             }
             break;
           }
-          results.push_back(row.Int(0, 0) != 0   ? DekRewrapResult::kUpdated
-                            : row.Int(0, 1) != 0 ? DekRewrapResult::kSkipped
-                                                 : DekRewrapResult::kNotFound);
+          results[order[i]] = row.Int(0, 0) != 0   ? DekRewrapResult::kUpdated
+                              : row.Int(0, 1) != 0 ? DekRewrapResult::kSkipped
+                                                   : DekRewrapResult::kNotFound;
           break;
         }
         case PGRES_PIPELINE_ABORTED:  // skipped after an earlier error

@@ -91,7 +91,8 @@ class PostgresKeyStore final : public KeyStore {
                               uint64_t count) override;
   absl::StatusOr<DekPage> ListDeksWrappedUnder(uint32_t kek_version, const DekKey& after,
                                                int limit) override;
-  // The batch goes in pipeline mode: one round trip, one implicit transaction.
+  // The batch goes in pipeline mode: one round trip, one implicit transaction, rows in
+  // key order (tenant id, version) so that concurrent batches cannot deadlock.
   absl::StatusOr<std::vector<DekRewrapResult>> UpdateDekWrappings(
       std::span<const DekRewrap> rewraps) override;
 
