@@ -1,6 +1,7 @@
 #include "src/store/record_checks.h"
 
 #include <limits>
+#include <string>
 
 namespace kms::store {
 namespace {
@@ -8,26 +9,10 @@ namespace {
 // Counters are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL BIGINT).
 bool FitsInt64(uint64_t n) { return n <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()); }
 
+// Both backends bind a value with an int length (SQLite, libpq).
+constexpr size_t kMaxValueBytes = static_cast<size_t>(std::numeric_limits<int>::max());
+
 }  // namespace
-
-absl::StatusOr<KekState> ParseKekState(std::string_view name) {
-  if (name == "active") return KekState::kActive;
-  if (name == "retired") return KekState::kRetired;
-  return absl::InternalError("store: unknown KEK state in database");
-}
-
-absl::StatusOr<TenantState> ParseTenantState(std::string_view name) {
-  if (name == "active") return TenantState::kActive;
-  if (name == "shredded") return TenantState::kShredded;
-  return absl::InternalError("store: unknown tenant state in database");
-}
-
-absl::StatusOr<DekState> ParseDekState(std::string_view name) {
-  if (name == "active") return DekState::kActive;
-  if (name == "retired") return DekState::kRetired;
-  if (name == "destroyed") return DekState::kDestroyed;
-  return absl::InternalError("store: unknown DEK state in database");
-}
 
 absl::Status CheckInsertKek(const KekRecord& kek) {
   if (kek.version == 0) return absl::InvalidArgumentError("InsertKek: version 0");
@@ -86,6 +71,63 @@ absl::Status CheckRotateJwtKey(std::string_view current_kid, int64_t current_ret
     return absl::InvalidArgumentError("RotateJwtKey: retire_at < 0");
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckListDeksWrappedUnder(int limit) {
+  if (limit <= 0) return absl::InvalidArgumentError("ListDeksWrappedUnder: limit must be positive");
+  return absl::OkStatus();
+}
+
+absl::Status CheckUpdateDekWrappings(std::span<const DekRewrap> rewraps) {
+  if (rewraps.size() > kMaxDekRewrapBatch) {
+    return absl::InvalidArgumentError("UpdateDekWrappings: more than " +
+                                      std::to_string(kMaxDekRewrapBatch) + " rows in one call");
+  }
+  for (const DekRewrap& r : rewraps) {
+    if (r.tenant_id.empty() || r.version == 0 || r.to_kek_version == 0 || r.wrapped.empty()) {
+      return absl::InvalidArgumentError(
+          "UpdateDekWrappings: tenant id, version, to_kek_version and wrapped are required");
+    }
+    if (r.from_kek_version == r.to_kek_version) {
+      return absl::InvalidArgumentError(
+          "UpdateDekWrappings: from_kek_version equals to_kek_version");
+    }
+    if (r.wrapped.size() > kMaxValueBytes || r.tenant_id.size() > kMaxValueBytes) {
+      return absl::InvalidArgumentError("UpdateDekWrappings: a value is larger than 2 GiB");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCreateRotationJob(const RotationJobRecord& job) {
+  if (job.from_kek_version == 0 || job.to_kek_version == 0) {
+    return absl::InvalidArgumentError("CreateRotationJob: KEK version 0");
+  }
+  if (job.from_kek_version == job.to_kek_version) {
+    return absl::InvalidArgumentError(
+        "CreateRotationJob: from_kek_version equals to_kek_version");
+  }
+  if (job.created_at < 0) return absl::InvalidArgumentError("CreateRotationJob: created_at < 0");
+  return CheckRotationJobProgress("CreateRotationJob", job.progress);
+}
+
+absl::Status CheckListRotationJobs(int limit) {
+  if (limit <= 0) return absl::InvalidArgumentError("ListRotationJobs: limit must be positive");
+  return absl::OkStatus();
+}
+
+absl::Status CheckRotationJobProgress(absl::string_view op, const RotationJobProgress& progress) {
+  if (!FitsInt64(progress.done) || !FitsInt64(progress.skipped) || !FitsInt64(progress.total)) {
+    return absl::InvalidArgumentError(std::string(op) + ": progress count out of range");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckFinishRotationJob(RotationJobState state, const RotationJobProgress& progress) {
+  if (state == RotationJobState::kRunning) {
+    return absl::InvalidArgumentError("FinishRotationJob: the final state must be done or failed");
+  }
+  return CheckRotationJobProgress("FinishRotationJob", progress);
 }
 
 }  // namespace kms::store

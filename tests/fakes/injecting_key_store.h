@@ -1,8 +1,12 @@
 // InjectingKeyStore: wraps a real KeyStore, counts the reads the data path makes, and
-// fails every call with UNAVAILABLE while told to (the database is down).
+// fails every call with UNAVAILABLE while told to (the database is down). It forwards
+// every method of every store seam (include/kms/store/key_store.h), grouped per seam.
 #pragma once
 
 #include <atomic>
+#include <span>
+#include <string>
+#include <vector>
 
 #include "kms/store/key_store.h"
 
@@ -15,7 +19,7 @@ class InjectingKeyStore final : public store::KeyStore {
   void SetUnavailable(bool down) { down_ = down; }
   uint64_t tenant_dek_reads() const { return tenant_dek_reads_; }
 
-  std::string_view backend_name() const override { return inner_->backend_name(); }
+  // --- KekStore
   absl::StatusOr<std::vector<store::KekRecord>> ListKeks() override {
     if (down_) return Down();
     return inner_->ListKeks();
@@ -28,6 +32,12 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->UpdateKekState(v, from, to);
   }
+  absl::StatusOr<std::vector<store::KekUsage>> ListKekUsage() override {
+    if (down_) return Down();
+    return inner_->ListKekUsage();
+  }
+
+  // --- TenantKeyStore
   absl::Status CreateTenant(const store::TenantRecord& t, const store::DekRecord& d) override {
     if (down_) return Down();
     return inner_->CreateTenant(t, d);
@@ -44,7 +54,7 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->CountTenants();
   }
-  absl::StatusOr<TenantDek> GetTenantDek(const std::string& id, uint32_t version) override {
+  absl::StatusOr<store::TenantDek> GetTenantDek(const std::string& id, uint32_t version) override {
     ++tenant_dek_reads_;
     if (down_) return Down();
     return inner_->GetTenantDek(id, version);
@@ -66,6 +76,19 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->AddEncryptions(id, v, n);
   }
+  absl::StatusOr<store::DekPage> ListDeksWrappedUnder(uint32_t kek_version,
+                                                      const store::DekKey& after,
+                                                      int limit) override {
+    if (down_) return Down();
+    return inner_->ListDeksWrappedUnder(kek_version, after, limit);
+  }
+  absl::StatusOr<std::vector<store::DekRewrapResult>> UpdateDekWrappings(
+      std::span<const store::DekRewrap> rewraps) override {
+    if (down_) return Down();
+    return inner_->UpdateDekWrappings(rewraps);
+  }
+
+  // --- JwtKeyStore
   absl::StatusOr<std::vector<store::JwtKeyRecord>> ListJwtKeys() override {
     if (down_) return Down();
     return inner_->ListJwtKeys();
@@ -84,6 +107,42 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->UpdateJwtKeyWrapping(kid, expected, kek_version, wrapped);
   }
+
+  // --- RotationJobStore
+  absl::StatusOr<store::RotationJobRecord> CreateRotationJob(
+      const store::RotationJobRecord& job) override {
+    if (down_) return Down();
+    return inner_->CreateRotationJob(job);
+  }
+  absl::StatusOr<store::RotationJobRecord> GetRotationJob(int64_t id) override {
+    if (down_) return Down();
+    return inner_->GetRotationJob(id);
+  }
+  absl::StatusOr<store::RotationJobRecord> GetRunningRotationJob(
+      store::RotationJobKind kind) override {
+    if (down_) return Down();
+    return inner_->GetRunningRotationJob(kind);
+  }
+  absl::StatusOr<std::vector<store::RotationJobRecord>> ListRotationJobs(int64_t before_id,
+                                                                         int limit) override {
+    if (down_) return Down();
+    return inner_->ListRotationJobs(before_id, limit);
+  }
+  absl::Status UpdateRotationJobProgress(int64_t id, int64_t expected,
+                                         const store::RotationJobProgress& progress,
+                                         int64_t updated_at) override {
+    if (down_) return Down();
+    return inner_->UpdateRotationJobProgress(id, expected, progress, updated_at);
+  }
+  absl::Status FinishRotationJob(int64_t id, int64_t expected, store::RotationJobState state,
+                                 const store::RotationJobProgress& progress,
+                                 const std::string& error, int64_t finished_at) override {
+    if (down_) return Down();
+    return inner_->FinishRotationJob(id, expected, state, progress, error, finished_at);
+  }
+
+  // --- StoreHealth
+  std::string_view backend_name() const override { return inner_->backend_name(); }
   absl::StatusOr<int64_t> GetEpoch() override {
     if (down_) return Down();
     return inner_->GetEpoch();

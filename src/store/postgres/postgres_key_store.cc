@@ -1,7 +1,10 @@
 #include "src/store/postgres/postgres_key_store.h"
 
+#include <algorithm>
 #include <iterator>
 #include <limits>
+#include <numeric>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -84,6 +87,32 @@ CREATE TABLE audit_log (
   hash      BYTEA  NOT NULL
 );
 )sql",
+    // 2: checkpoints of rotation jobs (one running job per kind, by a unique index), and
+    // the DEK index in the re-wrap job's key order (ListDeksWrappedUnder).
+    R"sql(
+DROP INDEX tenant_deks_by_kek;
+CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version, tenant_id, version);
+
+CREATE TABLE rotation_jobs (
+  id               BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,  -- never reused
+  kind             TEXT   NOT NULL CHECK (length(kind) > 0),
+  state            TEXT   NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+  from_kek_version BIGINT NOT NULL CHECK (from_kek_version > 0),
+  to_kek_version   BIGINT NOT NULL CHECK (to_kek_version > 0),
+  phase            TEXT   NOT NULL,
+  cursor_key       TEXT COLLATE "C" NOT NULL,
+  cursor_version   BIGINT NOT NULL CHECK (cursor_version >= 0),
+  keys_done        BIGINT NOT NULL CHECK (keys_done >= 0),
+  keys_skipped     BIGINT NOT NULL CHECK (keys_skipped >= 0),
+  keys_total       BIGINT NOT NULL CHECK (keys_total >= 0),
+  error            TEXT   NOT NULL,
+  created_at       BIGINT NOT NULL,
+  updated_at       BIGINT NOT NULL,
+  finished_at      BIGINT NOT NULL,
+  row_version      BIGINT NOT NULL CHECK (row_version > 0)
+);
+CREATE UNIQUE INDEX rotation_jobs_one_running ON rotation_jobs (kind) WHERE state = 'running';
+)sql",
 };
 
 constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -93,14 +122,7 @@ constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
 constexpr int64_t kMigrationLockClass = 0x4b4d5331;  // "KMS1"
 
 constexpr int kMaxAttempts = 3;
-constexpr size_t kPipelineBatch = 1000;
 
-#define KMS_TENANT_COLUMNS \
-  "id, state, primary_dek_version, min_decrypt_version, created_at, row_version"
-#define KMS_DEK_COLUMNS "tenant_id, version, kek_version, wrapped, state, created_at, encryptions"
-#define KMS_JWT_COLUMNS                                                                 \
-  "kid, public_jwk, wrapped_private, kek_version, created_at, activate_at, retire_at, " \
-  "row_version"
 
 absl::StatusOr<TenantRecord> ReadTenant(const Result& r, int row, int first_col) {
   TenantRecord t;
@@ -123,6 +145,36 @@ absl::StatusOr<DekRecord> ReadDek(const Result& r, int row, int first_col) {
   d.created_at = r.Int(row, first_col + 5);
   d.encryptions = static_cast<uint64_t>(r.Int(row, first_col + 6));
   return d;
+}
+
+absl::StatusOr<KekRecord> ReadKek(const Result& r, int row) {
+  KekRecord k;
+  k.version = static_cast<uint32_t>(r.Int(row, 0));
+  k.wrapped = r.Bytes(row, 1);
+  KMS_ASSIGN_OR_RETURN(k.state, ParseKekState(r.Text(row, 2)));
+  k.created_at = r.Int(row, 3);
+  return k;
+}
+
+absl::StatusOr<RotationJobRecord> ReadRotationJob(const Result& r, int row) {
+  RotationJobRecord j;
+  j.id = r.Int(row, 0);
+  KMS_ASSIGN_OR_RETURN(j.kind, ParseRotationJobKind(r.Text(row, 1)));
+  KMS_ASSIGN_OR_RETURN(j.state, ParseRotationJobState(r.Text(row, 2)));
+  j.from_kek_version = static_cast<uint32_t>(r.Int(row, 3));
+  j.to_kek_version = static_cast<uint32_t>(r.Int(row, 4));
+  j.progress.phase = r.Text(row, 5);
+  j.progress.cursor_key = r.Text(row, 6);
+  j.progress.cursor_version = static_cast<uint32_t>(r.Int(row, 7));
+  j.progress.done = static_cast<uint64_t>(r.Int(row, 8));
+  j.progress.skipped = static_cast<uint64_t>(r.Int(row, 9));
+  j.progress.total = static_cast<uint64_t>(r.Int(row, 10));
+  j.error = r.Text(row, 11);
+  j.created_at = r.Int(row, 12);
+  j.updated_at = r.Int(row, 13);
+  j.finished_at = r.Int(row, 14);
+  j.row_version = r.Int(row, 15);
+  return j;
 }
 
 JwtKeyRecord ReadJwtKey(const Result& r, int row) {
@@ -181,6 +233,27 @@ absl::Status DiagnoseJwtKeyCas(Connection& c, const std::string& kid, int64_t ex
   return absl::OkStatus();
 }
 
+absl::Status DiagnoseRotationJobCas(Connection& c, int64_t id, int64_t expected_row_version,
+                                    absl::string_view op) {
+  Params p;
+  p.Int(id);
+  KMS_ASSIGN_OR_RETURN(Result r,
+                       c.Exec("SELECT state, row_version FROM rotation_jobs WHERE id = $1", p, op));
+  if (r.rows() == 0) {
+    return absl::NotFoundError(absl::StrCat(op, ": rotation job ", id, " not found"));
+  }
+  if (r.Int(0, 1) != expected_row_version) {
+    return absl::AbortedError(absl::StrCat(op, ": rotation job ", id,
+                                           " changed concurrently (row_version ", r.Int(0, 1),
+                                           ", expected ", expected_row_version, ")"));
+  }
+  if (r.Text(0, 0) != RotationJobStateName(RotationJobState::kRunning)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(op, ": rotation job ", id, " is ", r.Text(0, 0), ", not running"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status InsertDek(Connection& c, const std::string& tenant_id, const DekRecord& dek,
                        absl::string_view op) {
   Params p;
@@ -192,7 +265,10 @@ absl::Status InsertDek(Connection& c, const std::string& tenant_id, const DekRec
       .Int(dek.created_at)
       .Int(static_cast<int64_t>(dek.encryptions));
   return c
-      .Exec("INSERT INTO tenant_deks (" KMS_DEK_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7)", p,
+      .Exec(absl::StrCat("INSERT INTO tenant_deks (", kDekColumns,
+                         ") VALUES ($1, $2, $3, $4, $5, $6, $7)")
+                .c_str(),
+            p,
             op)
       .status();
 }
@@ -207,7 +283,10 @@ absl::Status InsertJwtKey(Connection& c, const JwtKeyRecord& key, absl::string_v
       .Int(key.activate_at)
       .Int(key.retire_at);
   return c
-      .Exec("INSERT INTO jwt_keys (" KMS_JWT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, $6, $7, 1)", p,
+      .Exec(absl::StrCat("INSERT INTO jwt_keys (", kJwtKeyColumns,
+                         ") VALUES ($1, $2, $3, $4, $5, $6, $7, 1)")
+                .c_str(),
+            p,
             op)
       .status();
 }
@@ -344,16 +423,12 @@ absl::StatusOr<std::vector<KekRecord>> PostgresKeyStore::ListKeks() {
   KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
     KMS_ASSIGN_OR_RETURN(
         Result r,
-        c.Exec("SELECT version, wrapped, state, created_at FROM kek_versions ORDER BY version",
+        c.Exec(absl::StrCat("SELECT ", kKekColumns, " FROM kek_versions ORDER BY version").c_str(),
                kOp));
     std::vector<KekRecord> keks;
     keks.reserve(r.rows());
     for (int i = 0; i < r.rows(); ++i) {
-      KekRecord k;
-      k.version = static_cast<uint32_t>(r.Int(i, 0));
-      k.wrapped = r.Bytes(i, 1);
-      KMS_ASSIGN_OR_RETURN(k.state, ParseKekState(r.Text(i, 2)));
-      k.created_at = r.Int(i, 3);
+      KMS_ASSIGN_OR_RETURN(KekRecord k, ReadKek(r, i));
       keks.push_back(std::move(k));
     }
     out = std::move(keks);
@@ -368,11 +443,11 @@ absl::Status PostgresKeyStore::InsertKek(const KekRecord& kek) {
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     Params p;
     p.Int(kek.version).Bytes(kek.wrapped).Text(KekStateName(kek.state)).Int(kek.created_at);
-    absl::Status st = c.Exec(
-                           "INSERT INTO kek_versions (version, wrapped, state, created_at) "
-                           "VALUES ($1, $2, $3, $4)",
-                           p, kOp)
-                          .status();
+    absl::Status st =
+        c.Exec(absl::StrCat("INSERT INTO kek_versions (", kKekColumns, ") VALUES ($1, $2, $3, $4)")
+                   .c_str(),
+               p, kOp)
+            .status();
     if (absl::IsAlreadyExists(st)) {
       return absl::AlreadyExistsError(
           absl::StrCat(kOp, ": KEK version ", kek.version, " already exists"));
@@ -405,6 +480,34 @@ absl::Status PostgresKeyStore::UpdateKekState(uint32_t version, KekState from, K
   });
 }
 
+absl::StatusOr<std::vector<KekUsage>> PostgresKeyStore::ListKekUsage() {
+  constexpr absl::string_view kOp = "ListKekUsage";
+  std::vector<KekUsage> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    // One statement: one snapshot of the three tables.
+    KMS_ASSIGN_OR_RETURN(
+        Result r, c.Exec("SELECT v, SUM(d)::bigint, SUM(j)::bigint FROM ("
+                         "SELECT version AS v, 0::bigint AS d, 0::bigint AS j FROM kek_versions "
+                         "UNION ALL SELECT kek_version, COUNT(*), 0 FROM tenant_deks "
+                         "WHERE state <> 'destroyed' GROUP BY kek_version "
+                         "UNION ALL SELECT kek_version, 0, COUNT(*) FROM jwt_keys "
+                         "GROUP BY kek_version) AS u GROUP BY v ORDER BY v",
+                         kOp));
+    std::vector<KekUsage> usage;
+    usage.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) {
+      KekUsage u;
+      u.kek_version = static_cast<uint32_t>(r.Int(i, 0));
+      u.deks = static_cast<uint64_t>(r.Int(i, 1));
+      u.jwt_keys = static_cast<uint64_t>(r.Int(i, 2));
+      usage.push_back(u);
+    }
+    out = std::move(usage);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 // --- Tenants
 
 absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
@@ -419,7 +522,10 @@ absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
         .Int(tenant.min_decrypt_version)
         .Int(tenant.created_at);
     absl::Status st =
-        c.Exec("INSERT INTO tenants (" KMS_TENANT_COLUMNS ") VALUES ($1, $2, $3, $4, $5, 1)", p,
+        c.Exec(absl::StrCat("INSERT INTO tenants (", kTenantColumns,
+                            ") VALUES ($1, $2, $3, $4, $5, 1)")
+                   .c_str(),
+               p,
                kOp)
             .status();
     if (absl::IsAlreadyExists(st)) {
@@ -438,7 +544,9 @@ absl::StatusOr<TenantRecord> PostgresKeyStore::GetTenant(const std::string& tena
     Params p;
     p.Text(tenant_id);
     KMS_ASSIGN_OR_RETURN(
-        Result r, c.Exec("SELECT " KMS_TENANT_COLUMNS " FROM tenants WHERE id = $1", p, kOp));
+        Result r,
+        c.Exec(absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = $1").c_str(), p,
+               kOp));
     if (r.rows() == 0) {
       return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
     }
@@ -457,8 +565,10 @@ absl::StatusOr<TenantPage> PostgresKeyStore::ListTenants(const std::string& afte
     // than asked tells whether another page follows.
     Params p;
     p.Text(after).Int(static_cast<int64_t>(limit) + 1);
-    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT " KMS_TENANT_COLUMNS
-                                          " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec(absl::StrCat("SELECT ", kTenantColumns,
+                                                       " FROM tenants WHERE id > $1 "
+                                                       "ORDER BY id LIMIT $2")
+                                              .c_str(),
                                           p, kOp));
     TenantPage page;
     for (int i = 0; i < r.rows(); ++i) {
@@ -486,8 +596,8 @@ absl::StatusOr<uint64_t> PostgresKeyStore::CountTenants() {
   return out;
 }
 
-absl::StatusOr<KeyStore::TenantDek> PostgresKeyStore::GetTenantDek(const std::string& tenant_id,
-                                                                   uint32_t version) {
+absl::StatusOr<TenantDek> PostgresKeyStore::GetTenantDek(const std::string& tenant_id,
+                                                         uint32_t version) {
   constexpr absl::string_view kOp = "GetTenantDek";
   TenantDek out;
   KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
@@ -527,8 +637,10 @@ absl::StatusOr<std::vector<DekRecord>> PostgresKeyStore::ListDeks(const std::str
     Params p;
     p.Text(tenant_id);
     KMS_ASSIGN_OR_RETURN(Result r,
-                         c.Exec("SELECT " KMS_DEK_COLUMNS " FROM tenant_deks WHERE tenant_id = $1 "
-                                "ORDER BY version",
+                         c.Exec(absl::StrCat("SELECT ", kDekColumns,
+                                             " FROM tenant_deks WHERE tenant_id = $1 "
+                                             "ORDER BY version")
+                                    .c_str(),
                                 p, kOp));
     // Every tenant has at least its first DEK, so no rows means no tenant.
     if (r.rows() == 0) {
@@ -633,7 +745,10 @@ absl::StatusOr<std::vector<JwtKeyRecord>> PostgresKeyStore::ListJwtKeys() {
   KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
     KMS_ASSIGN_OR_RETURN(
         Result r,
-        c.Exec("SELECT " KMS_JWT_COLUMNS " FROM jwt_keys ORDER BY activate_at, kid", kOp));
+        c.Exec(
+            absl::StrCat("SELECT ", kJwtKeyColumns, " FROM jwt_keys ORDER BY activate_at, kid")
+                .c_str(),
+            kOp));
     std::vector<JwtKeyRecord> keys;
     keys.reserve(r.rows());
     for (int i = 0; i < r.rows(); ++i) keys.push_back(ReadJwtKey(r, i));
@@ -730,96 +845,314 @@ absl::Status PostgresKeyStore::Ping() {
   });
 }
 
-// --- Bulk work
+// --- KEK re-wrap
 
-absl::StatusOr<size_t> PostgresKeyStore::UpdateDekWrappings(std::span<const DekRewrap> rewraps) {
-  constexpr absl::string_view kOp = "UpdateDekWrappings";
-  constexpr const char* kSql =
-      "UPDATE tenant_deks SET kek_version = $4, wrapped = $5 "
-      "WHERE tenant_id = $1 AND version = $2 AND kek_version = $3 AND state <> 'destroyed'";
-  for (const DekRewrap& r : rewraps) {
-    if (r.version == 0 || r.to_kek_version == 0 || r.wrapped.empty()) {
-      return absl::InvalidArgumentError(
-          "UpdateDekWrappings: version, to_kek_version and wrapped are required");
+absl::StatusOr<DekPage> PostgresKeyStore::ListDeksWrappedUnder(uint32_t kek_version,
+                                                               const DekKey& after, int limit) {
+  constexpr absl::string_view kOp = "ListDeksWrappedUnder";
+  KMS_RETURN_IF_ERROR(CheckListDeksWrappedUnder(limit));
+  DekPage out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    // Keyset pagination on the index (kek_version, tenant_id, version); tenant_id is
+    // COLLATE "C" (bytewise, like SQLite). One row more than asked tells whether more
+    // follow.
+    Params p;
+    p.Int(kek_version).Text(after.tenant_id).Int(after.version).Int(static_cast<int64_t>(limit) + 1);
+    KMS_ASSIGN_OR_RETURN(
+        Result r, c.Exec(absl::StrCat("SELECT ", kDekColumns,
+                                      " FROM tenant_deks WHERE kek_version = $1 "
+                                      "AND state <> 'destroyed' "
+                                      "AND (tenant_id, version) > ($2, $3) "
+                                      "ORDER BY tenant_id, version LIMIT $4")
+                             .c_str(),
+                         p, kOp));
+    DekPage page;
+    for (int i = 0; i < r.rows(); ++i) {
+      if (static_cast<int>(page.deks.size()) == limit) {
+        page.more = true;
+        break;
+      }
+      KMS_ASSIGN_OR_RETURN(DekRecord d, ReadDek(r, i, 0));
+      page.deks.push_back(std::move(d));
     }
-    constexpr size_t kMax = static_cast<size_t>(std::numeric_limits<int>::max());
-    if (r.wrapped.size() > kMax || r.tenant_id.size() > kMax) {
-      return absl::InvalidArgumentError("UpdateDekWrappings: a value is larger than 2 GiB");
-    }
-  }
-  size_t total = 0;
-  for (size_t start = 0; start < rewraps.size(); start += kPipelineBatch) {
-    std::span<const DekRewrap> batch =
-        rewraps.subspan(start, std::min(kPipelineBatch, rewraps.size() - start));
-    size_t updated = 0;
-    // A pipeline: every UPDATE is sent before any result is read, and the Sync at the
-    // end makes them one implicit transaction. Running it again is harmless (rows
-    // already moved no longer match from_kek_version).
-    KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
-      PGconn* conn = c.raw();
-      if (PQenterPipelineMode(conn) != 1) return pg::ErrorStatus(conn, nullptr, kOp);
-      // Leaves pipeline mode, or makes sure the pool drops this session.
-      auto fail = [&](absl::Status st) {
-        if (PQexitPipelineMode(conn) != 1) c.Poison();
-        return st;
-      };
-      for (const DekRewrap& r : batch) {
-        Params p;
-        p.Text(r.tenant_id)
-            .Int(r.version)
-            .Int(r.from_kek_version)
-            .Int(r.to_kek_version)
-            .Bytes(r.wrapped);
-        if (PQsendQueryParams(conn, kSql, p.size(), p.types(), p.values(), p.lengths(), p.formats(),
-                              /*resultFormat=*/1) != 1) {
-          return fail(pg::ErrorStatus(conn, nullptr, kOp));
-        }
-      }
-      if (PQpipelineSync(conn) != 1) return fail(pg::ErrorStatus(conn, nullptr, kOp));
-
-      absl::Status first_error;
-      size_t count = 0;
-      for (size_t i = 0; i < batch.size(); ++i) {
-        pg::ResultPtr res(PQgetResult(conn));
-        if (res == nullptr) return fail(pg::ErrorStatus(conn, nullptr, kOp));
-        switch (PQresultStatus(res.get())) {
-          case PGRES_COMMAND_OK:
-            count += static_cast<size_t>(Result(std::move(res)).affected());
-            break;
-          case PGRES_PIPELINE_ABORTED:  // skipped after an earlier error
-            break;
-          default:
-            if (first_error.ok()) {
-              const char* sqlstate = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
-              c.set_last_sqlstate(sqlstate != nullptr ? sqlstate : "");
-              first_error = pg::ErrorStatus(conn, res.get(), kOp);
-            }
-            break;
-        }
-        pg::ResultPtr end(PQgetResult(conn));  // each query's results end with a null
-        if (end != nullptr)
-          return fail(absl::InternalError(
-              absl::StrCat(kOp, ": postgres: unexpected extra result in pipeline")));
-      }
-      pg::ResultPtr sync(PQgetResult(conn));
-      if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
-        return fail(first_error.ok() ? pg::ErrorStatus(conn, sync.get(), kOp) : first_error);
-      }
-      if (PQexitPipelineMode(conn) != 1) {
-        c.Poison();
-        return absl::InternalError(absl::StrCat(kOp, ": postgres: cannot leave pipeline mode"));
-      }
-      KMS_RETURN_IF_ERROR(first_error);
-      updated = count;
-      return absl::OkStatus();
-    }));
-    total += updated;
-  }
-  return total;
+    out = std::move(page);
+    return absl::OkStatus();
+  }));
+  return out;
 }
 
-#undef KMS_TENANT_COLUMNS
-#undef KMS_DEK_COLUMNS
-#undef KMS_JWT_COLUMNS
+absl::StatusOr<std::vector<DekRewrapResult>> PostgresKeyStore::UpdateDekWrappings(
+    std::span<const DekRewrap> rewraps) {
+  constexpr absl::string_view kOp = "UpdateDekWrappings";
+  // Per row: the compare-and-set UPDATE, and whether the row existed before it (the
+  // sub-select sees the statement's snapshot, from before the UPDATE), which tells
+  // kSkipped from kNotFound in the same round trip.
+  constexpr const char* kSql =
+      "WITH u AS (UPDATE tenant_deks SET kek_version = $4, wrapped = $5 "
+      "WHERE tenant_id = $1 AND version = $2 AND kek_version = $3 AND state <> 'destroyed' "
+      "RETURNING 1) "
+      "SELECT (SELECT count(*) FROM u), "
+      "(SELECT count(*) FROM tenant_deks WHERE tenant_id = $1 AND version = $2)";
+  KMS_RETURN_IF_ERROR(CheckUpdateDekWrappings(rewraps));
+  if (rewraps.empty()) return std::vector<DekRewrapResult>();
+  // Sent in key order, so concurrent batches (two replicas, or a retry racing the
+  // original) lock rows in the same order and cannot deadlock each other; a stable sort
+  // keeps repeated rows in input order. Results go back in input order.
+  std::vector<size_t> order(rewraps.size());
+  std::iota(order.begin(), order.end(), size_t{0});
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return std::tie(rewraps[a].tenant_id, rewraps[a].version) <
+           std::tie(rewraps[b].tenant_id, rewraps[b].version);
+  });
+  std::vector<DekRewrapResult> out;
+  // A pipeline: every statement is sent before any result is read, and the Sync at the
+  // end makes them one implicit transaction (an error anywhere rolls back all of them).
+  // Running it again is harmless (rows already moved no longer match from_kek_version).
+  // No epoch bump: a re-wrap changes no key (tenant_key_store.h).
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    PGconn* conn = c.raw();
+    if (PQenterPipelineMode(conn) != 1) return pg::ErrorStatus(conn, nullptr, kOp);
+    // Leaves pipeline mode, or makes sure the pool drops this session.
+    auto fail = [&](absl::Status st) {
+      if (PQexitPipelineMode(conn) != 1) c.Poison();
+      return st;
+    };
+    for (size_t index : order) {
+      const DekRewrap& r = rewraps[index];
+      Params p;
+      p.Text(r.tenant_id).Int(r.version).Int(r.from_kek_version).Int(r.to_kek_version).Bytes(
+          r.wrapped);
+      if (PQsendQueryParams(conn, kSql, p.size(), p.types(), p.values(), p.lengths(), p.formats(),
+                            /*resultFormat=*/1) != 1) {
+        return fail(pg::ErrorStatus(conn, nullptr, kOp));
+      }
+    }
+    if (PQpipelineSync(conn) != 1) return fail(pg::ErrorStatus(conn, nullptr, kOp));
+
+    absl::Status first_error;
+    std::vector<DekRewrapResult> results(rewraps.size(), DekRewrapResult::kNotFound);
+    for (size_t i = 0; i < rewraps.size(); ++i) {
+      pg::ResultPtr res(PQgetResult(conn));
+      if (res == nullptr) return fail(pg::ErrorStatus(conn, nullptr, kOp));
+      switch (PQresultStatus(res.get())) {
+        case PGRES_TUPLES_OK: {
+          Result row(std::move(res));
+          if (row.rows() != 1) {
+            if (first_error.ok()) {
+              first_error = absl::InternalError(absl::StrCat(kOp, ": postgres: no result row"));
+            }
+            break;
+          }
+          results[order[i]] = row.Int(0, 0) != 0   ? DekRewrapResult::kUpdated
+                              : row.Int(0, 1) != 0 ? DekRewrapResult::kSkipped
+                                                   : DekRewrapResult::kNotFound;
+          break;
+        }
+        case PGRES_PIPELINE_ABORTED:  // skipped after an earlier error
+          break;
+        default:
+          if (first_error.ok()) {
+            const char* sqlstate = PQresultErrorField(res.get(), PG_DIAG_SQLSTATE);
+            c.set_last_sqlstate(sqlstate != nullptr ? sqlstate : "");
+            first_error = pg::ErrorStatus(conn, res.get(), kOp);
+          }
+          break;
+      }
+      pg::ResultPtr end(PQgetResult(conn));  // each query's results end with a null
+      if (end != nullptr) {
+        return fail(
+            absl::InternalError(absl::StrCat(kOp, ": postgres: unexpected extra result in pipeline")));
+      }
+    }
+    pg::ResultPtr sync(PQgetResult(conn));
+    if (sync == nullptr || PQresultStatus(sync.get()) != PGRES_PIPELINE_SYNC) {
+      return fail(first_error.ok() ? pg::ErrorStatus(conn, sync.get(), kOp) : first_error);
+    }
+    if (PQexitPipelineMode(conn) != 1) {
+      c.Poison();
+      return absl::InternalError(absl::StrCat(kOp, ": postgres: cannot leave pipeline mode"));
+    }
+    KMS_RETURN_IF_ERROR(first_error);
+    out = std::move(results);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+// --- Rotation jobs (no epoch bump: rotation_job_store.h)
+
+absl::StatusOr<RotationJobRecord> PostgresKeyStore::CreateRotationJob(
+    const RotationJobRecord& job) {
+  constexpr absl::string_view kOp = "CreateRotationJob";
+  KMS_RETURN_IF_ERROR(CheckCreateRotationJob(job));
+  RotationJobRecord out = job;
+  out.state = RotationJobState::kRunning;
+  out.error.clear();
+  out.updated_at = job.created_at;
+  out.finished_at = 0;
+  out.row_version = 1;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(RotationJobKindName(out.kind))
+        .Text(RotationJobStateName(out.state))
+        .Int(out.from_kek_version)
+        .Int(out.to_kek_version)
+        .Text(out.progress.phase)
+        .Text(out.progress.cursor_key)
+        .Int(out.progress.cursor_version)
+        .Int(static_cast<int64_t>(out.progress.done))
+        .Int(static_cast<int64_t>(out.progress.skipped))
+        .Int(static_cast<int64_t>(out.progress.total))
+        .Text(out.error)
+        .Int(out.created_at)
+        .Int(out.updated_at)
+        .Int(out.finished_at)
+        .Int(out.row_version);
+    // Every column but the id, which the identity assigns.
+    absl::StatusOr<Result> r = c.Exec(
+        absl::StrCat("INSERT INTO rotation_jobs (",
+                     kRotationJobColumns.substr(kRotationJobColumns.find(',') + 2),
+                     ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+                     "RETURNING id")
+            .c_str(),
+        p, kOp);
+    if (absl::IsAlreadyExists(r.status())) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          kOp, ": a ", std::string(RotationJobKindName(out.kind)), " job is already running"));
+    }
+    KMS_RETURN_IF_ERROR(r.status());
+    if (r->rows() != 1) return absl::InternalError(absl::StrCat(kOp, ": no id returned"));
+    out.id = r->Int(0, 0);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<RotationJobRecord> PostgresKeyStore::GetRotationJob(int64_t id) {
+  constexpr absl::string_view kOp = "GetRotationJob";
+  RotationJobRecord out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Int(id);
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec(absl::StrCat("SELECT ", kRotationJobColumns, " FROM rotation_jobs WHERE id = $1")
+                   .c_str(),
+               p, kOp));
+    if (r.rows() == 0) {
+      return absl::NotFoundError(absl::StrCat(kOp, ": rotation job ", id, " not found"));
+    }
+    KMS_ASSIGN_OR_RETURN(out, ReadRotationJob(r, 0));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<RotationJobRecord> PostgresKeyStore::GetRunningRotationJob(RotationJobKind kind) {
+  constexpr absl::string_view kOp = "GetRunningRotationJob";
+  RotationJobRecord out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(RotationJobKindName(kind));
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec(absl::StrCat("SELECT ", kRotationJobColumns,
+                                                       " FROM rotation_jobs "
+                                                       "WHERE kind = $1 AND state = 'running'")
+                                              .c_str(),
+                                          p, kOp));
+    if (r.rows() == 0) {
+      return absl::NotFoundError(absl::StrCat(
+          kOp, ": no ", std::string(RotationJobKindName(kind)), " job is running"));
+    }
+    KMS_ASSIGN_OR_RETURN(out, ReadRotationJob(r, 0));
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<RotationJobRecord>> PostgresKeyStore::ListRotationJobs(
+    int64_t before_id, int limit) {
+  constexpr absl::string_view kOp = "ListRotationJobs";
+  KMS_RETURN_IF_ERROR(CheckListRotationJobs(limit));
+  std::vector<RotationJobRecord> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Int(before_id).Int(limit);
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec(absl::StrCat("SELECT ", kRotationJobColumns,
+                                                       " FROM rotation_jobs "
+                                                       "WHERE $1 = 0 OR id < $1 "
+                                                       "ORDER BY id DESC LIMIT $2")
+                                              .c_str(),
+                                          p, kOp));
+    std::vector<RotationJobRecord> jobs;
+    jobs.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) {
+      KMS_ASSIGN_OR_RETURN(RotationJobRecord j, ReadRotationJob(r, i));
+      jobs.push_back(std::move(j));
+    }
+    out = std::move(jobs);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PostgresKeyStore::UpdateRotationJobProgress(int64_t id, int64_t expected_row_version,
+                                                         const RotationJobProgress& progress,
+                                                         int64_t updated_at) {
+  constexpr absl::string_view kOp = "UpdateRotationJobProgress";
+  KMS_RETURN_IF_ERROR(CheckRotationJobProgress(kOp, progress));
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Int(id)
+        .Int(expected_row_version)
+        .Text(progress.phase)
+        .Text(progress.cursor_key)
+        .Int(progress.cursor_version)
+        .Int(static_cast<int64_t>(progress.done))
+        .Int(static_cast<int64_t>(progress.skipped))
+        .Int(static_cast<int64_t>(progress.total))
+        .Int(updated_at);
+    KMS_ASSIGN_OR_RETURN(Result r,
+                         c.Exec("UPDATE rotation_jobs SET phase = $3, cursor_key = $4, "
+                                "cursor_version = $5, keys_done = $6, keys_skipped = $7, "
+                                "keys_total = $8, updated_at = $9, row_version = row_version + 1 "
+                                "WHERE id = $1 AND row_version = $2 AND state = 'running'",
+                                p, kOp));
+    if (r.affected() != 0) return absl::OkStatus();
+    KMS_RETURN_IF_ERROR(DiagnoseRotationJobCas(c, id, expected_row_version, kOp));
+    return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+  });
+}
+
+absl::Status PostgresKeyStore::FinishRotationJob(int64_t id, int64_t expected_row_version,
+                                                 RotationJobState state,
+                                                 const RotationJobProgress& progress,
+                                                 const std::string& error, int64_t finished_at) {
+  constexpr absl::string_view kOp = "FinishRotationJob";
+  KMS_RETURN_IF_ERROR(CheckFinishRotationJob(state, progress));
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Int(id)
+        .Int(expected_row_version)
+        .Text(RotationJobStateName(state))
+        .Text(progress.phase)
+        .Text(progress.cursor_key)
+        .Int(progress.cursor_version)
+        .Int(static_cast<int64_t>(progress.done))
+        .Int(static_cast<int64_t>(progress.skipped))
+        .Int(static_cast<int64_t>(progress.total))
+        .Text(error)
+        .Int(finished_at);
+    KMS_ASSIGN_OR_RETURN(Result r,
+                         c.Exec("UPDATE rotation_jobs SET state = $3, phase = $4, cursor_key = $5, "
+                                "cursor_version = $6, keys_done = $7, keys_skipped = $8, "
+                                "keys_total = $9, error = $10, updated_at = $11, "
+                                "finished_at = $11, row_version = row_version + 1 "
+                                "WHERE id = $1 AND row_version = $2 AND state = 'running'",
+                                p, kOp));
+    if (r.affected() != 0) return absl::OkStatus();
+    KMS_RETURN_IF_ERROR(DiagnoseRotationJobCas(c, id, expected_row_version, kOp));
+    return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+  });
+}
 
 }  // namespace kms::store

@@ -16,8 +16,9 @@
 // before COMMIT was sent (the server rolled it back). A session lost during COMMIT is
 // UNAVAILABLE with "outcome unknown": the change may have been applied.
 //
-// Semantics: exactly those of SqliteKeyStore (src/store/sqlite/sqlite_key_store.h, the
-// contract decisions listed there), checked by the same contract suite.
+// Semantics: the contracts of the seams in include/kms/store (key_store.h and the
+// headers it names), the same as SqliteKeyStore's, checked by the same contract suite
+// (tests/integration/store).
 //
 // Errors: UNAVAILABLE (server unreachable, restarting, out of connections/resources,
 // statement timeout), ALREADY_EXISTS (unique violation), ABORTED (compare-and-set lost,
@@ -69,10 +70,13 @@ class PostgresKeyStore final : public KeyStore {
 
   std::string_view backend_name() const override { return "postgres"; }
 
+  // KekStore
   absl::StatusOr<std::vector<KekRecord>> ListKeks() override;
   absl::Status InsertKek(const KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
+  absl::StatusOr<std::vector<KekUsage>> ListKekUsage() override;
 
+  // TenantKeyStore
   absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
   absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<TenantPage> ListTenants(const std::string& after, int limit) override;
@@ -85,7 +89,14 @@ class PostgresKeyStore final : public KeyStore {
                               TenantState state) override;
   absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                               uint64_t count) override;
+  absl::StatusOr<DekPage> ListDeksWrappedUnder(uint32_t kek_version, const DekKey& after,
+                                               int limit) override;
+  // The batch goes in pipeline mode: one round trip, one implicit transaction, rows in
+  // key order (tenant id, version) so that concurrent batches cannot deadlock.
+  absl::StatusOr<std::vector<DekRewrapResult>> UpdateDekWrappings(
+      std::span<const DekRewrap> rewraps) override;
 
+  // JwtKeyStore
   absl::StatusOr<std::vector<JwtKeyRecord>> ListJwtKeys() override;
   absl::Status InsertFirstJwtKey(const JwtKeyRecord& key) override;
   absl::Status RotateJwtKey(const std::string& current_kid, int64_t expected_row_version,
@@ -94,27 +105,22 @@ class PostgresKeyStore final : public KeyStore {
                                     uint32_t kek_version,
                                     const std::vector<uint8_t>& wrapped_private) override;
 
+  // RotationJobStore
+  absl::StatusOr<RotationJobRecord> CreateRotationJob(const RotationJobRecord& job) override;
+  absl::StatusOr<RotationJobRecord> GetRotationJob(int64_t id) override;
+  absl::StatusOr<RotationJobRecord> GetRunningRotationJob(RotationJobKind kind) override;
+  absl::StatusOr<std::vector<RotationJobRecord>> ListRotationJobs(int64_t before_id,
+                                                                  int limit) override;
+  absl::Status UpdateRotationJobProgress(int64_t id, int64_t expected_row_version,
+                                         const RotationJobProgress& progress,
+                                         int64_t updated_at) override;
+  absl::Status FinishRotationJob(int64_t id, int64_t expected_row_version, RotationJobState state,
+                                 const RotationJobProgress& progress, const std::string& error,
+                                 int64_t finished_at) override;
+
+  // StoreHealth
   absl::StatusOr<int64_t> GetEpoch() override;
   absl::Status Ping() override;
-
-  // --- Bulk work (PostgreSQL only), for the KEK re-wrap job.
-
-  // One DEK moved from one KEK version to another.
-  struct DekRewrap {
-    std::string tenant_id;
-    uint32_t version = 0;
-    uint32_t from_kek_version = 0;  // compare-and-set: still wrapped under this KEK
-    uint32_t to_kek_version = 0;
-    std::vector<uint8_t> wrapped;  // the DEK wrapped under to_kek_version
-  };
-  // Re-wraps DEKs in pipeline mode (one round trip per 1000 rows, each 1000 one
-  // transaction). A row is updated only if it is still wrapped under from_kek_version
-  // and not destroyed (shredded meanwhile, or re-wrapped by another replica: skipped, so
-  // a retry after an error is harmless). Returns how many rows were updated.
-  // Deliberately no epoch bump: a re-wrap changes no key, so replicas' caches of
-  // unwrapped DEKs stay valid (a bump per batch would flush every cache in the cluster
-  // over and over during a re-wrap). Retiring the old KEK afterwards bumps it.
-  absl::StatusOr<size_t> UpdateDekWrappings(std::span<const DekRewrap> rewraps);
 
  private:
   enum class Mode {

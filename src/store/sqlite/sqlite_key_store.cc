@@ -86,17 +86,35 @@ CREATE TABLE audit_log (
   hash      BLOB    NOT NULL
 ) STRICT;
 )sql",
+    // 2: checkpoints of rotation jobs (one running job per kind, by a unique index), and
+    // the DEK index in the re-wrap job's key order (ListDeksWrappedUnder).
+    R"sql(
+DROP INDEX tenant_deks_by_kek;
+CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version, tenant_id, version);
+
+CREATE TABLE rotation_jobs (
+  id               INTEGER PRIMARY KEY AUTOINCREMENT,  -- ids are never reused
+  kind             TEXT    NOT NULL CHECK (length(kind) > 0),
+  state            TEXT    NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+  from_kek_version INTEGER NOT NULL CHECK (from_kek_version > 0),
+  to_kek_version   INTEGER NOT NULL CHECK (to_kek_version > 0),
+  phase            TEXT    NOT NULL,
+  cursor_key       TEXT    NOT NULL,
+  cursor_version   INTEGER NOT NULL CHECK (cursor_version >= 0),
+  keys_done        INTEGER NOT NULL CHECK (keys_done >= 0),
+  keys_skipped     INTEGER NOT NULL CHECK (keys_skipped >= 0),
+  keys_total       INTEGER NOT NULL CHECK (keys_total >= 0),
+  error            TEXT    NOT NULL,
+  created_at       INTEGER NOT NULL,
+  updated_at       INTEGER NOT NULL,
+  finished_at      INTEGER NOT NULL,
+  row_version      INTEGER NOT NULL CHECK (row_version > 0)
+) STRICT;
+CREATE UNIQUE INDEX rotation_jobs_one_running ON rotation_jobs (kind) WHERE state = 'running';
+)sql",
 };
 
 constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
-
-constexpr absl::string_view kTenantColumns =
-    "id, state, primary_dek_version, min_decrypt_version, created_at, row_version";
-constexpr absl::string_view kJwtKeyColumns =
-    "kid, public_jwk, wrapped_private, kek_version, created_at, activate_at, retire_at, "
-    "row_version";
-constexpr absl::string_view kDekColumns =
-    "tenant_id, version, kek_version, wrapped, state, created_at, encryptions";
 
 // The one place SQLite result codes become absl codes. `op` names the KeyStore
 // operation; SQLite's own messages name tables and columns, never bound values.
@@ -236,6 +254,36 @@ class SqliteKeyStore::Stmt {
     d.created_at = Int(first_col + 5);
     d.encryptions = static_cast<uint64_t>(Int(first_col + 6));
     return d;
+  }
+
+  absl::StatusOr<KekRecord> ReadKek(int first_col) const {
+    KekRecord k;
+    k.version = static_cast<uint32_t>(Int(first_col));
+    k.wrapped = Blob(first_col + 1);
+    KMS_ASSIGN_OR_RETURN(k.state, ParseKekState(Text(first_col + 2)));
+    k.created_at = Int(first_col + 3);
+    return k;
+  }
+
+  absl::StatusOr<RotationJobRecord> ReadRotationJob(int first_col) const {
+    RotationJobRecord j;
+    j.id = Int(first_col);
+    KMS_ASSIGN_OR_RETURN(j.kind, ParseRotationJobKind(Text(first_col + 1)));
+    KMS_ASSIGN_OR_RETURN(j.state, ParseRotationJobState(Text(first_col + 2)));
+    j.from_kek_version = static_cast<uint32_t>(Int(first_col + 3));
+    j.to_kek_version = static_cast<uint32_t>(Int(first_col + 4));
+    j.progress.phase = Text(first_col + 5);
+    j.progress.cursor_key = Text(first_col + 6);
+    j.progress.cursor_version = static_cast<uint32_t>(Int(first_col + 7));
+    j.progress.done = static_cast<uint64_t>(Int(first_col + 8));
+    j.progress.skipped = static_cast<uint64_t>(Int(first_col + 9));
+    j.progress.total = static_cast<uint64_t>(Int(first_col + 10));
+    j.error = Text(first_col + 11);
+    j.created_at = Int(first_col + 12);
+    j.updated_at = Int(first_col + 13);
+    j.finished_at = Int(first_col + 14);
+    j.row_version = Int(first_col + 15);
+    return j;
   }
 
   JwtKeyRecord ReadJwtKey(int first_col) const {
@@ -446,24 +494,64 @@ absl::Status SqliteKeyStore::DiagnoseTenantCas(const std::string& tenant_id,
   return absl::OkStatus();
 }
 
+absl::Status SqliteKeyStore::DiagnoseJwtKeyCas(const std::string& kid,
+                                               int64_t expected_row_version,
+                                               absl::string_view op) {
+  KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT row_version FROM jwt_keys WHERE kid = ?1", op));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, kid).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
+  if (s.Int(0) != expected_row_version) {
+    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
+                                           " changed concurrently (row_version ", s.Int(0),
+                                           ", expected ", expected_row_version, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteKeyStore::DiagnoseRotationJobCas(int64_t id, int64_t expected_row_version,
+                                                    absl::string_view op) {
+  KMS_ASSIGN_OR_RETURN(Stmt s,
+                       Prepare("SELECT state, row_version FROM rotation_jobs WHERE id = ?1", op));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, id).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat(op, ": rotation job ", id, " not found"));
+  if (s.Int(1) != expected_row_version) {
+    return absl::AbortedError(absl::StrCat(op, ": rotation job ", id,
+                                           " changed concurrently (row_version ", s.Int(1),
+                                           ", expected ", expected_row_version, ")"));
+  }
+  if (s.Text(0) != RotationJobStateName(RotationJobState::kRunning)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(op, ": rotation job ", id, " is ", s.Text(0), ", not running"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteKeyStore::Mutate(const Mutation& m, absl::FunctionRef<absl::Status()> body) {
+  absl::MutexLock lock(&mu_);
+  Transaction txn(*this, m.op);
+  KMS_RETURN_IF_ERROR(txn.Begin());
+  absl::Status st = body();
+  if (absl::IsAlreadyExists(st) && !m.on_duplicate.empty()) {
+    return absl::AlreadyExistsError(m.on_duplicate);
+  }
+  KMS_RETURN_IF_ERROR(st);
+  if (m.bump_epoch) KMS_RETURN_IF_ERROR(BumpEpoch(m.op));
+  return txn.Commit();
+}
+
 // --- KEKs
 
 absl::StatusOr<std::vector<KekRecord>> SqliteKeyStore::ListKeks() {
   constexpr absl::string_view kOp = "ListKeks";
   absl::MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
-      Stmt s,
-      Prepare("SELECT version, wrapped, state, created_at FROM kek_versions ORDER BY version",
-              kOp));
+      Stmt s, Prepare(absl::StrCat("SELECT ", kKekColumns, " FROM kek_versions ORDER BY version"),
+                      kOp));
   std::vector<KekRecord> keks;
   for (;;) {
     KMS_ASSIGN_OR_RETURN(bool row, s.Step());
     if (!row) break;
-    KekRecord k;
-    k.version = static_cast<uint32_t>(s.Int(0));
-    k.wrapped = s.Blob(1);
-    KMS_ASSIGN_OR_RETURN(k.state, ParseKekState(s.Text(2)));
-    k.created_at = s.Int(3);
+    KMS_ASSIGN_OR_RETURN(KekRecord k, s.ReadKek(0));
     keks.push_back(std::move(k));
   }
   return keks;
@@ -472,54 +560,71 @@ absl::StatusOr<std::vector<KekRecord>> SqliteKeyStore::ListKeks() {
 absl::Status SqliteKeyStore::InsertKek(const KekRecord& kek) {
   constexpr absl::string_view kOp = "InsertKek";
   KMS_RETURN_IF_ERROR(CheckInsertKek(kek));
-  absl::MutexLock lock(&mu_);
-  Transaction txn(*this, kOp);
-  KMS_RETURN_IF_ERROR(txn.Begin());
-  {
-    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("INSERT INTO kek_versions (version, wrapped, state, "
-                                         "created_at) VALUES (?1, ?2, ?3, ?4)",
-                                         kOp));
-    absl::Status st = s.Bind(1, kek.version)
-                          .Bind(2, kek.wrapped)
-                          .Bind(3, KekStateName(kek.state))
-                          .Bind(4, kek.created_at)
-                          .Run()
-                          .status();
-    if (absl::IsAlreadyExists(st)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": KEK version ", kek.version, " already exists"));
-    }
-    KMS_RETURN_IF_ERROR(st);
-  }
-  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-  return txn.Commit();
+  return Mutate(
+      {.op = kOp,
+       .on_duplicate = absl::StrCat(kOp, ": KEK version ", kek.version, " already exists")},
+      [&]() -> absl::Status {
+        mu_.AssertHeld();
+        KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO kek_versions (",
+                                                          kKekColumns, ") VALUES (?1, ?2, ?3, ?4)"),
+                                             kOp));
+        return s.Bind(1, kek.version)
+            .Bind(2, kek.wrapped)
+            .Bind(3, KekStateName(kek.state))
+            .Bind(4, kek.created_at)
+            .Run()
+            .status();
+      });
 }
 
 absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, KekState to) {
   constexpr absl::string_view kOp = "UpdateKekState";
-  absl::MutexLock lock(&mu_);
-  Transaction txn(*this, kOp);
-  KMS_RETURN_IF_ERROR(txn.Begin());
-  int64_t changed = 0;
-  {
-    KMS_ASSIGN_OR_RETURN(
-        Stmt s,
-        Prepare("UPDATE kek_versions SET state = ?1 WHERE version = ?2 AND state = ?3", kOp));
-    KMS_ASSIGN_OR_RETURN(
-        changed, s.Bind(1, KekStateName(to)).Bind(2, version).Bind(3, KekStateName(from)).Run());
-  }
-  if (changed == 0) {
-    KMS_ASSIGN_OR_RETURN(Stmt s,
-                         Prepare("SELECT state FROM kek_versions WHERE version = ?1", kOp));
+  return Mutate({.op = kOp}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    int64_t changed = 0;
+    {
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s,
+          Prepare("UPDATE kek_versions SET state = ?1 WHERE version = ?2 AND state = ?3", kOp));
+      KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, KekStateName(to))
+                                        .Bind(2, version)
+                                        .Bind(3, KekStateName(from))
+                                        .Run());
+    }
+    if (changed != 0) return absl::OkStatus();
+    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT state FROM kek_versions WHERE version = ?1", kOp));
     KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, version).Step());
     if (!row) {
       return absl::NotFoundError(absl::StrCat(kOp, ": KEK version ", version, " not found"));
     }
     return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ", s.Text(0),
                                            ", not ", std::string(KekStateName(from))));
+  });
+}
+
+absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsage() {
+  constexpr absl::string_view kOp = "ListKekUsage";
+  absl::MutexLock lock(&mu_);
+  // One statement: one snapshot of the three tables.
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare("SELECT v, SUM(d), SUM(j) FROM ("
+                      "SELECT version AS v, 0 AS d, 0 AS j FROM kek_versions "
+                      "UNION ALL SELECT kek_version, COUNT(*), 0 FROM tenant_deks "
+                      "WHERE state <> 'destroyed' GROUP BY kek_version "
+                      "UNION ALL SELECT kek_version, 0, COUNT(*) FROM jwt_keys "
+                      "GROUP BY kek_version) GROUP BY v ORDER BY v",
+                      kOp));
+  std::vector<KekUsage> usage;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KekUsage u;
+    u.kek_version = static_cast<uint32_t>(s.Int(0));
+    u.deks = static_cast<uint64_t>(s.Int(1));
+    u.jwt_keys = static_cast<uint64_t>(s.Int(2));
+    usage.push_back(u);
   }
-  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-  return txn.Commit();
+  return usage;
 }
 
 // --- Tenants
@@ -528,44 +633,41 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
                                           const DekRecord& first_dek) {
   constexpr absl::string_view kOp = "CreateTenant";
   KMS_RETURN_IF_ERROR(CheckCreateTenant(tenant, first_dek));
-  absl::MutexLock lock(&mu_);
-  Transaction txn(*this, kOp);
-  KMS_RETURN_IF_ERROR(txn.Begin());
-  {
-    KMS_ASSIGN_OR_RETURN(
-        Stmt s, Prepare("INSERT INTO tenants (id, state, primary_dek_version, "
-                        "min_decrypt_version, created_at, row_version) "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, 1)",
-                        kOp));
-    absl::Status st = s.Bind(1, tenant.id)
-                          .Bind(2, TenantStateName(tenant.state))
-                          .Bind(3, first_dek.version)
-                          .Bind(4, tenant.min_decrypt_version)
-                          .Bind(5, tenant.created_at)
-                          .Run()
-                          .status();
-    if (absl::IsAlreadyExists(st)) {
-      return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": tenant ", tenant.id, " already exists"));
-    }
-    KMS_RETURN_IF_ERROR(st);
-  }
-  {
-    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO tenant_deks (", kDekColumns,
-                                                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                                         kOp));
-    KMS_RETURN_IF_ERROR(s.Bind(1, tenant.id)
-                            .Bind(2, first_dek.version)
-                            .Bind(3, first_dek.kek_version)
-                            .Bind(4, first_dek.wrapped)
-                            .Bind(5, DekStateName(first_dek.state))
-                            .Bind(6, first_dek.created_at)
-                            .Bind(7, static_cast<int64_t>(first_dek.encryptions))
-                            .Run()
-                            .status());
-  }
-  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-  return txn.Commit();
+  return Mutate(
+      {.op = kOp, .on_duplicate = absl::StrCat(kOp, ": tenant ", tenant.id, " already exists")},
+      [&]() -> absl::Status {
+        mu_.AssertHeld();
+        {
+          KMS_ASSIGN_OR_RETURN(Stmt s,
+                               Prepare(absl::StrCat("INSERT INTO tenants (", kTenantColumns,
+                                                    ") VALUES (?1, ?2, ?3, ?4, ?5, 1)"),
+                                       kOp));
+          KMS_RETURN_IF_ERROR(s.Bind(1, tenant.id)
+                                  .Bind(2, TenantStateName(tenant.state))
+                                  .Bind(3, first_dek.version)
+                                  .Bind(4, tenant.min_decrypt_version)
+                                  .Bind(5, tenant.created_at)
+                                  .Run()
+                                  .status());
+        }
+        return InsertDek(tenant.id, first_dek, kOp);
+      });
+}
+
+absl::Status SqliteKeyStore::InsertDek(const std::string& tenant_id, const DekRecord& dek,
+                                       absl::string_view op) {
+  KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO tenant_deks (", kDekColumns,
+                                                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+                                       op));
+  return s.Bind(1, tenant_id)
+      .Bind(2, dek.version)
+      .Bind(3, dek.kek_version)
+      .Bind(4, dek.wrapped)
+      .Bind(5, DekStateName(dek.state))
+      .Bind(6, dek.created_at)
+      .Bind(7, static_cast<int64_t>(dek.encryptions))
+      .Run()
+      .status();
 }
 
 absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant_id) {
@@ -611,8 +713,8 @@ absl::StatusOr<uint64_t> SqliteKeyStore::CountTenants() {
   return row ? static_cast<uint64_t>(s.Int(0)) : 0;
 }
 
-absl::StatusOr<KeyStore::TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant_id,
-                                                                 uint32_t version) {
+absl::StatusOr<TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant_id,
+                                                       uint32_t version) {
   constexpr absl::string_view kOp = "GetTenantDek";
   absl::MutexLock lock(&mu_);
   // One statement, so the tenant row and the DEK row come from the same snapshot. The
@@ -666,58 +768,42 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
                                        const DekRecord& new_dek) {
   constexpr absl::string_view kOp = "RotateDek";
   KMS_RETURN_IF_ERROR(CheckRotateDek(tenant_id, new_dek));
-  absl::MutexLock lock(&mu_);
-  Transaction txn(*this, kOp);
-  KMS_RETURN_IF_ERROR(txn.Begin());
-  int64_t changed = 0;
-  {
-    // The compare-and-set: only from the row_version the caller read, only forward.
-    KMS_ASSIGN_OR_RETURN(
-        Stmt s, Prepare("UPDATE tenants SET primary_dek_version = ?3, "
-                        "row_version = row_version + 1 "
-                        "WHERE id = ?1 AND row_version = ?2 AND state = 'active' "
-                        "AND primary_dek_version < ?3",
-                        kOp));
-    KMS_ASSIGN_OR_RETURN(
-        changed, s.Bind(1, tenant_id).Bind(2, expected_row_version).Bind(3, new_dek.version).Run());
-  }
-  if (changed == 0) {
-    KMS_RETURN_IF_ERROR(DiagnoseTenantCas(tenant_id, expected_row_version, kOp));
-    return absl::FailedPreconditionError(
-        absl::StrCat(kOp, ": DEK version ", new_dek.version,
-                     " is not above the primary version of tenant ", tenant_id));
-  }
-  {
-    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO tenant_deks (", kDekColumns,
-                                                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                                         kOp));
-    absl::Status st = s.Bind(1, tenant_id)
-                          .Bind(2, new_dek.version)
-                          .Bind(3, new_dek.kek_version)
-                          .Bind(4, new_dek.wrapped)
-                          .Bind(5, DekStateName(new_dek.state))
-                          .Bind(6, new_dek.created_at)
-                          .Bind(7, static_cast<int64_t>(new_dek.encryptions))
-                          .Run()
-                          .status();
-    if (absl::IsAlreadyExists(st)) {
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": tenant ", tenant_id,
-                                                   " already has DEK version ", new_dek.version));
-    }
-    KMS_RETURN_IF_ERROR(st);
-  }
-  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-  return txn.Commit();
+  return Mutate(
+      {.op = kOp,
+       .on_duplicate = absl::StrCat(kOp, ": tenant ", tenant_id, " already has DEK version ",
+                                    new_dek.version)},
+      [&]() -> absl::Status {
+        mu_.AssertHeld();
+        int64_t changed = 0;
+        {
+          // The compare-and-set: only from the row_version the caller read, only forward.
+          KMS_ASSIGN_OR_RETURN(
+              Stmt s, Prepare("UPDATE tenants SET primary_dek_version = ?3, "
+                              "row_version = row_version + 1 "
+                              "WHERE id = ?1 AND row_version = ?2 AND state = 'active' "
+                              "AND primary_dek_version < ?3",
+                              kOp));
+          KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, tenant_id)
+                                            .Bind(2, expected_row_version)
+                                            .Bind(3, new_dek.version)
+                                            .Run());
+        }
+        if (changed == 0) {
+          KMS_RETURN_IF_ERROR(DiagnoseTenantCas(tenant_id, expected_row_version, kOp));
+          return absl::FailedPreconditionError(
+              absl::StrCat(kOp, ": DEK version ", new_dek.version,
+                           " is not above the primary version of tenant ", tenant_id));
+        }
+        return InsertDek(tenant_id, new_dek, kOp);
+      });
 }
 
 absl::Status SqliteKeyStore::SetTenantState(const std::string& tenant_id,
                                             int64_t expected_row_version, TenantState state) {
   constexpr absl::string_view kOp = "SetTenantState";
   const bool shred = state == TenantState::kShredded;
-  absl::MutexLock lock(&mu_);
-  {
-    Transaction txn(*this, kOp);
-    KMS_RETURN_IF_ERROR(txn.Begin());
+  KMS_RETURN_IF_ERROR(Mutate({.op = kOp}, [&]() -> absl::Status {
+    mu_.AssertHeld();
     int64_t changed = 0;
     {
       // Shredding is final: a shredded tenant can only be "shredded" again.
@@ -735,22 +821,20 @@ absl::Status SqliteKeyStore::SetTenantState(const std::string& tenant_id,
       KMS_RETURN_IF_ERROR(DiagnoseTenantCas(tenant_id, expected_row_version, kOp));
       return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
     }
-    if (shred) {
-      // zeroblob(0): the row stays (so reads can say "shredded"), the key bytes go;
-      // secure_delete zeroes the space the old blob used.
-      KMS_ASSIGN_OR_RETURN(
-          Stmt s, Prepare("UPDATE tenant_deks SET state = 'destroyed', wrapped = zeroblob(0) "
-                          "WHERE tenant_id = ?1",
-                          kOp));
-      KMS_RETURN_IF_ERROR(s.Bind(1, tenant_id).Run().status());
-    }
-    KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-    KMS_RETURN_IF_ERROR(txn.Commit());
-  }
+    if (!shred) return absl::OkStatus();
+    // zeroblob(0): the row stays (so reads can say "shredded"), the key bytes go;
+    // secure_delete zeroes the space the old blob used.
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("UPDATE tenant_deks SET state = 'destroyed', wrapped = zeroblob(0) "
+                        "WHERE tenant_id = ?1",
+                        kOp));
+    return s.Bind(1, tenant_id).Run().status();
+  }));
   if (shred) {
     // The WAL still holds page images with the old blobs: copy them into the database
     // (where they are now zeros) and truncate the WAL. Best effort: a reader in another
     // process may delay it to a later checkpoint; the commit above already stands.
+    absl::MutexLock lock(&mu_);
     sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr,
                               nullptr);
   }
@@ -779,6 +863,80 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
   return absl::OkStatus();
 }
 
+// --- KEK re-wrap
+
+absl::StatusOr<DekPage> SqliteKeyStore::ListDeksWrappedUnder(uint32_t kek_version,
+                                                             const DekKey& after, int limit) {
+  constexpr absl::string_view kOp = "ListDeksWrappedUnder";
+  KMS_RETURN_IF_ERROR(CheckListDeksWrappedUnder(limit));
+  absl::MutexLock lock(&mu_);
+  // Keyset pagination on the index (kek_version, tenant_id, version); ids compare as
+  // bytes. One row more than asked tells whether more follow.
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kDekColumns,
+                                   " FROM tenant_deks WHERE kek_version = ?1 "
+                                   "AND state <> 'destroyed' AND (tenant_id, version) > (?2, ?3) "
+                                   "ORDER BY tenant_id, version LIMIT ?4"),
+                      kOp));
+  s.Bind(1, kek_version).Bind(2, after.tenant_id).Bind(3, after.version);
+  s.Bind(4, static_cast<int64_t>(limit) + 1);
+  DekPage page;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    if (static_cast<int>(page.deks.size()) == limit) {
+      page.more = true;
+      break;
+    }
+    KMS_ASSIGN_OR_RETURN(DekRecord d, s.ReadDek(0));
+    page.deks.push_back(std::move(d));
+  }
+  return page;
+}
+
+absl::StatusOr<std::vector<DekRewrapResult>> SqliteKeyStore::UpdateDekWrappings(
+    std::span<const DekRewrap> rewraps) {
+  constexpr absl::string_view kOp = "UpdateDekWrappings";
+  KMS_RETURN_IF_ERROR(CheckUpdateDekWrappings(rewraps));
+  if (rewraps.empty()) return std::vector<DekRewrapResult>();
+  std::vector<DekRewrapResult> results;
+  // No epoch bump: a re-wrap changes no key (tenant_key_store.h).
+  KMS_RETURN_IF_ERROR(Mutate({.op = kOp, .bump_epoch = false}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    results.clear();
+    results.reserve(rewraps.size());
+    for (const DekRewrap& r : rewraps) {
+      int64_t changed = 0;
+      {
+        KMS_ASSIGN_OR_RETURN(
+            Stmt s, Prepare("UPDATE tenant_deks SET kek_version = ?4, wrapped = ?5 "
+                            "WHERE tenant_id = ?1 AND version = ?2 AND kek_version = ?3 "
+                            "AND state <> 'destroyed'",
+                            kOp));
+        KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, r.tenant_id)
+                                          .Bind(2, r.version)
+                                          .Bind(3, r.from_kek_version)
+                                          .Bind(4, r.to_kek_version)
+                                          .Bind(5, r.wrapped)
+                                          .Run());
+      }
+      if (changed != 0) {
+        results.push_back(DekRewrapResult::kUpdated);
+        continue;
+      }
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("SELECT EXISTS (SELECT 1 FROM tenant_deks "
+                          "WHERE tenant_id = ?1 AND version = ?2)",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, r.tenant_id).Bind(2, r.version).Step());
+      results.push_back(row && s.Int(0) != 0 ? DekRewrapResult::kSkipped
+                                             : DekRewrapResult::kNotFound);
+    }
+    return absl::OkStatus();
+  }));
+  return results;
+}
+
 // --- JWT signing keys
 
 absl::StatusOr<std::vector<JwtKeyRecord>> SqliteKeyStore::ListJwtKeys() {
@@ -797,37 +955,37 @@ absl::StatusOr<std::vector<JwtKeyRecord>> SqliteKeyStore::ListJwtKeys() {
   return keys;
 }
 
+absl::Status SqliteKeyStore::InsertJwtKey(const JwtKeyRecord& key, absl::string_view op) {
+  KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO jwt_keys (", kJwtKeyColumns,
+                                                    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
+                                       op));
+  return s.Bind(1, key.kid)
+      .Bind(2, key.public_jwk)
+      .Bind(3, key.wrapped_private)
+      .Bind(4, key.kek_version)
+      .Bind(5, key.created_at)
+      .Bind(6, key.activate_at)
+      .Bind(7, key.retire_at)
+      .Run()
+      .status();
+}
+
 absl::Status SqliteKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
   constexpr absl::string_view kOp = "InsertFirstJwtKey";
   KMS_RETURN_IF_ERROR(CheckInsertFirstJwtKey(key));
-  absl::MutexLock lock(&mu_);
   // The emptiness check and the insert share one write transaction, so two replicas
   // starting at once cannot both insert a first key.
-  Transaction txn(*this, kOp);
-  KMS_RETURN_IF_ERROR(txn.Begin());
-  {
-    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
-    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (row && s.Int(0) != 0) {
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+  return Mutate({.op = kOp}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    {
+      KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
+      KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (row && s.Int(0) != 0) {
+        return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+      }
     }
-  }
-  {
-    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO jwt_keys (", kJwtKeyColumns,
-                                                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
-                                         kOp));
-    KMS_RETURN_IF_ERROR(s.Bind(1, key.kid)
-                            .Bind(2, key.public_jwk)
-                            .Bind(3, key.wrapped_private)
-                            .Bind(4, key.kek_version)
-                            .Bind(5, key.created_at)
-                            .Bind(6, key.activate_at)
-                            .Bind(7, key.retire_at)
-                            .Run()
-                            .status());
-  }
-  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-  return txn.Commit();
+    return InsertJwtKey(key, kOp);
+  });
 }
 
 absl::Status SqliteKeyStore::RotateJwtKey(const std::string& current_kid,
@@ -835,46 +993,29 @@ absl::Status SqliteKeyStore::RotateJwtKey(const std::string& current_kid,
                                           int64_t current_retire_at, const JwtKeyRecord& next) {
   constexpr absl::string_view kOp = "RotateJwtKey";
   KMS_RETURN_IF_ERROR(CheckRotateJwtKey(current_kid, current_retire_at, next));
-  absl::MutexLock lock(&mu_);
-  Transaction txn(*this, kOp);
-  KMS_RETURN_IF_ERROR(txn.Begin());
-  int64_t changed = 0;
-  {
-    KMS_ASSIGN_OR_RETURN(
-        Stmt s, Prepare("UPDATE jwt_keys SET retire_at = ?3, row_version = row_version + 1 "
-                        "WHERE kid = ?1 AND row_version = ?2",
-                        kOp));
-    KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, current_kid)
-                                      .Bind(2, expected_row_version)
-                                      .Bind(3, current_retire_at)
-                                      .Run());
-  }
-  if (changed == 0) {
-    KMS_RETURN_IF_ERROR(DiagnoseJwtKeyCas(current_kid, expected_row_version, kOp));
-    return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
-  }
-  {
-    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO jwt_keys (", kJwtKeyColumns,
-                                                      ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)"),
-                                         kOp));
-    absl::Status st = s.Bind(1, next.kid)
-                          .Bind(2, next.public_jwk)
-                          .Bind(3, next.wrapped_private)
-                          .Bind(4, next.kek_version)
-                          .Bind(5, next.created_at)
-                          .Bind(6, next.activate_at)
-                          .Bind(7, next.retire_at)
-                          .Run()
-                          .status();
-    if (absl::IsAlreadyExists(st)) {
-      // The transaction rolls back: the current key's retire_at is not changed either.
-      return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": JWT key ", next.kid, " already exists"));
-    }
-    KMS_RETURN_IF_ERROR(st);
-  }
-  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-  return txn.Commit();
+  // An existing next.kid rolls the whole transaction back: the current key's retire_at
+  // is not changed either.
+  return Mutate(
+      {.op = kOp, .on_duplicate = absl::StrCat(kOp, ": JWT key ", next.kid, " already exists")},
+      [&]() -> absl::Status {
+        mu_.AssertHeld();
+        int64_t changed = 0;
+        {
+          KMS_ASSIGN_OR_RETURN(
+              Stmt s, Prepare("UPDATE jwt_keys SET retire_at = ?3, row_version = row_version + 1 "
+                              "WHERE kid = ?1 AND row_version = ?2",
+                              kOp));
+          KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, current_kid)
+                                            .Bind(2, expected_row_version)
+                                            .Bind(3, current_retire_at)
+                                            .Run());
+        }
+        if (changed == 0) {
+          KMS_RETURN_IF_ERROR(DiagnoseJwtKeyCas(current_kid, expected_row_version, kOp));
+          return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+        }
+        return InsertJwtKey(next, kOp);
+      });
 }
 
 absl::Status SqliteKeyStore::UpdateJwtKeyWrapping(const std::string& kid,
@@ -882,41 +1023,189 @@ absl::Status SqliteKeyStore::UpdateJwtKeyWrapping(const std::string& kid,
                                                   uint32_t kek_version,
                                                   const std::vector<uint8_t>& wrapped_private) {
   constexpr absl::string_view kOp = "UpdateJwtKeyWrapping";
-  absl::MutexLock lock(&mu_);
-  Transaction txn(*this, kOp);
-  KMS_RETURN_IF_ERROR(txn.Begin());
-  int64_t changed = 0;
-  {
-    KMS_ASSIGN_OR_RETURN(
-        Stmt s, Prepare("UPDATE jwt_keys SET kek_version = ?3, wrapped_private = ?4, "
-                        "row_version = row_version + 1 WHERE kid = ?1 AND row_version = ?2",
-                        kOp));
-    KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, kid)
-                                      .Bind(2, expected_row_version)
-                                      .Bind(3, kek_version)
-                                      .Bind(4, wrapped_private)
-                                      .Run());
-  }
-  if (changed == 0) {
+  return Mutate({.op = kOp}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    int64_t changed = 0;
+    {
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("UPDATE jwt_keys SET kek_version = ?3, wrapped_private = ?4, "
+                          "row_version = row_version + 1 WHERE kid = ?1 AND row_version = ?2",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, kid)
+                                        .Bind(2, expected_row_version)
+                                        .Bind(3, kek_version)
+                                        .Bind(4, wrapped_private)
+                                        .Run());
+    }
+    if (changed != 0) return absl::OkStatus();
     KMS_RETURN_IF_ERROR(DiagnoseJwtKeyCas(kid, expected_row_version, kOp));
     return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
-  }
-  KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
-  return txn.Commit();
+  });
 }
 
-absl::Status SqliteKeyStore::DiagnoseJwtKeyCas(const std::string& kid,
-                                               int64_t expected_row_version,
-                                               absl::string_view op) {
-  KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT row_version FROM jwt_keys WHERE kid = ?1", op));
-  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, kid).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
-  if (s.Int(0) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
-                                           " changed concurrently (row_version ", s.Int(0),
-                                           ", expected ", expected_row_version, ")"));
+// --- Rotation jobs (no epoch bump: rotation_job_store.h)
+
+absl::StatusOr<RotationJobRecord> SqliteKeyStore::CreateRotationJob(const RotationJobRecord& job) {
+  constexpr absl::string_view kOp = "CreateRotationJob";
+  KMS_RETURN_IF_ERROR(CheckCreateRotationJob(job));
+  RotationJobRecord out = job;
+  out.state = RotationJobState::kRunning;
+  out.error.clear();
+  out.updated_at = job.created_at;
+  out.finished_at = 0;
+  out.row_version = 1;
+  KMS_RETURN_IF_ERROR(Mutate(
+      {.op = kOp,
+       .bump_epoch = false,
+       .on_duplicate = absl::StrCat(kOp, ": a ", std::string(RotationJobKindName(job.kind)),
+                                    " job is already running")},
+      [&]() -> absl::Status {
+        mu_.AssertHeld();
+        // Every column but the id, which SQLite assigns.
+        KMS_ASSIGN_OR_RETURN(
+            Stmt s,
+            Prepare(absl::StrCat("INSERT INTO rotation_jobs (",
+                                 kRotationJobColumns.substr(kRotationJobColumns.find(',') + 2),
+                                 ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+                                 "?13, ?14, ?15) RETURNING id"),
+                    kOp));
+        s.Bind(1, RotationJobKindName(out.kind))
+            .Bind(2, RotationJobStateName(out.state))
+            .Bind(3, out.from_kek_version)
+            .Bind(4, out.to_kek_version)
+            .Bind(5, out.progress.phase)
+            .Bind(6, out.progress.cursor_key)
+            .Bind(7, out.progress.cursor_version)
+            .Bind(8, static_cast<int64_t>(out.progress.done))
+            .Bind(9, static_cast<int64_t>(out.progress.skipped))
+            .Bind(10, static_cast<int64_t>(out.progress.total))
+            .Bind(11, out.error)
+            .Bind(12, out.created_at)
+            .Bind(13, out.updated_at)
+            .Bind(14, out.finished_at)
+            .Bind(15, out.row_version);
+        KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+        if (!row) return absl::InternalError(absl::StrCat(kOp, ": no id returned"));
+        out.id = s.Int(0);
+        return s.Run().status();  // finish the statement
+      }));
+  return out;
+}
+
+absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRotationJob(int64_t id) {
+  constexpr absl::string_view kOp = "GetRotationJob";
+  absl::MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kRotationJobColumns,
+                                   " FROM rotation_jobs WHERE id = ?1"),
+                      kOp));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, id).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": rotation job ", id, " not found"));
+  return s.ReadRotationJob(0);
+}
+
+absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRunningRotationJob(RotationJobKind kind) {
+  constexpr absl::string_view kOp = "GetRunningRotationJob";
+  absl::MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kRotationJobColumns,
+                                   " FROM rotation_jobs WHERE kind = ?1 AND state = 'running'"),
+                      kOp));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, RotationJobKindName(kind)).Step());
+  if (!row) {
+    return absl::NotFoundError(
+        absl::StrCat(kOp, ": no ", std::string(RotationJobKindName(kind)), " job is running"));
   }
-  return absl::OkStatus();
+  return s.ReadRotationJob(0);
+}
+
+absl::StatusOr<std::vector<RotationJobRecord>> SqliteKeyStore::ListRotationJobs(int64_t before_id,
+                                                                                int limit) {
+  constexpr absl::string_view kOp = "ListRotationJobs";
+  KMS_RETURN_IF_ERROR(CheckListRotationJobs(limit));
+  absl::MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kRotationJobColumns,
+                                   " FROM rotation_jobs WHERE ?1 = 0 OR id < ?1 "
+                                   "ORDER BY id DESC LIMIT ?2"),
+                      kOp));
+  s.Bind(1, before_id).Bind(2, static_cast<int64_t>(limit));
+  std::vector<RotationJobRecord> jobs;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KMS_ASSIGN_OR_RETURN(RotationJobRecord j, s.ReadRotationJob(0));
+    jobs.push_back(std::move(j));
+  }
+  return jobs;
+}
+
+absl::Status SqliteKeyStore::UpdateRotationJobProgress(int64_t id, int64_t expected_row_version,
+                                                       const RotationJobProgress& progress,
+                                                       int64_t updated_at) {
+  constexpr absl::string_view kOp = "UpdateRotationJobProgress";
+  KMS_RETURN_IF_ERROR(CheckRotationJobProgress(kOp, progress));
+  return Mutate({.op = kOp, .bump_epoch = false}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    int64_t changed = 0;
+    {
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("UPDATE rotation_jobs SET phase = ?3, cursor_key = ?4, "
+                          "cursor_version = ?5, keys_done = ?6, keys_skipped = ?7, "
+                          "keys_total = ?8, updated_at = ?9, row_version = row_version + 1 "
+                          "WHERE id = ?1 AND row_version = ?2 AND state = 'running'",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, id)
+                                        .Bind(2, expected_row_version)
+                                        .Bind(3, progress.phase)
+                                        .Bind(4, progress.cursor_key)
+                                        .Bind(5, progress.cursor_version)
+                                        .Bind(6, static_cast<int64_t>(progress.done))
+                                        .Bind(7, static_cast<int64_t>(progress.skipped))
+                                        .Bind(8, static_cast<int64_t>(progress.total))
+                                        .Bind(9, updated_at)
+                                        .Run());
+    }
+    if (changed != 0) return absl::OkStatus();
+    KMS_RETURN_IF_ERROR(DiagnoseRotationJobCas(id, expected_row_version, kOp));
+    return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+  });
+}
+
+absl::Status SqliteKeyStore::FinishRotationJob(int64_t id, int64_t expected_row_version,
+                                               RotationJobState state,
+                                               const RotationJobProgress& progress,
+                                               const std::string& error, int64_t finished_at) {
+  constexpr absl::string_view kOp = "FinishRotationJob";
+  KMS_RETURN_IF_ERROR(CheckFinishRotationJob(state, progress));
+  return Mutate({.op = kOp, .bump_epoch = false}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    int64_t changed = 0;
+    {
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("UPDATE rotation_jobs SET state = ?3, phase = ?4, cursor_key = ?5, "
+                          "cursor_version = ?6, keys_done = ?7, keys_skipped = ?8, "
+                          "keys_total = ?9, error = ?10, updated_at = ?11, finished_at = ?11, "
+                          "row_version = row_version + 1 "
+                          "WHERE id = ?1 AND row_version = ?2 AND state = 'running'",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, id)
+                                        .Bind(2, expected_row_version)
+                                        .Bind(3, RotationJobStateName(state))
+                                        .Bind(4, progress.phase)
+                                        .Bind(5, progress.cursor_key)
+                                        .Bind(6, progress.cursor_version)
+                                        .Bind(7, static_cast<int64_t>(progress.done))
+                                        .Bind(8, static_cast<int64_t>(progress.skipped))
+                                        .Bind(9, static_cast<int64_t>(progress.total))
+                                        .Bind(10, error)
+                                        .Bind(11, finished_at)
+                                        .Run());
+    }
+    if (changed != 0) return absl::OkStatus();
+    KMS_RETURN_IF_ERROR(DiagnoseRotationJobCas(id, expected_row_version, kOp));
+    return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
+  });
 }
 
 // --- Coherence

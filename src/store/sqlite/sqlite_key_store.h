@@ -9,33 +9,20 @@
 // Several processes may open the same file (kmsd and kmsctl); writers wait up to the
 // busy timeout and then get UNAVAILABLE.
 //
-// Contract decisions beyond key_store.h (the same for every backend, checked by
-// tests/integration/store):
-//  - A shredded tenant stays readable: GetTenant/GetTenantDek/ListDeks return it with
-//    TenantState::kShredded and every DEK in DekState::kDestroyed with an empty
-//    `wrapped`. Callers tell "shredded" from "never existed" (NOT_FOUND).
-//  - Shredding is final: SetTenantState away from kShredded, and RotateDek of a
-//    shredded tenant, are FAILED_PRECONDITION.
-//  - RotateDek with a version not above the current primary: FAILED_PRECONDITION.
-//  - UpdateKekState of an unknown version: NOT_FOUND (ABORTED only when it exists in
-//    another state).
-//  - AddEncryptions is a usage counter, not a state change: it does not bump the epoch
-//    (or the tenant's row_version), so counter flushes never invalidate replicas' caches.
-//  - JWT keys: InsertFirstJwtKey and RotateJwtKey store the new key with row_version 1
-//    (the record's row_version is ignored); an empty kid is INVALID_ARGUMENT; RotateJwtKey
-//    whose `next.kid` exists is ALREADY_EXISTS and changes nothing. RotateJwtKey and
-//    UpdateJwtKeyWrapping bump the changed row's row_version and the epoch.
-//  - CreateTenant stores row_version 1 and primary_dek_version = first_dek.version
-//    (a non-zero tenant.primary_dek_version that differs is INVALID_ARGUMENT).
+// Semantics: the contracts of the seams in include/kms/store (key_store.h and the
+// headers it names), checked by the contract suite in tests/integration/store.
 #pragma once
 
 #include <chrono>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "kms/common/status.h"
@@ -70,10 +57,13 @@ class SqliteKeyStore final : public KeyStore {
 
   std::string_view backend_name() const override { return "sqlite"; }
 
+  // KekStore
   absl::StatusOr<std::vector<KekRecord>> ListKeks() override;
   absl::Status InsertKek(const KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
+  absl::StatusOr<std::vector<KekUsage>> ListKekUsage() override;
 
+  // TenantKeyStore
   absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
   absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<TenantPage> ListTenants(const std::string& after, int limit) override;
@@ -87,7 +77,14 @@ class SqliteKeyStore final : public KeyStore {
                               TenantState state) override;
   absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                               uint64_t count) override;
+  absl::StatusOr<DekPage> ListDeksWrappedUnder(uint32_t kek_version, const DekKey& after,
+                                               int limit) override;
+  // The batch is one IMMEDIATE transaction: one UPDATE per row (and a lookup for a row
+  // it did not change, to tell kSkipped from kNotFound).
+  absl::StatusOr<std::vector<DekRewrapResult>> UpdateDekWrappings(
+      std::span<const DekRewrap> rewraps) override;
 
+  // JwtKeyStore
   absl::StatusOr<std::vector<JwtKeyRecord>> ListJwtKeys() override;
   absl::Status InsertFirstJwtKey(const JwtKeyRecord& key) override;
   absl::Status RotateJwtKey(const std::string& current_kid, int64_t expected_row_version,
@@ -96,6 +93,20 @@ class SqliteKeyStore final : public KeyStore {
                                     uint32_t kek_version,
                                     const std::vector<uint8_t>& wrapped_private) override;
 
+  // RotationJobStore
+  absl::StatusOr<RotationJobRecord> CreateRotationJob(const RotationJobRecord& job) override;
+  absl::StatusOr<RotationJobRecord> GetRotationJob(int64_t id) override;
+  absl::StatusOr<RotationJobRecord> GetRunningRotationJob(RotationJobKind kind) override;
+  absl::StatusOr<std::vector<RotationJobRecord>> ListRotationJobs(int64_t before_id,
+                                                                  int limit) override;
+  absl::Status UpdateRotationJobProgress(int64_t id, int64_t expected_row_version,
+                                         const RotationJobProgress& progress,
+                                         int64_t updated_at) override;
+  absl::Status FinishRotationJob(int64_t id, int64_t expected_row_version, RotationJobState state,
+                                 const RotationJobProgress& progress, const std::string& error,
+                                 int64_t finished_at) override;
+
+  // StoreHealth
   absl::StatusOr<int64_t> GetEpoch() override;
   absl::Status Ping() override;
 
@@ -123,6 +134,23 @@ class SqliteKeyStore final : public KeyStore {
   absl::Status Exec(absl::string_view sql, absl::string_view op)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status BumpEpoch(absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // The envelope of every change: takes mu_, BEGIN IMMEDIATE, runs `body`, bumps the
+  // epoch (unless bump_epoch is false), COMMIT; an error anywhere rolls back. An
+  // ALREADY_EXISTS out of `body` (a unique constraint) gets the message `on_duplicate`,
+  // when set, which names the key instead of SQLite's table and column. `body` runs
+  // with mu_ held (it says so with mu_.AssertHeld(), for the lock analysis).
+  struct Mutation {
+    absl::string_view op;
+    bool bump_epoch = true;
+    std::string on_duplicate;
+  };
+  absl::Status Mutate(const Mutation& m, absl::FunctionRef<absl::Status()> body)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status InsertDek(const std::string& tenant_id, const DekRecord& dek,
+                         absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status InsertJwtKey(const JwtKeyRecord& key, absl::string_view op)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // After a CAS matched no row: NOT_FOUND, ABORTED or FAILED_PRECONDITION, by reading
   // the tenant row inside the same transaction.
   absl::Status DiagnoseTenantCas(const std::string& tenant_id, int64_t expected_row_version,
@@ -131,6 +159,9 @@ class SqliteKeyStore final : public KeyStore {
   // After a JWT key CAS matched no row: NOT_FOUND or ABORTED.
   absl::Status DiagnoseJwtKeyCas(const std::string& kid, int64_t expected_row_version,
                                  absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a rotation job CAS matched no row: NOT_FOUND, ABORTED or FAILED_PRECONDITION.
+  absl::Status DiagnoseRotationJobCas(int64_t id, int64_t expected_row_version,
+                                      absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   DbPtr db_ ABSL_GUARDED_BY(mu_);

@@ -38,8 +38,12 @@ namespace {
 
 using ::absl::StatusCode;
 using contract::ExpectReopenSample;
+using contract::JwtKeyStoreContractTest;
+using contract::KekStoreContractTest;
 using contract::KeyStoreBackend;
-using contract::KeyStoreContractTest;
+using contract::RotationJobStoreContractTest;
+using contract::StoreHealthContractTest;
+using contract::TenantKeyStoreContractTest;
 using contract::TestBlob;
 using contract::TestDek;
 using contract::TestKek;
@@ -159,9 +163,7 @@ absl::StatusOr<std::unique_ptr<KeyStore>> MakePostgresStore() {
   return std::unique_ptr<KeyStore>(std::move(store));
 }
 
-INSTANTIATE_TEST_SUITE_P(Postgres, KeyStoreContractTest,
-                         ::testing::Values(KeyStoreBackend{"postgres", &MakePostgresStore}),
-                         contract::KeyStoreBackendName);
+KMS_INSTANTIATE_STORE_CONTRACT(Postgres, KeyStoreBackend{"postgres", &MakePostgresStore});
 
 // --- PostgreSQL only
 
@@ -239,6 +241,8 @@ TEST_F(PostgresKeyStoreTest, OpenCreatesTheSchemaAndRecordsItsVersion) {
   // Tables for later work exist from migration 1; nothing lands in public.
   EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".jwt_keys")), 0);
   EXPECT_EQ(admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".audit_log")), 0);
+  EXPECT_EQ(
+      admin_->QueryInt(absl::StrCat("SELECT count(*) FROM \"", schema_, "\".rotation_jobs")), 0);
   EXPECT_EQ(admin_->QueryInt("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
                              "AND tablename IN ('tenants', 'schema_migrations')"),
             0);
@@ -281,6 +285,34 @@ TEST_F(PostgresKeyStoreTest, DataPersistsAcrossReopeningWithoutReapplyingMigrati
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(MigrationsApplied(), PostgresKeyStore::LatestSchemaVersion());
   ExpectReopenSample(*store, epoch);
+}
+
+// A schema at version 1 (written by the kmsd before rotation jobs) is migrated in place
+// at the next Open, its keys kept.
+TEST_F(PostgresKeyStoreTest, ASchemaAtVersionOneMigratesKeepingItsKeys) {
+  int64_t epoch = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
+  }
+  // Undo migration 2 by hand: what version 1 left behind.
+  ASSERT_TRUE(admin_
+                  ->Exec(absl::StrCat("BEGIN; SET LOCAL search_path = \"", schema_,
+                                      "\"; DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
+                                      "CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version); "
+                                      "DELETE FROM schema_migrations WHERE version >= 2; COMMIT"))
+                  .ok());
+  ASSERT_EQ(MigrationsApplied(), 1);
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(MigrationsApplied(), PostgresKeyStore::LatestSchemaVersion());
+  ExpectReopenSample(*store, epoch);
+  auto job = store->CreateRotationJob(contract::TestRotationJob(1, 2, 1700000000));
+  EXPECT_TRUE(job.ok()) << job.status();
+  auto page = store->ListDeksWrappedUnder(1, DekKey{}, 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->deks.size(), 2u);
 }
 
 TEST_F(PostgresKeyStoreTest, SchemaFromANewerKmsdIsFailedPrecondition) {
@@ -469,72 +501,14 @@ TEST_F(PostgresKeyStoreTest, TenantIdsOrderBytewiseLikeSqlite) {
   EXPECT_EQ(after->tenants.front().id, "_x");
 }
 
-TEST_F(PostgresKeyStoreTest, UpdateDekWrappingsRewrapsInBulkAndSkipsRowsThatMoved) {
-  auto store = OpenStore();
-  ASSERT_NE(store, nullptr);
-  // 1100 DEKs: more than one pipeline batch.
-  constexpr int kTenants = 550;
-  std::vector<PostgresKeyStore::DekRewrap> rewraps;
-  for (int i = 0; i < kTenants; ++i) {
-    const std::string id = absl::StrCat("tenant-", i);
-    ASSERT_TRUE(store->CreateTenant(TestTenant(id), TestDek(id, 1)).ok());
-    ASSERT_TRUE(store->RotateDek(id, 1, TestDek(id, 2)).ok());
-    for (uint32_t v : {1u, 2u}) {
-      PostgresKeyStore::DekRewrap r;
-      r.tenant_id = id;
-      r.version = v;
-      r.from_kek_version = 1;
-      r.to_kek_version = 2;
-      r.wrapped = TestBlob(static_cast<uint8_t>(i + v), 48);
-      rewraps.push_back(std::move(r));
-    }
-  }
-  ASSERT_TRUE(store->SetTenantState("tenant-7", 2, TenantState::kShredded).ok());
-  // Stale: claims KEK 5, which the row is not wrapped under.
-  PostgresKeyStore::DekRewrap stale = rewraps[0];
-  stale.from_kek_version = 5;
-  stale.to_kek_version = 6;
-  rewraps.push_back(stale);
-  const int64_t epoch = *store->GetEpoch();
-
-  auto updated = store->UpdateDekWrappings(rewraps);
-  ASSERT_TRUE(updated.ok()) << updated.status();
-  EXPECT_EQ(*updated, 2u * kTenants - 2);  // not the shredded tenant's, not the stale one
-  EXPECT_EQ(*store->GetEpoch(), epoch);    // a re-wrap changes no key
-
-  auto td = store->GetTenantDek("tenant-3", 1);
-  ASSERT_TRUE(td.ok()) << td.status();
-  EXPECT_EQ(td->dek.kek_version, 2u);
-  EXPECT_EQ(td->dek.wrapped, TestBlob(static_cast<uint8_t>(3 + 1), 48));
-  EXPECT_EQ(td->dek.state, DekState::kActive);
-  auto shredded = store->GetTenantDek("tenant-7", 2);
-  ASSERT_TRUE(shredded.ok()) << shredded.status();
-  EXPECT_EQ(shredded->dek.state, DekState::kDestroyed);
-  EXPECT_TRUE(shredded->dek.wrapped.empty());
-
-  // Again: nothing is still under KEK 1, so nothing changes (a retry is harmless).
-  auto again = store->UpdateDekWrappings(rewraps);
-  ASSERT_TRUE(again.ok()) << again.status();
-  EXPECT_EQ(*again, 0u);
-  auto empty = store->UpdateDekWrappings({});
-  ASSERT_TRUE(empty.ok()) << empty.status();
-  EXPECT_EQ(*empty, 0u);
-}
-
 TEST_F(PostgresKeyStoreTest, AFailureInsideAPipelineBatchChangesNothingAndTheStoreGoesOn) {
   auto store = OpenStore();
   ASSERT_NE(store, nullptr);
-  std::vector<PostgresKeyStore::DekRewrap> rewraps;
+  std::vector<DekRewrap> rewraps;
   for (int i = 0; i < 5; ++i) {
     const std::string id = absl::StrCat("t", i);
     ASSERT_TRUE(store->CreateTenant(TestTenant(id), TestDek(id, 1)).ok());
-    PostgresKeyStore::DekRewrap r;
-    r.tenant_id = id;
-    r.version = 1;
-    r.from_kek_version = 1;
-    r.to_kek_version = 2;
-    r.wrapped = TestBlob(9);
-    rewraps.push_back(std::move(r));
+    rewraps.push_back(contract::TestRewrap(id, 1, 1, 2, 9));
   }
   // A NUL byte is never valid in PostgreSQL text: this statement fails in mid-batch.
   rewraps[2].tenant_id = std::string("t\0x", 3);
@@ -548,7 +522,7 @@ TEST_F(PostgresKeyStoreTest, AFailureInsideAPipelineBatchChangesNothingAndTheSto
   rewraps.erase(rewraps.begin() + 2);
   updated = store->UpdateDekWrappings(rewraps);
   ASSERT_TRUE(updated.ok()) << updated.status();
-  EXPECT_EQ(*updated, 4u);
+  EXPECT_EQ(*updated, std::vector<DekRewrapResult>(4, DekRewrapResult::kUpdated));
 }
 
 TEST_F(PostgresKeyStoreTest, ConcurrentFirstJwtKeysFromManyReplicasHaveOneWinner) {

@@ -21,8 +21,12 @@ namespace {
 
 using ::absl::StatusCode;
 using contract::ExpectReopenSample;
+using contract::JwtKeyStoreContractTest;
+using contract::KekStoreContractTest;
 using contract::KeyStoreBackend;
-using contract::KeyStoreContractTest;
+using contract::RotationJobStoreContractTest;
+using contract::StoreHealthContractTest;
+using contract::TenantKeyStoreContractTest;
 using contract::TestBlob;
 using contract::TestDek;
 using contract::TestKek;
@@ -79,11 +83,8 @@ absl::StatusOr<std::unique_ptr<KeyStore>> MakeInMemoryStore() {
   return std::unique_ptr<KeyStore>(std::move(store));
 }
 
-INSTANTIATE_TEST_SUITE_P(Sqlite, KeyStoreContractTest,
-                         ::testing::Values(KeyStoreBackend{"sqlite_file", &MakeSqliteStore},
-                                           KeyStoreBackend{"sqlite_memory",
-                                                           &MakeInMemoryStore}),
-                         contract::KeyStoreBackendName);
+KMS_INSTANTIATE_STORE_CONTRACT(Sqlite, KeyStoreBackend{"sqlite_file", &MakeSqliteStore},
+                               KeyStoreBackend{"sqlite_memory", &MakeInMemoryStore});
 
 // --- SQLite only
 
@@ -177,6 +178,38 @@ TEST_F(SqliteKeyStoreTest, OpenUsesWalAndRecordsTheSchemaVersion) {
   // Tables for later work exist from migration 1.
   EXPECT_EQ(raw.QueryText("SELECT COUNT(*) FROM jwt_keys"), "0");
   EXPECT_EQ(raw.QueryText("SELECT COUNT(*) FROM audit_log"), "0");
+  EXPECT_EQ(raw.QueryText("SELECT COUNT(*) FROM rotation_jobs"), "0");  // migration 2
+}
+
+// A database at schema version 1 (written by the kmsd before rotation jobs) is migrated
+// in place at the next Open, its keys kept.
+TEST_F(SqliteKeyStoreTest, ADatabaseAtSchemaVersionOneMigratesKeepingItsKeys) {
+  int64_t epoch = 0;
+  {
+    auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
+  }
+  {
+    // Undo migration 2 by hand: what version 1 left behind.
+    RawDb raw(path_);
+    ASSERT_EQ(raw.Exec("BEGIN; DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
+                       "CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version); "
+                       "DELETE FROM schema_migrations WHERE version >= 2; COMMIT"),
+              SQLITE_OK);
+    ASSERT_EQ(raw.QueryText("SELECT MAX(version) FROM schema_migrations"), "1");
+  }
+  auto store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ExpectReopenSample(*store, epoch);
+  auto job = store->CreateRotationJob(contract::TestRotationJob(1, 2, 1700000000));
+  EXPECT_TRUE(job.ok()) << job.status();
+  auto page = store->ListDeksWrappedUnder(1, DekKey{}, 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->deks.size(), 2u);
+  RawDb raw(path_);
+  EXPECT_EQ(raw.QueryText("SELECT MAX(version) FROM schema_migrations"),
+            std::to_string(SqliteKeyStore::LatestSchemaVersion()));
 }
 
 TEST_F(SqliteKeyStoreTest, ReopeningDoesNotReapplyMigrations) {
