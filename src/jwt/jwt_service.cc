@@ -105,10 +105,11 @@ std::string JwksDocument::CacheControl() const {
 
 // --- Construction
 
-JwtService::JwtService(keys::KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
-                       JwtServiceOptions options)
+JwtService::JwtService(keys::KekRing* kek_ring, store::JwtKeyStore* store,
+                       store::StoreHealth* epoch, const Clock* clock, JwtServiceOptions options)
     : kek_ring_(kek_ring),
       store_(store),
+      epoch_(epoch),
       clock_(clock),
       options_(std::move(options)),
       policy_{options_.issuer, options_.max_ttl_seconds, options_.max_ttl_seconds,
@@ -118,15 +119,16 @@ JwtService::JwtService(keys::KekRing* kek_ring, store::KeyStore* store, const Cl
 JwtService::~JwtService() = default;
 
 absl::StatusOr<std::unique_ptr<JwtService>> JwtService::Create(keys::KekRing* kek_ring,
-                                                               store::KeyStore* store,
+                                                               store::JwtKeyStore* store,
+                                                               store::StoreHealth* epoch,
                                                                const Clock* clock,
                                                                JwtServiceOptions options) {
-  if (kek_ring == nullptr || store == nullptr || clock == nullptr) {
+  if (kek_ring == nullptr || store == nullptr || epoch == nullptr || clock == nullptr) {
     return absl::InvalidArgumentError("JwtService: missing KEK ring, store or clock");
   }
   KMS_RETURN_IF_ERROR(ValidateOptions(options));
   return std::unique_ptr<JwtService>(
-      new JwtService(kek_ring, store, clock, std::move(options)));
+      new JwtService(kek_ring, store, epoch, clock, std::move(options)));
 }
 
 // --- Views and the state they imply
@@ -381,7 +383,7 @@ absl::StatusOr<std::vector<JwtService::LoadedKey>> JwtService::ReadKeys(
 
 absl::StatusOr<JwtService::View> JwtService::Probe(const View& current, int64_t now, bool force,
                                                    const KeyMap& seeded) {
-  auto epoch = store_->GetEpoch();
+  auto epoch = epoch_->GetEpoch();
   if (!epoch.ok()) return Annotate(epoch.status(), "jwt: store unreachable");
   View next = current;
   if (force || *epoch != current.epoch) {
@@ -412,7 +414,7 @@ absl::Status JwtService::Load() {
 }
 
 absl::Status JwtService::LoadLocked(int64_t now) {
-  auto epoch = store_->GetEpoch();
+  auto epoch = epoch_->GetEpoch();
   if (!epoch.ok()) return Annotate(epoch.status(), "jwt: load");
   auto rows = store_->ListJwtKeys();
   if (!rows.ok()) return Annotate(rows.status(), "jwt: load");
@@ -428,7 +430,7 @@ absl::Status JwtService::LoadLocked(int64_t now) {
     } else if (!absl::IsAlreadyExists(st)) {
       return Annotate(st, "jwt: load");
     }
-    epoch = store_->GetEpoch();
+    epoch = epoch_->GetEpoch();
     if (!epoch.ok()) return Annotate(epoch.status(), "jwt: load");
     rows = store_->ListJwtKeys();
     if (!rows.ok()) return Annotate(rows.status(), "jwt: load");

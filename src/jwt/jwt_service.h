@@ -49,7 +49,8 @@
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
 #include "kms/keys/kek_ring.h"
-#include "kms/store/key_store.h"
+#include "kms/store/jwt_key_store.h"
+#include "kms/store/store_health.h"
 #include "src/jwt/es256.h"
 #include "src/jwt/jwt.h"
 #include "src/jwt/key_lifecycle.h"
@@ -138,9 +139,11 @@ class JwtService {
   // Validates the options; does no I/O (the service starts in Loading). New keys are
   // sealed under the ring's primary KEK version; keys sealed under a version this node
   // has not loaded yet (another replica rotated the KEK) are opened through the ring,
-  // which loads it. The pointers must outlive the service.
+  // which loads it. `store` holds the keys; `epoch` (the same store) tells when another
+  // replica changed them. The pointers must outlive the service.
   static absl::StatusOr<std::unique_ptr<JwtService>> Create(keys::KekRing* kek_ring,
-                                                            store::KeyStore* store,
+                                                            store::JwtKeyStore* store,
+                                                            store::StoreHealth* epoch,
                                                             const Clock* clock,
                                                             JwtServiceOptions options);
   ~JwtService();
@@ -201,7 +204,8 @@ class JwtService {
   };
   using KeyMap = std::vector<std::pair<std::string, std::shared_ptr<const Es256PrivateKey>>>;
 
-  JwtService(keys::KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
+  JwtService(keys::KekRing* kek_ring, store::JwtKeyStore* store, store::StoreHealth* epoch,
+             const Clock* clock,
              JwtServiceOptions options);
 
   std::shared_ptr<const View> Snapshot() const;
@@ -233,7 +237,8 @@ class JwtService {
   void Reconcile(View& view, int64_t now) const;
 
   keys::KekRing* const kek_ring_;
-  store::KeyStore* const store_;
+  store::JwtKeyStore* const store_;
+  store::StoreHealth* const epoch_;
   const Clock* const clock_;
   const JwtServiceOptions options_;
   const ClaimsPolicy policy_;

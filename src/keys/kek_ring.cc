@@ -7,7 +7,7 @@
 namespace kms::keys {
 
 absl::StatusOr<std::unique_ptr<HsmKekRing>> HsmKekRing::Create(hsm::Hsm* hsm,
-                                                               store::KeyStore* store,
+                                                               store::KekStore* store,
                                                                const Clock* clock) {
   std::unique_ptr<HsmKekRing> ring(new HsmKekRing(hsm, store, clock));
   MutexLock lock(&ring->mu_);

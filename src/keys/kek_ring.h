@@ -18,7 +18,7 @@
 #include "kms/coord/coordination.h"
 #include "kms/hsm/hsm.h"
 #include "kms/keys/kek_ring.h"
-#include "kms/store/key_store.h"
+#include "kms/store/kek_store.h"
 #include "src/common/sync.h"
 
 namespace kms::keys {
@@ -37,7 +37,7 @@ class HsmKekRing final : public KekRing {
   // (a replica that loses that race uses the winner's). The pointers must outlive the
   // ring. Errors of the store and the HSM pass through (UNAVAILABLE: retry).
   static absl::StatusOr<std::unique_ptr<HsmKekRing>> Create(hsm::Hsm* hsm,
-                                                            store::KeyStore* store,
+                                                            store::KekStore* store,
                                                             const Clock* clock);
 
   // --- KekRing
@@ -69,12 +69,12 @@ class HsmKekRing final : public KekRing {
   void SetChangeListener(std::function<void(const coord::InvalidationEvent&)> listener);
 
  private:
-  HsmKekRing(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock)
+  HsmKekRing(hsm::Hsm* hsm, store::KekStore* store, const Clock* clock)
       : hsm_(hsm), store_(store), clock_(clock) {}
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   hsm::Hsm* const hsm_;
-  store::KeyStore* const store_;
+  store::KekStore* const store_;
   const Clock* const clock_;
   std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
   std::atomic<uint32_t> primary_{0};

@@ -18,7 +18,7 @@ absl::Status Shredded() {
 
 }  // namespace
 
-KeyManager::KeyManager(KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
+KeyManager::KeyManager(KekRing* kek_ring, store::TenantKeyStore* store, const Clock* clock,
                        KeyManagerOptions options)
     : kek_ring_(kek_ring),
       store_(store),
@@ -36,7 +36,7 @@ DekCache::Options KeyManager::CacheOptions(DekCache::Options options) {
 }
 
 absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(KekRing* kek_ring,
-                                                               store::KeyStore* store,
+                                                               store::TenantKeyStore* store,
                                                                const Clock* clock,
                                                                KeyManagerOptions options) {
   if (kek_ring->primary_version() == 0) {
@@ -72,7 +72,7 @@ absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& ten
 }
 
 absl::StatusOr<TenantInfo> KeyManager::GetTenant(const TenantId& tenant) {
-  KMS_ASSIGN_OR_RETURN(store::KeyStore::TenantDek td, store_->GetTenantDek(tenant.str(), 0));
+  KMS_ASSIGN_OR_RETURN(store::TenantDek td, store_->GetTenantDek(tenant.str(), 0));
   return TenantInfo{.tenant = std::move(td.tenant), .primary_dek_created_at = td.dek.created_at};
 }
 
@@ -83,7 +83,7 @@ absl::StatusOr<store::TenantPage> KeyManager::ListTenants(const std::string& aft
 absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::string& tenant_id,
                                                                     uint32_t version) {
   dek_loads_.fetch_add(1, std::memory_order_relaxed);
-  absl::StatusOr<store::KeyStore::TenantDek> td = store_->GetTenantDek(tenant_id, version);
+  absl::StatusOr<store::TenantDek> td = store_->GetTenantDek(tenant_id, version);
   if (!td.ok()) return td.status();
   if (td->tenant.state == store::TenantState::kShredded ||
       td->dek.state == store::DekState::kDestroyed) {
@@ -231,7 +231,7 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
   int rotated = 0;
   for (const std::string& tenant : over_budget) {
     // Only the primary version needs rotating; another replica may have done it already.
-    absl::StatusOr<store::KeyStore::TenantDek> td = store_->GetTenantDek(tenant, 0);
+    absl::StatusOr<store::TenantDek> td = store_->GetTenantDek(tenant, 0);
     if (!td.ok() || td->dek.encryptions < options_.dek_encryption_budget) continue;
     absl::StatusOr<TenantId> id = TenantId::Parse(tenant);  // ids in the cache were valid
     if (!id.ok()) continue;

@@ -20,7 +20,7 @@
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
 #include "kms/keys/kek_ring.h"
-#include "kms/store/key_store.h"
+#include "kms/store/tenant_key_store.h"
 #include "src/keys/dek_cache.h"
 #include "src/keys/encryption_context.h"
 #include "src/keys/tenant_id.h"
@@ -63,7 +63,8 @@ struct KeyManagerStats {
 class KeyManager {
  public:
   // The pointers must outlive the KeyManager; `kek_ring` is loaded already.
-  static absl::StatusOr<std::unique_ptr<KeyManager>> Create(KekRing* kek_ring, store::KeyStore* store,
+  static absl::StatusOr<std::unique_ptr<KeyManager>> Create(KekRing* kek_ring,
+                                                            store::TenantKeyStore* store,
                                                             const Clock* clock,
                                                             KeyManagerOptions options);
 
@@ -110,7 +111,7 @@ class KeyManager {
   DekCache& cache() { return cache_; }
 
  private:
-  KeyManager(KekRing* kek_ring, store::KeyStore* store, const Clock* clock,
+  KeyManager(KekRing* kek_ring, store::TenantKeyStore* store, const Clock* clock,
              KeyManagerOptions options);
   absl::StatusOr<std::shared_ptr<const DekEntry>> GetDek(const std::string& tenant_id,
                                                          uint32_t version);
@@ -123,7 +124,7 @@ class KeyManager {
 
   std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
   KekRing* const kek_ring_;
-  store::KeyStore* const store_;
+  store::TenantKeyStore* const store_;
   const Clock* const clock_;
   const KeyManagerOptions options_;
   // Entries that left the cache with encryptions not yet flushed to the store.

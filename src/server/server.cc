@@ -213,7 +213,8 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   KMS_ASSIGN_OR_RETURN(p.keys, keys::KeyManager::Create(p.kek_ring.get(), p.store.get(),
                                                         &RealClock::Instance(), key_options));
   KMS_ASSIGN_OR_RETURN(p.jwt, jwt::JwtService::Create(p.kek_ring.get(), p.store.get(),
-                                                      &RealClock::Instance(), jwt_options));
+                                                      p.store.get(), &RealClock::Instance(),
+                                                      jwt_options));
   KMS_RETURN_IF_ERROR(OpenWithBackoff<bool>("JWT signing keys", stop, [&]() -> absl::StatusOr<bool> {
                         KMS_RETURN_IF_ERROR(p.jwt->Load());
                         return true;

@@ -92,7 +92,7 @@ class JwtServiceTest : public ::testing::Test {
   }
 
   std::unique_ptr<JwtService> Service(JwtServiceOptions options = Options(), bool load = true) {
-    auto made = JwtService::Create(&ring_, store_.get(), &clock_, options);
+    auto made = JwtService::Create(&ring_, store_.get(), store_.get(), &clock_, options);
     EXPECT_TRUE(made.ok()) << made.status();
     if (!made.ok()) return nullptr;
     if (load) {
@@ -678,7 +678,7 @@ TEST_F(JwtServiceTest, AWrappedKeyMovedToAnotherKidDoesNotLoad) {
   auto second = store::SqliteKeyStore::Open(":memory:");
   ASSERT_TRUE(second.ok());
   ASSERT_OK((*second)->InsertFirstJwtKey(forged));
-  auto s = JwtService::Create(&ring_, second->get(), &clock_, Options());
+  auto s = JwtService::Create(&ring_, second->get(), second->get(), &clock_, Options());
   ASSERT_TRUE(s.ok());
   EXPECT_FALSE((*s)->Load().ok());
   EXPECT_EQ((*s)->state(), S::kLoading);
@@ -778,7 +778,7 @@ TEST(JwtOptionsTest, OutOfRangeOptionsAreRefusedAtCreate) {
   SimulatedClock clock;
   JwtServiceOptions o;
   o.max_ttl_seconds = 0;
-  EXPECT_EQ(JwtService::Create(&ring, nullptr, &clock, o).status().code(),
+  EXPECT_EQ(JwtService::Create(&ring, nullptr, nullptr, &clock, o).status().code(),
             StatusCode::kInvalidArgument);
 }
 
@@ -842,7 +842,7 @@ TEST_F(JwtServiceTest, AKeySealedUnderAKekThisReplicaHasNotLoadedIsOpenedThrough
   kms::testing::FakeKekRing ring_b(ring_a.table());
   ASSERT_OK(ring_b.EnsureLoaded(7));
   ring_b.set_primary(7);
-  auto a = JwtService::Create(&ring_a, store_.get(), &clock_, Options());
+  auto a = JwtService::Create(&ring_a, store_.get(), store_.get(), &clock_, Options());
   ASSERT_TRUE(a.ok());
   ASSERT_OK((*a)->Load());
 
@@ -850,7 +850,7 @@ TEST_F(JwtServiceTest, AKeySealedUnderAKekThisReplicaHasNotLoadedIsOpenedThrough
   ASSERT_TRUE((*a)->Rotate().ok());  // the next key is sealed under KEK 8
 
   const uint64_t loads_before = ring_b.loads();
-  auto b = JwtService::Create(&ring_b, store_.get(), &clock_, Options());
+  auto b = JwtService::Create(&ring_b, store_.get(), store_.get(), &clock_, Options());
   ASSERT_TRUE(b.ok());
   ASSERT_OK((*b)->Load());
   EXPECT_TRUE(ring_b.hsm().HasKek(8));
@@ -862,7 +862,7 @@ TEST_F(JwtServiceTest, AKeySealedUnderAKekThisReplicaHasNotLoadedIsOpenedThrough
   ASSERT_OK(ring_c.EnsureLoaded(7));
   ring_c.set_primary(7);
   ring_c.set_loads_from_table(false);
-  auto c = JwtService::Create(&ring_c, store_.get(), &clock_, Options());
+  auto c = JwtService::Create(&ring_c, store_.get(), store_.get(), &clock_, Options());
   ASSERT_TRUE(c.ok());
   EXPECT_FALSE((*c)->Load().ok());
 }

@@ -35,7 +35,7 @@ class KeyJobsTest : public ::testing::Test {
     ASSERT_NE(keys_, nullptr);
     jwt::JwtServiceOptions o;
     o.issuer = "https://iam.example";
-    auto made = jwt::JwtService::Create(ring_.get(), store_.get(), &clock_, o);
+    auto made = jwt::JwtService::Create(ring_.get(), store_.get(), store_.get(), &clock_, o);
     ASSERT_TRUE(made.ok()) << made.status();
     jwt_ = std::move(*made);
     ASSERT_TRUE(jwt_->Load().ok());
