@@ -298,6 +298,10 @@ absl::StatusOr<std::string_view> WrappedKekMechanismName(std::span<const uint8_t
   return KekWrapMechanismName(parsed.mechanism);
 }
 
+std::string Pkcs11Hsm::DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const {
+  return std::string(WrappedKekMechanismName(wrapped_kek).value_or("unknown"));
+}
+
 struct Pkcs11Hsm::Impl {
   Impl(std::shared_ptr<Pkcs11Module> m, CK_SLOT_ID s, MasterKeyKind k, std::string token,
        std::string master)

@@ -62,7 +62,7 @@ absl::Status KeyManager::LoadKeks() {
       return inserted;
     } else {
       spdlog::info("created KEK version 1 ({})",
-                   hsm::WrappedKekMechanismName(first.wrapped).value_or("unknown"));
+                   hsm_->DescribeWrappedKek(first.wrapped));
     }
     KMS_ASSIGN_OR_RETURN(keks, store_->ListKeks());
   }
@@ -265,7 +265,7 @@ absl::StatusOr<uint32_t> KeyManager::RotateKek() {
   }
   primary_kek_.store(next);
   spdlog::info("created KEK version {} ({}); new DEKs are wrapped under it", next,
-               hsm::WrappedKekMechanismName(wrapped).value_or("unknown"));
+               hsm_->DescribeWrappedKek(wrapped));
   Notify(coord::InvalidationEvent::Kind::kKek, "");
   return next;
 }
@@ -351,8 +351,7 @@ absl::StatusOr<std::vector<KekInfo>> KeyManager::ListKeks() {
     out.push_back(KekInfo{.version = k.version,
                           .state = k.state,
                           .created_at = k.created_at,
-                          .mechanism = std::string(
-                              hsm::WrappedKekMechanismName(k.wrapped).value_or("unknown"))});
+                          .mechanism = hsm_->DescribeWrappedKek(k.wrapped)});
   }
   return out;
 }
