@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "src/common/sync.h"
 
 namespace kms::crypto {
 namespace {
@@ -57,11 +58,11 @@ struct AesGcmKey::CtxPool {
   }
 
   CtxPtr prototype;
-  std::mutex mu;
+  Mutex mu;
   std::vector<CtxPtr> idle ABSL_GUARDED_BY(mu);
 
   CtxPtr Borrow() {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (!idle.empty()) {
       CtxPtr ctx = std::move(idle.back());
       idle.pop_back();
@@ -75,7 +76,7 @@ struct AesGcmKey::CtxPool {
   }
 
   void Return(CtxPtr ctx) {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (idle.size() < MaxIdle()) idle.push_back(std::move(ctx));
     // Otherwise it is freed (and cleansed) here.
   }

@@ -29,7 +29,7 @@ KeyManager::KeyManager(hsm::Hsm* hsm, store::KeyStore* store, const Clock* clock
 DekCache::Options KeyManager::CacheOptions(DekCache::Options options) {
   options.on_remove = [this](const std::shared_ptr<const DekEntry>& entry) {
     if (entry->encryptions.load(std::memory_order_relaxed) == 0) return;
-    std::lock_guard lock(pending_mu_);
+    MutexLock lock(&pending_mu_);
     pending_counts_.push_back(entry);
   };
   return options;
@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<KeyManager>> KeyManager::Create(hsm::Hsm* hsm,
 }
 
 absl::Status KeyManager::LoadKeks() {
-  std::lock_guard lock(kek_mu_);
+  MutexLock lock(&kek_mu_);
   KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
   if (keks.empty()) {
     // First start: the first KEK is generated in the HSM and stored only wrapped.
@@ -246,7 +246,7 @@ absl::Status KeyManager::ShredTenant(const std::string& tenant_id) {
 }
 
 absl::StatusOr<uint32_t> KeyManager::RotateKek() {
-  std::lock_guard lock(kek_mu_);
+  MutexLock lock(&kek_mu_);
   KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
   uint32_t next = 1;
   for (const store::KekRecord& k : keks) next = std::max(next, k.version + 1);
@@ -273,7 +273,7 @@ absl::StatusOr<uint32_t> KeyManager::RotateKek() {
 absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
   std::vector<std::shared_ptr<const DekEntry>> entries;
   {
-    std::lock_guard lock(pending_mu_);
+    MutexLock lock(&pending_mu_);
     entries.swap(pending_counts_);
   }
   cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
@@ -288,7 +288,7 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
     if (!added.ok()) {
       e->encryptions.fetch_add(delta);  // try again at the next flush
       {
-        std::lock_guard lock(pending_mu_);
+        MutexLock lock(&pending_mu_);
         pending_counts_.push_back(e);  // in case it has left the cache meanwhile
       }
       if (first_error.ok()) first_error = added;

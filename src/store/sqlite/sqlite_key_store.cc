@@ -297,7 +297,7 @@ class SqliteKeyStore::Transaction {
 SqliteKeyStore::SqliteKeyStore(DbPtr db) : db_(std::move(db)) {}
 
 SqliteKeyStore::~SqliteKeyStore() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   stmts_.clear();
   db_.reset();
 }
@@ -323,7 +323,7 @@ absl::StatusOr<std::unique_ptr<SqliteKeyStore>> SqliteKeyStore::Open(const std::
 
   std::unique_ptr<SqliteKeyStore> store(new SqliteKeyStore(std::move(db)));
   {
-    absl::MutexLock lock(&store->mu_);
+    MutexLock lock(&store->mu_);
     KMS_RETURN_IF_ERROR(store->Configure(options, in_memory));
     KMS_RETURN_IF_ERROR(store->Migrate());
   }
@@ -450,7 +450,7 @@ absl::Status SqliteKeyStore::DiagnoseTenantCas(const std::string& tenant_id,
 
 absl::StatusOr<std::vector<KekRecord>> SqliteKeyStore::ListKeks() {
   constexpr absl::string_view kOp = "ListKeks";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s,
       Prepare("SELECT version, wrapped, state, created_at FROM kek_versions ORDER BY version",
@@ -472,7 +472,7 @@ absl::StatusOr<std::vector<KekRecord>> SqliteKeyStore::ListKeks() {
 absl::Status SqliteKeyStore::InsertKek(const KekRecord& kek) {
   constexpr absl::string_view kOp = "InsertKek";
   KMS_RETURN_IF_ERROR(CheckInsertKek(kek));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
   {
@@ -497,7 +497,7 @@ absl::Status SqliteKeyStore::InsertKek(const KekRecord& kek) {
 
 absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, KekState to) {
   constexpr absl::string_view kOp = "UpdateKekState";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
   int64_t changed = 0;
@@ -528,7 +528,7 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
                                           const DekRecord& first_dek) {
   constexpr absl::string_view kOp = "CreateTenant";
   KMS_RETURN_IF_ERROR(CheckCreateTenant(tenant, first_dek));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
   {
@@ -570,7 +570,7 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
 
 absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant_id) {
   constexpr absl::string_view kOp = "GetTenant";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = ?1"),
                       kOp));
@@ -582,7 +582,7 @@ absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant
 absl::StatusOr<TenantPage> SqliteKeyStore::ListTenants(const std::string& after, int limit) {
   constexpr absl::string_view kOp = "ListTenants";
   KMS_RETURN_IF_ERROR(CheckListTenants(limit));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Ids compare as bytes (BINARY collation), like std::string.
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kTenantColumns,
@@ -605,7 +605,7 @@ absl::StatusOr<TenantPage> SqliteKeyStore::ListTenants(const std::string& after,
 }
 
 absl::StatusOr<uint64_t> SqliteKeyStore::CountTenants() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT COUNT(*) FROM tenants", "CountTenants"));
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
   return row ? static_cast<uint64_t>(s.Int(0)) : 0;
@@ -614,7 +614,7 @@ absl::StatusOr<uint64_t> SqliteKeyStore::CountTenants() {
 absl::StatusOr<KeyStore::TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant_id,
                                                                  uint32_t version) {
   constexpr absl::string_view kOp = "GetTenantDek";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // One statement, so the tenant row and the DEK row come from the same snapshot. The
   // LEFT JOIN tells an unknown tenant (no row) from an unknown version (NULL DEK).
   KMS_ASSIGN_OR_RETURN(
@@ -641,7 +641,7 @@ absl::StatusOr<KeyStore::TenantDek> SqliteKeyStore::GetTenantDek(const std::stri
 
 absl::StatusOr<std::vector<DekRecord>> SqliteKeyStore::ListDeks(const std::string& tenant_id) {
   constexpr absl::string_view kOp = "ListDeks";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kDekColumns,
                                    " FROM tenant_deks WHERE tenant_id = ?1 ORDER BY version"),
@@ -666,7 +666,7 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
                                        const DekRecord& new_dek) {
   constexpr absl::string_view kOp = "RotateDek";
   KMS_RETURN_IF_ERROR(CheckRotateDek(tenant_id, new_dek));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
   int64_t changed = 0;
@@ -714,7 +714,7 @@ absl::Status SqliteKeyStore::SetTenantState(const std::string& tenant_id,
                                             int64_t expected_row_version, TenantState state) {
   constexpr absl::string_view kOp = "SetTenantState";
   const bool shred = state == TenantState::kShredded;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   {
     Transaction txn(*this, kOp);
     KMS_RETURN_IF_ERROR(txn.Begin());
@@ -761,7 +761,7 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
                                             uint64_t count) {
   constexpr absl::string_view kOp = "AddEncryptions";
   KMS_RETURN_IF_ERROR(CheckAddEncryptions(count));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // A single statement is its own transaction. A usage counter, not a state change:
   // neither the epoch nor the tenant's row_version moves, so frequent counter flushes
   // neither invalidate replicas' caches nor make a concurrent rotation's CAS fail.
@@ -783,7 +783,7 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
 
 absl::StatusOr<std::vector<JwtKeyRecord>> SqliteKeyStore::ListJwtKeys() {
   constexpr absl::string_view kOp = "ListJwtKeys";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kJwtKeyColumns,
                                    " FROM jwt_keys ORDER BY activate_at, kid"),
@@ -800,7 +800,7 @@ absl::StatusOr<std::vector<JwtKeyRecord>> SqliteKeyStore::ListJwtKeys() {
 absl::Status SqliteKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
   constexpr absl::string_view kOp = "InsertFirstJwtKey";
   KMS_RETURN_IF_ERROR(CheckInsertFirstJwtKey(key));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // The emptiness check and the insert share one write transaction, so two replicas
   // starting at once cannot both insert a first key.
   Transaction txn(*this, kOp);
@@ -835,7 +835,7 @@ absl::Status SqliteKeyStore::RotateJwtKey(const std::string& current_kid,
                                           int64_t current_retire_at, const JwtKeyRecord& next) {
   constexpr absl::string_view kOp = "RotateJwtKey";
   KMS_RETURN_IF_ERROR(CheckRotateJwtKey(current_kid, current_retire_at, next));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
   int64_t changed = 0;
@@ -882,7 +882,7 @@ absl::Status SqliteKeyStore::UpdateJwtKeyWrapping(const std::string& kid,
                                                   uint32_t kek_version,
                                                   const std::vector<uint8_t>& wrapped_private) {
   constexpr absl::string_view kOp = "UpdateJwtKeyWrapping";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Transaction txn(*this, kOp);
   KMS_RETURN_IF_ERROR(txn.Begin());
   int64_t changed = 0;
@@ -922,7 +922,7 @@ absl::Status SqliteKeyStore::DiagnoseJwtKeyCas(const std::string& kid,
 // --- Coherence
 
 absl::StatusOr<int64_t> SqliteKeyStore::GetEpoch() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT epoch FROM store_epoch WHERE id = 1", "GetEpoch"));
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return absl::InternalError("GetEpoch: store_epoch row missing");
@@ -930,7 +930,7 @@ absl::StatusOr<int64_t> SqliteKeyStore::GetEpoch() {
 }
 
 absl::Status SqliteKeyStore::Ping() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Reads through the file (a read transaction checks the WAL index), not just the cache.
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT epoch FROM store_epoch WHERE id = 1", "Ping"));
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
