@@ -11,7 +11,7 @@ packages=(
   softhsm2 libsofthsm2-dev opensc p11-kit libp11-kit-dev
 )
 if [[ "${1:-}" == "--test" ]]; then
-  packages+=(libgtest-dev libgmock-dev libbenchmark-dev postgresql-15 redis-server
+  packages+=(libgtest-dev libgmock-dev libbenchmark-dev postgresql-15 redis-server clang
              prometheus python3-grpcio curl)
   # The image may already carry a newer Node.js with npm; Debian's nodejs conflicts with it.
   command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)

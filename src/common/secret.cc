@@ -10,11 +10,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "absl/base/thread_annotations.h"
+#include "src/common/sync.h"
 
 namespace kms {
 namespace {
@@ -45,7 +45,7 @@ class PageLocker {
     const size_t page = PageSize();
     const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
     const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + n - 1) & ~(page - 1);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     for (uintptr_t pg = first; pg <= last; pg += page) {
       auto [it, inserted] = pages_.try_emplace(pg, 0);
       if (inserted && mlock(reinterpret_cast<void*>(pg), page) != 0) {
@@ -65,13 +65,13 @@ class PageLocker {
     const size_t page = PageSize();
     const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
     const uintptr_t last = (reinterpret_cast<uintptr_t>(p) + n - 1) & ~(page - 1);
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (allocations_.erase(p) == 0) return;
     for (uintptr_t pg = first; pg <= last; pg += page) Unref(pg, page);
   }
 
  private:
-  void Unref(uintptr_t pg, size_t page) {
+  void Unref(uintptr_t pg, size_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto it = pages_.find(pg);
     if (it != pages_.end() && --it->second == 0) {
       munlock(reinterpret_cast<void*>(pg), page);
@@ -79,7 +79,7 @@ class PageLocker {
     }
   }
 
-  std::mutex mu_;
+  Mutex mu_;
   std::unordered_map<uintptr_t, int> pages_ ABSL_GUARDED_BY(mu_);     // Page -> secrets on it.
   std::unordered_set<const void*> allocations_ ABSL_GUARDED_BY(mu_);  // Locked ones.
 };

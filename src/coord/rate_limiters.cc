@@ -104,7 +104,7 @@ absl::Status LocalRateLimiter::Acquire(std::string_view identity, double rate_pe
                                        double burst) {
   KMS_RETURN_IF_ERROR(ValidateLimits(rate_per_second, burst));
   const SteadyTime now = clock_->Now();
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (++calls_ % kSweepEvery == 0 || buckets_.size() >= max_identities_) SweepLocked(now);
   const absl::string_view key(identity.data(), identity.size());
   auto it = buckets_.find(key);
@@ -136,7 +136,7 @@ void LocalRateLimiter::SweepLocked(SteadyTime now) {
 }
 
 size_t LocalRateLimiter::tracked_identities() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return buckets_.size();
 }
 

@@ -14,14 +14,15 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
+#include "src/common/sync.h"
 #include "src/coord/redis_client.h"
 
 namespace kms::coord {
@@ -50,13 +51,13 @@ class LocalRateLimiter final : public RateLimiter {
     double burst = 0;
   };
   // Forgets buckets that would be full by `now`.
-  void SweepLocked(std::chrono::steady_clock::time_point now);
+  void SweepLocked(std::chrono::steady_clock::time_point now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Clock* const clock_;
   const size_t max_identities_;
-  mutable std::mutex mu_;
-  absl::flat_hash_map<std::string, Bucket> buckets_;  // guarded by mu_
-  uint64_t calls_ = 0;                                // guarded by mu_
+  mutable Mutex mu_;
+  absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+  uint64_t calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // One bucket per identity across replicas: an atomic Lua script (EVALSHA, EVAL after

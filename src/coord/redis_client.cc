@@ -277,7 +277,7 @@ absl::StatusOr<std::unique_ptr<RedisClient>> RedisClient::Create(const RedisOpti
 }
 
 absl::StatusOr<std::unique_ptr<RedisConnection>> RedisClient::Checkout(SteadyTime deadline) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   while (true) {
     if (!healthy_) {
       if (!backoff_.Ready()) {
@@ -300,22 +300,23 @@ absl::StatusOr<std::unique_ptr<RedisConnection>> RedisClient::Checkout(SteadyTim
       ++open_;
       const bool probe = !healthy_;
       if (probe) probing_ = true;
-      lock.unlock();
+      lock.Unlock();
       const milliseconds timeout = std::min(options_.connect_timeout, Remaining(deadline));
       absl::StatusOr<std::unique_ptr<RedisConnection>> connection =
           timeout.count() > 0 ? RedisConnection::Connect(endpoint_, timeout)
                               : absl::DeadlineExceededError("redis: no time left to connect");
-      lock.lock();
+      lock.Lock();
       if (probe) probing_ = false;
       if (!connection.ok()) {
         --open_;
-        lock.unlock();
+        lock.Unlock();
         idle_cv_.notify_one();
         if (timeout.count() > 0) RecordFailure(connection.status());
+        return connection;
       }
       return connection;
     }
-    if (idle_cv_.wait_until(lock, deadline) == std::cv_status::timeout && idle_.empty()) {
+    if (!mu_.WaitUntil(idle_cv_, deadline) && idle_.empty()) {
       return absl::DeadlineExceededError("redis: all connections busy");
     }
   }
@@ -323,7 +324,7 @@ absl::StatusOr<std::unique_ptr<RedisConnection>> RedisClient::Checkout(SteadyTim
 
 void RedisClient::Checkin(std::unique_ptr<RedisConnection> connection, bool succeeded) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (succeeded && !healthy_) {
       healthy_ = true;
       backoff_.Succeeded();
@@ -337,7 +338,7 @@ void RedisClient::Checkin(std::unique_ptr<RedisConnection> connection, bool succ
 void RedisClient::RecordFailure(const absl::Status& status) {
   std::vector<std::unique_ptr<RedisConnection>> dropped;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     // The idle connections most likely failed too; drop them (closed outside the lock).
     dropped.swap(idle_);
     open_ -= static_cast<int>(dropped.size());
@@ -369,7 +370,7 @@ absl::StatusOr<RedisValue> RedisClient::CommandBefore(SteadyTime deadline,
     // Closed while idle (server restart, idle timeout): not a failure of Redis as such;
     // try another one, or a new one.
     connection.reset();
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     --open_;
   }
   absl::StatusOr<RedisValue> reply = connection->Command(args, Remaining(deadline));
@@ -381,7 +382,7 @@ absl::StatusOr<RedisValue> RedisClient::CommandBefore(SteadyTime deadline,
   if (!reply.ok() || connection->broken()) {
     connection.reset();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       --open_;
     }
     RecordFailure(reply.status());
@@ -392,7 +393,7 @@ absl::StatusOr<RedisValue> RedisClient::CommandBefore(SteadyTime deadline,
 }
 
 bool RedisClient::healthy() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return healthy_;
 }
 

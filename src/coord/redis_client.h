@@ -11,16 +11,17 @@
 #include <cstdint>
 #include <initializer_list>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "kms/common/clock.h"
 #include "kms/common/secret.h"
 #include "kms/common/status.h"
+#include "src/common/sync.h"
 
 struct redisContext;  // hiredis, kept out of this header
 
@@ -160,20 +161,21 @@ class RedisClient {
   absl::StatusOr<std::unique_ptr<RedisConnection>> Checkout(
       std::chrono::steady_clock::time_point deadline);
   // Returns a working connection to the pool; `succeeded` marks Redis reachable again.
-  void Checkin(std::unique_ptr<RedisConnection> connection, bool succeeded);
-  void RecordFailure(const absl::Status& status);
+  void Checkin(std::unique_ptr<RedisConnection> connection, bool succeeded)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void RecordFailure(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
 
   const RedisOptions options_;
   const RedisEndpoint endpoint_;
   const Clock* const clock_;
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable idle_cv_;
-  std::vector<std::unique_ptr<RedisConnection>> idle_;  // guarded by mu_
-  int open_ = 0;                                        // guarded by mu_: idle + checked out
-  Backoff backoff_;                                     // guarded by mu_
-  bool healthy_ = true;                                 // guarded by mu_
-  bool probing_ = false;  // guarded by mu_: one caller tries to reconnect after a backoff
+  std::vector<std::unique_ptr<RedisConnection>> idle_ ABSL_GUARDED_BY(mu_);
+  int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + checked out
+  Backoff backoff_ ABSL_GUARDED_BY(mu_);
+  bool healthy_ ABSL_GUARDED_BY(mu_) = true;
+  bool probing_ ABSL_GUARDED_BY(mu_) = false;  // one caller tries to reconnect after a backoff
 };
 
 }  // namespace kms::coord

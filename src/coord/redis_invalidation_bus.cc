@@ -63,12 +63,12 @@ absl::Status RedisInvalidationBus::Publish(const InvalidationEvent& event) {
 }
 
 void RedisInvalidationBus::OnEvent(std::function<void(const InvalidationEvent&)> handler) {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   handler_ = std::move(handler);
 }
 
 void RedisInvalidationBus::Start() {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   if (stopping_ || thread_.joinable()) return;
   thread_ = std::thread(&RedisInvalidationBus::Run, this);
 }
@@ -76,7 +76,7 @@ void RedisInvalidationBus::Start() {
 void RedisInvalidationBus::Stop() {
   std::thread thread;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     stopping_ = true;
     thread.swap(thread_);
   }
@@ -88,17 +88,18 @@ void RedisInvalidationBus::Stop() {
 void RedisInvalidationBus::Deliver(const InvalidationEvent& event) {
   std::function<void(const InvalidationEvent&)> handler;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     handler = handler_;
   }
   if (handler) handler(event);
 }
 
 bool RedisInvalidationBus::WaitForRetry(const Backoff& backoff) {
-  std::unique_lock<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   while (!stopping_ && !backoff.Ready()) {
     const auto left = backoff.next_attempt() - clock_->Now();
-    stop_cv_.wait_for(lock, std::min<SteadyClock::duration>(left, kPollInterval));
+    mu_.WaitUntil(stop_cv_,
+                  SteadyClock::now() + std::min<SteadyClock::duration>(left, kPollInterval));
   }
   return !stopping_;
 }
@@ -108,14 +109,14 @@ void RedisInvalidationBus::Run() {
   bool was_down = false;
   while (true) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return;
     }
     const absl::Status status = SubscribeAndListen();
     const bool had_subscribed = subscribed_.exchange(false);
     if (had_subscribed) backoff.Succeeded();
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return;
     }
     if (had_subscribed || !was_down) {
@@ -148,7 +149,7 @@ absl::Status RedisInvalidationBus::SubscribeAndListen() {
     if (SteadyClock::now() >= confirm_deadline) {
       return absl::DeadlineExceededError("no SUBSCRIBE confirmation");
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    MutexLock lock(&mu_);
     if (stopping_) return absl::CancelledError("stopping");
   }
   subscribed_ = true;
@@ -160,7 +161,7 @@ absl::Status RedisInvalidationBus::SubscribeAndListen() {
   bool ping_outstanding = false;
   while (true) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       if (stopping_) return absl::CancelledError("stopping");
     }
     KMS_ASSIGN_OR_RETURN(std::optional<RedisValue> reply, connection->Read(kPollInterval));

@@ -15,13 +15,14 @@
 #include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 
+#include "absl/base/thread_annotations.h"
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
+#include "src/common/sync.h"
 #include "src/coord/invalidation_codec.h"
 #include "src/coord/redis_client.h"
 
@@ -70,11 +71,11 @@ class RedisInvalidationBus final : public InvalidationBus {
   const std::string channel_;
   const Clock* const clock_;
 
-  std::mutex mu_;
+  Mutex mu_;
   std::condition_variable stop_cv_;
-  bool stopping_ = false;                                  // guarded by mu_
-  std::function<void(const InvalidationEvent&)> handler_;  // guarded by mu_
-  std::thread thread_;                                     // guarded by mu_
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void(const InvalidationEvent&)> handler_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> subscribed_{false};
 };
 

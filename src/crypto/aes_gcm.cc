@@ -12,6 +12,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "src/common/ssl_ptr.h"
+#include "src/common/sync.h"
 
 namespace kms::crypto {
 namespace {
@@ -55,11 +56,11 @@ struct AesGcmKey::CtxPool {
   }
 
   CtxPtr prototype;
-  std::mutex mu;
+  Mutex mu;
   std::vector<CtxPtr> idle ABSL_GUARDED_BY(mu);
 
   CtxPtr Borrow() {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (!idle.empty()) {
       CtxPtr ctx = std::move(idle.back());
       idle.pop_back();
@@ -73,7 +74,7 @@ struct AesGcmKey::CtxPool {
   }
 
   void Return(CtxPtr ctx) {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     if (idle.size() < MaxIdle()) idle.push_back(std::move(ctx));
     // Otherwise it is freed (and cleansed) here.
   }

@@ -2,7 +2,6 @@
 
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <utility>
 
 #include <openssl/rand.h>
@@ -215,18 +214,18 @@ class WrapMechanism {
 };
 
 // The OAEP hash chosen for RSA master keys, once per process and module path.
-std::mutex& OaepChoiceMutex() {
-  static auto* mu = new std::mutex;
-  return *mu;
-}
-std::map<std::string, KekWrapMechanism>& OaepChoices() {
-  static auto* choices = new std::map<std::string, KekWrapMechanism>;
+struct OaepChoiceTable {
+  Mutex mu;
+  std::map<std::string, KekWrapMechanism> by_module ABSL_GUARDED_BY(mu);
+};
+OaepChoiceTable& OaepChoices() {
+  static auto* choices = new OaepChoiceTable;
   return *choices;
 }
 
 // Serializes find-or-create of master keys within the process.
-std::mutex& MasterKeyMutex() {
-  static auto* mu = new std::mutex;
+Mutex& MasterKeyMutex() {
+  static auto* mu = new Mutex;
   return *mu;
 }
 
@@ -255,6 +254,10 @@ std::string_view KekWrapMechanismName(KekWrapMechanism mechanism) {
 absl::StatusOr<std::string_view> WrappedKekMechanismName(std::span<const uint8_t> wrapped_kek) {
   KMS_ASSIGN_OR_RETURN(ParsedBlob parsed, ParseWrappedKek(wrapped_kek));
   return KekWrapMechanismName(parsed.mechanism);
+}
+
+std::string Pkcs11Hsm::DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const {
+  return std::string(WrappedKekMechanismName(wrapped_kek).value_or("unknown"));
 }
 
 struct Pkcs11Hsm::Impl {
@@ -332,7 +335,7 @@ struct Pkcs11Hsm::Impl {
 };
 
 absl::Status Pkcs11Hsm::Impl::FindOrCreateMasterKey(bool create) {
-  std::lock_guard<std::mutex> process_lock(MasterKeyMutex());
+  MutexLock process_lock(&MasterKeyMutex());
   MutexLock lock(&anchor_mu);
   KMS_ASSIGN_OR_RETURN(auto priv, FindByLabel(fn, anchor, CKO_PRIVATE_KEY, master_label));
   KMS_ASSIGN_OR_RETURN(auto pub, FindByLabel(fn, anchor, CKO_PUBLIC_KEY, master_label));
@@ -541,9 +544,10 @@ absl::StatusOr<std::vector<uint8_t>> Pkcs11Hsm::Impl::WrapNewKek(KekWrapMechanis
 absl::StatusOr<KekWrapMechanism> Pkcs11Hsm::Impl::ChooseWrapMechanism() {
   if (kind == MasterKeyKind::kAes256) return KekWrapMechanism::kAesKeyWrapPad;
   {
-    std::lock_guard<std::mutex> lock(OaepChoiceMutex());
-    auto it = OaepChoices().find(module->path());
-    if (it != OaepChoices().end()) return it->second;
+    OaepChoiceTable& table = OaepChoices();
+    MutexLock lock(&table.mu);
+    auto it = table.by_module.find(module->path());
+    if (it != table.by_module.end()) return it->second;
   }
   // Probe once: wrap a throw-away key with OAEP/SHA-256. Tokens that only do SHA-1 in OAEP
   // (SoftHSM2 2.6) refuse the parameters.
@@ -556,8 +560,9 @@ absl::StatusOr<KekWrapMechanism> Pkcs11Hsm::Impl::ChooseWrapMechanism() {
     }
     chosen = KekWrapMechanism::kRsaOaepSha1;
   }
-  std::lock_guard<std::mutex> lock(OaepChoiceMutex());
-  return OaepChoices().emplace(module->path(), chosen).first->second;
+  OaepChoiceTable& table = OaepChoices();
+  MutexLock lock(&table.mu);
+  return table.by_module.emplace(module->path(), chosen).first->second;
 }
 
 absl::StatusOr<CK_OBJECT_HANDLE> Pkcs11Hsm::Impl::KekHandle(uint32_t version) const {

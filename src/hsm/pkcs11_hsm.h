@@ -93,6 +93,10 @@ enum class KekWrapMechanism : uint8_t {
   kAesKeyWrapPad = 3,
 };
 std::string_view KekWrapMechanismName(KekWrapMechanism mechanism);
+// The mechanism a wrapped-KEK blob of this backend records ("rsa-oaep-sha1", ...);
+// INVALID_ARGUMENT when the header does not parse. Pkcs11Hsm::DescribeWrappedKek is the
+// seam's way to this; the free function serves the backend and its tests.
+absl::StatusOr<std::string_view> WrappedKekMechanismName(std::span<const uint8_t> wrapped_kek);
 
 class Pkcs11Hsm final : public Hsm {
  public:
@@ -129,6 +133,7 @@ class Pkcs11Hsm final : public Hsm {
   absl::StatusOr<SecretBytes> Open(uint32_t kek_version, std::span<const uint8_t> sealed,
                                    std::span<const uint8_t> aad) override;
   absl::Status Ping() override;
+  std::string DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const override;
 
   // The mechanism CreateKek wraps new KEKs with (decided at Open; worth logging).
   KekWrapMechanism kek_wrap_mechanism() const;

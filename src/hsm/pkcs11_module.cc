@@ -6,9 +6,10 @@
 
 #include <cstdio>
 #include <map>
-#include <mutex>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "src/common/sync.h"
 
 namespace kms::hsm {
 namespace {
@@ -119,12 +120,12 @@ struct LoadedModule {
   bool finalize = false;  // we called C_Initialize successfully, so we call C_Finalize
 };
 
-std::mutex& RegistryMutex() {
-  static std::mutex* mu = new std::mutex;
-  return *mu;
-}
-std::map<std::string, LoadedModule>& Registry() {
-  static auto* registry = new std::map<std::string, LoadedModule>;
+struct ModuleRegistry {
+  Mutex mu;
+  std::map<std::string, LoadedModule> modules ABSL_GUARDED_BY(mu);
+};
+ModuleRegistry& Registry() {
+  static auto* registry = new ModuleRegistry;
   return *registry;
 }
 
@@ -199,12 +200,13 @@ absl::StatusOr<std::shared_ptr<Pkcs11Module>> Pkcs11Module::Acquire(const std::s
   }
   std::string canonical = resolved;
 
-  std::lock_guard<std::mutex> lock(RegistryMutex());
-  LoadedModule& m = Registry()[canonical];
+  ModuleRegistry& registry = Registry();
+  MutexLock lock(&registry.mu);
+  LoadedModule& m = registry.modules[canonical];
   if (m.refs == 0) {
     void* dl = dlopen(canonical.c_str(), RTLD_NOW | RTLD_LOCAL);
     if (dl == nullptr) {
-      Registry().erase(canonical);
+      registry.modules.erase(canonical);
       const char* err = dlerror();
       return absl::FailedPreconditionError(
           absl::StrCat("cannot load PKCS#11 module ", canonical, ": ", err ? err : "?"));
@@ -213,14 +215,14 @@ absl::StatusOr<std::shared_ptr<Pkcs11Module>> Pkcs11Module::Acquire(const std::s
     CK_FUNCTION_LIST* fn = nullptr;
     if (get_list == nullptr) {
       dlclose(dl);
-      Registry().erase(canonical);
+      registry.modules.erase(canonical);
       return absl::FailedPreconditionError(
           absl::StrCat(canonical, " is not a PKCS#11 module (no C_GetFunctionList)"));
     }
     CK_RV rv = get_list(&fn);
     if (rv != CKR_OK || fn == nullptr) {
       dlclose(dl);
-      Registry().erase(canonical);
+      registry.modules.erase(canonical);
       return RvToStatus(rv == CKR_OK ? CKR_GENERAL_ERROR : rv, "C_GetFunctionList");
     }
     CK_C_INITIALIZE_ARGS args{};
@@ -228,7 +230,7 @@ absl::StatusOr<std::shared_ptr<Pkcs11Module>> Pkcs11Module::Acquire(const std::s
     rv = fn->C_Initialize(&args);
     if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
       dlclose(dl);
-      Registry().erase(canonical);
+      registry.modules.erase(canonical);
       return RvToStatus(rv, "C_Initialize");
     }
     m.dl = dl;
@@ -242,13 +244,14 @@ absl::StatusOr<std::shared_ptr<Pkcs11Module>> Pkcs11Module::Acquire(const std::s
 }
 
 Pkcs11Module::~Pkcs11Module() {
-  std::lock_guard<std::mutex> lock(RegistryMutex());
-  auto it = Registry().find(path_);
-  if (it == Registry().end()) return;  // cannot happen
+  ModuleRegistry& registry = Registry();
+  MutexLock lock(&registry.mu);
+  auto it = registry.modules.find(path_);
+  if (it == registry.modules.end()) return;  // cannot happen
   if (--it->second.refs > 0) return;
   if (it->second.finalize) it->second.fn->C_Finalize(nullptr);
   dlclose(it->second.dl);
-  Registry().erase(it);
+  registry.modules.erase(it);
 }
 
 std::string TrimPadded(const unsigned char* field, size_t size) {

@@ -134,14 +134,14 @@ absl::StatusOr<std::unique_ptr<JwtService>> JwtService::Create(keys::KekRing* ke
 // --- Views and the state they imply
 
 std::shared_ptr<const JwtService::View> JwtService::Snapshot() const {
-  std::shared_lock lock(view_mu_);
+  ReaderLock lock(&view_mu_);
   return view_;
 }
 
 void JwtService::Publish(std::shared_ptr<const View> view, std::string_view why) {
   S before;
   {
-    std::unique_lock lock(view_mu_);
+    WriterLock lock(&view_mu_);
     before = view_->state;
     view_ = view;
   }
@@ -408,7 +408,7 @@ void JwtService::RecordFailure(const View& current, int64_t now, const absl::Sta
 }
 
 absl::Status JwtService::Load() {
-  std::lock_guard lock(maintenance_mu_);
+  MutexLock lock(&maintenance_mu_);
   if (Snapshot()->state != S::kLoading) return absl::OkStatus();
   return LoadLocked(clock_->UnixSeconds());
 }
@@ -447,7 +447,7 @@ absl::Status JwtService::LoadLocked(int64_t now) {
 }
 
 absl::Status JwtService::Tick(bool may_rotate) {
-  std::lock_guard lock(maintenance_mu_);
+  MutexLock lock(&maintenance_mu_);
   const int64_t now = clock_->UnixSeconds();
   auto current = Snapshot();
   if (current->state == S::kLoading) return LoadLocked(now);
@@ -486,7 +486,7 @@ absl::Status JwtService::Tick(bool may_rotate) {
 }
 
 absl::StatusOr<RotationResult> JwtService::Rotate() {
-  std::lock_guard lock(maintenance_mu_);
+  MutexLock lock(&maintenance_mu_);
   return RotateLocked(clock_->UnixSeconds(), /*scheduled=*/false);
 }
 
@@ -567,7 +567,7 @@ absl::StatusOr<RotationResult> JwtService::RotateLocked(int64_t now, bool schedu
 }
 
 absl::Status JwtService::Ack() {
-  std::lock_guard lock(maintenance_mu_);
+  MutexLock lock(&maintenance_mu_);
   const int64_t now = clock_->UnixSeconds();
   auto current = Snapshot();
   const S state = EffectiveState(*current, now);
@@ -596,7 +596,7 @@ absl::Status JwtService::Ack() {
 
 absl::StatusOr<int> JwtService::RewrapKeys(uint32_t kek_version) {
   if (kek_version == 0) return absl::InvalidArgumentError("jwt: KEK version 0");
-  std::lock_guard lock(maintenance_mu_);
+  MutexLock lock(&maintenance_mu_);
   auto rows = store_->ListJwtKeys();
   if (!rows.ok()) return Annotate(rows.status(), "jwt: re-wrap");
   int rewrapped = 0;

@@ -40,17 +40,17 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
 #include "kms/keys/kek_ring.h"
 #include "kms/store/jwt_key_store.h"
 #include "kms/store/store_health.h"
+#include "src/common/sync.h"
 #include "src/jwt/es256.h"
 #include "src/jwt/jwt.h"
 #include "src/jwt/key_lifecycle.h"
@@ -218,7 +218,7 @@ class JwtService {
   static bool DualActive(const View& view, int64_t now);
 
   // Maintenance helpers; maintenance_mu_ held.
-  absl::Status LoadLocked(int64_t now);
+  absl::Status LoadLocked(int64_t now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_);
   // Re-reads the keys when the store epoch moved (always when `force`), then pings the
   // HSM. On success the returned view carries the fresh keys; health is not touched.
   absl::StatusOr<View> Probe(const View& current, int64_t now, bool force,
@@ -229,7 +229,8 @@ class JwtService {
   // A new key and its row, sealed under the primary KEK.
   absl::StatusOr<std::pair<std::shared_ptr<const Es256PrivateKey>, store::JwtKeyRecord>> NewKey(
       int64_t now, int64_t activate_at);
-  absl::StatusOr<RotationResult> RotateLocked(int64_t now, bool scheduled);
+  absl::StatusOr<RotationResult> RotateLocked(int64_t now, bool scheduled)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(maintenance_mu_);
   // Records a failed probe in a new view (Degraded/Critical through the table).
   void RecordFailure(const View& current, int64_t now, const absl::Status& error);
   KeyLifecycleState Apply(KeyLifecycleState state, KeyLifecycleEvent event) const;
@@ -243,9 +244,9 @@ class JwtService {
   const JwtServiceOptions options_;
   const ClaimsPolicy policy_;
 
-  std::mutex maintenance_mu_;  // serializes Load/Tick/Rotate/Ack/RewrapKeys
-  mutable std::shared_mutex view_mu_;
-  std::shared_ptr<const View> view_;  // guarded by view_mu_; never null
+  Mutex maintenance_mu_;  // serializes Load/Tick/Rotate/Ack/RewrapKeys
+  mutable SharedMutex view_mu_;
+  std::shared_ptr<const View> view_ ABSL_GUARDED_BY(view_mu_);  // never null
 };
 
 }  // namespace kms::jwt

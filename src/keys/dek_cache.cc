@@ -28,7 +28,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
   Shard& shard = ShardFor(tenant_id);
   std::shared_ptr<const DekEntry> stale;
   {
-    std::shared_lock lock(shard.mu);
+    ReaderLock lock(&shard.mu);
     auto it = shard.tenants.find(tenant_id);
     if (it != shard.tenants.end()) {
       const TenantSlot& slot = it->second;
@@ -47,7 +47,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
   std::shared_ptr<Flight> flight;
   bool leader = false;
   {
-    std::unique_lock lock(shard.mu);
+    WriterLock lock(&shard.mu);
     auto key = std::make_pair(tenant_id, version);
     auto it = shard.flights.find(key);
     if (it != shard.flights.end()) {
@@ -62,17 +62,17 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
                                                               : nullptr);
         if (hit && Fresh(*hit)) return hit;
       }
-      flight = std::make_shared<Flight>();
-      flight->generation = shard.generation;
+      flight = std::make_shared<Flight>(shard.generation);
       shard.flights.emplace(key, flight);
       leader = true;
     }
   }
 
   if (!leader) {
-    std::unique_lock lock(flight->mu);
-    flight->cv.wait(lock, [&] { return flight->done; });
-    return flight->result;
+    Flight& f = *flight;
+    MutexLock lock(&f.mu);
+    f.mu.Await(f.cv, [&f]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(f.mu) { return f.done; });
+    return f.result;
   }
 
   absl::StatusOr<std::shared_ptr<const DekEntry>> result = loader();
@@ -81,7 +81,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
     result = stale;  // degraded: the backend is down, the key is still ours to use
   }
   {
-    std::unique_lock lock(shard.mu);
+    WriterLock lock(&shard.mu);
     // An invalidation while we loaded (a shred, a rotation) makes what we read stale.
     if (result.ok() && *result != stale && shard.generation == flight->generation) {
       Insert(shard, version, *result);
@@ -89,7 +89,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
     shard.flights.erase(std::make_pair(tenant_id, version));
   }
   {
-    std::lock_guard lock(flight->mu);
+    MutexLock lock(&flight->mu);
     flight->result = result;
     flight->done = true;
   }
@@ -152,7 +152,7 @@ bool DekCache::EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint
 
 void DekCache::InvalidateTenant(const std::string& tenant_id) {
   Shard& shard = ShardFor(tenant_id);
-  std::unique_lock lock(shard.mu);
+  WriterLock lock(&shard.mu);
   ++shard.generation;
   auto it = shard.tenants.find(tenant_id);
   if (it == shard.tenants.end()) return;
@@ -163,7 +163,7 @@ void DekCache::InvalidateTenant(const std::string& tenant_id) {
 
 void DekCache::ForEach(const std::function<void(const std::shared_ptr<const DekEntry>&)>& fn) const {
   for (const auto& shard : shards_) {
-    std::shared_lock lock(shard->mu);
+    ReaderLock lock(&shard->mu);
     for (const auto& [tenant, slot] : shard->tenants) {
       for (const auto& [version, entry] : slot.versions) fn(entry);
     }
@@ -172,7 +172,7 @@ void DekCache::ForEach(const std::function<void(const std::shared_ptr<const DekE
 
 void DekCache::Clear() {
   for (auto& shard : shards_) {
-    std::unique_lock lock(shard->mu);
+    WriterLock lock(&shard->mu);
     ++shard->generation;
     for (const auto& [tenant, slot] : shard->tenants) {
       for (const auto& [version, entry] : slot.versions) Removed(entry);
@@ -185,7 +185,7 @@ void DekCache::Clear() {
 size_t DekCache::size() const {
   size_t n = 0;
   for (const auto& shard : shards_) {
-    std::shared_lock lock(shard->mu);
+    ReaderLock lock(&shard->mu);
     n += shard->entries;
   }
   return n;

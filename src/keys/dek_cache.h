@@ -23,14 +23,14 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
-#include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
+#include "src/common/sync.h"
 #include "src/crypto/aes_gcm.h"
 
 namespace kms::keys {
@@ -77,30 +77,35 @@ class DekCache {
 
  private:
   struct Flight {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    absl::StatusOr<std::shared_ptr<const DekEntry>> result = absl::UnknownError("pending");
-    uint64_t generation = 0;  // the shard's generation when the load started
+    explicit Flight(uint64_t g) : generation(g) {}
+    Mutex mu;
+    std::condition_variable cv;  // signalled once, when done
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::StatusOr<std::shared_ptr<const DekEntry>> result ABSL_GUARDED_BY(mu) =
+        absl::UnknownError("pending");
+    const uint64_t generation;  // the shard's generation when the load started
   };
   struct TenantSlot {
     std::map<uint32_t, std::shared_ptr<const DekEntry>> versions;  // numbered versions
     std::shared_ptr<const DekEntry> primary;                       // alias of version 0
   };
   struct Shard {
-    mutable std::shared_mutex mu;
-    std::unordered_map<std::string, TenantSlot> tenants;  // guarded by mu
-    std::map<std::pair<std::string, uint32_t>, std::shared_ptr<Flight>> flights;  // guarded by mu
-    size_t entries = 0;  // guarded by mu
+    mutable SharedMutex mu;
+    std::unordered_map<std::string, TenantSlot> tenants ABSL_GUARDED_BY(mu);
+    std::map<std::pair<std::string, uint32_t>, std::shared_ptr<Flight>> flights
+        ABSL_GUARDED_BY(mu);
+    size_t entries ABSL_GUARDED_BY(mu) = 0;
     // Bumped by every invalidation, so a load that started before one is not cached.
-    uint64_t generation = 0;  // guarded by mu
+    uint64_t generation ABSL_GUARDED_BY(mu) = 0;
   };
 
   Shard& ShardFor(const std::string& tenant_id);
   bool Fresh(const DekEntry& e) const;
-  void Insert(Shard& shard, uint32_t requested_version, std::shared_ptr<const DekEntry> entry);
+  void Insert(Shard& shard, uint32_t requested_version, std::shared_ptr<const DekEntry> entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Evicts the oldest entry other than (keep_tenant, keep_version); false if none.
-  bool EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version);
+  bool EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void Removed(const std::shared_ptr<const DekEntry>& entry) const;
 
   const Clock& clock_;

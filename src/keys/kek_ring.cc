@@ -32,7 +32,7 @@ absl::Status HsmKekRing::LoadLocked() {
       return inserted;
     } else {
       spdlog::info("created KEK version 1 ({})",
-                   hsm::WrappedKekMechanismName(first.wrapped).value_or("unknown"));
+                   hsm_->DescribeWrappedKek(first.wrapped));
     }
     KMS_ASSIGN_OR_RETURN(keks, store_->ListKeks());
   }
@@ -106,7 +106,7 @@ absl::StatusOr<uint32_t> HsmKekRing::Rotate() {
   }
   primary_.store(next);
   spdlog::info("created KEK version {} ({}); new keys are sealed under it", next,
-               hsm::WrappedKekMechanismName(wrapped).value_or("unknown"));
+               hsm_->DescribeWrappedKek(wrapped));
   if (listener_) listener_(coord::InvalidationEvent{.kind = coord::InvalidationEvent::Kind::kKek});
   return next;
 }
@@ -119,8 +119,7 @@ absl::StatusOr<std::vector<KekInfo>> HsmKekRing::List() {
     out.push_back(KekInfo{.version = k.version,
                           .state = k.state,
                           .created_at = k.created_at,
-                          .mechanism = std::string(
-                              hsm::WrappedKekMechanismName(k.wrapped).value_or("unknown"))});
+                          .mechanism = hsm_->DescribeWrappedKek(k.wrapped)});
   }
   return out;
 }

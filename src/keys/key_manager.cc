@@ -29,7 +29,7 @@ KeyManager::KeyManager(KekRing* kek_ring, store::TenantKeyStore* store, const Cl
 DekCache::Options KeyManager::CacheOptions(DekCache::Options options) {
   options.on_remove = [this](const std::shared_ptr<const DekEntry>& entry) {
     if (entry->encryptions.load(std::memory_order_relaxed) == 0) return;
-    std::lock_guard lock(pending_mu_);
+    MutexLock lock(&pending_mu_);
     pending_counts_.push_back(entry);
   };
   return options;
@@ -203,7 +203,7 @@ absl::Status KeyManager::ShredTenant(const TenantId& tenant_ref) {
 absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
   std::vector<std::shared_ptr<const DekEntry>> entries;
   {
-    std::lock_guard lock(pending_mu_);
+    MutexLock lock(&pending_mu_);
     entries.swap(pending_counts_);
   }
   cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
@@ -218,7 +218,7 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
     if (!added.ok()) {
       e->encryptions.fetch_add(delta);  // try again at the next flush
       {
-        std::lock_guard lock(pending_mu_);
+        MutexLock lock(&pending_mu_);
         pending_counts_.push_back(e);  // in case it has left the cache meanwhile
       }
       if (first_error.ok()) first_error = added;

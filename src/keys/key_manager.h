@@ -11,16 +11,17 @@
 #include <functional>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "kms/common/clock.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
 #include "kms/keys/kek_ring.h"
 #include "kms/store/tenant_key_store.h"
+#include "src/common/sync.h"
 #include "src/keys/dek_cache.h"
 #include "src/keys/encryption_context.h"
 #include "src/keys/tenant_id.h"
@@ -128,8 +129,8 @@ class KeyManager {
   const Clock* const clock_;
   const KeyManagerOptions options_;
   // Entries that left the cache with encryptions not yet flushed to the store.
-  std::mutex pending_mu_;
-  std::vector<std::shared_ptr<const DekEntry>> pending_counts_;  // guarded by pending_mu_
+  Mutex pending_mu_;  // taken inside the cache's shard locks (on_remove), never around them
+  std::vector<std::shared_ptr<const DekEntry>> pending_counts_ ABSL_GUARDED_BY(pending_mu_);
   DekCache cache_;
 
   std::atomic<uint64_t> dek_loads_{0};

@@ -14,7 +14,7 @@ absl::StatusOr<std::vector<uint8_t>> FakeHsm::CreateKek(uint32_t kek_version) {
   KMS_ASSIGN_OR_RETURN(SecretBytes kek, crypto::RandomSecret(32));
   std::vector<uint8_t> blob(kFakeBlobHeader, kFakeBlobHeader + 2);
   blob.insert(blob.end(), kek.data(), kek.data() + kek.size());
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   keks_[kek_version] = std::move(kek);
   return blob;
 }
@@ -22,18 +22,18 @@ absl::StatusOr<std::vector<uint8_t>> FakeHsm::CreateKek(uint32_t kek_version) {
 absl::Status FakeHsm::LoadKek(uint32_t kek_version, std::span<const uint8_t> wrapped_kek) {
   if (down_) return Down();
   if (wrapped_kek.size() != 34) return absl::DataLossError("bad fake KEK blob");
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (!keks_.count(kek_version)) keks_[kek_version] = SecretBytes::CopyOf(wrapped_kek.subspan(2));
   return absl::OkStatus();
 }
 
 bool FakeHsm::HasKek(uint32_t kek_version) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return keks_.count(kek_version) > 0;
 }
 
 absl::Status FakeHsm::UnloadKek(uint32_t kek_version) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   keks_.erase(kek_version);
   return absl::OkStatus();
 }
@@ -44,7 +44,7 @@ absl::StatusOr<std::vector<uint8_t>> FakeHsm::Seal(uint32_t kek_version,
   if (down_) return Down();
   std::unique_ptr<crypto::AesGcmKey> key;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = keks_.find(kek_version);
     if (it == keks_.end()) return absl::NotFoundError("KEK version not loaded");
     KMS_ASSIGN_OR_RETURN(key, crypto::AesGcmKey::Create(it->second));
@@ -62,7 +62,7 @@ absl::StatusOr<SecretBytes> FakeHsm::Open(uint32_t kek_version, std::span<const 
   if (sealed.size() < 28) return absl::DataLossError("sealed blob too short");
   std::unique_ptr<crypto::AesGcmKey> key;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto it = keks_.find(kek_version);
     if (it == keks_.end()) return absl::NotFoundError("KEK version not loaded");
     KMS_ASSIGN_OR_RETURN(key, crypto::AesGcmKey::Create(it->second));
@@ -74,5 +74,13 @@ absl::StatusOr<SecretBytes> FakeHsm::Open(uint32_t kek_version, std::span<const 
 }
 
 absl::Status FakeHsm::Ping() { return down_ ? Down() : absl::OkStatus(); }
+
+std::string FakeHsm::DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const {
+  if (wrapped_kek.size() == 34 && wrapped_kek[0] == kFakeBlobHeader[0] &&
+      wrapped_kek[1] == kFakeBlobHeader[1]) {
+    return "aes-key-wrap-pad";
+  }
+  return "unknown";
+}
 
 }  // namespace kms::testing

@@ -5,9 +5,11 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
+#include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "kms/hsm/hsm.h"
+#include "src/common/sync.h"
 #include "src/crypto/aes_gcm.h"
 
 namespace kms::testing {
@@ -24,6 +26,8 @@ class FakeHsm final : public hsm::Hsm {
   absl::StatusOr<SecretBytes> Open(uint32_t kek_version, std::span<const uint8_t> sealed,
                                    std::span<const uint8_t> aad) override;
   absl::Status Ping() override;
+  // Fake blobs carry the real header of an AES-key-wrap blob: "aes-key-wrap-pad".
+  std::string DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const override;
 
   // While set, every call fails with UNAVAILABLE (the token is gone).
   void SetUnavailable(bool down) { down_ = down; }
@@ -31,8 +35,8 @@ class FakeHsm final : public hsm::Hsm {
   uint64_t seals() const { return seals_; }
 
  private:
-  mutable std::mutex mu_;
-  std::map<uint32_t, SecretBytes> keks_;  // guarded by mu_
+  mutable Mutex mu_;
+  std::map<uint32_t, SecretBytes> keks_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> down_{false};
   std::atomic<uint64_t> opens_{0};
   std::atomic<uint64_t> seals_{0};

@@ -23,7 +23,34 @@ enum class Operation {
   kRotate,    // manual key rotation
   kShred,     // crypto-shredding
 };
-std::string_view OperationName(Operation op);  // "encrypt", "create_tenant", ...
+// "encrypt", "create_tenant", ... (the policy file's spelling).
+inline std::string_view OperationName(Operation op) {
+  switch (op) {
+    case Operation::kEncrypt:
+      return "encrypt";
+    case Operation::kDecrypt:
+      return "decrypt";
+    case Operation::kCreateTenant:
+      return "create_tenant";
+    case Operation::kGetTenant:
+      return "get_tenant";
+    case Operation::kListTenants:
+      return "list_tenants";
+    case Operation::kGetStatus:
+      return "get_status";
+    case Operation::kSignJwt:
+      return "sign_jwt";
+    case Operation::kVerifyJwt:
+      return "verify_jwt";
+    case Operation::kAdminJwt:
+      return "admin_jwt";
+    case Operation::kRotate:
+      return "rotate";
+    case Operation::kShred:
+      return "shred";
+  }
+  return "unknown";
+}
 
 // A token bucket's parameters for one identity (enforced by a coord::RateLimiter).
 struct RateLimit {

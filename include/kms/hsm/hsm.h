@@ -6,9 +6,14 @@
 
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "kms/common/secret.h"
 #include "kms/common/status.h"
 
@@ -18,8 +23,26 @@ enum class MasterKeyKind {
   kRsa4096,  // RSA-4096 key pair; KEKs wrapped with RSA-OAEP (default)
   kAes256,   // AES-256 secret key; KEKs wrapped with AES key wrap with padding (SP 800-38F)
 };
-std::string_view MasterKeyKindName(MasterKeyKind kind);  // "rsa-4096", "aes-256"
-absl::StatusOr<MasterKeyKind> ParseMasterKeyKind(std::string_view name);
+
+// "rsa-4096", "aes-256" (the configuration's spelling).
+inline std::string_view MasterKeyKindName(MasterKeyKind kind) {
+  switch (kind) {
+    case MasterKeyKind::kRsa4096:
+      return "rsa-4096";
+    case MasterKeyKind::kAes256:
+      return "aes-256";
+  }
+  return "unknown";
+}
+
+// The inverse of MasterKeyKindName; INVALID_ARGUMENT for any other name.
+inline absl::StatusOr<MasterKeyKind> ParseMasterKeyKind(std::string_view name) {
+  if (name == "rsa-4096") return MasterKeyKind::kRsa4096;
+  if (name == "aes-256") return MasterKeyKind::kAes256;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown master key kind '", absl::string_view(name.data(), name.size()),
+                   "' (expected rsa-4096 or aes-256)"));
+}
 
 // Thread-safe. Every method may be called from any thread concurrently.
 // Errors: UNAVAILABLE when the token cannot be reached, NOT_FOUND for an unknown
@@ -58,9 +81,12 @@ class Hsm {
 
   // A cheap round trip to the token, for health checks.
   virtual absl::Status Ping() = 0;
-};
 
-// The name of the mechanism a wrapped-KEK blob records ("rsa-oaep-sha1", ...), for status.
-absl::StatusOr<std::string_view> WrappedKekMechanismName(std::span<const uint8_t> wrapped_kek);
+  // The name of the mechanism that wrapped a blob CreateKek returned ("rsa-oaep-sha1",
+  // "rsa-oaep-sha256", "aes-key-wrap-pad"), for logs and status; "unknown" when the blob
+  // does not parse. The blob format is the implementation's: only it can read it. Does not
+  // touch the token.
+  virtual std::string DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const = 0;
+};
 
 }  // namespace kms::hsm

@@ -345,7 +345,7 @@ class SqliteKeyStore::Transaction {
 SqliteKeyStore::SqliteKeyStore(DbPtr db) : db_(std::move(db)) {}
 
 SqliteKeyStore::~SqliteKeyStore() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   stmts_.clear();
   db_.reset();
 }
@@ -371,7 +371,7 @@ absl::StatusOr<std::unique_ptr<SqliteKeyStore>> SqliteKeyStore::Open(const std::
 
   std::unique_ptr<SqliteKeyStore> store(new SqliteKeyStore(std::move(db)));
   {
-    absl::MutexLock lock(&store->mu_);
+    MutexLock lock(&store->mu_);
     KMS_RETURN_IF_ERROR(store->Configure(options, in_memory));
     KMS_RETURN_IF_ERROR(store->Migrate());
   }
@@ -527,7 +527,7 @@ absl::Status SqliteKeyStore::DiagnoseRotationJobCas(int64_t id, int64_t expected
 }
 
 absl::Status SqliteKeyStore::Mutate(const Mutation& m, absl::FunctionRef<absl::Status()> body) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Transaction txn(*this, m.op);
   KMS_RETURN_IF_ERROR(txn.Begin());
   absl::Status st = body();
@@ -543,7 +543,7 @@ absl::Status SqliteKeyStore::Mutate(const Mutation& m, absl::FunctionRef<absl::S
 
 absl::StatusOr<std::vector<KekRecord>> SqliteKeyStore::ListKeks() {
   constexpr absl::string_view kOp = "ListKeks";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kKekColumns, " FROM kek_versions ORDER BY version"),
                       kOp));
@@ -604,7 +604,7 @@ absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, Kek
 
 absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsage() {
   constexpr absl::string_view kOp = "ListKekUsage";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // One statement: one snapshot of the three tables.
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare("SELECT v, SUM(d), SUM(j) FROM ("
@@ -672,7 +672,7 @@ absl::Status SqliteKeyStore::InsertDek(const std::string& tenant_id, const DekRe
 
 absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant_id) {
   constexpr absl::string_view kOp = "GetTenant";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = ?1"),
                       kOp));
@@ -684,7 +684,7 @@ absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant
 absl::StatusOr<TenantPage> SqliteKeyStore::ListTenants(const std::string& after, int limit) {
   constexpr absl::string_view kOp = "ListTenants";
   KMS_RETURN_IF_ERROR(CheckListTenants(limit));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Ids compare as bytes (BINARY collation), like std::string.
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kTenantColumns,
@@ -707,7 +707,7 @@ absl::StatusOr<TenantPage> SqliteKeyStore::ListTenants(const std::string& after,
 }
 
 absl::StatusOr<uint64_t> SqliteKeyStore::CountTenants() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT COUNT(*) FROM tenants", "CountTenants"));
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
   return row ? static_cast<uint64_t>(s.Int(0)) : 0;
@@ -716,7 +716,7 @@ absl::StatusOr<uint64_t> SqliteKeyStore::CountTenants() {
 absl::StatusOr<TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant_id,
                                                        uint32_t version) {
   constexpr absl::string_view kOp = "GetTenantDek";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // One statement, so the tenant row and the DEK row come from the same snapshot. The
   // LEFT JOIN tells an unknown tenant (no row) from an unknown version (NULL DEK).
   KMS_ASSIGN_OR_RETURN(
@@ -743,7 +743,7 @@ absl::StatusOr<TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant
 
 absl::StatusOr<std::vector<DekRecord>> SqliteKeyStore::ListDeks(const std::string& tenant_id) {
   constexpr absl::string_view kOp = "ListDeks";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kDekColumns,
                                    " FROM tenant_deks WHERE tenant_id = ?1 ORDER BY version"),
@@ -834,7 +834,7 @@ absl::Status SqliteKeyStore::SetTenantState(const std::string& tenant_id,
     // The WAL still holds page images with the old blobs: copy them into the database
     // (where they are now zeros) and truncate the WAL. Best effort: a reader in another
     // process may delay it to a later checkpoint; the commit above already stands.
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     sqlite3_wal_checkpoint_v2(db_.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr,
                               nullptr);
   }
@@ -845,7 +845,7 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
                                             uint64_t count) {
   constexpr absl::string_view kOp = "AddEncryptions";
   KMS_RETURN_IF_ERROR(CheckAddEncryptions(count));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // A single statement is its own transaction. A usage counter, not a state change:
   // neither the epoch nor the tenant's row_version moves, so frequent counter flushes
   // neither invalidate replicas' caches nor make a concurrent rotation's CAS fail.
@@ -869,7 +869,7 @@ absl::StatusOr<DekPage> SqliteKeyStore::ListDeksWrappedUnder(uint32_t kek_versio
                                                              const DekKey& after, int limit) {
   constexpr absl::string_view kOp = "ListDeksWrappedUnder";
   KMS_RETURN_IF_ERROR(CheckListDeksWrappedUnder(limit));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Keyset pagination on the index (kek_version, tenant_id, version); ids compare as
   // bytes. One row more than asked tells whether more follow.
   KMS_ASSIGN_OR_RETURN(
@@ -941,7 +941,7 @@ absl::StatusOr<std::vector<DekRewrapResult>> SqliteKeyStore::UpdateDekWrappings(
 
 absl::StatusOr<std::vector<JwtKeyRecord>> SqliteKeyStore::ListJwtKeys() {
   constexpr absl::string_view kOp = "ListJwtKeys";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kJwtKeyColumns,
                                    " FROM jwt_keys ORDER BY activate_at, kid"),
@@ -1094,7 +1094,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::CreateRotationJob(const Rotati
 
 absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRotationJob(int64_t id) {
   constexpr absl::string_view kOp = "GetRotationJob";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kRotationJobColumns,
                                    " FROM rotation_jobs WHERE id = ?1"),
@@ -1106,7 +1106,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRotationJob(int64_t id) {
 
 absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRunningRotationJob(RotationJobKind kind) {
   constexpr absl::string_view kOp = "GetRunningRotationJob";
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kRotationJobColumns,
                                    " FROM rotation_jobs WHERE kind = ?1 AND state = 'running'"),
@@ -1123,7 +1123,7 @@ absl::StatusOr<std::vector<RotationJobRecord>> SqliteKeyStore::ListRotationJobs(
                                                                                 int limit) {
   constexpr absl::string_view kOp = "ListRotationJobs";
   KMS_RETURN_IF_ERROR(CheckListRotationJobs(limit));
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(absl::StrCat("SELECT ", kRotationJobColumns,
                                    " FROM rotation_jobs WHERE ?1 = 0 OR id < ?1 "
@@ -1211,7 +1211,7 @@ absl::Status SqliteKeyStore::FinishRotationJob(int64_t id, int64_t expected_row_
 // --- Coherence
 
 absl::StatusOr<int64_t> SqliteKeyStore::GetEpoch() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT epoch FROM store_epoch WHERE id = 1", "GetEpoch"));
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return absl::InternalError("GetEpoch: store_epoch row missing");
@@ -1219,7 +1219,7 @@ absl::StatusOr<int64_t> SqliteKeyStore::GetEpoch() {
 }
 
 absl::Status SqliteKeyStore::Ping() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   // Reads through the file (a read transaction checks the WAL index), not just the cache.
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT epoch FROM store_epoch WHERE id = 1", "Ping"));
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());

@@ -24,9 +24,9 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "kms/common/status.h"
 #include "kms/store/key_store.h"
+#include "src/common/sync.h"
 
 struct sqlite3;
 struct sqlite3_stmt;
@@ -163,7 +163,7 @@ class SqliteKeyStore final : public KeyStore {
   absl::Status DiagnoseRotationJobCas(int64_t id, int64_t expected_row_version,
                                       absl::string_view op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  absl::Mutex mu_;
+  Mutex mu_;
   DbPtr db_ ABSL_GUARDED_BY(mu_);
   // Keyed by SQL text. Declared after db_, so finalized before the connection closes.
   absl::flat_hash_map<std::string, StmtPtr> stmts_ ABSL_GUARDED_BY(mu_);

@@ -105,7 +105,7 @@ void PrivateRedis::Kill() {
 std::function<void(const InvalidationEvent&)> EventLog::Handler() {
   return [this](const InvalidationEvent& event) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      MutexLock lock(&mu_);
       events_.push_back(event);
     }
     cv_.notify_all();
@@ -113,14 +113,16 @@ std::function<void(const InvalidationEvent&)> EventLog::Handler() {
 }
 
 bool EventLog::WaitForCount(size_t count, std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return cv_.wait_for(lock, timeout, [&] { return events_.size() >= count; });
+  MutexLock lock(&mu_);
+  return mu_.AwaitUntil(cv_, std::chrono::steady_clock::now() + timeout,
+                        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return events_.size() >= count; });
 }
 
 bool EventLog::WaitFor(const std::function<bool(const InvalidationEvent&)>& match, size_t from,
                        std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  return cv_.wait_for(lock, timeout, [&] {
+  MutexLock lock(&mu_);
+  return mu_.AwaitUntil(cv_, std::chrono::steady_clock::now() + timeout,
+                        [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (size_t i = from; i < events_.size(); ++i) {
       if (match(events_[i])) return true;
     }
@@ -129,12 +131,12 @@ bool EventLog::WaitFor(const std::function<bool(const InvalidationEvent&)>& matc
 }
 
 std::vector<InvalidationEvent> EventLog::events() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return events_;
 }
 
 size_t EventLog::size() const {
-  std::lock_guard<std::mutex> lock(mu_);
+  MutexLock lock(&mu_);
   return events_.size();
 }
 

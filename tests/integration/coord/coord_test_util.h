@@ -7,12 +7,13 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
+#include "src/common/sync.h"
 #include "src/coord/redis_client.h"
 
 namespace kms::coord::test {
@@ -66,9 +67,9 @@ class EventLog {
   size_t size() const;
 
  private:
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   std::condition_variable cv_;
-  std::vector<InvalidationEvent> events_;  // guarded by mu_
+  std::vector<InvalidationEvent> events_ ABSL_GUARDED_BY(mu_);
 };
 
 bool IsSyntheticAll(const InvalidationEvent& event);

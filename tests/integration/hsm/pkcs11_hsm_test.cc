@@ -118,6 +118,9 @@ TEST_P(Pkcs11HsmTest, CreateKekBlobRecordsTheWrappingMechanism) {
     EXPECT_EQ(blob->size(), 2u + 40u);
   }
   EXPECT_EQ(*name, KekWrapMechanismName(hsm->kek_wrap_mechanism()));
+  // The seam's view of the same blob, and of one that does not parse.
+  EXPECT_EQ(hsm->DescribeWrappedKek(*blob), *name);
+  EXPECT_EQ(hsm->DescribeWrappedKek(std::vector<uint8_t>{1, 4, 0xaa}), "unknown");
   EXPECT_TRUE(hsm->HasKek(7));
   EXPECT_FALSE(hsm->HasKek(8));
 }

@@ -11,11 +11,14 @@
 #include "src/hsm/pkcs11_hsm.h"
 #include "src/store/sqlite/sqlite_key_store.h"
 #include "tests/fakes/injecting_key_store.h"
+#include "tests/test_common/simulated_clock.h"
 #include "tests/test_common/softhsm_token.h"
 #include "tests/test_common/temp_dir.h"
 
 namespace kms::keys {
 namespace {
+
+using ::kms::testing::SimulatedClock;
 
 std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};

@@ -3,9 +3,12 @@
 #include <ctime>
 
 #include "gtest/gtest.h"
+#include "tests/test_common/simulated_clock.h"
 
 namespace kms {
 namespace {
+
+using ::kms::testing::SimulatedClock;
 
 TEST(RealClockTest, UnixSecondsFollowsTheSystemWallClock) {
   const int64_t before = static_cast<int64_t>(std::time(nullptr));

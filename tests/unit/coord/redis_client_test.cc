@@ -9,9 +9,12 @@
 #include "gtest/gtest.h"
 #include "kms/common/clock.h"
 #include "src/coord/rate_limiters.h"
+#include "tests/test_common/simulated_clock.h"
 
 namespace kms::coord {
 namespace {
+
+using ::kms::testing::SimulatedClock;
 
 using std::chrono::milliseconds;
 

@@ -18,9 +18,12 @@
 #include "src/store/sqlite/sqlite_key_store.h"
 #include "tests/fakes/fake_kek_ring.h"
 #include "tests/fakes/injecting_key_store.h"
+#include "tests/test_common/simulated_clock.h"
 
 namespace kms::jwt {
 namespace {
+
+using ::kms::testing::SimulatedClock;
 
 using ::absl::StatusCode;
 using Json = nlohmann::json;

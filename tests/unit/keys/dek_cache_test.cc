@@ -4,9 +4,12 @@
 #include <thread>
 
 #include "gtest/gtest.h"
+#include "tests/test_common/simulated_clock.h"
 
 namespace kms::keys {
 namespace {
+
+using ::kms::testing::SimulatedClock;
 
 using std::chrono::seconds;
 

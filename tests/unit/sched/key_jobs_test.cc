@@ -66,7 +66,7 @@ class KeyJobsTest : public ::testing::Test {
 
   size_t PublishedJwtKeys() { return jwt_->Status().keys.size(); }
 
-  SimulatedClock clock_;
+  testing::SimulatedClock clock_;
   kms::testing::FakeHsm hsm_;
   kms::testing::FakeLeader leader_;
   std::unique_ptr<store::KeyStore> store_;

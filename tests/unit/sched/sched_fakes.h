@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "kms/common/clock.h"  // SimulatedClock
+#include "tests/test_common/simulated_clock.h"
 #include "kms/coord/coordination.h"
 #include "src/common/sync.h"
 #include "src/sched/scheduler.h"

@@ -48,7 +48,7 @@ class SchedulerTest : public ::testing::Test {
     return {};
   }
 
-  SimulatedClock clock_;
+  testing::SimulatedClock clock_;
   FakeEpochSource epoch_;
   RecordingSink sink_;
   FakeLeader leader_;

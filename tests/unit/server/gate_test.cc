@@ -10,7 +10,7 @@
 #include "src/server/gate/identity.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/gate/request_limits.h"
-#include "kms/common/clock.h"
+#include "tests/test_common/simulated_clock.h"
 
 namespace kms::server {
 namespace {
@@ -82,7 +82,7 @@ class CallGateTest : public ::testing::Test {
     policy_ = std::move(*policy);
   }
   std::unique_ptr<authz::PolicyAuthorizer> policy_;
-  SimulatedClock clock_;
+  testing::SimulatedClock clock_;
   coord::LocalRateLimiter limiter_{&clock_};
 };
 
