@@ -1,5 +1,10 @@
 // FakeHsm: an in-memory Hsm for unit tests. KEKs are random keys in process memory
 // (which a real HSM never allows) and GCM runs in OpenSSL; failures can be injected.
+//
+// It keeps the seam's contract (tests/integration/hsm/hsm_contract.h runs it next to
+// Pkcs11Hsm on SoftHSM2): every FakeHsm of the process plays a replica on one token,
+// so a KEK blob one creates loads in another; a damaged blob is refused (the KEK is
+// sealed under a fixed fake master key with AES-256-GCM, so it authenticates).
 #pragma once
 
 #include <atomic>
@@ -29,12 +34,18 @@ class FakeHsm final : public hsm::Hsm {
   // Fake blobs carry the real header of an AES-key-wrap blob: "aes-key-wrap-pad".
   std::string DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const override;
 
+  // A blob that LoadKek accepts and that holds `kek` (32 bytes), for tests that need a
+  // known KEK (fuzz seeds, published vectors). Only a fake can wrap a key it is given.
+  static absl::StatusOr<std::vector<uint8_t>> WrapKnownKek(std::span<const uint8_t> kek);
+
   // While set, every call fails with UNAVAILABLE (the token is gone).
   void SetUnavailable(bool down) { down_ = down; }
   uint64_t opens() const { return opens_; }
   uint64_t seals() const { return seals_; }
 
  private:
+  absl::StatusOr<std::unique_ptr<crypto::AesGcmKey>> KeyOf(uint32_t kek_version) const;
+
   mutable Mutex mu_;
   std::map<uint32_t, SecretBytes> keks_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> down_{false};

@@ -161,10 +161,10 @@ void JwtClaimsSeeds() {
 // --- wrapped_dek: blobs made by WrapDek with KEK 1 = kFieldKeyBytes (the fake HSM). ---
 void WrappedDekSeeds() {
   testing::FakeKekRing hsm;
-  std::vector<uint8_t> kek_blob = {0x01, 0x03};
-  kek_blob.insert(kek_blob.end(), std::begin(kFieldKeyBytes), std::end(kFieldKeyBytes));
-  FUZZ_CHECK(hsm.hsm().LoadKek(1, kek_blob).ok());
-  FUZZ_CHECK(hsm.hsm().LoadKek(2, kek_blob).ok());
+  auto kek_blob = testing::FakeHsm::WrapKnownKek(kFieldKeyBytes);
+  FUZZ_CHECK(kek_blob.ok());
+  FUZZ_CHECK(hsm.hsm().LoadKek(1, *kek_blob).ok());
+  FUZZ_CHECK(hsm.hsm().LoadKek(2, *kek_blob).ok());
   SecretBytes dek(keys::kDekSize);
   for (size_t i = 0; i < dek.size(); ++i) dek.data()[i] = static_cast<uint8_t>(0xa0 + i);
   auto blob = keys::WrapDek(hsm, 1, "acme", 1, dek);

@@ -16,9 +16,8 @@ testing::FakeKekRing& Ring() {
   static testing::FakeKekRing* ring = [] {
     SetSecretMemoryLocking(false);
     auto* r = new testing::FakeKekRing();
-    std::vector<uint8_t> kek_blob = {0x01, 0x03};  // the fake's "wrapped" KEK: key in clear
-    kek_blob.insert(kek_blob.end(), std::begin(kFieldKeyBytes), std::end(kFieldKeyBytes));
-    FUZZ_CHECK(r->hsm().LoadKek(1, kek_blob).ok());
+    auto kek_blob = testing::FakeHsm::WrapKnownKek(kFieldKeyBytes);
+    FUZZ_CHECK(kek_blob.ok() && r->hsm().LoadKek(1, *kek_blob).ok());
     r->set_primary(1);
     return r;
   }();

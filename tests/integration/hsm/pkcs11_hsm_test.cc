@@ -1,5 +1,9 @@
 // Pkcs11Hsm against a real, fresh SoftHSM2 token (one per test suite: RSA-4096 key
 // generation costs seconds, so the master keys are shared by the tests of a suite).
+// What every Hsm must do (KEK blobs, Seal/Open, the errors of the seam) is the Hsm
+// contract (hsm_contract.h), run on SoftHSM2 by softhsm_contract_test.cc; this file
+// holds what only Pkcs11Hsm has: master keys on the token, wrap mechanisms, key
+// attributes, statistics, the session pool, and opening a token the wrong way.
 #include "src/hsm/pkcs11_hsm.h"
 
 #include <atomic>
@@ -125,171 +129,51 @@ TEST_P(Pkcs11HsmTest, CreateKekBlobRecordsTheWrappingMechanism) {
   EXPECT_FALSE(hsm->HasKek(8));
 }
 
-TEST_P(Pkcs11HsmTest, KekBlobLoadsInAnotherInstanceAndSealsRoundTrip) {
-  auto a = OpenOrDie();
-  auto b = OpenOrDie();
-  ASSERT_NE(a, nullptr);
-  ASSERT_NE(b, nullptr);
-  auto blob = a->CreateKek(3);
-  ASSERT_TRUE(blob.ok()) << blob.status();
-  // The KEK lives in `a` as a session object only: `b` knows nothing until given the blob.
-  EXPECT_FALSE(b->HasKek(3));
-  ASSERT_TRUE(b->LoadKek(3, *blob).ok());
-  EXPECT_TRUE(b->HasKek(3));
-
-  const auto aad = Bytes("tenant=t1;dek=5");
-  auto sealed = a->Seal(3, Bytes("a DEK, 32 bytes of it, honestly"), aad);
-  ASSERT_TRUE(sealed.ok()) << sealed.status();
-  auto opened = b->Open(3, *sealed, aad);
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  EXPECT_EQ(ToString(*opened), "a DEK, 32 bytes of it, honestly");
-
-  auto sealed_by_b = b->Seal(3, Bytes("the other way"), aad);
-  ASSERT_TRUE(sealed_by_b.ok()) << sealed_by_b.status();
-  auto opened_by_a = a->Open(3, *sealed_by_b, aad);
-  ASSERT_TRUE(opened_by_a.ok()) << opened_by_a.status();
-  EXPECT_EQ(ToString(*opened_by_a), "the other way");
-
-  // After both instances are gone the blob is all there is, and it is enough.
-  a.reset();
-  b.reset();
-  auto c = OpenOrDie();
-  ASSERT_NE(c, nullptr);
-  EXPECT_FALSE(c->HasKek(3));
-  ASSERT_TRUE(c->LoadKek(3, *blob).ok());
-  auto reopened = c->Open(3, *sealed, aad);
-  ASSERT_TRUE(reopened.ok()) << reopened.status();
-  EXPECT_EQ(ToString(*reopened), "a DEK, 32 bytes of it, honestly");
-  EXPECT_EQ(c->stats().kek_loads, 1u);
-  EXPECT_EQ(c->stats().opens, 1u);
-}
-
-TEST_P(Pkcs11HsmTest, SealUsesAFreshNonceEveryTime) {
+TEST_P(Pkcs11HsmTest, ErrorsNameTheFailingStepAndAreCounted) {
   auto hsm = OpenOrDie();
   ASSERT_NE(hsm, nullptr);
   ASSERT_TRUE(hsm->CreateKek(1).ok());
-  auto s1 = hsm->Seal(1, Bytes("same"), Bytes("aad"));
-  auto s2 = hsm->Seal(1, Bytes("same"), Bytes("aad"));
-  ASSERT_TRUE(s1.ok() && s2.ok());
-  EXPECT_EQ(s1->size(), 12u + 4u + 16u);
-  EXPECT_NE(*s1, *s2);
-}
-
-TEST_P(Pkcs11HsmTest, EmptyAndLargeInputsRoundTrip) {
-  auto hsm = OpenOrDie();
-  ASSERT_NE(hsm, nullptr);
-  ASSERT_TRUE(hsm->CreateKek(1).ok());
-  for (size_t n : {size_t{0}, size_t{1}, size_t{15}, size_t{16}, size_t{65536}}) {
-    std::vector<uint8_t> pt(n);
-    for (size_t i = 0; i < n; ++i) pt[i] = static_cast<uint8_t>(i * 7);
-    for (const std::vector<uint8_t>& aad : {std::vector<uint8_t>{}, Bytes("ctx")}) {
-      auto sealed = hsm->Seal(1, pt, aad);
-      ASSERT_TRUE(sealed.ok()) << n << ": " << sealed.status();
-      EXPECT_EQ(sealed->size(), 12 + n + 16);
-      auto opened = hsm->Open(1, *sealed, aad);
-      ASSERT_TRUE(opened.ok()) << n << ": " << opened.status();
-      EXPECT_EQ(std::vector<uint8_t>(opened->span().begin(), opened->span().end()), pt);
-    }
-  }
-}
-
-TEST_P(Pkcs11HsmTest, OpenWithWrongAadIsDataLoss) {
-  auto hsm = OpenOrDie();
-  ASSERT_NE(hsm, nullptr);
-  ASSERT_TRUE(hsm->CreateKek(1).ok());
-  auto sealed = hsm->Seal(1, Bytes("secret"), Bytes("tenant=a"));
+  const auto aad = Bytes("tenant=a");
+  auto sealed = hsm->Seal(1, Bytes("secret"), aad);
   ASSERT_TRUE(sealed.ok());
   auto opened = hsm->Open(1, *sealed, Bytes("tenant=b"));
   ASSERT_FALSE(opened.ok());
-  EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << opened.status();
-  EXPECT_NE(Msg(opened.status()).find("unwrap failed"), std::string::npos);
-  EXPECT_EQ(Msg(opened.status()).find("secret"), std::string::npos);
-}
-
-TEST_P(Pkcs11HsmTest, OpenOfATamperedBlobIsDataLoss) {
-  auto hsm = OpenOrDie();
-  ASSERT_NE(hsm, nullptr);
-  ASSERT_TRUE(hsm->CreateKek(1).ok());
-  const auto aad = Bytes("aad");
-  auto sealed = hsm->Seal(1, Bytes("sixteen byte msg"), aad);
-  ASSERT_TRUE(sealed.ok());
-  // A bit flipped in the nonce, the ciphertext and the tag.
-  for (size_t pos : {size_t{0}, size_t{11}, size_t{12}, size_t{27}, sealed->size() - 1}) {
-    std::vector<uint8_t> bad = *sealed;
-    bad[pos] ^= 0x01;
-    auto opened = hsm->Open(1, bad, aad);
-    ASSERT_FALSE(opened.ok()) << "flip at " << pos;
-    EXPECT_EQ(opened.status().code(), absl::StatusCode::kDataLoss) << opened.status();
-  }
-  std::vector<uint8_t> truncated(sealed->begin(), sealed->end() - 1);
-  EXPECT_EQ(hsm->Open(1, truncated, aad).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(Msg(opened.status()).find("unwrap failed"), std::string::npos) << opened.status();
   std::vector<uint8_t> too_short(sealed->begin(), sealed->begin() + 27);
-  EXPECT_EQ(hsm->Open(1, too_short, aad).status().code(), absl::StatusCode::kDataLoss);
-  // The session that saw the failures still works.
+  EXPECT_FALSE(hsm->Open(1, too_short, aad).ok());
   EXPECT_TRUE(hsm->Open(1, *sealed, aad).ok());
-  EXPECT_GE(hsm->stats().errors, 7u);
+  HsmStats s = hsm->stats();
+  EXPECT_EQ(s.errors, 2u);
+  EXPECT_EQ(s.seals, 1u);
+  EXPECT_EQ(s.opens, 1u);
 }
 
-TEST_P(Pkcs11HsmTest, OpenUnderAnotherKekIsDataLossAndUnknownVersionIsNotFound) {
-  auto hsm = OpenOrDie();
-  ASSERT_NE(hsm, nullptr);
-  ASSERT_TRUE(hsm->CreateKek(1).ok());
-  ASSERT_TRUE(hsm->CreateKek(2).ok());
-  auto sealed = hsm->Seal(1, Bytes("x"), Bytes("aad"));
-  ASSERT_TRUE(sealed.ok());
-  EXPECT_EQ(hsm->Open(2, *sealed, Bytes("aad")).status().code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(hsm->Open(9, *sealed, Bytes("aad")).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(hsm->Seal(9, Bytes("x"), Bytes("aad")).status().code(),
-            absl::StatusCode::kNotFound);
+TEST_P(Pkcs11HsmTest, ALoadedVersionIsNotUnwrappedAgain) {
+  auto a = OpenOrDie();
+  auto b = OpenOrDie();
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  auto blob = a->CreateKek(1);
+  ASSERT_TRUE(blob.ok());
+  EXPECT_EQ(a->stats().kek_loads, 1u);  // CreateKek unwraps its own blob once
+  EXPECT_TRUE(a->LoadKek(1, *blob).ok());
+  EXPECT_EQ(a->stats().kek_loads, 1u);
+  ASSERT_TRUE(b->LoadKek(1, *blob).ok());
+  ASSERT_TRUE(b->LoadKek(1, *blob).ok());
+  EXPECT_EQ(b->stats().kek_loads, 1u);
 }
 
-TEST_P(Pkcs11HsmTest, LoadKekRejectsDamagedBlobs) {
+// The blob header names a mechanism of the other kind of master key.
+TEST_P(Pkcs11HsmTest, LoadKekRefusesABlobWrappedForTheOtherKindOfMasterKey) {
   auto hsm = OpenOrDie();
   ASSERT_NE(hsm, nullptr);
   auto blob = hsm->CreateKek(1);
   ASSERT_TRUE(blob.ok());
-
-  std::vector<uint8_t> flipped = *blob;
-  flipped[flipped.size() / 2] ^= 0x80;
-  absl::Status s = hsm->LoadKek(2, flipped);
-  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-  EXPECT_FALSE(hsm->HasKek(2));
-
-  std::vector<uint8_t> cut(blob->begin(), blob->end() - 8);
-  s = hsm->LoadKek(2, cut);
-  EXPECT_TRUE(s.code() == absl::StatusCode::kDataLoss ||
-              s.code() == absl::StatusCode::kInvalidArgument)
-      << s;
-
-  std::vector<uint8_t> bad_version = *blob;
-  bad_version[0] = 0x02;
-  EXPECT_EQ(hsm->LoadKek(2, bad_version).code(), absl::StatusCode::kInvalidArgument);
-
   std::vector<uint8_t> other_kind = *blob;
   other_kind[1] = GetParam() == MasterKeyKind::kRsa4096 ? 3 : 1;
-  EXPECT_EQ(hsm->LoadKek(2, other_kind).code(), absl::StatusCode::kInvalidArgument);
-
-  EXPECT_EQ(hsm->LoadKek(2, std::vector<uint8_t>{}).code(), absl::StatusCode::kInvalidArgument);
+  absl::Status s = hsm->LoadKek(2, other_kind);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_NE(Msg(s).find(std::string(MasterKeyKindName(GetParam()))), std::string::npos) << s;
   EXPECT_FALSE(hsm->HasKek(2));
-}
-
-TEST_P(Pkcs11HsmTest, LoadUnloadAndCreateOfAKnownVersion) {
-  auto hsm = OpenOrDie();
-  ASSERT_NE(hsm, nullptr);
-  auto blob = hsm->CreateKek(1);
-  ASSERT_TRUE(blob.ok());
-  EXPECT_TRUE(hsm->LoadKek(1, *blob).ok());  // already loaded: no-op
-  EXPECT_EQ(hsm->stats().kek_loads, 1u);
-  EXPECT_EQ(hsm->CreateKek(1).status().code(), absl::StatusCode::kAlreadyExists);
-
-  auto sealed = hsm->Seal(1, Bytes("x"), {});
-  ASSERT_TRUE(sealed.ok());
-  EXPECT_TRUE(hsm->UnloadKek(1).ok());
-  EXPECT_FALSE(hsm->HasKek(1));
-  EXPECT_TRUE(hsm->UnloadKek(1).ok());  // no-op
-  EXPECT_EQ(hsm->Open(1, *sealed, {}).status().code(), absl::StatusCode::kNotFound);
-  ASSERT_TRUE(hsm->LoadKek(1, *blob).ok());
-  EXPECT_TRUE(hsm->Open(1, *sealed, {}).ok());
 }
 
 TEST_P(Pkcs11HsmTest, LoadedKekIsSensitiveAndNotExtractable) {
@@ -316,12 +200,6 @@ TEST_P(Pkcs11HsmTest, MasterKeyIsSensitiveAndNotExtractable) {
   EXPECT_FALSE(p->extractable);
   EXPECT_TRUE(p->never_extractable);
   EXPECT_FALSE(p->value_readable);
-}
-
-TEST_P(Pkcs11HsmTest, PingSucceeds) {
-  auto hsm = OpenOrDie();
-  ASSERT_NE(hsm, nullptr);
-  EXPECT_TRUE(hsm->Ping().ok());
 }
 
 TEST_P(Pkcs11HsmTest, SessionPoolServesMoreThreadsThanSessions) {

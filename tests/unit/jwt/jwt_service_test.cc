@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "src/common/base64.h"
@@ -19,6 +20,7 @@
 #include "tests/fakes/fake_kek_ring.h"
 #include "tests/fakes/injecting_key_store.h"
 #include "tests/test_common/simulated_clock.h"
+#include "tests/mocks/mock_kek_ring.h"
 
 namespace kms::jwt {
 namespace {
@@ -868,6 +870,61 @@ TEST_F(JwtServiceTest, AKeySealedUnderAKekThisReplicaHasNotLoadedIsOpenedThrough
   auto c = JwtService::Create(&ring_c, store_.get(), store_.get(), &clock_, Options());
   ASSERT_TRUE(c.ok());
   EXPECT_FALSE((*c)->Load().ok());
+}
+
+// --- The KEK ring seam, asserted with a mock
+
+// Matches an AAD that JwtKeyAad made for KEK `version` (the label first, the version
+// last), whatever the kid.
+MATCHER_P(JwtAadFor, version, "") {
+  const std::vector<uint8_t> label = JwtKeyAad("", version);  // label, len 0, version
+  std::span<const uint8_t> aad = arg;
+  return aad.size() > label.size() &&
+         std::equal(label.begin(), label.begin() + 11, aad.begin()) &&
+         std::equal(label.end() - 4, label.end(), aad.end() - 4);
+}
+
+TEST(JwtServiceKekRingTest, NewSigningKeysAreSealedUnderTheRingsPrimaryVersion) {
+  using ::testing::_;
+  using ::testing::AnyNumber;
+  kms::testing::FakeKekRing fake;
+  ASSERT_OK(fake.CreateKek(1));
+  ASSERT_OK(fake.CreateKek(2));
+  ASSERT_OK(fake.CreateKek(3));
+  fake.set_primary(2);  // the ring says which version is primary, not the newest one
+  ::testing::StrictMock<kms::testing::MockKekRing> ring;
+  ring.DelegateTo(&fake);
+  auto sqlite = store::SqliteKeyStore::Open(":memory:");
+  ASSERT_TRUE(sqlite.ok()) << sqlite.status();
+  SimulatedClock clock;
+  JwtServiceOptions options;
+  options.issuer = "https://iam.example";
+  auto service = JwtService::Create(&ring, sqlite->get(), sqlite->get(), &clock, options);
+  ASSERT_TRUE(service.ok()) << service.status();
+
+  EXPECT_CALL(ring, primary_version()).Times(AnyNumber());
+  EXPECT_CALL(ring, Ping()).Times(AnyNumber());
+  EXPECT_CALL(ring, Seal(2, _, JwtAadFor(2u))).Times(1);  // the very first key, on Load
+  ASSERT_OK((*service)->Load());
+  ASSERT_TRUE(::testing::Mock::VerifyAndClearExpectations(&ring));
+
+  fake.set_primary(3);  // a KEK rotation: the next key goes under version 3
+  EXPECT_CALL(ring, primary_version()).Times(AnyNumber());
+  EXPECT_CALL(ring, Ping()).Times(AnyNumber());
+  EXPECT_CALL(ring, Seal(3, _, JwtAadFor(3u))).Times(1);
+  ASSERT_TRUE((*service)->Rotate().ok());
+  ASSERT_TRUE(::testing::Mock::VerifyAndClearExpectations(&ring));
+
+  // The rows say so, and each blob opens under its version with its own kid in the AAD.
+  auto rows = (*sqlite)->ListJwtKeys();
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  ASSERT_EQ(rows->size(), 2u);
+  EXPECT_EQ((*rows)[0].kek_version, 2u);
+  EXPECT_EQ((*rows)[1].kek_version, 3u);
+  for (const auto& row : *rows) {
+    EXPECT_TRUE(fake.Open(row.kek_version, row.wrapped_private,
+                          JwtKeyAad(row.kid, row.kek_version)).ok()) << row.kid;
+  }
 }
 
 }  // namespace

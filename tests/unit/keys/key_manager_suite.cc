@@ -1,0 +1,393 @@
+#include "tests/unit/keys/key_manager_suite.h"
+
+#include <atomic>
+#include <latch>
+#include <thread>
+
+namespace kms::keys::suite {
+
+using ::absl::StatusCode;
+using Kind = coord::InvalidationEvent::Kind;
+
+void PrintTo(const KeyManagerRigMaker& maker, std::ostream* os) { *os << maker.name; }
+
+std::string KeyManagerRigName(const ::testing::TestParamInfo<KeyManagerRigMaker>& info) {
+  return info.param.name;
+}
+
+std::span<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+TenantId T(const std::string& id) { return TenantId::Parse(id).value(); }
+
+EncryptionContext Ctx(const std::vector<crypto::ContextPair>& pairs) {
+  EncryptionContext ctx;
+  for (const auto& [k, v] : pairs) EXPECT_TRUE(ctx.Add(k, v).ok());
+  return ctx;
+}
+
+void KeyManagerSuiteTest::SetUp() {
+  auto rig = GetParam().make(&clock_);
+  ASSERT_TRUE(rig.ok()) << rig.status();
+  rig_ = std::move(*rig);
+  ASSERT_NO_FATAL_FAILURE(Open());
+}
+
+void KeyManagerSuiteTest::TearDown() {
+  keys_.reset();
+  rig_.reset();
+}
+
+void KeyManagerSuiteTest::Open(bool auto_create, uint64_t budget) {
+  keys_.reset();
+  auto keys = KeyManager::Create(&rig_->ring(), &rig_->store(), &clock_,
+                                 KeyManagerOptions{.auto_create_tenants = auto_create,
+                                                   .dek_encryption_budget = budget});
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  keys_ = std::move(*keys);
+}
+
+void KeyManagerSuiteTest::Restart() {
+  keys_.reset();
+  absl::Status restarted = rig_->Restart();
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  ASSERT_NO_FATAL_FAILURE(Open());
+}
+
+std::unique_ptr<KeyManager> KeyManagerSuiteTest::AnotherReplica() {
+  auto keys = KeyManager::Create(&rig_->ring(), &rig_->store(), &clock_, KeyManagerOptions{});
+  EXPECT_TRUE(keys.ok()) << keys.status();
+  return keys.ok() ? std::move(*keys) : nullptr;
+}
+
+std::string KeyManagerSuiteTest::Encrypt(const std::string& tenant, const std::string& plaintext,
+                                         std::vector<crypto::ContextPair> context) {
+  auto result = keys_->Encrypt(T(tenant), Ctx(context), Bytes(plaintext));
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result.ok() ? result->ciphertext : "";
+}
+
+absl::StatusOr<std::string> KeyManagerSuiteTest::Decrypt(const std::string& tenant,
+                                                         const std::string& ct,
+                                                         std::vector<crypto::ContextPair> context) {
+  KMS_ASSIGN_OR_RETURN(DecryptResult result, keys_->Decrypt(T(tenant), Ctx(context), Bytes(ct)));
+  return result.plaintext;
+}
+
+uint32_t KeyManagerSuiteTest::EncryptingVersion(KeyManager& keys, const std::string& tenant) {
+  auto result = keys.Encrypt(T(tenant), {}, Bytes("probe"));
+  EXPECT_TRUE(result.ok()) << result.status();
+  return result.ok() ? result->dek_version : 0;
+}
+
+uint32_t KeyManagerSuiteTest::StoredKekVersion(const std::string& tenant, uint32_t version) {
+  auto row = rig_->raw_store().GetTenantDek(tenant, version);
+  EXPECT_TRUE(row.ok()) << row.status();
+  return row.ok() ? row->dek.kek_version : 0;
+}
+
+namespace {
+
+void ExpectDecryptionFailed(const absl::StatusOr<std::string>& r) {
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+  EXPECT_EQ(r.status().message(), "decryption failed");
+}
+
+// --- Tenants
+
+TEST_P(KeyManagerSuiteTest, CreatedTenantsCanBeReadAndListed) {
+  auto created = keys_->CreateTenant(T("acme"));
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->tenant.id, "acme");
+  EXPECT_EQ(created->tenant.state, store::TenantState::kActive);
+  EXPECT_EQ(created->tenant.primary_dek_version, 1u);
+  EXPECT_EQ(created->primary_dek_created_at, clock_.UnixSeconds());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+
+  auto got = keys_->GetTenant(T("acme"));
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->tenant.primary_dek_version, 1u);
+  EXPECT_EQ(keys_->GetTenant(T("nobody")).status().code(), StatusCode::kNotFound);
+
+  auto page = keys_->ListTenants("", 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->tenants.size(), 2u);
+  EXPECT_EQ(page->tenants[0].id, "acme");
+  EXPECT_EQ(page->tenants[1].id, "globex");
+}
+
+TEST_P(KeyManagerSuiteTest, DuplicateTenantIsAlreadyExists) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  EXPECT_EQ(keys_->CreateTenant(T("acme")).status().code(), StatusCode::kAlreadyExists);
+}
+
+TEST_P(KeyManagerSuiteTest, UnknownTenantIsNotFound) {
+  EXPECT_EQ(keys_->Encrypt(T("nobody"), {}, Bytes("x")).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  std::string acme_ct = Encrypt("acme", "x");
+  EXPECT_EQ(Decrypt("nobody", acme_ct).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(keys_->RotateTenantDek(T("nobody")).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(keys_->ShredTenant(T("nobody")).code(), StatusCode::kNotFound);
+}
+
+TEST_P(KeyManagerSuiteTest, AutoCreateMakesTheTenantOnFirstEncrypt) {
+  ASSERT_NO_FATAL_FAILURE(Open(/*auto_create=*/true));
+  std::string ct = Encrypt("newco", "hello");
+  EXPECT_EQ(Decrypt("newco", ct).value(), "hello");
+  EXPECT_TRUE(rig_->raw_store().GetTenant("newco").ok());
+}
+
+// --- Encrypt and Decrypt
+
+TEST_P(KeyManagerSuiteTest, RoundTripsWithAndWithoutContext) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  std::string ct = Encrypt("acme", "alice@example.com");
+  EXPECT_EQ(Decrypt("acme", ct).value(), "alice@example.com");
+  std::vector<crypto::ContextPair> ctx = {{"table", "users"}, {"column", "email"}};
+  std::string ct2 = Encrypt("acme", "bob@example.com", ctx);
+  EXPECT_EQ(Decrypt("acme", ct2, ctx).value(), "bob@example.com");
+  EXPECT_NE(Encrypt("acme", "alice@example.com"), ct);  // a fresh nonce every time
+}
+
+TEST_P(KeyManagerSuiteTest, CiphertextSurvivesARestart) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  std::string ct = Encrypt("acme", "+1 555 0100");
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(Decrypt("acme", ct).value(), "+1 555 0100");
+  EXPECT_EQ(keys_->primary_kek_version(), 1u);  // no second KEK on restart
+}
+
+TEST_P(KeyManagerSuiteTest, AnotherTenantsCiphertextFailsUniformly) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  std::string ct = Encrypt("acme", "secret");
+  ExpectDecryptionFailed(Decrypt("globex", ct));
+}
+
+TEST_P(KeyManagerSuiteTest, WrongOrMissingContextFailsUniformly) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  std::vector<crypto::ContextPair> ctx = {{"column", "email"}};
+  std::string ct = Encrypt("acme", "secret", ctx);
+  ExpectDecryptionFailed(Decrypt("acme", ct));
+  ExpectDecryptionFailed(Decrypt("acme", ct, {{"column", "phone"}}));
+  ExpectDecryptionFailed(Decrypt("acme", ct, {{"column", "email"}, {"table", "users"}}));
+  // And a context where there was none.
+  std::string plain_ct = Encrypt("acme", "secret");
+  ExpectDecryptionFailed(Decrypt("acme", plain_ct, ctx));
+}
+
+TEST_P(KeyManagerSuiteTest, UnknownDekVersionTamperingAndGarbageFailUniformly) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string ct = Encrypt("acme", "secret");
+  std::string other_version = ct;
+  other_version[4] = 9;  // DEK version 9 in the header
+  ExpectDecryptionFailed(Decrypt("acme", other_version));
+  std::string flipped = ct;
+  flipped.back() ^= 0x01;
+  ExpectDecryptionFailed(Decrypt("acme", flipped));
+  ExpectDecryptionFailed(Decrypt("acme", ct.substr(0, ct.size() - 1)));
+  ExpectDecryptionFailed(Decrypt("acme", "not a ciphertext at all"));
+  ExpectDecryptionFailed(Decrypt("acme", ""));
+  EXPECT_EQ(Decrypt("acme", ct).value(), "secret");
+}
+
+// --- Rotation and shredding
+
+TEST_P(KeyManagerSuiteTest, DekRotationKeepsOldCiphertextsReadable) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string v1 = Encrypt("acme", "under one");
+  auto rotated = keys_->RotateTenantDek(T("acme"));
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(rotated->tenant.primary_dek_version, 2u);
+  const std::string v2 = Encrypt("acme", "under two");
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+
+  auto result = keys_->Encrypt(T("acme"), {}, Bytes("under three"));
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->dek_version, 3u);
+  EXPECT_EQ(keys_->GetTenant(T("acme"))->tenant.primary_dek_version, 3u);
+  keys_->cache().Clear();  // read every version back from the store
+  auto d1 = keys_->Decrypt(T("acme"), {}, Bytes(v1));
+  auto d2 = keys_->Decrypt(T("acme"), {}, Bytes(v2));
+  ASSERT_TRUE(d1.ok() && d2.ok()) << d1.status() << " " << d2.status();
+  EXPECT_EQ(d1->plaintext, "under one");
+  EXPECT_EQ(d1->dek_version, 1u);
+  EXPECT_EQ(d2->plaintext, "under two");
+  EXPECT_EQ(d2->dek_version, 2u);
+}
+
+TEST_P(KeyManagerSuiteTest, ShreddedTenantIsFailedPreconditionForEveryKeyOperation) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  const std::string ct = Encrypt("acme", "gone for good");
+  const std::string kept = Encrypt("globex", "still here");
+  ASSERT_TRUE(keys_->ShredTenant(T("acme")).ok());
+
+  EXPECT_EQ(keys_->Encrypt(T("acme"), {}, Bytes("x")).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Decrypt("acme", ct).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(keys_->RotateTenantDek(T("acme")).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(keys_->ShredTenant(T("acme")).ok());  // again: nothing left to do
+  EXPECT_EQ(rig_->raw_store().GetTenant("acme")->state, store::TenantState::kShredded);
+  // Another replica that never cached the tenant is refused as well.
+  auto other = AnotherReplica();
+  ASSERT_NE(other, nullptr);
+  EXPECT_EQ(other->Decrypt(T("acme"), {}, Bytes(ct)).status().code(),
+            StatusCode::kFailedPrecondition);
+  // Other tenants are untouched.
+  EXPECT_EQ(Decrypt("globex", kept).value(), "still here");
+}
+
+TEST_P(KeyManagerSuiteTest, KekRotationSealsNewDeksUnderTheNewKekAndOldOnesStillDecrypt) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string before = Encrypt("acme", "alice@example.com");
+  auto rotated = rig_->RotateKek();
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(*rotated, 2u);
+  EXPECT_EQ(keys_->primary_kek_version(), 2u);
+
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  EXPECT_EQ(StoredKekVersion("globex", 1), 2u);
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  EXPECT_EQ(StoredKekVersion("acme", 2), 2u);
+  EXPECT_EQ(StoredKekVersion("acme", 1), 1u);  // not moved by itself
+  keys_->cache().Clear();
+  EXPECT_EQ(Decrypt("acme", before).value(), "alice@example.com");
+}
+
+// --- Coherence between replicas
+
+TEST_P(KeyManagerSuiteTest, ATenantInvalidationDropsThatTenantOnly) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  ASSERT_EQ(EncryptingVersion(*keys_, "acme"), 1u);  // cached here
+  ASSERT_EQ(EncryptingVersion(*keys_, "globex"), 1u);
+  auto other = AnotherReplica();
+  ASSERT_NE(other, nullptr);
+  std::vector<coord::InvalidationEvent> announced;
+  other->SetChangeListener([&](const coord::InvalidationEvent& e) { announced.push_back(e); });
+  ASSERT_TRUE(other->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(other->RotateTenantDek(T("globex")).ok());
+  ASSERT_EQ(announced.size(), 2u);
+  EXPECT_EQ(announced[0].kind, Kind::kTenant);
+  EXPECT_EQ(announced[0].tenant_id, "acme");
+
+  EXPECT_EQ(EncryptingVersion(*keys_, "acme"), 1u);  // not told yet: its cache holds
+  keys_->ApplyInvalidation(announced[0]);
+  EXPECT_EQ(EncryptingVersion(*keys_, "acme"), 2u);
+  EXPECT_EQ(EncryptingVersion(*keys_, "globex"), 1u);  // another tenant's event is not this one's
+}
+
+TEST_P(KeyManagerSuiteTest, AnInvalidationOfAllDropsEveryCachedDek) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  ASSERT_EQ(EncryptingVersion(*keys_, "acme"), 1u);
+  ASSERT_EQ(EncryptingVersion(*keys_, "globex"), 1u);
+  auto other = AnotherReplica();
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(other->RotateTenantDek(T("globex")).ok());
+  keys_->ApplyInvalidation(coord::InvalidationEvent{.kind = Kind::kAll});
+  EXPECT_EQ(keys_->cached_deks(), 0u);
+  EXPECT_EQ(EncryptingVersion(*keys_, "acme"), 2u);
+  EXPECT_EQ(EncryptingVersion(*keys_, "globex"), 2u);
+}
+
+TEST_P(KeyManagerSuiteTest, AKekInvalidationRefreshesTheRingAndKeepsCachedDeks) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string ct = Encrypt("acme", "cached");
+  auto rotated = rig_->RotateKekOnAnotherReplica();
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  ASSERT_EQ(*rotated, 2u);
+  EXPECT_EQ(keys_->primary_kek_version(), 1u);  // not told yet
+
+  const uint64_t reads = rig_->store().tenant_dek_reads();
+  keys_->ApplyInvalidation(coord::InvalidationEvent{.kind = Kind::kKek});
+  EXPECT_EQ(keys_->primary_kek_version(), 2u);
+  EXPECT_EQ(Decrypt("acme", ct).value(), "cached");
+  EXPECT_EQ(rig_->store().tenant_dek_reads(), reads);  // the DEK was still cached
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  EXPECT_EQ(StoredKekVersion("globex", 1), 2u);
+}
+
+// --- The data path under load and outages
+
+TEST_P(KeyManagerSuiteTest, BurstOfConcurrentEncryptsForAnUncachedTenantLoadsTheDekOnce) {
+  ASSERT_TRUE(keys_->CreateTenant(T("burst")).ok());
+  keys_->cache().Clear();
+  const uint64_t reads_before = rig_->store().tenant_dek_reads();
+  const uint64_t opens_before = rig_->hsm_opens();
+  constexpr int kRequests = 1000;
+  std::latch start(kRequests);
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  threads.reserve(kRequests);
+  for (int i = 0; i < kRequests; ++i) {
+    threads.emplace_back([&] {
+      start.arrive_and_wait();
+      if (keys_->Encrypt(T("burst"), {}, Bytes("555-0100")).ok()) ++ok;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok, kRequests);
+  EXPECT_EQ(rig_->store().tenant_dek_reads() - reads_before, 1u);
+  EXPECT_EQ(rig_->hsm_opens() - opens_before, 1u);
+}
+
+TEST_P(KeyManagerSuiteTest, StoreOutageServesCachedTenantsAndFailsFastForOthers) {
+  ASSERT_TRUE(keys_->CreateTenant(T("cached")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("cold")).ok());
+  std::string ct = Encrypt("cached", "still here");
+  keys_->cache().InvalidateTenant("cold");
+  rig_->store().SetUnavailable(true);
+  EXPECT_EQ(Decrypt("cached", ct).value(), "still here");
+  Encrypt("cached", "new write");
+  EXPECT_EQ(keys_->Encrypt(T("cold"), {}, Bytes("x")).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(keys_->CreateTenant(T("new")).status().code(), StatusCode::kUnavailable);
+  // Past the 1 h TTL the cached DEK is still served while the store is down.
+  clock_.Advance(std::chrono::hours(2));
+  EXPECT_EQ(Decrypt("cached", ct).value(), "still here");
+  rig_->store().SetUnavailable(false);
+  EXPECT_TRUE(keys_->Encrypt(T("cold"), {}, Bytes("x")).ok());
+}
+
+// --- Encryption counts and the budget
+
+TEST_P(KeyManagerSuiteTest, EncryptionCountsReachTheStoreAndABudgetRotatesTheDek) {
+  ASSERT_NO_FATAL_FAILURE(Open(/*auto_create=*/false, /*budget=*/10));
+  ASSERT_TRUE(keys_->CreateTenant(T("counted")).ok());
+  for (int i = 0; i < 6; ++i) Encrypt("counted", "x");
+  ASSERT_EQ(keys_->FlushEncryptionCounts().value(), 0);
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("counted", 1)->dek.encryptions, 6u);
+  EXPECT_EQ(keys_->FlushEncryptionCounts().value(), 0);  // nothing new: nothing added
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("counted", 1)->dek.encryptions, 6u);
+
+  for (int i = 0; i < 5; ++i) Encrypt("counted", "x");  // 11 > budget of 10
+  EXPECT_EQ(keys_->FlushEncryptionCounts().value(), 1);
+  EXPECT_EQ(rig_->raw_store().GetTenant("counted")->primary_dek_version, 2u);
+  EXPECT_EQ(EncryptingVersion(*keys_, "counted"), 2u);
+}
+
+TEST_P(KeyManagerSuiteTest, CountsOfEntriesThatLeftTheCacheAreStillFlushed) {
+  ASSERT_TRUE(keys_->CreateTenant(T("evicted")).ok());
+  for (int i = 0; i < 3; ++i) Encrypt("evicted", "x");
+  keys_->cache().InvalidateTenant("evicted");  // as an epoch change or a bus event would
+  for (int i = 0; i < 2; ++i) Encrypt("evicted", "x");
+  keys_->cache().Clear();
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 5u);
+}
+
+TEST_P(KeyManagerSuiteTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
+  ASSERT_TRUE(keys_->CreateTenant(T("outage")).ok());
+  for (int i = 0; i < 3; ++i) Encrypt("outage", "x");
+  rig_->store().SetUnavailable(true);
+  EXPECT_FALSE(keys_->FlushEncryptionCounts().ok());
+  rig_->store().SetUnavailable(false);
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("outage", 1)->dek.encryptions, 3u);
+}
+
+}  // namespace
+}  // namespace kms::keys::suite
