@@ -5,13 +5,13 @@
 #include <condition_variable>
 #include <cstdio>
 #include <iostream>
-#include <mutex>
 #include <thread>
 
 #include "CLI/CLI.hpp"
 #include "kms/common/secret.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+#include "src/common/sync.h"
 #include "src/config/config.h"
 #include "src/dev/dev_mode.h"
 #include "src/server/server.h"
@@ -83,12 +83,12 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::atomic<bool> stop{false};
-  std::mutex mu;
+  kms::Mutex mu;
   std::condition_variable cv;
   std::thread([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    std::lock_guard lock(mu);
+    kms::MutexLock lock(&mu);
     stop = true;
     cv.notify_all();
   }).detach();
@@ -123,8 +123,8 @@ int main(int argc, char** argv) {
   std::cout.flush();
 
   {
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return stop.load(); });
+    kms::MutexLock lock(&mu);
+    mu.Await(cv, [&] { return stop.load(); });
   }
   spdlog::info("stopping");
   (*server)->Shutdown();
