@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 
 #include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
 
 namespace kms::test {
 namespace {
@@ -84,6 +85,32 @@ kms::hsm::Pkcs11Options SoftHsmToken::Options(kms::hsm::MasterKeyKind kind) cons
 
 std::string SoftHsmToken::WritePinFile(const std::string& name, const std::string& pin) const {
   return dir_.Write(name, pin, 0600);
+}
+
+namespace {
+
+class SharedTokenEnvironment : public ::testing::Environment {
+ public:
+  static std::unique_ptr<SoftHsmToken>& token() {
+    static auto* t = new std::unique_ptr<SoftHsmToken>();
+    return *t;
+  }
+  void TearDown() override { token().reset(); }
+};
+
+}  // namespace
+
+absl::StatusOr<SoftHsmToken*> SharedSoftHsmToken(const std::string& label) {
+  static const bool registered = [] {
+    ::testing::AddGlobalTestEnvironment(new SharedTokenEnvironment);
+    return true;
+  }();
+  (void)registered;
+  std::unique_ptr<SoftHsmToken>& token = SharedTokenEnvironment::token();
+  if (token == nullptr) {
+    KMS_ASSIGN_OR_RETURN(token, SoftHsmToken::Create(label));
+  }
+  return token.get();
 }
 
 }  // namespace kms::test

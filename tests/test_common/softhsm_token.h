@@ -60,4 +60,10 @@ class SoftHsmToken {
   std::string previous_conf_;
 };
 
+// One SoftHSM2 token per test process, created on first use and removed when the
+// process's tests end (a gtest Environment). For suites that share a token because an
+// RSA-4096 master key takes seconds to generate. Always the same label per process: the
+// first call's.
+absl::StatusOr<SoftHsmToken*> SharedSoftHsmToken(const std::string& label);
+
 }  // namespace kms::test

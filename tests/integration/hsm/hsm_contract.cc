@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "tests/test_common/hsm_workload.h"
 
 namespace kms::hsm::contract {
 
@@ -300,29 +301,7 @@ TEST_P(HsmContractTest, ConcurrentSealsAndOpensOnTwoVersions) {
   ASSERT_NE(hsm, nullptr);
   ASSERT_TRUE(hsm->CreateKek(1).ok());
   ASSERT_TRUE(hsm->CreateKek(2).ok());
-  constexpr int kThreads = 8;
-  constexpr int kRounds = 50;
-  std::atomic<int> failures{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kRounds; ++i) {
-        const uint32_t v = 1 + (i + t) % 2;
-        const std::string msg = absl::StrCat("thread ", t, " round ", i);
-        const std::vector<uint8_t> aad = Bytes(absl::StrCat("aad-", t));
-        auto sealed = hsm->Seal(v, Bytes(msg), aad);
-        if (!sealed.ok()) {
-          ++failures;
-          continue;
-        }
-        auto opened = hsm->Open(v, *sealed, aad);
-        if (!opened.ok() || ToString(*opened) != msg) ++failures;
-        if (i % 10 == 0 && (!hsm->HasKek(v) || !hsm->Ping().ok())) ++failures;
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(test::RunConcurrentSealOpen(*hsm, /*threads=*/8, /*rounds=*/50, /*ping_every=*/10), 0);
 }
 
 }  // namespace

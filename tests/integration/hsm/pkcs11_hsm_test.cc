@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "kms/hsm/hsm.h"
+#include "tests/test_common/hsm_workload.h"
 #include "tests/test_common/softhsm_token.h"
 
 namespace kms::hsm {
@@ -212,27 +213,7 @@ TEST_P(Pkcs11HsmTest, SessionPoolServesMoreThreadsThanSessions) {
 
   constexpr int kThreads = 8;
   constexpr int kRounds = 300;
-  std::atomic<int> failures{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      for (int i = 0; i < kRounds; ++i) {
-        const uint32_t v = 1 + (i + t) % 2;
-        const std::string msg = absl::StrCat("thread ", t, " round ", i);
-        const std::vector<uint8_t> aad = Bytes(absl::StrCat("aad-", t));
-        auto sealed = hsm->Seal(v, Bytes(msg), aad);
-        if (!sealed.ok()) {
-          ++failures;
-          continue;
-        }
-        auto opened = hsm->Open(v, *sealed, aad);
-        if (!opened.ok() || ToString(*opened) != msg) ++failures;
-        if (i % 50 == 0 && !hsm->Ping().ok()) ++failures;
-      }
-    });
-  }
-  for (auto& th : threads) th.join();
-  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(test::RunConcurrentSealOpen(*hsm, kThreads, kRounds, /*ping_every=*/50), 0);
   HsmStats s = hsm->stats();
   EXPECT_EQ(s.seals, uint64_t{kThreads * kRounds});
   EXPECT_EQ(s.opens, uint64_t{kThreads * kRounds});

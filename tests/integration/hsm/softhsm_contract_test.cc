@@ -18,27 +18,10 @@ namespace {
 
 using ::kms::test::SoftHsmToken;
 
-class SharedToken : public ::testing::Environment {
- public:
-  static absl::StatusOr<SoftHsmToken*> Get() {
-    if (token() == nullptr) {
-      KMS_ASSIGN_OR_RETURN(token(), SoftHsmToken::Create("kmsd-hsm-contract"));
-    }
-    return token().get();
-  }
-  void TearDown() override { token().reset(); }
-
- private:
-  static std::unique_ptr<SoftHsmToken>& token() {
-    static auto* t = new std::unique_ptr<SoftHsmToken>();
-    return *t;
-  }
-};
-const auto* const kSharedToken = ::testing::AddGlobalTestEnvironment(new SharedToken);
 
 template <MasterKeyKind kKind>
 absl::StatusOr<std::unique_ptr<Hsm>> MakePkcs11Hsm() {
-  KMS_ASSIGN_OR_RETURN(SoftHsmToken * token, SharedToken::Get());
+  KMS_ASSIGN_OR_RETURN(SoftHsmToken * token, test::SharedSoftHsmToken("kmsd-hsm-contract"));
   Pkcs11Options options = token->Options(kKind);
   options.master_key_label = "kmsd-master-" + std::string(MasterKeyKindName(kKind));
   KMS_ASSIGN_OR_RETURN(std::unique_ptr<Pkcs11Hsm> hsm, Pkcs11Hsm::Open(options));

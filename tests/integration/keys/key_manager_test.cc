@@ -30,26 +30,9 @@ using suite::Bytes;
 using suite::KeyManagerSuiteTest;
 using suite::T;
 
-class SharedToken : public ::testing::Environment {
- public:
-  static absl::StatusOr<SoftHsmToken*> Get() {
-    if (token() == nullptr) {
-      KMS_ASSIGN_OR_RETURN(token(), SoftHsmToken::Create("kmsd-keys-test"));
-    }
-    return token().get();
-  }
-  void TearDown() override { token().reset(); }
-
- private:
-  static std::unique_ptr<SoftHsmToken>& token() {
-    static auto* t = new std::unique_ptr<SoftHsmToken>();
-    return *t;
-  }
-};
-const auto* const kSharedToken = ::testing::AddGlobalTestEnvironment(new SharedToken);
 
 absl::StatusOr<std::unique_ptr<hsm::Pkcs11Hsm>> OpenHsm() {
-  KMS_ASSIGN_OR_RETURN(SoftHsmToken * token, SharedToken::Get());
+  KMS_ASSIGN_OR_RETURN(SoftHsmToken * token, test::SharedSoftHsmToken("kmsd-keys-test"));
   return hsm::Pkcs11Hsm::Open(token->Options(hsm::MasterKeyKind::kRsa4096));
 }
 
