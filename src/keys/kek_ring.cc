@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace kms::keys {
@@ -25,11 +26,11 @@ absl::Status HsmKekRing::LoadLocked() {
                            .state = store::KekState::kActive,
                            .created_at = clock_->UnixSeconds()};
     absl::Status inserted = store_->InsertKek(first);
-    if (absl::IsAlreadyExists(inserted)) {
-      // Another replica won the race: drop ours, use the stored one.
-      KMS_RETURN_IF_ERROR(hsm_->UnloadKek(1));
-    } else if (!inserted.ok()) {
-      return inserted;
+    if (!inserted.ok()) {
+      // Ours is not the stored KEK 1 (another replica won the race, or the insert
+      // failed): it must not stay loaded under that number.
+      KMS_RETURN_IF_ERROR(DropUncommitted(1));
+      if (!absl::IsAlreadyExists(inserted)) return inserted;
     } else {
       spdlog::info("created KEK version 1 ({})",
                    hsm_->DescribeWrappedKek(first.wrapped));
@@ -37,13 +38,39 @@ absl::Status HsmKekRing::LoadLocked() {
     KMS_ASSIGN_OR_RETURN(keks, store_->ListKeks());
   }
   uint32_t primary = 0;
+  absl::flat_hash_set<uint32_t> loaded;
   for (const store::KekRecord& kek : keks) {
     if (kek.state != store::KekState::kActive) continue;
+    if (Poisoned(kek.version)) KMS_RETURN_IF_ERROR(DropUncommitted(kek.version));
     KMS_RETURN_IF_ERROR(hsm_->LoadKek(kek.version, kek.wrapped));
+    loaded.insert(kek.version);
     primary = std::max(primary, kek.version);
   }
   if (primary == 0) return absl::FailedPreconditionError("the store holds no active KEK");
+  {
+    WriterLock lock(&committed_mu_);
+    committed_ = std::move(loaded);
+  }
   primary_.store(primary);
+  return absl::OkStatus();
+}
+
+bool HsmKekRing::Poisoned(uint32_t kek_version) const {
+  ReaderLock lock(&committed_mu_);
+  return poisoned_.contains(kek_version);
+}
+
+absl::Status HsmKekRing::DropUncommitted(uint32_t kek_version) {
+  absl::Status unloaded = hsm_->UnloadKek(kek_version);
+  WriterLock lock(&committed_mu_);
+  if (!unloaded.ok()) {
+    // The HSM may still hold our KEK under a number another replica's KEK has: never
+    // use that version on this node until it is unloaded.
+    poisoned_.insert(kek_version);
+    return absl::InternalError(
+        absl::StrCat("KEK version ", kek_version, " could not be unloaded after a lost race"));
+  }
+  poisoned_.erase(kek_version);
   return absl::OkStatus();
 }
 
@@ -53,10 +80,16 @@ absl::Status HsmKekRing::Refresh() {
 }
 
 absl::Status HsmKekRing::EnsureLoaded(uint32_t kek_version) {
-  if (hsm_->HasKek(kek_version)) return absl::OkStatus();
+  {
+    // Only versions read from the store count: a KEK this node is creating is loaded in
+    // the HSM before its row is committed, and may lose the race for its number.
+    ReaderLock lock(&committed_mu_);
+    if (committed_.contains(kek_version) && hsm_->HasKek(kek_version)) return absl::OkStatus();
+  }
   // A KEK created by another replica since this node read the ring.
   KMS_RETURN_IF_ERROR(Refresh());
-  if (!hsm_->HasKek(kek_version)) {
+  ReaderLock lock(&committed_mu_);
+  if (!committed_.contains(kek_version) || !hsm_->HasKek(kek_version)) {
     return absl::DataLossError("a key names a KEK version that is not active");
   }
   return absl::OkStatus();
@@ -87,6 +120,13 @@ absl::StatusOr<std::vector<uint8_t>> HsmKekRing::Reseal(uint32_t from_version,
 }
 
 absl::StatusOr<uint32_t> HsmKekRing::Rotate() {
+  KMS_ASSIGN_OR_RETURN(uint32_t next, RotateLocked());
+  // Told after the lock is released: the listener publishes on the bus.
+  if (listener_) listener_(coord::InvalidationEvent{.kind = coord::InvalidationEvent::Kind::kKek});
+  return next;
+}
+
+absl::StatusOr<uint32_t> HsmKekRing::RotateLocked() {
   MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_->ListKeks());
   uint32_t next = 1;
@@ -97,17 +137,21 @@ absl::StatusOr<uint32_t> HsmKekRing::Rotate() {
                                                              .state = store::KekState::kActive,
                                                              .created_at = clock_->UnixSeconds()});
   if (!inserted.ok()) {
-    // Another replica created this version first: ours must not stay loaded under its number.
-    KMS_RETURN_IF_ERROR(hsm_->UnloadKek(next));
+    // Another replica created this version first (or the insert failed): ours must not
+    // stay loaded under its number.
+    KMS_RETURN_IF_ERROR(DropUncommitted(next));
     if (absl::IsAlreadyExists(inserted)) {
       return absl::AbortedError("another replica rotated the KEK at the same time; retry");
     }
     return inserted;
   }
+  {
+    WriterLock committed(&committed_mu_);
+    committed_.insert(next);
+  }
   primary_.store(next);
   spdlog::info("created KEK version {} ({}); new keys are sealed under it", next,
                hsm_->DescribeWrappedKek(wrapped));
-  if (listener_) listener_(coord::InvalidationEvent{.kind = coord::InvalidationEvent::Kind::kKek});
   return next;
 }
 

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "kms/common/clock.h"
 #include "kms/coord/coordination.h"
 #include "kms/hsm/hsm.h"
@@ -72,13 +73,24 @@ class HsmKekRing final : public KekRing {
   HsmKekRing(hsm::Hsm* hsm, store::KekStore* store, const Clock* clock)
       : hsm_(hsm), store_(store), clock_(clock) {}
   absl::Status LoadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<uint32_t> RotateLocked();
+  // Unloads a version this node created but could not commit; when the HSM refuses,
+  // the version is poisoned: never used here until a later unload succeeds.
+  absl::Status DropUncommitted(uint32_t kek_version);
+  bool Poisoned(uint32_t kek_version) const;
 
   hsm::Hsm* const hsm_;
   store::KekStore* const store_;
   const Clock* const clock_;
-  std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
+  // Set once before serving (SetChangeListener), read after: no lock.
+  std::function<void(const coord::InvalidationEvent&)> listener_;
   std::atomic<uint32_t> primary_{0};
   Mutex mu_;  // serializes (re)loading and rotation; never held on the data path
+  // Versions read from the store and loaded in the HSM; versions that could not be
+  // unloaded after a lost race. Taken briefly on the data path (reader side).
+  mutable SharedMutex committed_mu_;
+  absl::flat_hash_set<uint32_t> committed_ ABSL_GUARDED_BY(committed_mu_);
+  absl::flat_hash_set<uint32_t> poisoned_ ABSL_GUARDED_BY(committed_mu_);
 };
 
 }  // namespace kms::keys

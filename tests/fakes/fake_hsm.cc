@@ -112,7 +112,7 @@ absl::StatusOr<SecretBytes> FakeHsm::Open(uint32_t kek_version, std::span<const 
 absl::Status FakeHsm::Ping() { return down_ ? Down() : absl::OkStatus(); }
 
 std::string FakeHsm::DescribeWrappedKek(std::span<const uint8_t> wrapped_kek) const {
-  if (wrapped_kek.size() == 34 && wrapped_kek[0] == kFakeBlobHeader[0] &&
+  if (wrapped_kek.size() == kFakeBlobSize && wrapped_kek[0] == kFakeBlobHeader[0] &&
       wrapped_kek[1] == kFakeBlobHeader[1]) {
     return "aes-key-wrap-pad";
   }

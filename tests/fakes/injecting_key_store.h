@@ -4,6 +4,8 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
+#include <utility>
 #include <span>
 #include <string>
 #include <vector>
@@ -17,6 +19,10 @@ class InjectingKeyStore final : public store::KeyStore {
   explicit InjectingKeyStore(store::KeyStore* inner) : inner_(inner) {}
 
   void SetUnavailable(bool down) { down_ = down; }
+  // Runs right before the next InsertKek reaches the inner store (a racing replica).
+  void BeforeNextInsertKek(std::function<void()> hook) { before_insert_kek_ = std::move(hook); }
+  // The next InsertKek fails with this status without reaching the inner store.
+  void FailNextInsertKek(absl::Status status) { fail_insert_kek_ = std::move(status); }
   uint64_t tenant_dek_reads() const { return tenant_dek_reads_; }
 
   // --- KekStore
@@ -26,6 +32,8 @@ class InjectingKeyStore final : public store::KeyStore {
   }
   absl::Status InsertKek(const store::KekRecord& kek) override {
     if (down_) return Down();
+    if (before_insert_kek_) std::exchange(before_insert_kek_, nullptr)();
+    if (!fail_insert_kek_.ok()) return std::exchange(fail_insert_kek_, absl::OkStatus());
     return inner_->InsertKek(kek);
   }
   absl::Status UpdateKekState(uint32_t v, store::KekState from, store::KekState to) override {
@@ -152,6 +160,8 @@ class InjectingKeyStore final : public store::KeyStore {
  private:
   static absl::Status Down() { return absl::UnavailableError("store is down (injected)"); }
   store::KeyStore* inner_;
+  std::function<void()> before_insert_kek_;  // test thread only
+  absl::Status fail_insert_kek_;
   std::atomic<bool> down_{false};
   std::atomic<uint64_t> tenant_dek_reads_{0};
 };
