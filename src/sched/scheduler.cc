@@ -120,6 +120,7 @@ absl::Status Scheduler::Trigger(std::string_view name) {
     if (it == entries_.end())
       return absl::NotFoundError(absl::StrCat("no job '", std::string(name), "'"));
     it->status.next_due = std::min(it->status.next_due, clock_.Now());
+    it->triggered = true;  // also when a run is under way: it runs again right after
     woken_ = true;
   }
   cv_.notify_all();
@@ -204,6 +205,7 @@ Scheduler::TimePoint Scheduler::RunDue() {
       const JobStatus& s = entries_[i].status;
       if (now < s.next_due) continue;
       job = entries_[i].job.get();
+      entries_[i].triggered = false;  // this run covers triggers made before it began
     }
     const bool leader = leader_.is_leader();
     if (job->leader_only() && !leader) continue;  // stays due: runs once this node leads
@@ -227,7 +229,7 @@ Scheduler::TimePoint Scheduler::RunDue() {
         if (s.consecutive_failures++ == 0) s.failing_since_unix = end_unix;
       }
       failures = s.consecutive_failures;
-      s.next_due = end + s.interval;
+      s.next_due = entries_[i].triggered ? end : end + s.interval;
     }
     if (!result.ok()) {
       spdlog::warn("job {} failed ({} in a row): {}", job->name(), failures, result.ToString());

@@ -114,6 +114,7 @@ class Scheduler final : public SchedulerStatus {
   struct Entry {
     std::unique_ptr<Job> job;
     JobStatus status;
+    bool triggered = false;  // Trigger() since the current run began: due again at its end
   };
   using TimePoint = std::chrono::steady_clock::time_point;
 

@@ -274,6 +274,27 @@ TEST_F(SchedulerTest, TriggerMakesAJobDueNow) {
   EXPECT_EQ(s->Trigger("nope").code(), absl::StatusCode::kNotFound);
 }
 
+TEST_F(SchedulerTest, ATriggerDuringARunMakesTheJobRunAgainRightAfter) {
+  auto s = Make();
+  int runs = 0;
+  Scheduler* self = s.get();
+  // The job's first run triggers it again (as a KEK rotation would while a re-wrap runs).
+  ASSERT_TRUE(s->AddJob(MakeJob("rewrap", 1h, /*leader_only=*/false,
+                                [&](const JobContext&) {
+                                  if (++runs == 1) EXPECT_TRUE(self->Trigger("rewrap").ok());
+                                  return absl::OkStatus();
+                                }))
+                  .ok());
+  s->StartWithoutThread();
+  ASSERT_TRUE(s->Trigger("rewrap").ok());
+  s->RunDue();
+  EXPECT_EQ(runs, 1);
+  s->RunDue();  // no time passes: due again at once, not an hour later
+  EXPECT_EQ(runs, 2);
+  s->RunDue();
+  EXPECT_EQ(runs, 2);  // and then on its interval
+}
+
 TEST_F(SchedulerTest, JobsAreCheckedWhenAdded) {
   auto s = Make();
   ASSERT_TRUE(s->AddJob(Counting("a", 1s)).ok());
