@@ -6,15 +6,19 @@
 
 #include <span>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "kms/common/status.h"
-#include "src/crypto/field_cipher.h"
 
 namespace kms::keys {
 
-// Bytes a field ciphertext adds to its plaintext (version, DEK version, nonce, tag).
-inline constexpr size_t kCiphertextOverhead = crypto::kFieldOverhead;
+// Bytes a field ciphertext adds to its plaintext: version (1), DEK version (4), nonce
+// (12), tag (16). key_manager.cc checks it against the format (src/crypto/field_cipher.h).
+inline constexpr size_t kCiphertextOverhead = 33;
+
+// One key/value pair, viewing the caller's strings (the crypto layer's ContextPair).
+using ContextPair = std::pair<std::string_view, std::string_view>;
 
 // Views into the caller's strings: valid while they live. Keys are non-empty; their
 // order does not matter; a duplicate key fails at Encrypt/Decrypt (INVALID_ARGUMENT).
@@ -33,10 +37,10 @@ class EncryptionContext {
 
   size_t size() const { return pairs_.size(); }
   size_t bytes() const { return bytes_; }  // keys and values, summed
-  std::span<const crypto::ContextPair> pairs() const { return pairs_; }
+  std::span<const ContextPair> pairs() const { return pairs_; }
 
  private:
-  std::vector<crypto::ContextPair> pairs_;
+  std::vector<ContextPair> pairs_;
   size_t bytes_ = 0;
 };
 

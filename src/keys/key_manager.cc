@@ -1,12 +1,17 @@
 #include "src/keys/key_manager.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "spdlog/spdlog.h"
+#include "src/crypto/field_cipher.h"
 #include "src/keys/tenant_id.h"
 #include "src/keys/wrapped_dek.h"
 
 namespace kms::keys {
+
+static_assert(kCiphertextOverhead == crypto::kFieldOverhead);
+static_assert(std::is_same_v<ContextPair, crypto::ContextPair>);
 
 namespace {
 

@@ -474,9 +474,8 @@ TEST_F(KmsdE2eTest, UndecodableRequestsGetInvalidArgumentOnEveryRpcAndNameNoInpu
 
 TEST_F(KmsdE2eTest, EachMethodHasItsOwnRequestSizeLimit) {
   CreateTenant("acme");
-  // An Encrypt request far over one item's limit but within a batch's is refused
-  // before decoding; the same bytes as an EncryptBatch are decoded (and rejected by the
-  // batch's own checks, not by size).
+  // An Encrypt request far over one item's limit is refused before decoding, while an
+  // EncryptBatch of the same total size is within its own, larger limit and served.
   v1::EncryptRequest big;
   big.set_tenant_id("acme");
   big.set_plaintext(std::string(2 * 1024 * 1024, 'x'));

@@ -21,7 +21,7 @@ std::span<const uint8_t> Bytes(const std::string& s) {
 
 TenantId T(const std::string& id) { return TenantId::Parse(id).value(); }
 
-EncryptionContext Ctx(const std::vector<crypto::ContextPair>& pairs) {
+EncryptionContext Ctx(const std::vector<ContextPair>& pairs) {
   EncryptionContext ctx;
   for (const auto& [k, v] : pairs) EXPECT_TRUE(ctx.Add(k, v).ok());
   return ctx;
@@ -62,7 +62,7 @@ std::unique_ptr<KeyManager> KeyManagerSuiteTest::AnotherReplica() {
 }
 
 std::string KeyManagerSuiteTest::Encrypt(const std::string& tenant, const std::string& plaintext,
-                                         std::vector<crypto::ContextPair> context) {
+                                         std::vector<ContextPair> context) {
   auto result = keys_->Encrypt(T(tenant), Ctx(context), Bytes(plaintext));
   EXPECT_TRUE(result.ok()) << result.status();
   return result.ok() ? result->ciphertext : "";
@@ -70,7 +70,7 @@ std::string KeyManagerSuiteTest::Encrypt(const std::string& tenant, const std::s
 
 absl::StatusOr<std::string> KeyManagerSuiteTest::Decrypt(const std::string& tenant,
                                                          const std::string& ct,
-                                                         std::vector<crypto::ContextPair> context) {
+                                                         std::vector<ContextPair> context) {
   KMS_ASSIGN_OR_RETURN(DecryptResult result, keys_->Decrypt(T(tenant), Ctx(context), Bytes(ct)));
   return result.plaintext;
 }
@@ -144,7 +144,7 @@ TEST_P(KeyManagerSuiteTest, RoundTripsWithAndWithoutContext) {
   ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
   std::string ct = Encrypt("acme", "alice@example.com");
   EXPECT_EQ(Decrypt("acme", ct).value(), "alice@example.com");
-  std::vector<crypto::ContextPair> ctx = {{"table", "users"}, {"column", "email"}};
+  std::vector<ContextPair> ctx = {{"table", "users"}, {"column", "email"}};
   std::string ct2 = Encrypt("acme", "bob@example.com", ctx);
   EXPECT_EQ(Decrypt("acme", ct2, ctx).value(), "bob@example.com");
   EXPECT_NE(Encrypt("acme", "alice@example.com"), ct);  // a fresh nonce every time
@@ -167,7 +167,7 @@ TEST_P(KeyManagerSuiteTest, AnotherTenantsCiphertextFailsUniformly) {
 
 TEST_P(KeyManagerSuiteTest, WrongOrMissingContextFailsUniformly) {
   ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
-  std::vector<crypto::ContextPair> ctx = {{"column", "email"}};
+  std::vector<ContextPair> ctx = {{"column", "email"}};
   std::string ct = Encrypt("acme", "secret", ctx);
   ExpectDecryptionFailed(Decrypt("acme", ct));
   ExpectDecryptionFailed(Decrypt("acme", ct, {{"column", "phone"}}));

@@ -64,7 +64,7 @@ std::string KeyManagerRigName(const ::testing::TestParamInfo<KeyManagerRigMaker>
 // Test helpers shared with the rigs' own tests.
 std::span<const uint8_t> Bytes(const std::string& s);
 TenantId T(const std::string& id);
-EncryptionContext Ctx(const std::vector<crypto::ContextPair>& pairs);
+EncryptionContext Ctx(const std::vector<ContextPair>& pairs);
 
 class KeyManagerSuiteTest : public ::testing::TestWithParam<KeyManagerRigMaker> {
  protected:
@@ -79,9 +79,9 @@ class KeyManagerSuiteTest : public ::testing::TestWithParam<KeyManagerRigMaker> 
   std::unique_ptr<KeyManager> AnotherReplica();
 
   std::string Encrypt(const std::string& tenant, const std::string& plaintext,
-                      std::vector<crypto::ContextPair> context = {});
+                      std::vector<ContextPair> context = {});
   absl::StatusOr<std::string> Decrypt(const std::string& tenant, const std::string& ct,
-                                      std::vector<crypto::ContextPair> context = {});
+                                      std::vector<ContextPair> context = {});
   // The DEK version an Encrypt for `tenant` uses now.
   uint32_t EncryptingVersion(KeyManager& keys, const std::string& tenant);
   // The KEK version the stored DEK `version` of `tenant` is sealed under.

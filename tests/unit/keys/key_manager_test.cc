@@ -141,7 +141,7 @@ TEST_F(KeyManagerOnFakesTest, EncryptAndDecryptOfACachedTenantMakeNoKekRingCall)
   ASSERT_NE(keys, nullptr);
   ASSERT_NO_FATAL_FAILURE(CreateAndCache(*keys, "acme"));
   // From here the StrictMock fails the test on any call to the ring.
-  std::vector<crypto::ContextPair> ctx = {{"column", "email"}};
+  std::vector<ContextPair> ctx = {{"column", "email"}};
   for (int i = 0; i < 50; ++i) {
     auto sealed = keys->Encrypt(T("acme"), suite::Ctx(ctx), Bytes("alice@example.com"));
     ASSERT_TRUE(sealed.ok()) << sealed.status();

@@ -1,6 +1,7 @@
 // The gRPC door's request decoding and per-method limits (src/server/grpc/unary.h):
 // every request that cannot be decoded gets INVALID_ARGUMENT naming its message type
 // and no input byte, and a request over its method's limit is refused before decoding.
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "gtest/gtest.h"
@@ -57,33 +58,85 @@ TEST(DecodeRequestTest, ARequestOverItsLimitIsRefusedBeforeDecoding) {
 
 TEST(EncodeResponseTest, AResponseRoundTripsThroughTheRawBuffer) {
   v1::EncryptResponse sent;
-  sent.set_ciphertext(std::string(70000, 'c'));  // spans several slices
+  sent.set_ciphertext(std::string(3 * 1024 * 1024, 'c'));  // over the writer's 1 MiB block
   sent.set_dek_version(7);
   grpc::ByteBuffer buffer;
   ASSERT_TRUE(EncodeResponse(sent, &buffer).ok());
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(buffer.Dump(&slices).ok());
+  EXPECT_GT(slices.size(), 1u);
   v1::EncryptResponse got;
   ASSERT_TRUE(DecodeRequest(buffer, buffer.Length(), got).ok());
   EXPECT_EQ(got.ciphertext(), sent.ciphertext());
   EXPECT_EQ(got.dek_version(), 7u);
 }
 
-TEST(KeyServiceRequestLimitsTest, ABatchAcceptsItsItemsAndAnItemOneMaximalPlaintext) {
-  config::LimitsConfig limits;
-  limits.max_plaintext_bytes = 64 * 1024;
-  limits.max_batch_items = 1000;
-  const KeyServiceRequestLimits l = KeyServiceRequestLimits::From(limits);
-  // One maximal item with a maximal context fits Encrypt, two do not.
-  v1::EncryptRequest req;
-  req.set_tenant_id(std::string(64, 't'));
-  req.set_plaintext(std::string(limits.max_plaintext_bytes, 'p'));
-  for (int i = 0; i < limits.max_context_pairs; ++i) {
-    (*req.mutable_context())[std::string(1, static_cast<char>('a' + i % 26)) + std::to_string(i)] =
-        std::string(limits.max_context_bytes / limits.max_context_pairs - 3, 'v');
+TEST(DecodeRequestTest, ARequestSplitAcrossSlicesDecodes) {
+  v1::EncryptRequest sent;
+  sent.set_tenant_id("acme");
+  sent.set_plaintext(std::string(1000, 'p'));
+  const std::string bytes = sent.SerializeAsString();
+  std::vector<grpc::Slice> parts = {grpc::Slice(bytes.data(), 3),
+                                    grpc::Slice(bytes.data() + 3, 500),
+                                    grpc::Slice(bytes.data() + 503, bytes.size() - 503)};
+  grpc::ByteBuffer buffer(parts.data(), parts.size());
+  v1::EncryptRequest got;
+  ASSERT_TRUE(DecodeRequest(buffer, bytes.size(), got).ok());
+  EXPECT_EQ(got.plaintext(), sent.plaintext());
+}
+
+// Maximal requests of each kind (every limit of the config at its bound) fit their
+// method's limit; a request twice the item's plaintext does not.
+class KeyServiceRequestLimitsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    limits_.max_plaintext_bytes = 64 * 1024;
+    limits_.max_batch_items = 100;
+    limits_.max_context_pairs = 16;
+    limits_.max_context_bytes = 4096;
+    l_ = KeyServiceRequestLimits::From(limits_);
   }
-  EXPECT_LE(req.ByteSizeLong(), l.item);
-  EXPECT_LT(l.item, 2 * static_cast<size_t>(limits.max_plaintext_bytes));
-  EXPECT_GE(l.batch, 1000 * l.item);
-  EXPECT_LT(l.jwt, l.item * 2);
+  void FillContext(google::protobuf::Map<std::string, std::string>* context) const {
+    const int value_bytes = limits_.max_context_bytes / limits_.max_context_pairs - 4;
+    for (int i = 0; i < limits_.max_context_pairs; ++i) {
+      (*context)[absl::StrCat("k", 100 + i)] = std::string(value_bytes, 'v');
+    }
+  }
+  config::LimitsConfig limits_;
+  KeyServiceRequestLimits l_;
+};
+
+TEST_F(KeyServiceRequestLimitsTest, MaximalSingleRequestsFitTheItemLimit) {
+  v1::EncryptRequest enc;
+  enc.set_tenant_id(std::string(64, 't'));
+  enc.set_plaintext(std::string(limits_.max_plaintext_bytes, 'p'));
+  FillContext(enc.mutable_context());
+  EXPECT_LE(enc.ByteSizeLong(), l_.item);
+  v1::DecryptRequest dec;
+  dec.set_tenant_id(std::string(64, 't'));
+  dec.set_ciphertext(std::string(limits_.max_plaintext_bytes + keys::kCiphertextOverhead, 'c'));
+  FillContext(dec.mutable_context());
+  EXPECT_LE(dec.ByteSizeLong(), l_.item);
+  enc.set_plaintext(std::string(2 * limits_.max_plaintext_bytes, 'p'));
+  EXPECT_GT(enc.ByteSizeLong(), l_.item);
+}
+
+TEST_F(KeyServiceRequestLimitsTest, MaximalBatchesFitTheBatchLimit) {
+  v1::EncryptBatchRequest enc;
+  v1::DecryptBatchRequest dec;
+  enc.set_tenant_id(std::string(64, 't'));
+  dec.set_tenant_id(std::string(64, 't'));
+  for (int i = 0; i < limits_.max_batch_items; ++i) {
+    v1::EncryptBatchItem* e = enc.add_items();
+    e->set_plaintext(std::string(limits_.max_plaintext_bytes, 'p'));
+    FillContext(e->mutable_context());
+    v1::DecryptBatchItem* d = dec.add_items();
+    d->set_ciphertext(std::string(limits_.max_plaintext_bytes + keys::kCiphertextOverhead, 'c'));
+    FillContext(d->mutable_context());
+  }
+  EXPECT_LE(enc.ByteSizeLong(), l_.batch);
+  EXPECT_LE(dec.ByteSizeLong(), l_.batch);
+  EXPECT_GT(enc.ByteSizeLong(), l_.item);  // a batch is refused by the single-item methods
 }
 
 }  // namespace
