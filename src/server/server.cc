@@ -274,12 +274,14 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   builder.AddListeningPort(config.grpc_listen, grpc::SslServerCredentials(tls), &p.grpc_port);
   builder.RegisterService(p.key_service.get());
   builder.RegisterService(p.admin_service.get());
-  // A full batch of maximal items must fit in one message.
-  const int64_t max_message =
-      std::min<int64_t>(int64_t{config.limits.max_batch_items} *
-                                (config.limits.max_plaintext_bytes + 64 + config.limits.max_context_bytes) +
-                            (1 << 20),
-                        1 << 30);
+  // gRPC buffers a whole message before a handler sees it: its limit is the largest of
+  // the door's per-method limits (a full batch of maximal items), so each method's own
+  // limit, checked before decoding, is what callers meet. The per-method limits shape
+  // the answer; this one bounds the memory of one request.
+  const KeyServiceRequestLimits door_limits = KeyServiceRequestLimits::From(config.limits);
+  const int64_t max_message = std::min<int64_t>(
+      static_cast<int64_t>(std::max({door_limits.batch, door_limits.item, door_limits.jwt})),
+      1 << 30);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
   builder.SetMaxSendMessageSize(static_cast<int>(max_message));
   p.grpc = builder.BuildAndStart();
