@@ -28,6 +28,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "spdlog/spdlog.h"
+#include "src/common/secret_file.h"
+#include "src/common/sync.h"
 #include "src/common/text_file.h"
 
 namespace kms::server::http {
@@ -41,6 +43,10 @@ using SteadyClock = std::chrono::steady_clock;
 using ErrorCode = boost::system::error_code;
 
 namespace {
+
+// A PEM private key (RSA-4096 with headers is about 3.3 KiB).
+constexpr size_t kMaxTlsKeyBytes = 64 * 1024;
+
 
 constexpr char kHsts[] = "max-age=63072000; includeSubDomains; preload";
 constexpr size_t kFirstReadBytes = 4096;
@@ -169,12 +175,12 @@ class HttpsServer::Impl {
   void CloseAll();
 
   bool stopping_ = false;
-  uint64_t next_id_ = 0;
   // Event-loop thread only.
   std::unordered_map<Connection*, std::shared_ptr<Connection>> conns_;
   std::unordered_map<std::string, int> per_ip_;
   std::thread loop_;
   std::atomic<bool> started_{false};
+  Mutex stop_mu_;
   std::atomic<bool> stopped_{false};
 };
 
@@ -421,9 +427,10 @@ absl::Status HttpsServer::Impl::Configure(const std::string& listen, const confi
   ssl_.use_certificate_chain(asio::buffer(chain), ec);
   if (ec) return absl::FailedPreconditionError("HTTPS listener: tls.cert_file does not load");
   {
-    KMS_ASSIGN_OR_RETURN(std::string key, ReadTextFile(tls.key_file, "tls.key_file"));
-    ssl_.use_private_key(asio::buffer(key), ssl::context::pem, ec);
-    OPENSSL_cleanse(key.data(), key.size());
+    // The key stays in locked, wiped memory: Asio takes any buffer.
+    KMS_ASSIGN_OR_RETURN(SecretBytes key, ReadSecretFile(tls.key_file, "tls.key_file",
+                                                         kMaxTlsKeyBytes, SecretFileTrim::kNone));
+    ssl_.use_private_key(asio::buffer(key.data(), key.size()), ssl::context::pem, ec);
   }
   if (ec || SSL_CTX_check_private_key(ctx) != 1) {
     return absl::FailedPreconditionError("HTTPS listener: tls.key_file does not load or match tls.cert_file");
@@ -466,6 +473,9 @@ void HttpsServer::Impl::Start() {
 }
 
 void HttpsServer::Impl::Stop() {
+  // Serialized: a second caller (the destructor after an explicit Stop, or two threads)
+  // returns only once the first has joined everything.
+  MutexLock lock(&stop_mu_);
   if (stopped_.exchange(true)) return;
   if (loop_.joinable()) {
     asio::post(io_, [this] {

@@ -29,7 +29,7 @@
 namespace kms::server::http {
 
 // The names of a client certificate that verified against the client CA. The edge turns
-// them into an identity with the same rule as the gRPC door (src/server/identity.h).
+// them into an identity with the same rule as the gRPC door (src/server/gate/identity.h).
 struct ClientCertificate {
   std::vector<std::string> uri_sans;
   std::vector<std::string> dns_sans;
