@@ -4,6 +4,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kms::server {
@@ -23,8 +24,14 @@ struct CertificateNames {
 // like a URI: falling back would let "CN=spiffe://..." pose as a SPIFFE id.
 std::string IdentityOf(const CertificateNames& names);
 
+// A SPIFFE ID as the SPIFFE ID specification (SPIFFE-ID.md, section 2) defines it and
+// gRPC checks it: "spiffe://", a trust domain of [a-z0-9._-], then optional path
+// segments of [A-Za-z0-9._-] (none empty, ".", ".."), no query or fragment, at most
+// 2048 bytes.
+bool IsValidSpiffeId(std::string_view id);
+
 // The SPIFFE id among `uri_sans` as gRPC derives peer_spiffe_id: exactly one URI SAN,
-// with the spiffe scheme; else empty.
+// and it is a valid SPIFFE ID; else empty.
 std::string SpiffeIdOf(const std::vector<std::string>& uri_sans);
 
 // Sorts one subjectAltName value as gRPC's auth context lists them (no type tags): an

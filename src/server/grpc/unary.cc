@@ -40,6 +40,7 @@ std::string CallerIdentity(const grpc::CallbackServerContext& ctx) {
   CertificateNames names;
   for (const grpc::string_ref& v : auth->FindPropertyValues("peer_spiffe_id")) {
     names.spiffe_id.assign(v.data(), v.size());
+    break;
   }
   for (const grpc::string_ref& v : auth->FindPropertyValues("x509_subject_alternative_name")) {
     std::string san(v.data(), v.size());

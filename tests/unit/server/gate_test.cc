@@ -54,6 +54,23 @@ TEST(IdentityTest, SpiffeIdNeedsExactlyOneUriSanWithTheSpiffeScheme) {
   EXPECT_EQ(SpiffeIdOf({}), "");
 }
 
+TEST(IdentityTest, SpiffeIdsAreCheckedAsTheSpecificationDefinesThem) {
+  EXPECT_TRUE(IsValidSpiffeId("spiffe://kmsd.dev"));
+  EXPECT_TRUE(IsValidSpiffeId("spiffe://kmsd.dev/ns/billing-api_v2.1"));
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://"));
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://KMSD.dev/x"));     // upper-case trust domain
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev/"));      // trailing slash
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev//x"));    // empty segment
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev/a/../b"));
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev/x?y"));   // query
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev/x#y"));   // fragment
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev/%41"));   // percent-encoding
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://user@kmsd.dev/x"));
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev:443/x"));
+  EXPECT_FALSE(IsValidSpiffeId("spiffe://kmsd.dev/" + std::string(2040, 'a')));
+  EXPECT_EQ(SpiffeIdOf({"spiffe://kmsd.dev/a/"}), "");
+}
+
 TEST(IdentityTest, SubjectAltNamesAreSortedByShape) {
   EXPECT_EQ(ClassifySan("billing.internal"), SanKind::kDns);
   EXPECT_EQ(ClassifySan("spiffe://kmsd.dev/x"), SanKind::kUri);
