@@ -383,7 +383,8 @@ int main(int argc, char** argv) {
         } else if (first) {
           all = kms::cli::ListKeysJson(resp);
         } else {
-          for (auto& t : kms::cli::ListKeysJson(resp)["tenants"]) all["tenants"].push_back(t);
+          json page = kms::cli::ListKeysJson(resp);
+          for (auto& t : page["tenants"]) all["tenants"].push_back(t);
         }
         first = false;
       } while (all_pages && !token.empty());

@@ -723,7 +723,8 @@ absl::StatusOr<Json> VerifyReceipt(const std::string& jwks_json, const std::stri
   KMS_ASSIGN_OR_RETURN(ParsedJwt parsed, ParseCompact(jws));
   const Json header = Json::parse(parsed.header_json);
   if (header.value("typ", "") != kShredReceiptType) return absl::InvalidArgumentError("typ");
-  for (const Json& jwk : Json::parse(jwks_json).at("keys")) {
+  const Json jwks = Json::parse(jwks_json);
+  for (const Json& jwk : jwks.at("keys")) {
     auto key = Es256PublicKey::FromJwk(jwk.dump());
     if (!key.ok() || (*key)->kid() != parsed.kid) continue;
     std::span<const uint8_t> input(reinterpret_cast<const uint8_t*>(parsed.signing_input.data()),
@@ -816,7 +817,8 @@ TEST_F(JwtServiceTest, AReceiptStillVerifiesAfterItsKeyIsRotatedOutAndRetired) {
   auto keys = s->ReceiptKeys();
   ASSERT_TRUE(keys.ok()) << keys.status();
   std::vector<std::string> kids;
-  for (const Json& k : Json::parse(keys->json).at("keys")) kids.push_back(k.at("kid"));
+  const Json listed_keys = Json::parse(keys->json);
+  for (const Json& k : listed_keys.at("keys")) kids.push_back(k.at("kid"));
   EXPECT_EQ(kids, (std::vector<std::string>{old_kid, rotation->new_kid}));
   EXPECT_TRUE(VerifyReceipt(keys->json, receipt->jws).ok());
 
