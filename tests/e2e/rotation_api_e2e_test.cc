@@ -399,11 +399,19 @@ TEST_F(RotationApiE2eTest, BadInputGetsAClearStatusChangesNothingAndTheDaemonKee
   s = SetMin("Bad/Id", 1);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
 
-  // Another tenant's ciphertext fails as Decrypt does; an unknown tenant is NOT_FOUND.
+  // Another tenant's ciphertext fails as Decrypt does ("alive" has DEK version 1 active,
+  // like the ciphertext's header says); an unknown tenant is NOT_FOUND.
   v1::ReEncryptResponse r;
-  s = ReEncrypt("bad-a", theirs.ciphertext(), {}, &r);
+  s = ReEncrypt("alive", theirs.ciphertext(), {}, &r);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(s.error_message(), "decryption failed");
+  // Under bad-a, whose version 1 is retired, Decrypt and ReEncrypt agree as well: the
+  // version in the ciphertext's (clear) header is retired there.
+  v1::DecryptResponse refused;
+  grpc::Status d = Decrypt("bad-a", theirs.ciphertext(), {}, &refused);
+  s = ReEncrypt("bad-a", theirs.ciphertext(), {}, &r);
+  EXPECT_EQ(s.error_code(), d.error_code());
+  EXPECT_EQ(s.error_message(), d.error_message());
   s = ReEncrypt("nobody", theirs.ciphertext(), {}, &r);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
   // new_context without replace_context is a mistake, not silently ignored.
