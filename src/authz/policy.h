@@ -10,7 +10,8 @@
 //       "rate_limit": {"requests_per_second": 500, "burst": 1000}}]}   // optional
 //
 // Operation names are those of OperationName(): encrypt, decrypt, create_tenant,
-// get_tenant, list_tenants, get_status, sign_jwt, verify_jwt, admin_jwt, rotate, shred.
+// get_tenant, list_tenants, get_status, sign_jwt, verify_jwt, admin_jwt, rotate, shred,
+// reencrypt (ReEncrypt; it needs no decrypt grant: the plaintext never leaves kmsd).
 // An operation called without a tenant (tenant_id empty) needs only the operation;
 // with a tenant it also needs a matching tenant pattern. "tenants" may be omitted
 // (no tenant-scoped access). Unknown keys, unknown operations, malformed tenant

@@ -15,6 +15,7 @@
 #include "kms/v1/admin_service.grpc.pb.h"
 #include "kms/v1/key_service.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "src/cli/key_views.h"
 #include "src/common/base64.h"
 
 namespace {
@@ -111,15 +112,19 @@ void PrintTenant(const kms::v1::Tenant& t, bool as_json) {
   } else {
     std::cout << "tenant " << t.tenant_id() << "\n  state: " << t.state()
               << "\n  primary DEK version: " << t.primary_dek_version()
-              << "\n  created: " << t.created_at_unix() << " (unix)\n";
+              << "\n  minimum decryption version: " << t.min_decrypt_version()
+              << "\n  created: " << kms::cli::Rfc3339(t.created_at_unix()) << "\n";
   }
 }
 
 void ParseContext(const std::vector<std::string>& pairs,
-                  google::protobuf::Map<std::string, std::string>* out) {
+                  google::protobuf::Map<std::string, std::string>* out,
+                  const char* flag = "--context") {
   for (const std::string& kv : pairs) {
     size_t eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) throw Failure{2, "--context takes key=value, got '" + kv + "'"};
+    if (eq == std::string::npos || eq == 0) {
+      throw Failure{2, std::string(flag) + " takes key=value, got '" + kv + "'"};
+    }
     (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
 }
@@ -174,6 +179,27 @@ int main(int argc, char** argv) {
       tenant->add_subcommand("shred", "Crypto-shred a tenant: destroy all its DEKs (irreversible)");
   tenant_shred->add_option("tenant_id", tenant_id)->required();
   tenant_shred->add_option("--confirm", confirm, "Repeat the tenant id to confirm")->required();
+  std::string receipt_out;
+  tenant_shred->add_option("--receipt-out", receipt_out,
+                           "Write the signed receipt (compact JWS) here; never overwrites "
+                           "(default: shred-receipt-<tenant>.jws in the current directory)");
+  uint32_t min_version = 0;
+  auto* tenant_min_version = tenant->add_subcommand(
+      "min-version", "Retire the tenant's DEK versions below N: their ciphertexts stop decrypting");
+  tenant_min_version->add_option("tenant_id", tenant_id)->required();
+  tenant_min_version->add_option("version", min_version, "The minimum decryption version N")
+      ->required();
+
+  auto* keys_cmd = app.add_subcommand("keys", "KEK and DEK versions");
+  keys_cmd->require_subcommand(1);
+  keys_cmd->fallthrough();
+  auto* keys_list = keys_cmd->add_subcommand(
+      "list", "Every KEK version (state, age, what it wraps) and tenants' DEK versions");
+  std::string keys_tenant;
+  keys_list->add_option("--tenant", keys_tenant, "Only this tenant (default: a page of tenants)");
+  keys_list->add_option("--page-size", page_size, "Tenants per page")->capture_default_str();
+  keys_list->add_option("--page-token", page_token);
+  keys_list->add_flag("--all", all_pages, "Follow every page");
 
   auto* kek = app.add_subcommand("kek", "Key-encryption keys");
   kek->require_subcommand(1);
@@ -199,11 +225,16 @@ int main(int argc, char** argv) {
   std::vector<std::string> context;
   auto* encrypt = app.add_subcommand("encrypt", "Encrypt --data (or stdin); prints Base64 ciphertext");
   auto* decrypt = app.add_subcommand("decrypt", "Decrypt Base64 --data (or stdin); prints the plaintext");
-  for (CLI::App* cmd : {encrypt, decrypt}) {
+  auto* reencrypt = app.add_subcommand(
+      "reencrypt", "Move Base64 ciphertext (--data or stdin) to the tenant's primary DEK version");
+  for (CLI::App* cmd : {encrypt, decrypt, reencrypt}) {
     cmd->add_option("--tenant", tenant_id, "Tenant id")->required();
     cmd->add_option("--data", data, "Input (default: stdin)");
     cmd->add_option("--context", context, "Encryption context key=value (repeatable)");
   }
+  std::vector<std::string> new_context;
+  reencrypt->add_option("--new-context", new_context,
+                        "Bind the new ciphertext to this context instead, key=value (repeatable)");
 
   CLI11_PARSE(app, argc, argv);
   const bool as_json = output == "json";
@@ -282,6 +313,14 @@ int main(int argc, char** argv) {
       Check(admin->RotateTenantKey(&ctx, req, &resp));
       PrintTenant(resp.tenant(), as_json);
     } else if (*tenant_shred) {
+      // Where the receipt goes is settled before anything is destroyed.
+      if (receipt_out.empty()) {
+        if (tenant_id.find('/') != std::string::npos) throw Failure{2, "invalid tenant id"};
+        receipt_out = kms::cli::DefaultReceiptPath(tenant_id);
+      }
+      if (access(receipt_out.c_str(), F_OK) == 0) {
+        throw Failure{2, receipt_out + " exists; refusing to overwrite it (choose --receipt-out)"};
+      }
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::ShredTenantRequest req;
@@ -289,10 +328,92 @@ int main(int argc, char** argv) {
       req.set_confirm_tenant_id(confirm);
       kms::v1::ShredTenantResponse resp;
       Check(admin->ShredTenant(&ctx, req, &resp));
+      absl::Status written = kms::cli::WriteNewFile(receipt_out, resp.receipt_jws() + "\n");
+      if (!written.ok()) {
+        // The shred stands: keep the receipt on the terminal rather than lose it.
+        std::cerr << "kmsctl: " << written.message() << "\nreceipt:\n" << resp.receipt_jws() << "\n";
+        return 1;
+      }
+      std::vector<uint32_t> versions(resp.destroyed_dek_versions().begin(),
+                                     resp.destroyed_dek_versions().end());
       if (as_json) {
-        std::cout << json{{"tenant_id", tenant_id}, {"state", "shredded"}}.dump(2) << "\n";
+        std::cout << json{{"tenant_id", tenant_id},
+                          {"state", "shredded"},
+                          {"destroyed_dek_versions", versions},
+                          {"shredded_at", kms::cli::Rfc3339(resp.shredded_at_unix())},
+                          {"shredded_at_unix", resp.shredded_at_unix()},
+                          {"node_id", resp.node_id()},
+                          {"receipt_jws", resp.receipt_jws()},
+                          {"receipt_file", receipt_out}}
+                         .dump(2)
+                  << "\n";
       } else {
-        std::cout << "tenant " << tenant_id << " shredded: its DEKs are destroyed\n";
+        std::cout << "tenant " << tenant_id << " shredded: DEK versions";
+        for (uint32_t v : versions) std::cout << " " << v;
+        std::cout << " destroyed at " << kms::cli::Rfc3339(resp.shredded_at_unix()) << " on "
+                  << resp.node_id() << "\nsigned receipt written to " << receipt_out << "\n";
+      }
+    } else if (*tenant_min_version) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::SetMinDecryptVersionRequest req;
+      req.set_tenant_id(tenant_id);
+      req.set_min_decrypt_version(min_version);
+      kms::v1::SetMinDecryptVersionResponse resp;
+      Check(admin->SetMinDecryptVersion(&ctx, req, &resp));
+      PrintTenant(resp.tenant(), as_json);
+    } else if (*keys_list) {
+      // With --all: the KEKs of the first page, the tenants of every page.
+      json all;
+      std::string token = page_token;
+      bool first = true;
+      do {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        kms::v1::ListKeysRequest req;
+        req.set_tenant_id(keys_tenant);
+        req.set_page_size(page_size);
+        req.set_page_token(token);
+        kms::v1::ListKeysResponse resp;
+        Check(admin->ListKeys(&ctx, req, &resp));
+        token = resp.next_page_token();
+        if (all_pages) resp.clear_next_page_token();
+        if (!as_json) {
+          std::cout << kms::cli::ListKeysText(resp, /*with_keks=*/first);
+        } else if (first) {
+          all = kms::cli::ListKeysJson(resp);
+        } else {
+          json page = kms::cli::ListKeysJson(resp);
+          for (auto& t : page["tenants"]) all["tenants"].push_back(t);
+        }
+        first = false;
+      } while (all_pages && !token.empty());
+      if (as_json) std::cout << all.dump(2) << "\n";
+    } else if (*reencrypt) {
+      std::string b64 = Trim(reencrypt->count("--data") ? data : ReadStdin());
+      absl::StatusOr<std::vector<uint8_t>> raw = kms::Base64Decode(b64);
+      if (!raw.ok()) throw Failure{2, "ciphertext is not valid Base64"};
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::ReEncryptRequest req;
+      req.set_tenant_id(tenant_id);
+      req.set_ciphertext(std::string(raw->begin(), raw->end()));
+      ParseContext(context, req.mutable_context());
+      if (reencrypt->count("--new-context") > 0) {
+        req.set_replace_context(true);
+        ParseContext(new_context, req.mutable_new_context(), "--new-context");
+      }
+      kms::v1::ReEncryptResponse resp;
+      Check(keys->ReEncrypt(&ctx, req, &resp));
+      std::string out = kms::Base64Encode(
+          {reinterpret_cast<const uint8_t*>(resp.ciphertext().data()), resp.ciphertext().size()});
+      if (as_json) {
+        std::cout << json{{"ciphertext", out}, {"dek_version", resp.dek_version()},
+                          {"source_dek_version", resp.source_dek_version()}}
+                         .dump(2)
+                  << "\n";
+      } else {
+        std::cout << out << "\n";
       }
     } else if (*kek_rotate) {
       grpc::ClientContext ctx;

@@ -94,6 +94,26 @@ absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<con
   return status;
 }
 
+size_t FieldPlaintextSize(const FieldView& field) {
+  return field.ciphertext_and_tag.size() < kAesGcmTagSize
+             ? 0
+             : field.ciphertext_and_tag.size() - kAesGcmTagSize;
+}
+
+absl::Status OpenField(const AesGcmKey& key, const FieldView& field, std::span<const uint8_t> aad,
+                       std::span<uint8_t> out) {
+  if (field.nonce.size() != kAesGcmNonceSize || field.ciphertext_and_tag.size() < kAesGcmTagSize ||
+      out.size() != FieldPlaintextSize(field)) {
+    return absl::InvalidArgumentError("malformed field view");
+  }
+  absl::Status status = key.Decrypt(field.nonce, field.ciphertext_and_tag, aad, out);
+  if (!status.ok()) {
+    OPENSSL_cleanse(out.data(), out.size());
+    return absl::DataLossError("decryption failed");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status OpenField(const AesGcmKey& key, const FieldView& field, std::span<const uint8_t> aad,
                        std::string* out) {
   if (field.nonce.size() != kAesGcmNonceSize || field.ciphertext_and_tag.size() < kAesGcmTagSize) {

@@ -61,5 +61,10 @@ absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<con
 // authentication failure (one uniform error: it tells an attacker nothing).
 absl::Status OpenField(const AesGcmKey& key, const FieldView& field, std::span<const uint8_t> aad,
                        std::string* out);
+// The same into a caller's buffer (a SecretBytes, so the plaintext is wiped), which must
+// be exactly FieldPlaintextSize(field) bytes (else INVALID_ARGUMENT); wiped on failure.
+size_t FieldPlaintextSize(const FieldView& field);
+absl::Status OpenField(const AesGcmKey& key, const FieldView& field, std::span<const uint8_t> aad,
+                       std::span<uint8_t> out);
 
 }  // namespace kms::crypto

@@ -111,7 +111,7 @@ absl::Status EnsurePolicy(const fs::path& path) {
              {"operations", {"*"}},
              {"tenants", {"*"}}},
             {{"identity", "spiffe://" + td + "/billing"},
-             {"operations", {"encrypt", "decrypt"}},
+             {"operations", {"encrypt", "decrypt", "reencrypt"}},
              {"tenants", {"*"}},
              {"rate_limit", {{"requests_per_second", 5000}, {"burst", 10000}}}},
             {{"identity", "spiffe://" + td + "/iam"},

@@ -5,6 +5,7 @@
 #include <optional>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "src/common/base64.h"
@@ -113,17 +114,19 @@ absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t tt
   return out;
 }
 
-std::string HeaderJson(std::string_view kid) {
+std::string HeaderJson(std::string_view kid, std::string_view typ) {
   // kid is base64url (es256.h), so it needs no escaping; escape anyway for any caller.
   Json k = std::string(kid);
+  Json t = std::string(typ);
   std::optional<std::string> kid_json = Dump(k);
-  return absl::StrCat(R"({"alg":"ES256","typ":"JWT","kid":)",
+  std::optional<std::string> typ_json = Dump(t);
+  return absl::StrCat(R"({"alg":"ES256","typ":)", typ_json.value_or(R"("JWT")"), R"(,"kid":)",
                       kid_json.value_or(R"("")"), "}");
 }
 
 absl::StatusOr<std::string> EncodeCompact(const Es256PrivateKey& key,
-                                          std::string_view payload_json) {
-  std::string token = absl::StrCat(Base64UrlEncode(Bytes(HeaderJson(key.kid()))), ".",
+                                          std::string_view payload_json, std::string_view typ) {
+  std::string token = absl::StrCat(Base64UrlEncode(Bytes(HeaderJson(key.kid(), typ))), ".",
                                    Base64UrlEncode(Bytes(payload_json)));
   KMS_ASSIGN_OR_RETURN(Es256Signature sig, key.Sign(Bytes(token)));
   absl::StrAppend(&token, ".", Base64UrlEncode(sig));
@@ -176,6 +179,10 @@ absl::StatusOr<ParsedJwt> ParseCompact(std::string_view token) {
     }
     out.kid = kid->get<std::string>();
   }
+  if (auto typ = h->find("typ"); typ != h->end()) {
+    if (!typ->is_string()) return malformed("typ is not a string");
+    out.typ = typ->get<std::string>();
+  }
   std::optional<Json> p = ParseJson(out.payload_json);
   if (!p.has_value() || !p->is_object()) return malformed("payload is not a JSON object");
   return out;
@@ -185,6 +192,10 @@ absl::StatusOr<VerifiedJwt> VerifyCompact(std::string_view token, const KeyLooku
                                           int64_t now, int64_t leeway_seconds) {
   auto parsed = ParseCompact(token);
   if (!parsed.ok()) return Rejected(parsed.status().message());
+  // Another kind of document signed by the same keys (a shred receipt) is not a token.
+  if (!parsed->typ.empty() && !absl::EqualsIgnoreCase(parsed->typ, "JWT")) {
+    return Rejected("typ is not JWT: not an access token");
+  }
   const Es256PublicKey* key = lookup ? lookup(parsed->kid) : nullptr;
   if (key == nullptr) return Rejected("unknown kid");
   if (!key->Verify(Bytes(parsed->signing_input), parsed->signature).ok()) {

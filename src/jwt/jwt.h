@@ -17,7 +17,10 @@
 // Every violation is INVALID_ARGUMENT; messages name the claim, never echo values.
 //
 // Verification (VerifyCompact) accepts only what it must: three base64url parts, a
-// header object with "alg":"ES256" (so "none", HS256, ... are refused), a "kid" (if
+// header object with "alg":"ES256" (so "none", HS256, ... are refused), a "typ", if
+// present, of "JWT" (case-insensitively, RFC 7515 §4.1.9; so another document kmsd
+// signs, a shred receipt with typ "kmsd-shred-receipt+jwt", is never taken for an
+// access token), a "kid" (if
 // present, a non-empty string; absent: "") for which the lookup has a key, no "crit" or "b64" member, a payload object with a numeric
 // "exp". It checks the signature, then exp and nbf (and iat, if present, not in the
 // future) with a leeway. Every rejection is UNAUTHENTICATED "token rejected: <reason>".
@@ -58,18 +61,23 @@ struct BuiltClaims {
 absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t ttl_seconds,
                                         int64_t now, const ClaimsPolicy& policy);
 
-// The protected header for `kid`.
-std::string HeaderJson(std::string_view kid);
+// The typ of access tokens.
+inline constexpr std::string_view kAccessTokenType = "JWT";
 
-// Signs `payload_json` with `key` as a compact JWS with HeaderJson(key.kid()).
+// The protected header for `kid`: {"alg":"ES256","typ":<typ>,"kid":<kid>}.
+std::string HeaderJson(std::string_view kid, std::string_view typ = kAccessTokenType);
+
+// Signs `payload_json` with `key` as a compact JWS with HeaderJson(key.kid(), typ).
 absl::StatusOr<std::string> EncodeCompact(const Es256PrivateKey& key,
-                                          std::string_view payload_json);
+                                          std::string_view payload_json,
+                                          std::string_view typ = kAccessTokenType);
 
 // A token split and decoded, nothing verified yet. INVALID_ARGUMENT when it is not
 // three base64url parts with JSON-object header and payload and a 64-byte signature,
 // or when the header is not ES256 (kid, when present, a non-empty string).
 struct ParsedJwt {
   std::string kid;  // empty when the header has none
+  std::string typ;  // empty when the header has none (else a string)
   std::string header_json;
   std::string payload_json;
   std::string signing_input;  // ASCII(BASE64URL(header) "." BASE64URL(payload))

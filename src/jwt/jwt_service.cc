@@ -6,6 +6,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "src/common/big_endian.h"
 
@@ -285,6 +287,57 @@ absl::StatusOr<JwksDocument> JwtService::Jwks() const {
   return doc;
 }
 
+absl::StatusOr<SignedReceipt> JwtService::SignShredReceipt(
+    const ShredReceiptClaims& claims) const {
+  auto view = Snapshot();
+  const int64_t now = clock_->UnixSeconds();
+  const S state = EffectiveState(*view, now);
+  if (state == S::kLoading) return absl::UnavailableError("jwt: signing keys not loaded yet");
+  if (!MaySign(state, options_.fail_closed_when_critical)) {
+    return absl::UnavailableError(
+        "jwt: signing refused: key backends unreachable for longer than KEY_MAX_AGE");
+  }
+  const LoadedKey* key = SigningKey(*view, now);
+  if (key == nullptr) return absl::UnavailableError("jwt: no signing key is active");
+  nlohmann::json payload = {{"tenant", claims.tenant},
+                            {"destroyed_dek_versions", claims.destroyed_dek_versions},
+                            {"shredded_at", claims.shredded_at},
+                            {"iat", claims.shredded_at},
+                            {"node", claims.node}};
+  if (!options_.issuer.empty()) payload["iss"] = options_.issuer;
+  if (claims.already_shredded) payload["already_shredded"] = true;
+  std::string text;
+  try {
+    text = payload.dump();
+  } catch (const nlohmann::json::exception&) {  // a tenant id or node that is not UTF-8
+    return absl::InvalidArgumentError("jwt: receipt claims are not valid UTF-8");
+  }
+  KMS_ASSIGN_OR_RETURN(std::string jws, EncodeCompact(*key->key, text, kShredReceiptType));
+  return SignedReceipt{.jws = std::move(jws), .kid = key->record.kid};
+}
+
+absl::StatusOr<JwksDocument> JwtService::ReceiptKeys() const {
+  auto view = Snapshot();
+  if (view->state == S::kLoading) return absl::UnavailableError("jwt: keys not loaded yet");
+  JwksDocument doc;
+  doc.json = absl::StrCat(R"({"keys":[)", absl::StrJoin(view->receipt_jwks, ","), "]}");
+  doc.max_age_seconds = options_.jwks_cache_seconds;
+  return doc;
+}
+
+std::vector<std::string> JwtService::ReceiptJwks(const std::vector<store::JwtKeyRecord>& rows) {
+  std::vector<std::string> out;
+  for (const store::JwtKeyRecord& row : rows) {
+    auto jwk = Es256PublicKey::FromJwk(row.public_jwk);
+    if (!jwk.ok() || (*jwk)->kid() != row.kid) {
+      spdlog::warn("jwt: stored JWK of key {} is invalid; not listed for receipts", row.kid);
+      continue;
+    }
+    out.push_back((*jwk)->JwkJson());
+  }
+  return out;
+}
+
 JwtServiceStatus JwtService::Status() const {
   auto view = Snapshot();
   const int64_t now = clock_->UnixSeconds();
@@ -390,6 +443,7 @@ absl::StatusOr<JwtService::View> JwtService::Probe(const View& current, int64_t 
     auto rows = store_->ListJwtKeys();
     if (!rows.ok()) return Annotate(rows.status(), "jwt: store unreachable");
     KMS_ASSIGN_OR_RETURN(next.keys, ReadKeys(*rows, current, now, seeded));
+    next.receipt_jwks = ReceiptJwks(*rows);
     next.epoch = *epoch;
   }
   absl::Status ping = kek_ring_->Ping();
@@ -438,6 +492,7 @@ absl::Status JwtService::LoadLocked(int64_t now) {
   KMS_ASSIGN_OR_RETURN(std::vector<LoadedKey> keys, ReadKeys(*rows, View{}, now, seeded));
   auto next = std::make_shared<View>();
   next->keys = std::move(keys);
+  next->receipt_jwks = ReceiptJwks(*rows);
   next->epoch = *epoch;
   next->backends_ok = true;
   next->state = Apply(S::kLoading, E::kKeysLoaded);
@@ -548,6 +603,7 @@ absl::StatusOr<RotationResult> JwtService::RotateLocked(int64_t now, bool schedu
   added.record.wrapped_private.clear();
   added.key = key;
   next->keys.push_back(std::move(added));
+  next->receipt_jwks.push_back(key->public_key().JwkJson());
   next->backends_ok = true;
   next->last_error.clear();
   next->state = state;

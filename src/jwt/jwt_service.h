@@ -106,6 +106,24 @@ struct JwksDocument {
   std::string CacheControl() const;
 };
 
+// The header typ of a shred receipt: never "JWT", so VerifyCompact (and any verifier
+// that checks typ) refuses it as an access token.
+inline constexpr std::string_view kShredReceiptType = "kmsd-shred-receipt+jwt";
+
+// What a shred receipt attests (ShredTenant, DESIGN §7).
+struct ShredReceiptClaims {
+  std::string tenant;
+  std::vector<uint32_t> destroyed_dek_versions;
+  int64_t shredded_at = 0;  // Unix seconds
+  std::string node;         // the node_id of the kmsd that shredded
+  bool already_shredded = false;
+};
+
+struct SignedReceipt {
+  std::string jws;  // compact JWS
+  std::string kid;
+};
+
 struct RotationResult {
   std::string new_kid;
   int64_t new_activate_at = 0;
@@ -166,6 +184,21 @@ class JwtService {
   // The JWKS to serve now. UNAVAILABLE when not loaded.
   absl::StatusOr<JwksDocument> Jwks() const;
 
+  // A shred receipt: a compact JWS signed with the current signing key, header
+  // {"alg":"ES256","typ":"kmsd-shred-receipt+jwt","kid":...}, payload (members sorted)
+  //   {"already_shredded":bool (only when true),"destroyed_dek_versions":[n,...],
+  //    "iat":shredded_at,"iss":<issuer, when configured>,"node":..,"shredded_at":..,
+  //    "tenant":..}
+  // No "exp": a receipt is evidence, it does not expire. Verifiable with any JOSE
+  // library against ReceiptKeys(). UNAVAILABLE as Sign is (not loaded, fail-closed
+  // Critical).
+  absl::StatusOr<SignedReceipt> SignShredReceipt(const ShredReceiptClaims& claims) const;
+  // The public keys that verify receipts: every signing key the store holds, retired
+  // ones included (rows are never deleted), as a JWKS ({"keys":[...]}, ordered by
+  // activate_at). A key that signed a receipt stays listed after JWT rotation and
+  // retirement, while Jwks() (access tokens) drops it. UNAVAILABLE when not loaded.
+  absl::StatusOr<JwksDocument> ReceiptKeys() const;
+
   // A manual rotation (format above). FAILED_PRECONDITION when not loaded or when a
   // rotation is already in progress (a pending key); UNAVAILABLE when Degraded or the
   // backends do not answer; ABORTED when another replica rotated at the same moment
@@ -201,7 +234,11 @@ class JwtService {
     int64_t degraded_since = 0;
     bool backends_ok = false;
     std::string last_error;
+    // Public JWKs of every stored key, retired ones too (ReceiptKeys).
+    std::vector<std::string> receipt_jwks;
   };
+  // The public JWKs of `rows`, checked against their kids (a bad row is skipped).
+  static std::vector<std::string> ReceiptJwks(const std::vector<store::JwtKeyRecord>& rows);
   using KeyMap = std::vector<std::pair<std::string, std::shared_ptr<const Es256PrivateKey>>>;
 
   JwtService(keys::KekRing* kek_ring, store::JwtKeyStore* store, store::StoreHealth* epoch,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "src/crypto/field_cipher.h"
 #include "src/keys/tenant_id.h"
@@ -17,11 +18,19 @@ namespace {
 
 absl::Status DecryptionFailed() { return absl::InvalidArgumentError("decryption failed"); }
 
+absl::Status TenantNotFound() { return absl::NotFoundError("tenant not found"); }
+
 absl::Status Shredded() {
   return absl::FailedPreconditionError("tenant has been shredded; its keys are destroyed");
 }
 
 }  // namespace
+
+absl::Status RetiredDekVersionError(uint32_t version) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("DEK version ", version,
+                   " is retired (below the tenant's minimum decryption version)"));
+}
 
 KeyManager::KeyManager(KekRing* kek_ring, store::TenantKeyStore* store, const Clock* clock,
                        KeyManagerOptions options)
@@ -94,8 +103,9 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
       td->dek.state == store::DekState::kDestroyed) {
     return Shredded();
   }
-  if (td->dek.version < td->tenant.min_decrypt_version) {
-    return absl::NotFoundError("DEK version is below the tenant's minimum");  // "decryption failed"
+  if (td->dek.state == store::DekState::kRetired ||
+      td->dek.version < td->tenant.min_decrypt_version) {
+    return RetiredDekVersionError(td->dek.version);
   }
   KMS_ASSIGN_OR_RETURN(SecretBytes dek,
                        UnwrapDek(*kek_ring_, tenant_id, td->dek.version, td->dek.wrapped));
@@ -139,6 +149,21 @@ absl::StatusOr<EncryptResult> KeyManager::Encrypt(const TenantId& tenant,
   return result;
 }
 
+absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::DekForCiphertext(
+    const std::string& tenant_id, uint32_t version) {
+  absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, version);
+  if (absl::IsNotFound(entry.status())) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    // Unknown tenant, or a DEK version this tenant never had: tell them apart only by
+    // the tenant's existence, which an authorized caller may know anyway.
+    absl::StatusOr<store::TenantRecord> tenant = store_->GetTenant(tenant_id);
+    if (absl::IsNotFound(tenant.status())) return TenantNotFound();
+    return DecryptionFailed();
+  }
+  if (!entry.ok()) decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+  return entry;
+}
+
 absl::StatusOr<DecryptResult> KeyManager::Decrypt(const TenantId& tenant,
                                                   const EncryptionContext& context,
                                                   std::span<const uint8_t> ciphertext) {
@@ -148,17 +173,9 @@ absl::StatusOr<DecryptResult> KeyManager::Decrypt(const TenantId& tenant,
     decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
     return DecryptionFailed();
   }
-  absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, field->dek_version);
-  if (absl::IsNotFound(entry.status())) {
-    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
-    // Unknown tenant, or a DEK version this tenant never had: tell them apart only by
-    // the tenant's existence, which an authorized caller may know anyway.
-    absl::StatusOr<store::TenantRecord> tenant = store_->GetTenant(tenant_id);
-    if (absl::IsNotFound(tenant.status())) return absl::NotFoundError("tenant not found");
-    return DecryptionFailed();
-  }
-  if (!entry.ok()) return entry.status();
-  const DekEntry& dek = **entry;
+  KMS_ASSIGN_OR_RETURN(std::shared_ptr<const DekEntry> entry,
+                       DekForCiphertext(tenant_id, field->dek_version));
+  const DekEntry& dek = *entry;
   KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad,
                        crypto::FieldAad(tenant_id, dek.version, context.pairs()));
   DecryptResult result{.dek_version = dek.version};
@@ -168,6 +185,79 @@ absl::StatusOr<DecryptResult> KeyManager::Decrypt(const TenantId& tenant,
   }
   decryptions_.fetch_add(1, std::memory_order_relaxed);
   return result;
+}
+
+absl::StatusOr<ReEncryptResult> KeyManager::ReEncrypt(const TenantId& tenant,
+                                                      const EncryptionContext& context,
+                                                      std::span<const uint8_t> ciphertext,
+                                                      const EncryptionContext* new_context) {
+  const std::string& tenant_id = tenant.str();
+  absl::StatusOr<crypto::FieldView> field = crypto::ParseField(ciphertext);
+  if (!field.ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  KMS_ASSIGN_OR_RETURN(std::shared_ptr<const DekEntry> source,
+                       DekForCiphertext(tenant_id, field->dek_version));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> source_aad,
+                       crypto::FieldAad(tenant_id, source->version, context.pairs()));
+  // The plaintext lives only here, wiped when this returns.
+  SecretBytes plaintext(crypto::FieldPlaintextSize(*field));
+  if (!crypto::OpenField(*source->key, *field, source_aad, plaintext.mutable_span()).ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  absl::StatusOr<std::shared_ptr<const DekEntry>> primary = GetDek(tenant_id, 0);
+  if (absl::IsNotFound(primary.status())) return TenantNotFound();
+  if (!primary.ok()) return primary.status();
+  const DekEntry& dek = **primary;
+  const EncryptionContext& target = new_context != nullptr ? *new_context : context;
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad,
+                       crypto::FieldAad(tenant_id, dek.version, target.pairs()));
+  ReEncryptResult result{.dek_version = dek.version, .source_dek_version = source->version};
+  KMS_RETURN_IF_ERROR(
+      crypto::SealField(*dek.key, dek.version, aad, plaintext.span(), &result.ciphertext));
+  dek.encryptions.fetch_add(1, std::memory_order_relaxed);  // towards the DEK's budget
+  reencryptions_.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+absl::StatusOr<TenantInfo> KeyManager::SetMinDecryptVersion(const TenantId& tenant_ref,
+                                                            uint32_t min_version) {
+  const std::string& tenant_id = tenant_ref.str();
+  absl::StatusOr<store::TenantDek> td = store_->GetTenantDek(tenant_id, 0);
+  if (absl::IsNotFound(td.status())) return TenantNotFound();
+  if (!td.ok()) return td.status();
+  store::TenantRecord& tenant = td->tenant;
+  if (tenant.state == store::TenantState::kShredded) return Shredded();
+  if (min_version == 0 || min_version < tenant.min_decrypt_version) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("minimum decryption version ", min_version, " is below the current minimum ",
+                     tenant.min_decrypt_version, "; a retirement cannot be undone"));
+  }
+  if (min_version > tenant.primary_dek_version) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("minimum decryption version ", min_version,
+                     " is above the primary DEK version ", tenant.primary_dek_version,
+                     "; rotate the tenant's DEK first"));
+  }
+  KMS_RETURN_IF_ERROR(store_->SetMinDecryptVersion(tenant_id, tenant.row_version, min_version));
+  cache_.InvalidateTenant(tenant_id);
+  Notify(coord::InvalidationEvent::Kind::kTenant, tenant_id);
+  tenant.min_decrypt_version = min_version;
+  tenant.row_version += 1;
+  return TenantInfo{.tenant = std::move(tenant), .primary_dek_created_at = td->dek.created_at};
+}
+
+absl::StatusOr<std::vector<store::DekRecord>> KeyManager::ListDekVersions(const TenantId& tenant) {
+  absl::StatusOr<std::vector<store::DekRecord>> deks = store_->ListDeks(tenant.str());
+  if (absl::IsNotFound(deks.status())) return TenantNotFound();
+  if (!deks.ok()) return deks.status();
+  for (store::DekRecord& d : *deks) {
+    d.wrapped.clear();
+    d.wrapped.shrink_to_fit();
+  }
+  return deks;
 }
 
 absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const TenantId& tenant_ref) {
@@ -194,15 +284,26 @@ absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const TenantId& tenant_re
   return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
 }
 
-absl::Status KeyManager::ShredTenant(const TenantId& tenant_ref) {
+absl::StatusOr<ShredResult> KeyManager::ShredTenant(const TenantId& tenant_ref) {
   const std::string& tenant_id = tenant_ref.str();
-  KMS_ASSIGN_OR_RETURN(store::TenantRecord tenant, store_->GetTenant(tenant_id));
-  if (tenant.state == store::TenantState::kShredded) return absl::OkStatus();
+  absl::StatusOr<store::TenantRecord> tenant = store_->GetTenant(tenant_id);
+  if (absl::IsNotFound(tenant.status())) return TenantNotFound();
+  if (!tenant.ok()) return tenant.status();
+  // Read after the tenant row: a rotation in between moves the row_version, so the
+  // compare-and-set below fails rather than destroy a version this list lacks.
+  KMS_ASSIGN_OR_RETURN(std::vector<store::DekRecord> deks, store_->ListDeks(tenant_id));
+  ShredResult result;
+  result.shredded_at = clock_->UnixSeconds();
+  for (const store::DekRecord& d : deks) result.destroyed_dek_versions.push_back(d.version);
+  if (tenant->state == store::TenantState::kShredded) {
+    result.already_shredded = true;
+    return result;
+  }
   KMS_RETURN_IF_ERROR(
-      store_->SetTenantState(tenant_id, tenant.row_version, store::TenantState::kShredded));
+      store_->SetTenantState(tenant_id, tenant->row_version, store::TenantState::kShredded));
   cache_.InvalidateTenant(tenant_id);
   Notify(coord::InvalidationEvent::Kind::kTenant, tenant_id);
-  return absl::OkStatus();
+  return result;
 }
 
 absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
@@ -286,7 +387,8 @@ KeyManagerStats KeyManager::stats() const {
                          .dek_load_failures = dek_load_failures_.load(),
                          .encryptions = encryptions_.load(),
                          .decryptions = decryptions_.load(),
-                         .decrypt_failures = decrypt_failures_.load()};
+                         .decrypt_failures = decrypt_failures_.load(),
+                         .reencryptions = reencryptions_.load()};
 }
 
 }  // namespace kms::keys

@@ -52,6 +52,28 @@ struct DecryptResult {
   uint32_t dek_version = 0;
 };
 
+struct ReEncryptResult {
+  std::string ciphertext;           // field ciphertext v1 under the primary DEK version
+  uint32_t dek_version = 0;         // the primary version it is under now
+  uint32_t source_dek_version = 0;  // the version it was under
+};
+
+struct ShredResult {
+  // Every DEK version of the tenant, ordered; all destroyed now.
+  std::vector<uint32_t> destroyed_dek_versions;
+  int64_t shredded_at = 0;  // Unix seconds: when this call destroyed them (see below)
+  // The tenant was shredded before this call: nothing was destroyed now, and
+  // shredded_at is the time of this call (the store keeps no shred time).
+  bool already_shredded = false;
+};
+
+// The status of a ciphertext under a retired DEK version (below the tenant's minimum
+// decryption version): FAILED_PRECONDITION "DEK version N is retired". Not the uniform
+// "decryption failed": the caller's data is intact but the operator retired its key, and
+// the caller must learn that (re-encrypt earlier, or restore the data from elsewhere).
+// Decrypt, the batch RPCs and ReEncrypt all answer it.
+absl::Status RetiredDekVersionError(uint32_t version);
+
 // Counters, for status and for tests that count backend work.
 struct KeyManagerStats {
   uint64_t dek_loads = 0;        // store reads + HSM unwraps on cache misses
@@ -59,6 +81,7 @@ struct KeyManagerStats {
   uint64_t encryptions = 0;
   uint64_t decryptions = 0;
   uint64_t decrypt_failures = 0;
+  uint64_t reencryptions = 0;
 };
 
 class KeyManager {
@@ -80,7 +103,20 @@ class KeyManager {
   // ABORTED when another replica changed the tenant at the same time.
   absl::StatusOr<TenantInfo> RotateTenantDek(const TenantId& tenant);
   // Crypto-shredding: destroys every DEK of the tenant; its ciphertexts are gone for good.
-  absl::Status ShredTenant(const TenantId& tenant);
+  // Says which versions were destroyed (for the signed receipt). Shredding a shredded
+  // tenant again is OK (already_shredded). NOT_FOUND for an unknown tenant; ABORTED when
+  // the tenant changed meanwhile (nothing destroyed: retry).
+  absl::StatusOr<ShredResult> ShredTenant(const TenantId& tenant);
+  // Retires the tenant's DEK versions below `min_version`: their ciphertexts then fail
+  // with RetiredDekVersionError, on this node at once (its cache drops the tenant) and
+  // on the others at the invalidation bus's or the epoch poll's pace. A retirement is
+  // never undone. INVALID_ARGUMENT when min_version is 0 or below the current minimum;
+  // FAILED_PRECONDITION when it is above the primary version (rotate first) or the
+  // tenant is shredded; NOT_FOUND for an unknown tenant; ABORTED on a concurrent change.
+  absl::StatusOr<TenantInfo> SetMinDecryptVersion(const TenantId& tenant, uint32_t min_version);
+  // Every DEK version of the tenant, ordered by version, with `wrapped` cleared (for
+  // listing: state, age, KEK version, encryption count). NOT_FOUND for an unknown tenant.
+  absl::StatusOr<std::vector<store::DekRecord>> ListDekVersions(const TenantId& tenant);
   // Adds the encryptions made since the last flush to the store's per-DEK counts, and
   // rotates any tenant whose primary DEK has passed its budget. Run periodically.
   // Returns how many tenants were rotated.
@@ -102,8 +138,20 @@ class KeyManager {
   // INVALID_ARGUMENT "decryption failed" for every ciphertext that does not decrypt
   // for this tenant and context: malformed, truncated, tampered, another tenant's,
   // another context's, an unknown DEK version. One uniform answer.
+  // FAILED_PRECONDITION RetiredDekVersionError for a ciphertext under a retired version,
+  // FAILED_PRECONDITION for a shredded tenant.
   absl::StatusOr<DecryptResult> Decrypt(const TenantId& tenant, const EncryptionContext& context,
                                         std::span<const uint8_t> ciphertext);
+  // Opens `ciphertext` (made under `context`) and seals the plaintext again under the
+  // tenant's primary DEK version with a fresh nonce, bound to `new_context` when given
+  // (else to `context` again). A ciphertext already under the primary is re-sealed too.
+  // The plaintext stays in a wiped buffer inside kmsd and is never returned. Errors as
+  // Decrypt (the same uniform INVALID_ARGUMENT "decryption failed", NOT_FOUND for an
+  // unknown tenant, RetiredDekVersionError) plus Encrypt's (INVALID_ARGUMENT for a
+  // duplicate key in new_context, UNAVAILABLE).
+  absl::StatusOr<ReEncryptResult> ReEncrypt(const TenantId& tenant, const EncryptionContext& context,
+                                            std::span<const uint8_t> ciphertext,
+                                            const EncryptionContext* new_context = nullptr);
 
   // --- Status
   uint32_t primary_kek_version() const { return kek_ring_->primary_version(); }
@@ -119,6 +167,9 @@ class KeyManager {
   absl::StatusOr<std::shared_ptr<const DekEntry>> LoadDek(const std::string& tenant_id,
                                                           uint32_t version);
   absl::StatusOr<TenantInfo> CreateTenantLocked(const std::string& tenant_id);
+  // The DEK a parsed ciphertext names, with Decrypt's error mapping (counts failures).
+  absl::StatusOr<std::shared_ptr<const DekEntry>> DekForCiphertext(const std::string& tenant_id,
+                                                                   uint32_t version);
 
   void Notify(coord::InvalidationEvent::Kind kind, const std::string& tenant_id);
   DekCache::Options CacheOptions(DekCache::Options options);
@@ -138,6 +189,7 @@ class KeyManager {
   std::atomic<uint64_t> encryptions_{0};
   std::atomic<uint64_t> decryptions_{0};
   std::atomic<uint64_t> decrypt_failures_{0};
+  std::atomic<uint64_t> reencryptions_{0};
 };
 
 }  // namespace kms::keys

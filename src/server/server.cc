@@ -171,6 +171,16 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                       .body = jwks->json,
                       .headers = {{"Cache-Control", jwks->CacheControl()}}};
     });
+    // The keys that verify shred receipts: every signing key ever stored, retired ones
+    // too, so an old receipt verifies for good (docs/architecture.md, "Shred receipts").
+    p.http->Handle("/.well-known/kmsd-receipt-keys.json", [&p](const http::Request&) {
+      absl::StatusOr<jwt::JwksDocument> keys =
+          p.ready ? p.jwt->ReceiptKeys() : absl::UnavailableError("loading");
+      if (!keys.ok()) return Response{.status = 503, .body = "signing keys not loaded\n"};
+      return Response{.content_type = "application/jwk-set+json",
+                      .body = keys->json,
+                      .headers = {{"Cache-Control", keys->CacheControl()}}};
+    });
     p.http->Start();
   }
 

@@ -3,6 +3,9 @@
 #include <limits>
 #include <string>
 
+#include "absl/strings/str_cat.h"
+#include "src/common/strings.h"
+
 namespace kms::store {
 namespace {
 
@@ -49,6 +52,28 @@ absl::Status CheckRotateDek(std::string_view tenant_id, const DekRecord& new_dek
     return absl::InvalidArgumentError("RotateDek: encryption count out of range");
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckSetMinDecryptVersion(uint32_t min_version) {
+  if (min_version == 0) {
+    return absl::InvalidArgumentError("SetMinDecryptVersion: minimum version 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MinDecryptVersionRefused(absl::string_view op, std::string_view tenant_id,
+                                      uint32_t min_version, int64_t primary, int64_t current_min) {
+  if (min_version > primary) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(op, ": minimum version ", min_version, " is above the primary DEK version ",
+                     primary, " of tenant ", Av(tenant_id)));
+  }
+  if (min_version < current_min) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(op, ": minimum version ", min_version, " is below the current minimum ",
+                     current_min, " of tenant ", Av(tenant_id), " (a retirement is never undone)"));
+  }
+  return absl::InternalError(absl::StrCat(op, ": update matched no row"));
 }
 
 absl::Status CheckAddEncryptions(uint64_t count) {

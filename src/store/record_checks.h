@@ -36,6 +36,12 @@ absl::Status CheckCreateTenant(const TenantRecord& tenant, const DekRecord& firs
 absl::Status CheckListTenants(int limit);
 absl::Status CheckRotateDek(std::string_view tenant_id, const DekRecord& new_dek);
 absl::Status CheckAddEncryptions(uint64_t count);
+absl::Status CheckSetMinDecryptVersion(uint32_t min_version);
+// Why SetMinDecryptVersion's compare-and-set matched no row once the row_version and
+// state were found right: FAILED_PRECONDITION above the primary, INVALID_ARGUMENT below
+// the current minimum, INTERNAL otherwise.
+absl::Status MinDecryptVersionRefused(absl::string_view op, std::string_view tenant_id,
+                                      uint32_t min_version, int64_t primary, int64_t current_min);
 absl::Status CheckInsertFirstJwtKey(const JwtKeyRecord& key);
 absl::Status CheckRotateJwtKey(std::string_view current_kid, int64_t current_retire_at,
                                const JwtKeyRecord& next);

@@ -444,10 +444,11 @@ TEST_F(KmsdE2eTest, UndecodableRequestsGetInvalidArgumentOnEveryRpcAndNameNoInpu
   const std::string garbage("\xff\xff\xff\xff", 4);  // field 0 / bad wire type
   const std::string truncated("\x0a\x20" "acme", 6);   // a 32-byte string with 4 bytes
   const char* key_methods[] = {"Encrypt", "Decrypt", "EncryptBatch", "DecryptBatch",
-                               "SignJwt", "VerifyJwt", "GetJwks"};
+                               "SignJwt", "VerifyJwt", "GetJwks", "ReEncrypt", "ReEncryptBatch"};
   const char* admin_methods[] = {"CreateTenant", "GetTenant", "ListTenants", "GetStatus",
                                  "RotateTenantKey", "ShredTenant", "RotateKek", "GetJwtStatus",
-                                 "RotateJwtKey", "AckJwtCritical"};
+                                 "RotateJwtKey", "AckJwtCritical", "SetMinDecryptVersion",
+                                 "ListKeys"};
   auto check = [&](const std::string& service, const std::string& method,
                    const std::string& client) {
     for (const std::string& bytes : {not_utf8, garbage, truncated}) {
@@ -457,7 +458,8 @@ TEST_F(KmsdE2eTest, UndecodableRequestsGetInvalidArgumentOnEveryRpcAndNameNoInpu
       const bool tenant_in_field_1 =
           method == "Encrypt" || method == "Decrypt" || method == "EncryptBatch" ||
           method == "DecryptBatch" || method == "CreateTenant" || method == "GetTenant" ||
-          method == "RotateTenantKey" || method == "ShredTenant";
+          method == "RotateTenantKey" || method == "ShredTenant" || method == "ReEncrypt" ||
+          method == "ReEncryptBatch" || method == "SetMinDecryptVersion" || method == "ListKeys";
       if (bytes == not_utf8 && !tenant_in_field_1) continue;
       EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method;
       EXPECT_NE(status.error_message().find("is not a valid kms.v1."), std::string::npos)
@@ -565,7 +567,8 @@ TEST_F(KmsdE2eTest, ShreddedTenantCanNeitherEncryptNorDecrypt) {
     v1::ShredTenantResponse resp;
     EXPECT_EQ(Admin()->ShredTenant(&ctx, req, &resp).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
-  auto shred = RunCommand(Kmsctl("tenant shred doomed --confirm doomed"));
+  auto shred = RunCommand(Kmsctl("tenant shred doomed --confirm doomed --receipt-out " +
+                                 dir_->Join("doomed-receipt.jws")));
   ASSERT_EQ(shred.exit_code, 0) << shred.out;
   v1::DecryptResponse dec;
   EXPECT_EQ(Decrypt("doomed", enc.ciphertext(), {}, &dec).error_code(),

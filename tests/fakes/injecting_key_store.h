@@ -80,6 +80,11 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->SetTenantState(id, expected, state);
   }
+  absl::Status SetMinDecryptVersion(const std::string& id, int64_t expected,
+                                    uint32_t min_version) override {
+    if (down_) return Down();
+    return inner_->SetMinDecryptVersion(id, expected, min_version);
+  }
   absl::Status AddEncryptions(const std::string& id, uint32_t v, uint64_t n) override {
     if (down_) return Down();
     return inner_->AddEncryptions(id, v, n);

@@ -46,6 +46,10 @@
               (const std::string& tenant_id, int64_t expected_row_version,                   \
                ::kms::store::TenantState state),                                             \
               (override));                                                                   \
+  MOCK_METHOD(absl::Status, SetMinDecryptVersion,                                            \
+              (const std::string& tenant_id, int64_t expected_row_version,                   \
+               uint32_t min_version),                                                        \
+              (override));                                                                   \
   MOCK_METHOD(absl::Status, AddEncryptions,                                                  \
               (const std::string& tenant_id, uint32_t version, uint64_t count), (override)); \
   MOCK_METHOD(absl::StatusOr<::kms::store::DekPage>, ListDeksWrappedUnder,                   \

@@ -178,6 +178,19 @@ class TenantKeyStore {
   virtual absl::Status SetTenantState(const std::string& tenant_id, int64_t expected_row_version,
                                       TenantState state) = 0;
 
+  // Retires the tenant's DEK versions below `min_version` (the minimum decryption
+  // version), if the row_version is still `expected_row_version` (else ABORTED): sets
+  // min_decrypt_version, bumps the row_version, and moves every active DEK version
+  // below it to DekState::kRetired, in one transaction. Retired rows keep their blob
+  // (a retirement is a decryption policy, not a shred; the KEK re-wrap still moves
+  // them). Setting the current minimum again is allowed and retires nothing new.
+  // INVALID_ARGUMENT: min_version 0 (nothing read), or below the current minimum (a
+  // retirement is never undone). FAILED_PRECONDITION: min_version above the primary
+  // version, or a shredded tenant. NOT_FOUND for an unknown tenant.
+  virtual absl::Status SetMinDecryptVersion(const std::string& tenant_id,
+                                            int64_t expected_row_version,
+                                            uint32_t min_version) = 0;
+
   // Adds to a DEK version's encryption count (batched by the caller). A usage counter,
   // not a state change: moves neither the epoch (counter flushes would drop every
   // replica's cache) nor the tenant's row_version (a rotation racing a flush would lose

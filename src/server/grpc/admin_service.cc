@@ -112,14 +112,28 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerCont
   return ServeUnary<v1::ShredTenantRequest, v1::ShredTenantResponse>(
       ctx, in, out, kMaxAdminRequestBytes, "ShredTenant",
       [&](const std::string& identity, const v1::ShredTenantRequest& req,
-          v1::ShredTenantResponse*) -> absl::Status {
+          v1::ShredTenantResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
                              Admit(identity, authz::Operation::kShred, req.tenant_id()));
         if (req.confirm_tenant_id() != req.tenant_id()) {
           return absl::InvalidArgumentError("confirm_tenant_id must repeat tenant_id");
         }
-        KMS_RETURN_IF_ERROR(keys_.ShredTenant(tenant));
-        spdlog::warn("tenant {} shredded by {}", tenant.str(), identity);
+        KMS_ASSIGN_OR_RETURN(keys::ShredResult shred, keys_.ShredTenant(tenant));
+        if (!shred.already_shredded) spdlog::warn("tenant {} shredded by {}", tenant.str(), identity);
+        // Signed after the shred: when signing fails (JWT keys not loaded), the shred
+        // stands and a repeated ShredTenant returns the receipt.
+        KMS_ASSIGN_OR_RETURN(
+            jwt::SignedReceipt receipt,
+            jwt_.SignShredReceipt(jwt::ShredReceiptClaims{
+                .tenant = tenant.str(),
+                .destroyed_dek_versions = shred.destroyed_dek_versions,
+                .shredded_at = shred.shredded_at,
+                .node = node_.node_id,
+                .already_shredded = shred.already_shredded}));
+        resp->set_receipt_jws(std::move(receipt.jws));
+        for (uint32_t v : shred.destroyed_dek_versions) resp->add_destroyed_dek_versions(v);
+        resp->set_shredded_at_unix(shred.shredded_at);
+        resp->set_node_id(node_.node_id);
         return absl::OkStatus();
       });
 }
@@ -199,6 +213,102 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AckJwtCritical(grpc::CallbackServerC
         spdlog::info("JWT Critical state acknowledged by {}", identity);
         resp->set_state(jwt_.Status().state_name);
         return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::SetMinDecryptVersion(grpc::CallbackServerContext* ctx,
+                                                                 const grpc::ByteBuffer* in,
+                                                                 grpc::ByteBuffer* out) {
+  return ServeUnary<v1::SetMinDecryptVersionRequest, v1::SetMinDecryptVersionResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "SetMinDecryptVersion",
+      [&](const std::string& identity, const v1::SetMinDecryptVersionRequest& req,
+          v1::SetMinDecryptVersionResponse* resp) -> absl::Status {
+        // Retiring DEK versions is key lifecycle management, like a rotation.
+        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
+                             Admit(identity, authz::Operation::kRotate, req.tenant_id()));
+        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info,
+                             keys_.SetMinDecryptVersion(tenant, req.min_decrypt_version()));
+        FillTenant(info, resp->mutable_tenant());
+        spdlog::warn("tenant {}: DEK versions below {} retired by {}", tenant.str(),
+                     info.tenant.min_decrypt_version, identity);
+        return absl::OkStatus();
+      });
+}
+
+absl::Status AdminServiceImpl::Keys(const v1::ListKeysRequest& req, v1::ListKeysResponse* resp) {
+  const int64_t now = clock_.UnixSeconds();
+  KMS_ASSIGN_OR_RETURN(std::vector<keys::KekInfo> keks, kek_ring_.List());
+  KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, store_.ListKekUsage());
+  const uint32_t primary_kek = keys_.primary_kek_version();
+  for (const keys::KekInfo& k : keks) {
+    v1::KekKeyInfo* info = resp->add_keks();
+    info->set_version(k.version);
+    info->set_state(std::string(store::KekStateName(k.state)));
+    info->set_created_at_unix(k.created_at);
+    info->set_age_seconds(now - k.created_at);
+    info->set_wrap_mechanism(k.mechanism);
+    info->set_primary(k.version == primary_kek);
+    for (const store::KekUsage& u : usage) {
+      if (u.kek_version != k.version) continue;
+      info->set_deks_wrapped(u.deks);
+      info->set_jwt_keys_wrapped(u.jwt_keys);
+    }
+  }
+  // Left at 0 here: the rotation schedule (rotation.kek_period_seconds) fills it.
+  resp->set_kek_rotation_due_in_seconds(0);
+
+  auto add_tenant = [&](const keys::TenantId& id, uint32_t primary) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(std::vector<store::DekRecord> deks, keys_.ListDekVersions(id));
+    v1::TenantKeys* tk = resp->add_tenants();
+    tk->set_tenant_id(id.str());
+    for (const store::DekRecord& d : deks) {
+      v1::DekVersionInfo* info = tk->add_dek_versions();
+      info->set_version(d.version);
+      info->set_state(std::string(store::DekStateName(d.state)));
+      info->set_created_at_unix(d.created_at);
+      info->set_age_seconds(now - d.created_at);
+      info->set_encryptions(d.encryptions);
+      info->set_kek_version(d.kek_version);
+      info->set_primary(d.version == primary && d.state != store::DekState::kDestroyed);
+    }
+    return absl::OkStatus();
+  };
+  if (!req.tenant_id().empty()) {
+    KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::Parse(req.tenant_id()));
+    KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.GetTenant(id));
+    return add_tenant(id, info.tenant.primary_dek_version);
+  }
+  const int page_size = req.page_size() == 0 ? kDefaultPageSize : req.page_size();
+  if (page_size < 0 || page_size > kMaxPageSize) {
+    return absl::InvalidArgumentError("page_size must be between 0 and 1000");
+  }
+  if (!req.page_token().empty()) {
+    KMS_RETURN_IF_ERROR(keys::TenantId::Parse(req.page_token()).status());
+  }
+  KMS_ASSIGN_OR_RETURN(store::TenantPage page, keys_.ListTenants(req.page_token(), page_size));
+  for (const store::TenantRecord& t : page.tenants) {
+    KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::Parse(t.id));
+    KMS_RETURN_IF_ERROR(add_tenant(id, t.primary_dek_version));
+  }
+  resp->set_next_page_token(page.next_after);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ListKeys(grpc::CallbackServerContext* ctx,
+                                                     const grpc::ByteBuffer* in,
+                                                     grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ListKeysRequest, v1::ListKeysResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "ListKeys",
+      [&](const std::string& identity, const v1::ListKeysRequest& req,
+          v1::ListKeysResponse* resp) -> absl::Status {
+        // One tenant: that tenant's read grant; a page: the grant to list every tenant.
+        if (req.tenant_id().empty()) {
+          KMS_RETURN_IF_ERROR(
+              gate_.Admit(identity, authz::Operation::kListTenants, CallGate::kEveryTenant));
+        } else {
+          KMS_RETURN_IF_ERROR(Admit(identity, authz::Operation::kGetTenant, req.tenant_id()).status());
+        }
+        return Keys(req, resp);
       });
 }
 

@@ -34,7 +34,9 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                             v1::AdminService::WithRawCallbackMethod_GetJwtStatus<
                                 v1::AdminService::WithRawCallbackMethod_RotateJwtKey<
                                     v1::AdminService::WithRawCallbackMethod_AckJwtCritical<
-                                        v1::AdminService::Service>>>>>>>>>>;
+                                        v1::AdminService::WithRawCallbackMethod_SetMinDecryptVersion<
+                                            v1::AdminService::WithRawCallbackMethod_ListKeys<
+                                                v1::AdminService::Service>>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -71,9 +73,15 @@ class AdminServiceImpl final : public AdminServiceRaw {
                                            const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* SetMinDecryptVersion(grpc::CallbackServerContext* ctx,
+                                                 const grpc::ByteBuffer* req,
+                                                 grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ListKeys(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
 
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
+  absl::Status Keys(const v1::ListKeysRequest& req, v1::ListKeysResponse* resp);
   // The tenant checked and admitted for `op`.
   absl::StatusOr<keys::TenantId> Admit(const std::string& identity, authz::Operation op,
                                        const std::string& tenant) const;

@@ -1,6 +1,7 @@
 #include "src/server/grpc/key_service.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "src/server/gate/public_status.h"
 #include "src/server/gate/request_limits.h"
@@ -43,10 +44,14 @@ KeyServiceRequestLimits KeyServiceRequestLimits::From(const config::LimitsConfig
                       static_cast<size_t>(std::max<int64_t>(0, limits.max_context_bytes)) +
                       16 * static_cast<size_t>(std::max<int64_t>(0, limits.max_context_pairs)) +
                       1024;
-  return KeyServiceRequestLimits{
-      .item = item,
-      .batch = static_cast<size_t>(std::max<int64_t>(0, limits.max_batch_items)) * item + 1024,
-      .jwt = kMaxJwtRequestBytes};
+  const size_t context = static_cast<size_t>(std::max<int64_t>(0, limits.max_context_bytes)) +
+                         16 * static_cast<size_t>(std::max<int64_t>(0, limits.max_context_pairs));
+  const size_t items = static_cast<size_t>(std::max<int64_t>(0, limits.max_batch_items));
+  return KeyServiceRequestLimits{.item = item,
+                                 .batch = items * item + 1024,
+                                 .jwt = kMaxJwtRequestBytes,
+                                 .reencrypt = item + context,
+                                 .reencrypt_batch = items * (item + context) + 1024};
 }
 
 absl::StatusOr<keys::TenantId> KeyServiceImpl::Admit(const std::string& identity,
@@ -76,6 +81,29 @@ absl::Status KeyServiceImpl::DecryptOne(const keys::TenantId& tenant, const std:
   KMS_ASSIGN_OR_RETURN(keys::DecryptResult result, keys_.Decrypt(tenant, ctx, Bytes(ciphertext)));
   out->set_plaintext(std::move(result.plaintext));
   out->set_dek_version(result.dek_version);
+  return absl::OkStatus();
+}
+
+absl::Status KeyServiceImpl::ReEncryptOne(
+    const keys::TenantId& tenant, const std::string& ciphertext,
+    const google::protobuf::Map<std::string, std::string>& context, bool replace_context,
+    const google::protobuf::Map<std::string, std::string>& new_context,
+    v1::ReEncryptResponse* out) {
+  KMS_RETURN_IF_ERROR(ValidateCiphertext(ciphertext, limits_));
+  KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(context, limits_));
+  if (!replace_context && !new_context.empty()) {
+    return absl::InvalidArgumentError("new_context is set but replace_context is false");
+  }
+  std::optional<keys::EncryptionContext> next;
+  if (replace_context) {
+    KMS_ASSIGN_OR_RETURN(next, ValidateContext(new_context, limits_));
+  }
+  KMS_ASSIGN_OR_RETURN(
+      keys::ReEncryptResult result,
+      keys_.ReEncrypt(tenant, ctx, Bytes(ciphertext), next.has_value() ? &*next : nullptr));
+  out->set_ciphertext(std::move(result.ciphertext));
+  out->set_dek_version(result.dek_version);
+  out->set_source_dek_version(result.source_dek_version);
   return absl::OkStatus();
 }
 
@@ -138,6 +166,42 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerConte
           absl::Status item_status =
               DecryptOne(tenant, item.ciphertext(), item.context(), result->mutable_ok());
           if (!item_status.ok()) SetItemError(result, item_status, "DecryptBatch");
+        }
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::ReEncrypt(grpc::CallbackServerContext* ctx,
+                                                    const grpc::ByteBuffer* in,
+                                                    grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ReEncryptRequest, v1::ReEncryptResponse>(
+      ctx, in, out, request_limits_.reencrypt, "ReEncrypt",
+      [&](const std::string& identity, const v1::ReEncryptRequest& req,
+          v1::ReEncryptResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
+                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id()));
+        return ReEncryptOne(tenant, req.ciphertext(), req.context(), req.replace_context(),
+                            req.new_context(), resp);
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::ReEncryptBatch(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* in,
+                                                         grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ReEncryptBatchRequest, v1::ReEncryptBatchResponse>(
+      ctx, in, out, request_limits_.reencrypt_batch, "ReEncryptBatch",
+      [&](const std::string& identity, const v1::ReEncryptBatchRequest& req,
+          v1::ReEncryptBatchResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
+                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id()));
+        KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
+        resp->mutable_results()->Reserve(req.items_size());
+        for (const v1::ReEncryptBatchItem& item : req.items()) {
+          v1::ReEncryptBatchResult* result = resp->add_results();
+          absl::Status item_status =
+              ReEncryptOne(tenant, item.ciphertext(), item.context(), item.replace_context(),
+                           item.new_context(), result->mutable_ok());
+          if (!item_status.ok()) SetItemError(result, item_status, "ReEncryptBatch");
         }
         return absl::OkStatus();
       });

@@ -19,7 +19,9 @@ using KeyServiceRaw = v1::KeyService::WithRawCallbackMethod_Encrypt<
                 v1::KeyService::WithRawCallbackMethod_SignJwt<
                     v1::KeyService::WithRawCallbackMethod_VerifyJwt<
                         v1::KeyService::WithRawCallbackMethod_GetJwks<
-                            v1::KeyService::Service>>>>>>>;
+                            v1::KeyService::WithRawCallbackMethod_ReEncrypt<
+                                v1::KeyService::WithRawCallbackMethod_ReEncryptBatch<
+                                    v1::KeyService::Service>>>>>>>>>;
 
 // The largest request each method accepts, in bytes, derived from the config's limits
 // (a maximal item: plaintext or ciphertext, context, tenant id, framing).
@@ -27,6 +29,8 @@ struct KeyServiceRequestLimits {
   size_t item = 0;   // Encrypt, Decrypt
   size_t batch = 0;  // EncryptBatch, DecryptBatch
   size_t jwt = 0;    // SignJwt, VerifyJwt, GetJwks
+  size_t reencrypt = 0;        // ReEncrypt: an item with a second context
+  size_t reencrypt_batch = 0;  // ReEncryptBatch
   static KeyServiceRequestLimits From(const config::LimitsConfig& limits);
 };
 
@@ -56,6 +60,11 @@ class KeyServiceImpl final : public KeyServiceRaw {
                                       grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetJwks(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                     grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ReEncrypt(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                      grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ReEncryptBatch(grpc::CallbackServerContext* ctx,
+                                           const grpc::ByteBuffer* req,
+                                           grpc::ByteBuffer* resp) override;
 
  private:
   // The tenant checked and admitted for `op`.
@@ -67,6 +76,11 @@ class KeyServiceImpl final : public KeyServiceRaw {
   absl::Status DecryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
                           const google::protobuf::Map<std::string, std::string>& context,
                           v1::DecryptResponse* out);
+  absl::Status ReEncryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
+                            const google::protobuf::Map<std::string, std::string>& context,
+                            bool replace_context,
+                            const google::protobuf::Map<std::string, std::string>& new_context,
+                            v1::ReEncryptResponse* out);
 
   keys::KeyManager& keys_;
   jwt::JwtService& jwt_;

@@ -716,6 +716,42 @@ absl::Status PostgresKeyStore::SetTenantState(const std::string& tenant_id,
   });
 }
 
+absl::Status PostgresKeyStore::SetMinDecryptVersion(const std::string& tenant_id,
+                                                    int64_t expected_row_version,
+                                                    uint32_t min_version) {
+  constexpr absl::string_view kOp = "SetMinDecryptVersion";
+  KMS_RETURN_IF_ERROR(CheckSetMinDecryptVersion(min_version));
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    // The compare-and-set: from the row_version the caller read, never down, never past
+    // the primary.
+    Params p;
+    p.Text(tenant_id).Int(expected_row_version).Int(min_version);
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("UPDATE tenants SET min_decrypt_version = $3, "
+                                          "row_version = row_version + 1 "
+                                          "WHERE id = $1 AND row_version = $2 "
+                                          "AND state = 'active' AND min_decrypt_version <= $3 "
+                                          "AND primary_dek_version >= $3",
+                                          p, kOp));
+    if (r.affected() == 0) {
+      KMS_RETURN_IF_ERROR(DiagnoseTenantCas(c, tenant_id, expected_row_version, kOp));
+      Params q;
+      q.Text(tenant_id);
+      KMS_ASSIGN_OR_RETURN(Result now, c.Exec("SELECT primary_dek_version, min_decrypt_version "
+                                              "FROM tenants WHERE id = $1",
+                                              q, kOp));
+      if (now.rows() == 0) return absl::InternalError(absl::StrCat(kOp, ": tenant row vanished"));
+      return MinDecryptVersionRefused(kOp, tenant_id, min_version, now.Int(0, 0), now.Int(0, 1));
+    }
+    Params q;
+    q.Text(tenant_id).Int(min_version);
+    KMS_RETURN_IF_ERROR(c.Exec("UPDATE tenant_deks SET state = 'retired' "
+                               "WHERE tenant_id = $1 AND version < $2 AND state = 'active'",
+                               q, kOp)
+                            .status());
+    return BumpEpoch(c, kOp);
+  });
+}
+
 absl::Status PostgresKeyStore::AddEncryptions(const std::string& tenant_id, uint32_t version,
                                               uint64_t count) {
   constexpr absl::string_view kOp = "AddEncryptions";

@@ -841,6 +841,46 @@ absl::Status SqliteKeyStore::SetTenantState(const std::string& tenant_id,
   return absl::OkStatus();
 }
 
+absl::Status SqliteKeyStore::SetMinDecryptVersion(const std::string& tenant_id,
+                                                  int64_t expected_row_version,
+                                                  uint32_t min_version) {
+  constexpr absl::string_view kOp = "SetMinDecryptVersion";
+  KMS_RETURN_IF_ERROR(CheckSetMinDecryptVersion(min_version));
+  return Mutate({.op = kOp}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    int64_t changed = 0;
+    {
+      // The compare-and-set: from the row_version the caller read, never down, never
+      // past the primary.
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("UPDATE tenants SET min_decrypt_version = ?3, "
+                          "row_version = row_version + 1 "
+                          "WHERE id = ?1 AND row_version = ?2 AND state = 'active' "
+                          "AND min_decrypt_version <= ?3 AND primary_dek_version >= ?3",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, tenant_id)
+                                        .Bind(2, expected_row_version)
+                                        .Bind(3, min_version)
+                                        .Run());
+    }
+    if (changed == 0) {
+      KMS_RETURN_IF_ERROR(DiagnoseTenantCas(tenant_id, expected_row_version, kOp));
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("SELECT primary_dek_version, min_decrypt_version FROM tenants "
+                          "WHERE id = ?1",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Step());
+      if (!row) return absl::InternalError(absl::StrCat(kOp, ": tenant row vanished"));
+      return MinDecryptVersionRefused(kOp, tenant_id, min_version, s.Int(0), s.Int(1));
+    }
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("UPDATE tenant_deks SET state = 'retired' "
+                        "WHERE tenant_id = ?1 AND version < ?2 AND state = 'active'",
+                        kOp));
+    return s.Bind(1, tenant_id).Bind(2, min_version).Run().status();
+  });
+}
+
 absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32_t version,
                                             uint64_t count) {
   constexpr absl::string_view kOp = "AddEncryptions";

@@ -75,6 +75,8 @@ class SqliteKeyStore final : public KeyStore {
                          const DekRecord& new_dek) override;
   absl::Status SetTenantState(const std::string& tenant_id, int64_t expected_row_version,
                               TenantState state) override;
+  absl::Status SetMinDecryptVersion(const std::string& tenant_id, int64_t expected_row_version,
+                                    uint32_t min_version) override;
   absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                               uint64_t count) override;
   absl::StatusOr<DekPage> ListDeksWrappedUnder(uint32_t kek_version, const DekKey& after,

@@ -316,6 +316,122 @@ TEST_P(TenantKeyStoreContractTest, SetTenantStateWithAStaleRowVersionIsAbortedAn
   ExpectSameDek(td->dek, TestDek("acme", 1));
 }
 
+// --- Minimum decryption version (DEK retirement)
+
+TEST_P(TenantKeyStoreContractTest, SetMinDecryptVersionRetiresTheVersionsBelowItAndKeepsTheirBlobs) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(store().RotateDek("acme", 1, TestDek("acme", 2)));
+  KMS_ASSERT_OK(store().RotateDek("acme", 2, TestDek("acme", 3)));
+  KMS_ASSERT_OK(CreateTestTenant(store(), "other"));
+  const int64_t epoch = Epoch(health());
+
+  KMS_ASSERT_OK(store().SetMinDecryptVersion("acme", 3, 3));
+
+  auto tenant = store().GetTenant("acme");
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(tenant->min_decrypt_version, 3u);
+  EXPECT_EQ(tenant->primary_dek_version, 3u);
+  EXPECT_EQ(tenant->row_version, 4);
+  EXPECT_GT(Epoch(health()), epoch);
+
+  auto deks = store().ListDeks("acme");
+  ASSERT_TRUE(deks.ok()) << deks.status();
+  ASSERT_EQ(deks->size(), 3u);
+  EXPECT_EQ((*deks)[0].state, DekState::kRetired);
+  EXPECT_EQ((*deks)[1].state, DekState::kRetired);
+  EXPECT_EQ((*deks)[2].state, DekState::kActive);
+  // A retirement is a decryption policy, not a shred: the blob stays (the re-wrap job
+  // still moves it) and reads still return it, state and all.
+  EXPECT_EQ((*deks)[0].wrapped, TestDek("acme", 1).wrapped);
+  auto old = store().GetTenantDek("acme", 1);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->dek.state, DekState::kRetired);
+  EXPECT_EQ(old->tenant.min_decrypt_version, 3u);
+  auto listed = store().ListDeksWrappedUnder(1, DekKey{}, 100);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_EQ(listed->deks.size(), 4u);  // acme 1-3 and other 1
+
+  // Another tenant is untouched.
+  auto other = store().GetTenantDek("other", 1);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ(other->dek.state, DekState::kActive);
+  EXPECT_EQ(other->tenant.min_decrypt_version, 1u);
+}
+
+TEST_P(TenantKeyStoreContractTest, SetMinDecryptVersionToTheCurrentMinimumIsAllowedAndRetiresNothing) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(store().RotateDek("acme", 1, TestDek("acme", 2)));
+  KMS_ASSERT_OK(store().SetMinDecryptVersion("acme", 2, 1));
+  auto deks = store().ListDeks("acme");
+  ASSERT_TRUE(deks.ok()) << deks.status();
+  for (const DekRecord& d : *deks) EXPECT_EQ(d.state, DekState::kActive) << d.version;
+  auto tenant = store().GetTenant("acme");
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(tenant->row_version, 3);
+}
+
+TEST_P(TenantKeyStoreContractTest, SetMinDecryptVersionRefusesBadValuesAndChangesNothing) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(store().RotateDek("acme", 1, TestDek("acme", 2)));
+  KMS_ASSERT_OK(store().RotateDek("acme", 2, TestDek("acme", 3)));
+  KMS_ASSERT_OK(store().SetMinDecryptVersion("acme", 3, 2));
+  const int64_t epoch = Epoch(health());
+
+  // Past the primary.
+  EXPECT_EQ(store().SetMinDecryptVersion("acme", 4, 4).code(), StatusCode::kFailedPrecondition);
+  // Down: a retirement is never undone.
+  EXPECT_EQ(store().SetMinDecryptVersion("acme", 4, 1).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store().SetMinDecryptVersion("acme", 4, 0).code(), StatusCode::kInvalidArgument);
+  // A stale row_version, an unknown tenant.
+  EXPECT_EQ(store().SetMinDecryptVersion("acme", 3, 3).code(), StatusCode::kAborted);
+  EXPECT_EQ(store().SetMinDecryptVersion("nobody", 1, 1).code(), StatusCode::kNotFound);
+
+  auto tenant = store().GetTenant("acme");
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(tenant->min_decrypt_version, 2u);
+  EXPECT_EQ(tenant->row_version, 4);
+  auto deks = store().ListDeks("acme");
+  ASSERT_TRUE(deks.ok()) << deks.status();
+  EXPECT_EQ((*deks)[0].state, DekState::kRetired);
+  EXPECT_EQ((*deks)[1].state, DekState::kActive);
+  EXPECT_EQ((*deks)[2].state, DekState::kActive);
+  EXPECT_EQ(Epoch(health()), epoch);
+}
+
+TEST_P(TenantKeyStoreContractTest, SetMinDecryptVersionOfAShreddedTenantIsFailedPrecondition) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(store().RotateDek("acme", 1, TestDek("acme", 2)));
+  KMS_ASSERT_OK(store().SetTenantState("acme", 2, TenantState::kShredded));
+  EXPECT_EQ(store().SetMinDecryptVersion("acme", 3, 2).code(), StatusCode::kFailedPrecondition);
+  auto deks = store().ListDeks("acme");
+  ASSERT_TRUE(deks.ok()) << deks.status();
+  for (const DekRecord& d : *deks) EXPECT_EQ(d.state, DekState::kDestroyed) << d.version;
+}
+
+TEST_P(TenantKeyStoreContractTest, ConcurrentMinVersionChangesFromTheSameRowVersionHaveOneWinner) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(store().RotateDek("acme", 1, TestDek("acme", 2)));
+  KMS_ASSERT_OK(store().RotateDek("acme", 2, TestDek("acme", 3)));
+  constexpr int kThreads = 6;
+  std::latch start(kThreads);
+  std::atomic<int> ok{0}, aborted{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      absl::Status st = store().SetMinDecryptVersion("acme", 3, 2 + i % 2);
+      if (st.ok()) ++ok;
+      if (absl::IsAborted(st)) ++aborted;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 1);
+  EXPECT_EQ(aborted.load(), kThreads - 1);
+  auto tenant = store().GetTenant("acme");
+  ASSERT_TRUE(tenant.ok()) << tenant.status();
+  EXPECT_EQ(tenant->row_version, 4);
+}
+
 // --- Usage counters
 
 TEST_P(TenantKeyStoreContractTest, AddEncryptionsAccumulatesPerVersion) {

@@ -35,7 +35,10 @@ constexpr std::string_view kPolicy = R"({
      "tenants": ["*"],
      "rate_limit": {"requests_per_second": 5}},
     {"identity": "spiffe://kmsd.dev/monitor",
-     "operations": ["get_status", "list_tenants"]}
+     "operations": ["get_status", "list_tenants"]},
+    {"identity": "spiffe://kmsd.dev/migrator",
+     "operations": ["reencrypt"],
+     "tenants": ["acme"]}
   ]
 })";
 
@@ -50,12 +53,13 @@ TEST(OperationNameTest, EveryOperationHasADistinctNameThatParsesBack) {
   for (Operation op : {Operation::kEncrypt, Operation::kDecrypt, Operation::kCreateTenant,
                        Operation::kGetTenant, Operation::kListTenants, Operation::kGetStatus,
                        Operation::kSignJwt, Operation::kVerifyJwt, Operation::kAdminJwt,
-                       Operation::kRotate, Operation::kShred}) {
+                       Operation::kRotate, Operation::kShred, Operation::kReEncrypt}) {
     std::string_view name = OperationName(op);
     EXPECT_TRUE(names.insert(name).second) << name;
     EXPECT_EQ(OperationFromName(name), op);
   }
   EXPECT_EQ(OperationName(Operation::kCreateTenant), "create_tenant");
+  EXPECT_EQ(OperationName(Operation::kReEncrypt), "reencrypt");
   EXPECT_EQ(OperationFromName("*"), std::nullopt);
   EXPECT_EQ(OperationFromName("Encrypt"), std::nullopt);
 }
@@ -86,6 +90,7 @@ const std::string kBilling = "spiffe://kmsd.dev/billing";
 const std::string kEtl = "spiffe://kmsd.dev/etl";
 const std::string kOps = "spiffe://kmsd.dev/ops";
 const std::string kMonitor = "spiffe://kmsd.dev/monitor";
+const std::string kMigrator = "spiffe://kmsd.dev/migrator";
 
 INSTANTIATE_TEST_SUITE_P(
     Table, PolicyDecisionTest,
@@ -113,7 +118,15 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"NonTenantOperationNotGrantedDenied", kMonitor, Operation::kSignJwt, "", false},
         Case{"NoTenantsListedDeniesEveryTenant", kMonitor, Operation::kGetStatus, "acme", false},
         Case{"TenantOperationWithoutTenantNeedsOnlyTheOperation", kBilling, Operation::kEncrypt,
-             "", true}),
+             "", true},
+        // ReEncrypt is its own grant: it needs no decrypt (the plaintext stays in kmsd),
+        // and a decrypt grant does not give it.
+        Case{"ReEncryptGrantAllowsReEncrypt", kMigrator, Operation::kReEncrypt, "acme", true},
+        Case{"ReEncryptGrantDoesNotAllowDecrypt", kMigrator, Operation::kDecrypt, "acme", false},
+        Case{"ReEncryptGrantKeepsItsTenants", kMigrator, Operation::kReEncrypt, "globex-eu",
+             false},
+        Case{"DecryptGrantDoesNotAllowReEncrypt", kEtl, Operation::kReEncrypt, "acme", false},
+        Case{"WildcardOperationAllowsReEncrypt", kOps, Operation::kReEncrypt, "acme", true}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 TEST(PolicyAuthorizerTest, DenialMessageNamesTheOperationButNotTheTenantOrPolicy) {
@@ -151,7 +164,7 @@ TEST(PolicyAuthorizerTest, RateLimitIsExposedPerIdentity) {
 
   EXPECT_FALSE(policy->RateLimitFor(kEtl).has_value());
   EXPECT_FALSE(policy->RateLimitFor("spiffe://x/unknown").has_value());
-  EXPECT_EQ(policy->identity_count(), 4u);
+  EXPECT_EQ(policy->identity_count(), 5u);
 }
 
 TEST(PolicyAuthorizerTest, EmptyIdentityListDeniesEverything) {

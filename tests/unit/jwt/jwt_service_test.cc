@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -713,6 +714,133 @@ TEST_F(JwtServiceTest, RewrapMovesEveryKeyToTheNewKekAndTheyStillLoad) {
 }
 
 // --- Options
+
+// --- Shred receipts
+
+// Verifies a receipt as an auditor would: only the receipt-key JWKS, the signature, and
+// the header's typ; returns the payload.
+absl::StatusOr<Json> VerifyReceipt(const std::string& jwks_json, const std::string& jws) {
+  KMS_ASSIGN_OR_RETURN(ParsedJwt parsed, ParseCompact(jws));
+  const Json header = Json::parse(parsed.header_json);
+  if (header.value("typ", "") != kShredReceiptType) return absl::InvalidArgumentError("typ");
+  const Json jwks = Json::parse(jwks_json);
+  for (const Json& jwk : jwks.at("keys")) {
+    auto key = Es256PublicKey::FromJwk(jwk.dump());
+    if (!key.ok() || (*key)->kid() != parsed.kid) continue;
+    std::span<const uint8_t> input(reinterpret_cast<const uint8_t*>(parsed.signing_input.data()),
+                                   parsed.signing_input.size());
+    KMS_RETURN_IF_ERROR((*key)->Verify(input, parsed.signature));
+    return Json::parse(parsed.payload_json);
+  }
+  return absl::NotFoundError("no receipt key with the receipt's kid");
+}
+
+ShredReceiptClaims AcmeShred(int64_t at) {
+  return ShredReceiptClaims{.tenant = "acme",
+                            .destroyed_dek_versions = {1, 2, 3},
+                            .shredded_at = at,
+                            .node = "node-a"};
+}
+
+TEST_F(JwtServiceTest, AShredReceiptIsSignedWithItsOwnTypAndTheClaimsItAttests) {
+  auto s = Service();
+  ASSERT_NE(s, nullptr);
+  auto receipt = s->SignShredReceipt(AcmeShred(Now()));
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  EXPECT_EQ(receipt->kid, s->Status().signing_kid);
+
+  auto parsed = ParseCompact(receipt->jws);
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  EXPECT_EQ(Json::parse(parsed->header_json),
+            Json({{"alg", "ES256"}, {"typ", "kmsd-shred-receipt+jwt"}, {"kid", receipt->kid}}));
+  EXPECT_EQ(Json::parse(parsed->payload_json),
+            Json({{"tenant", "acme"},
+                  {"destroyed_dek_versions", {1, 2, 3}},
+                  {"shredded_at", Now()},
+                  {"iat", Now()},
+                  {"node", "node-a"},
+                  {"iss", "https://iam.example"}}));
+
+  auto keys = s->ReceiptKeys();
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  auto payload = VerifyReceipt(keys->json, receipt->jws);
+  ASSERT_TRUE(payload.ok()) << payload.status();
+  EXPECT_EQ((*payload)["tenant"], "acme");
+
+  ShredReceiptClaims again = AcmeShred(Now());
+  again.already_shredded = true;
+  auto repeat = s->SignShredReceipt(again);
+  ASSERT_TRUE(repeat.ok());
+  EXPECT_EQ(Json::parse(ParseCompact(repeat->jws)->payload_json)["already_shredded"], true);
+}
+
+TEST_F(JwtServiceTest, AReceiptIsNeverAcceptedAsAnAccessToken) {
+  auto s = Service();
+  ASSERT_NE(s, nullptr);
+  auto receipt = s->SignShredReceipt(AcmeShred(Now()));
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  auto verified = s->Verify(receipt->jws);
+  EXPECT_EQ(verified.status().code(), StatusCode::kUnauthenticated);
+  EXPECT_THAT(std::string(verified.status().message()), ::testing::HasSubstr("typ"));
+
+  // Even with an exp (as if a receipt carried one), the typ alone refuses it; a token
+  // typed "jwt" in another case is still a token (RFC 7515 §4.1.9).
+  auto key = Es256PrivateKey::Generate();
+  ASSERT_TRUE(key.ok());
+  const Es256PublicKey& pub = (*key)->public_key();
+  KeyLookup lookup = [&](std::string_view) { return &pub; };
+  const std::string payload = absl::StrCat(R"({"exp":)", Now() + 60, "}");
+  auto typed = EncodeCompact(**key, payload, kShredReceiptType);
+  ASSERT_TRUE(typed.ok());
+  EXPECT_EQ(VerifyCompact(*typed, lookup, Now(), 0).status().code(), StatusCode::kUnauthenticated);
+  auto lower = EncodeCompact(**key, payload, "jwt");
+  ASSERT_TRUE(lower.ok());
+  EXPECT_TRUE(VerifyCompact(*lower, lookup, Now(), 0).ok());
+  auto access = EncodeCompact(**key, payload);
+  ASSERT_TRUE(access.ok());
+  EXPECT_TRUE(VerifyCompact(*access, lookup, Now(), 0).ok());
+}
+
+TEST_F(JwtServiceTest, AReceiptStillVerifiesAfterItsKeyIsRotatedOutAndRetired) {
+  auto s = Service();
+  ASSERT_NE(s, nullptr);
+  auto receipt = s->SignShredReceipt(AcmeShred(Now()));
+  ASSERT_TRUE(receipt.ok()) << receipt.status();
+  const std::string old_kid = receipt->kid;
+
+  auto rotation = s->Rotate();
+  ASSERT_TRUE(rotation.ok()) << rotation.status();
+  Advance(rotation->old_retire_at - Now() + 1);
+  ASSERT_OK(s->Tick());
+  EXPECT_FALSE(InJwks(*s, old_kid));  // gone from the access-token JWKS
+
+  auto keys = s->ReceiptKeys();
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  std::vector<std::string> kids;
+  const Json listed_keys = Json::parse(keys->json);
+  for (const Json& k : listed_keys.at("keys")) kids.push_back(k.at("kid"));
+  EXPECT_EQ(kids, (std::vector<std::string>{old_kid, rotation->new_kid}));
+  EXPECT_TRUE(VerifyReceipt(keys->json, receipt->jws).ok());
+
+  // A new replica (a restart) lists it too: it comes from the store's rows.
+  auto restarted = Service();
+  ASSERT_NE(restarted, nullptr);
+  auto listed = restarted->ReceiptKeys();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_TRUE(VerifyReceipt(listed->json, receipt->jws).ok());
+  // Receipts signed now use the new key.
+  auto next = restarted->SignShredReceipt(AcmeShred(Now()));
+  ASSERT_TRUE(next.ok());
+  EXPECT_EQ(next->kid, rotation->new_kid);
+  EXPECT_TRUE(VerifyReceipt(listed->json, next->jws).ok());
+}
+
+TEST_F(JwtServiceTest, NoReceiptIsSignedOrListedBeforeLoad) {
+  auto s = Service(Options(), /*load=*/false);
+  ASSERT_NE(s, nullptr);
+  EXPECT_EQ(s->SignShredReceipt(AcmeShred(Now())).status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(s->ReceiptKeys().status().code(), StatusCode::kUnavailable);
+}
 
 TEST(JwtOptionsTest, EnvironmentOverridesApply) {
   std::map<std::string, std::string> env = {{"KEY_MAX_AGE", "1000"},

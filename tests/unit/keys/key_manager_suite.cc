@@ -4,6 +4,8 @@
 #include <latch>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
+
 namespace kms::keys::suite {
 
 using ::absl::StatusCode;
@@ -128,7 +130,7 @@ TEST_P(KeyManagerSuiteTest, UnknownTenantIsNotFound) {
   std::string acme_ct = Encrypt("acme", "x");
   EXPECT_EQ(Decrypt("nobody", acme_ct).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(keys_->RotateTenantDek(T("nobody")).status().code(), StatusCode::kNotFound);
-  EXPECT_EQ(keys_->ShredTenant(T("nobody")).code(), StatusCode::kNotFound);
+  EXPECT_EQ(keys_->ShredTenant(T("nobody")).status().code(), StatusCode::kNotFound);
 }
 
 TEST_P(KeyManagerSuiteTest, AutoCreateMakesTheTenantOnFirstEncrypt) {
@@ -254,6 +256,199 @@ TEST_P(KeyManagerSuiteTest, KekRotationSealsNewDeksUnderTheNewKekAndOldOnesStill
   EXPECT_EQ(StoredKekVersion("acme", 1), 1u);  // not moved by itself
   keys_->cache().Clear();
   EXPECT_EQ(Decrypt("acme", before).value(), "alice@example.com");
+}
+
+// --- DEK version states: the minimum decryption version
+
+void ExpectRetired(const absl::Status& status, uint32_t version) {
+  EXPECT_EQ(status.code(), StatusCode::kFailedPrecondition) << status;
+  EXPECT_EQ(status, RetiredDekVersionError(version));
+  EXPECT_NE(status.message().find(absl::StrCat("DEK version ", version, " is retired")),
+            std::string_view::npos)
+      << status;
+}
+
+TEST_P(KeyManagerSuiteTest, SetMinDecryptVersionRetiresOlderVersionsWithTheirOwnStatus) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string v1 = Encrypt("acme", "under one");
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  const std::string v2 = Encrypt("acme", "under two");
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  const std::string v3 = Encrypt("acme", "under three");
+  ASSERT_EQ(Decrypt("acme", v1).value(), "under one");  // v1 is cached now
+
+  std::vector<coord::InvalidationEvent> announced;
+  keys_->SetChangeListener([&](const coord::InvalidationEvent& e) { announced.push_back(e); });
+  auto set = keys_->SetMinDecryptVersion(T("acme"), 3);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->tenant.min_decrypt_version, 3u);
+  EXPECT_EQ(set->tenant.primary_dek_version, 3u);
+  ASSERT_EQ(announced.size(), 1u);
+  EXPECT_EQ(announced[0].kind, Kind::kTenant);
+  EXPECT_EQ(announced[0].tenant_id, "acme");
+
+  // At once on this node, cached or not; not the uniform "decryption failed".
+  ExpectRetired(Decrypt("acme", v1).status(), 1);
+  ExpectRetired(Decrypt("acme", v2).status(), 2);
+  EXPECT_EQ(Decrypt("acme", v3).value(), "under three");
+  EXPECT_EQ(keys_->GetTenant(T("acme"))->tenant.min_decrypt_version, 3u);
+
+  auto versions = keys_->ListDekVersions(T("acme"));
+  ASSERT_TRUE(versions.ok()) << versions.status();
+  ASSERT_EQ(versions->size(), 3u);
+  EXPECT_EQ((*versions)[0].state, store::DekState::kRetired);
+  EXPECT_EQ((*versions)[1].state, store::DekState::kRetired);
+  EXPECT_EQ((*versions)[2].state, store::DekState::kActive);
+  for (const store::DekRecord& d : *versions) EXPECT_TRUE(d.wrapped.empty());
+
+  // Another replica that never cached the tenant answers the same.
+  auto other = AnotherReplica();
+  ASSERT_NE(other, nullptr);
+  ExpectRetired(other->Decrypt(T("acme"), {}, Bytes(v1)).status(), 1);
+}
+
+TEST_P(KeyManagerSuiteTest, AReplicaThatCachedARetiredVersionRefusesItAfterTheInvalidation) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string v1 = Encrypt("acme", "under one");
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  auto other = AnotherReplica();
+  ASSERT_NE(other, nullptr);
+  ASSERT_TRUE(other->Decrypt(T("acme"), {}, Bytes(v1)).ok());  // cached there
+  std::vector<coord::InvalidationEvent> announced;
+  keys_->SetChangeListener([&](const coord::InvalidationEvent& e) { announced.push_back(e); });
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("acme"), 2).ok());
+  ASSERT_EQ(announced.size(), 1u);
+  other->ApplyInvalidation(announced[0]);
+  ExpectRetired(other->Decrypt(T("acme"), {}, Bytes(v1)).status(), 1);
+}
+
+TEST_P(KeyManagerSuiteTest, SetMinDecryptVersionRefusesBadValuesAndChangesNothing) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("acme"), 2).ok());
+  int notified = 0;
+  keys_->SetChangeListener([&](const coord::InvalidationEvent&) { ++notified; });
+
+  auto above = keys_->SetMinDecryptVersion(T("acme"), 4);
+  EXPECT_EQ(above.status().code(), StatusCode::kFailedPrecondition) << above.status();
+  EXPECT_NE(above.status().message().find("above the primary"), std::string_view::npos);
+  auto below = keys_->SetMinDecryptVersion(T("acme"), 1);
+  EXPECT_EQ(below.status().code(), StatusCode::kInvalidArgument) << below.status();
+  EXPECT_EQ(keys_->SetMinDecryptVersion(T("acme"), 0).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(keys_->SetMinDecryptVersion(T("nobody"), 1).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(notified, 0);
+  auto tenant = keys_->GetTenant(T("acme"));
+  ASSERT_TRUE(tenant.ok());
+  EXPECT_EQ(tenant->tenant.min_decrypt_version, 2u);
+
+  // The primary itself may be the minimum: everything older is retired.
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("acme"), 3).ok());
+  ASSERT_TRUE(keys_->ShredTenant(T("acme")).ok());
+  EXPECT_EQ(keys_->SetMinDecryptVersion(T("acme"), 3).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+// --- ReEncrypt
+
+TEST_P(KeyManagerSuiteTest, ReEncryptMovesAnOldCiphertextToThePrimaryVersion) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string v1 = Encrypt("acme", "alice@example.com", {{"column", "email"}});
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+
+  auto moved = keys_->ReEncrypt(T("acme"), Ctx({{"column", "email"}}), Bytes(v1));
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->source_dek_version, 1u);
+  EXPECT_EQ(moved->dek_version, 3u);
+  EXPECT_EQ(Decrypt("acme", moved->ciphertext, {{"column", "email"}}).value(), "alice@example.com");
+  EXPECT_EQ(keys_->Decrypt(T("acme"), Ctx({{"column", "email"}}), Bytes(moved->ciphertext))
+                ->dek_version,
+            3u);
+  EXPECT_EQ(keys_->stats().reencryptions, 1u);
+
+  // Once the old versions are retired, the moved ciphertext still decrypts.
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("acme"), 3).ok());
+  EXPECT_EQ(Decrypt("acme", moved->ciphertext, {{"column", "email"}}).value(), "alice@example.com");
+  ExpectRetired(Decrypt("acme", v1, {{"column", "email"}}).status(), 1);
+}
+
+TEST_P(KeyManagerSuiteTest, ReEncryptUnderThePrimaryReSealsWithAFreshNonceAndCanChangeTheContext) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string ct = Encrypt("acme", "secret", {{"row", "1"}});
+  auto same = keys_->ReEncrypt(T("acme"), Ctx({{"row", "1"}}), Bytes(ct));
+  ASSERT_TRUE(same.ok()) << same.status();
+  EXPECT_EQ(same->source_dek_version, 1u);
+  EXPECT_EQ(same->dek_version, 1u);
+  EXPECT_NE(same->ciphertext, ct);
+  EXPECT_NE(same->ciphertext.substr(5, 12), ct.substr(5, 12));  // the nonce
+  EXPECT_EQ(Decrypt("acme", same->ciphertext, {{"row", "1"}}).value(), "secret");
+
+  const EncryptionContext moved_to = Ctx({{"row", "2"}, {"table", "users"}});
+  auto rebound = keys_->ReEncrypt(T("acme"), Ctx({{"row", "1"}}), Bytes(ct), &moved_to);
+  ASSERT_TRUE(rebound.ok()) << rebound.status();
+  EXPECT_EQ(Decrypt("acme", rebound->ciphertext, {{"table", "users"}, {"row", "2"}}).value(),
+            "secret");
+  ExpectDecryptionFailed(Decrypt("acme", rebound->ciphertext, {{"row", "1"}}));
+
+  // A new context with a duplicate key is refused, nothing sealed.
+  const EncryptionContext duplicate = Ctx({{"k", "a"}, {"k", "b"}});
+  EXPECT_EQ(keys_->ReEncrypt(T("acme"), Ctx({{"row", "1"}}), Bytes(ct), &duplicate).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_P(KeyManagerSuiteTest, ReEncryptFailsLikeDecryptForOtherTenantsContextsAndGarbage) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  const std::string theirs = Encrypt("globex", "globex data");
+  const std::string ours = Encrypt("acme", "acme data", {{"row", "1"}});
+  auto expect_failed = [](const absl::StatusOr<ReEncryptResult>& r) {
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << r.status();
+    EXPECT_EQ(r.status().message(), "decryption failed");
+  };
+  expect_failed(keys_->ReEncrypt(T("acme"), {}, Bytes(theirs)));
+  expect_failed(keys_->ReEncrypt(T("acme"), Ctx({{"row", "2"}}), Bytes(ours)));
+  expect_failed(keys_->ReEncrypt(T("acme"), {}, Bytes("not a ciphertext")));
+  std::string unknown_version = ours;
+  unknown_version[4] = 9;
+  expect_failed(keys_->ReEncrypt(T("acme"), Ctx({{"row", "1"}}), Bytes(unknown_version)));
+  EXPECT_EQ(keys_->ReEncrypt(T("nobody"), {}, Bytes(ours)).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(keys_->stats().reencryptions, 0u);
+  // The tenant still works.
+  EXPECT_TRUE(keys_->ReEncrypt(T("acme"), Ctx({{"row", "1"}}), Bytes(ours)).ok());
+}
+
+TEST_P(KeyManagerSuiteTest, ReEncryptRefusesARetiredVersionAndAShreddedTenant) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const std::string v1 = Encrypt("acme", "old");
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("acme"), 2).ok());
+  ExpectRetired(keys_->ReEncrypt(T("acme"), {}, Bytes(v1)).status(), 1);
+  const std::string v2 = Encrypt("acme", "new");
+  ASSERT_TRUE(keys_->ShredTenant(T("acme")).ok());
+  EXPECT_EQ(keys_->ReEncrypt(T("acme"), {}, Bytes(v2)).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST_P(KeyManagerSuiteTest, ShredTenantNamesEveryDestroyedVersion) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("acme"), 2).ok());
+  clock_.Advance(std::chrono::seconds(5));
+  auto shred = keys_->ShredTenant(T("acme"));
+  ASSERT_TRUE(shred.ok()) << shred.status();
+  EXPECT_EQ(shred->destroyed_dek_versions, (std::vector<uint32_t>{1, 2, 3}));
+  EXPECT_EQ(shred->shredded_at, clock_.UnixSeconds());
+  EXPECT_FALSE(shred->already_shredded);
+  auto again = keys_->ShredTenant(T("acme"));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->already_shredded);
+  EXPECT_EQ(again->destroyed_dek_versions, (std::vector<uint32_t>{1, 2, 3}));
+  auto versions = keys_->ListDekVersions(T("acme"));
+  ASSERT_TRUE(versions.ok());
+  for (const store::DekRecord& d : *versions) EXPECT_EQ(d.state, store::DekState::kDestroyed);
 }
 
 // --- Coherence between replicas
