@@ -16,16 +16,37 @@ double Age(int64_t now, int64_t created) { return created == 0 ? 0.0 : static_ca
 
 }  // namespace
 
+void RegisterHealthMetrics(metrics::Registry& r, const sched::HealthState& health,
+                           const std::string& version) {
+  r.AddGaugeFunction("kmsd_build_info", "Always 1; the labels name the running build.",
+                     {{"version", version}}, [] { return 1.0; });
+  // --- Health
+  for (sched::Backend b : sched::kAllBackends) {
+    if (b == sched::Backend::kRedis && health.Snapshot().Find(b) == nullptr) continue;
+    r.AddGaugeFunction("kmsd_backend_up",
+                       "1 when the backend answered its last health probe, else 0.",
+                       {{"backend", std::string(sched::BackendName(b))}}, [&health, b] {
+                         sched::HealthSnapshot snap = health.Snapshot();
+                         const sched::BackendHealth* h = snap.Find(b);
+                         return h != nullptr && h->up ? 1.0 : 0.0;
+                       });
+  }
+  r.AddGaugeFunction("kmsd_ready", "1 when kmsd serves (keys loaded), else 0 (loading, stopping).",
+                     {}, [&health] { return health.Snapshot().serving() ? 1.0 : 0.0; });
+  r.AddGaugeFunction("kmsd_degraded",
+                     "1 while serving from memory because the HSM or the store is down.", {},
+                     [&health] { return health.Snapshot().degraded ? 1.0 : 0.0; });
+  r.AddGaugeFunction("kmsd_degraded_seconds",
+                     "Seconds spent in degraded mode so far (0 when not degraded).", {},
+                     [&health] { return static_cast<double>(health.Snapshot().degraded_seconds()); });
+}
+
 OperationalMetrics RegisterKmsdMetrics(metrics::Registry& r, const MetricSources& s) {
   const Clock& clock = *s.clock;
   keys::KeyManager& keys = *s.keys;
   hsm::Pkcs11Hsm& hsm = *s.hsm;
   jwt::JwtService& jwt = *s.jwt;
-  const sched::HealthState& health = *s.health;
   const sched::KeyStateCache& key_state = *s.key_state;
-
-  r.AddGaugeFunction("kmsd_build_info", "Always 1; the labels name the running build.",
-                     {{"version", s.version}}, [] { return 1.0; });
 
   // --- Key ages and rotation
   auto jwt_signing_created = [&jwt]() -> int64_t {
@@ -89,25 +110,6 @@ OperationalMetrics RegisterKmsdMetrics(metrics::Registry& r, const MetricSources
                        [&jwt, state] { return jwt.Status().state == state ? 1.0 : 0.0; });
   }
 
-  // --- Health
-  for (sched::Backend b : sched::kAllBackends) {
-    if (b == sched::Backend::kRedis && health.Snapshot().Find(b) == nullptr) continue;
-    r.AddGaugeFunction("kmsd_backend_up",
-                       "1 when the backend answered its last health probe, else 0.",
-                       {{"backend", std::string(sched::BackendName(b))}}, [&health, b] {
-                         sched::HealthSnapshot snap = health.Snapshot();
-                         const sched::BackendHealth* h = snap.Find(b);
-                         return h != nullptr && h->up ? 1.0 : 0.0;
-                       });
-  }
-  r.AddGaugeFunction("kmsd_ready", "1 when kmsd serves (keys loaded), else 0 (loading, stopping).",
-                     {}, [&health] { return health.Snapshot().serving() ? 1.0 : 0.0; });
-  r.AddGaugeFunction("kmsd_degraded",
-                     "1 while serving from memory because the HSM or the store is down.", {},
-                     [&health] { return health.Snapshot().degraded ? 1.0 : 0.0; });
-  r.AddGaugeFunction("kmsd_degraded_seconds",
-                     "Seconds spent in degraded mode so far (0 when not degraded).", {},
-                     [&health] { return static_cast<double>(health.Snapshot().degraded_seconds()); });
   r.AddGaugeFunction("kmsd_key_max_age_seconds",
                      "KEY_MAX_AGE: how long keys may be served from memory while degraded.", {},
                      [v = s.key_max_age_seconds] { return static_cast<double>(v); });

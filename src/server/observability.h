@@ -24,7 +24,6 @@ struct MetricSources {
   keys::KeyManager* keys = nullptr;
   hsm::Pkcs11Hsm* hsm = nullptr;
   jwt::JwtService* jwt = nullptr;
-  const sched::HealthState* health = nullptr;
   const sched::KeyStateCache* key_state = nullptr;
   int64_t key_max_age_seconds = 0;  // KEY_MAX_AGE
   std::string version;
@@ -41,8 +40,13 @@ struct OperationalMetrics {
   metrics::Counter* rate_limited = nullptr;
 };
 
-// Registers every kmsd series on `registry`. Every pointer of `sources` must be set and
-// outlive the registry's use.
+// The series that exist from the process start, loading included (kmsd_ready,
+// kmsd_backend_up, kmsd_degraded*, kmsd_build_info): `health` must outlive the registry's use.
+void RegisterHealthMetrics(metrics::Registry& registry, const sched::HealthState& health,
+                           const std::string& version);
+
+// Registers every other kmsd series on `registry`, once the parts are built. Every
+// pointer of `sources` must be set and outlive the registry's use.
 OperationalMetrics RegisterKmsdMetrics(metrics::Registry& registry, const MetricSources& sources);
 
 }  // namespace kms::server

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -92,11 +93,13 @@ class WipeOnExit {
 template <typename T>
 absl::StatusOr<T> OpenWithBackoff(const char* what, const std::atomic<bool>* stop,
                                   const std::function<absl::StatusOr<T>()>& open,
-                                  sched::HealthState* health = nullptr) {
+                                  sched::HealthState* health = nullptr,
+                                  std::optional<sched::Backend> backend = std::nullopt) {
   auto delay = std::chrono::seconds(1);
   while (true) {
     if (health) health->SetLoading(absl::StrCat("loading the ", what));
     absl::StatusOr<T> result = open();
+    if (health && backend) health->Report(*backend, result.status());
     if (result.ok() || !absl::IsUnavailable(result.status())) return result;
     if (health) {
       health->SetLoading(absl::StrCat(what, " unavailable at start; retrying with backoff"));
@@ -181,7 +184,10 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   p.config = config;
   SetSecretMemoryLocking(config.lock_memory);
   p.health = std::make_unique<sched::HealthState>(RealClock::Instance(), !config.redis.addr.empty());
-  if (config.metrics.enabled) p.metrics = std::make_unique<metrics::MetricRegistry>();
+  if (config.metrics.enabled) {
+    p.metrics = std::make_unique<metrics::MetricRegistry>();
+    RegisterHealthMetrics(*p.metrics, *p.health, KMSD_VERSION);
+  }
 
   if (!config.http_listen.empty()) {
     using http::Response;
@@ -194,8 +200,9 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
       return Response{.status = s.serving() ? 200 : 503, .body = s.Describe()};
     });
     if (p.metrics) {
-      // Prometheus text format. Scrape-time reads are in memory, but the exposition of a
-      // few hundred series is not microseconds: it runs on the worker pool.
+      // Prometheus text format, served from the start (while loading: the health series,
+      // kmsd_ready 0). Scrape-time reads are in memory, but the exposition of a few
+      // hundred series is not microseconds: it runs on the worker pool.
       const bool require_cert = config.metrics.require_client_cert;
       p.http->Handle(
           "/metrics",
@@ -203,7 +210,6 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
             if (require_cert && !req.authenticated()) {
               return Response{.status = 403, .body = "a client certificate is required\n"};
             }
-            if (!p.ready) return Response{.status = 503, .body = "loading keys\n"};
             return Response{.content_type = std::string(metrics::MetricRegistry::kContentType),
                             .body = p.metrics->WriteText()};
           },
@@ -239,7 +245,8 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                                  .max_sessions = config.hsm.max_sessions};
   KMS_ASSIGN_OR_RETURN(
       p.hsm, OpenWithBackoff<std::unique_ptr<hsm::Pkcs11Hsm>>(
-                 "HSM", stop, [&] { return hsm::Pkcs11Hsm::Open(hsm_options); }, p.health.get()));
+                 "HSM", stop, [&] { return hsm::Pkcs11Hsm::Open(hsm_options); }, p.health.get(),
+                 sched::Backend::kHsm));
   if (p.hsm->created_master_key()) {
     spdlog::info("created master key '{}' ({}) in token '{}'", config.hsm.master_key_label,
                  config.hsm.master_key_kind, config.hsm.token_label);
@@ -247,7 +254,8 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   spdlog::info("KEKs are wrapped with {}", hsm::KekWrapMechanismName(p.hsm->kek_wrap_mechanism()));
 
   KMS_ASSIGN_OR_RETURN(p.store, OpenWithBackoff<std::unique_ptr<store::KeyStore>>(
-                                   "key store", stop, [&] { return OpenStore(config); }, p.health.get()));
+                                   "key store", stop, [&] { return OpenStore(config); }, p.health.get(),
+                                   sched::Backend::kStore));
 
   KMS_ASSIGN_OR_RETURN(jwt::JwtServiceOptions jwt_options, JwtOptionsFrom(config.jwt));
   keys::KeyManagerOptions key_options{
@@ -328,7 +336,6 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                                                           .keys = p.keys.get(),
                                                           .hsm = p.hsm.get(),
                                                           .jwt = p.jwt.get(),
-                                                          .health = p.health.get(),
                                                           .key_state = p.key_state.get(),
                                                           .key_max_age_seconds =
                                                               jwt_options.key_max_age_seconds,
