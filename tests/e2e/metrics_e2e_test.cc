@@ -138,6 +138,7 @@ class MetricsE2eTest : public ::testing::Test {
                        {"postgres", {{"conninfo", db_conninfo}, {"password_file", password_file}}}};
     config["health"] = {{"probe_interval_seconds", 1}};
     config["metrics"] = {{"require_client_cert", true}};
+    config_ = config;
     const std::string config_path = dir_->Write("kmsd.json", config.dump(2), 0600);
     auto p = test::KmsdProcess::Start(KMSD_BINARY, {"--config", config_path}, dir_->Join("kmsd.log"));
     ASSERT_TRUE(p.ok()) << p.status();
@@ -189,14 +190,16 @@ class MetricsE2eTest : public ::testing::Test {
 
   // GET https://localhost:<http port><path>; `client` "" sends no certificate. Returns the
   // HTTP status line's code and the body.
-  static std::pair<int, std::string> Https(const std::string& path, const std::string& client = "") {
+  static std::pair<int, std::string> Https(const std::string& path, const std::string& client = "",
+                                           int port = 0) {
     std::string cert;
     if (!client.empty()) {
       cert = absl::StrCat(" --cert ", Pki("clients/" + client + ".pem"), " --key ",
                           Pki("clients/" + client + ".key"));
     }
     auto r = RunCommand(absl::StrCat("curl -sS --max-time 10 --tlsv1.3 --cacert ", Pki("ca.pem"), cert,
-                                     " -w '\\n%{http_code}' https://localhost:", kmsd_->http_port(), path));
+                                     " -w '\\n%{http_code}' https://localhost:",
+                                     port != 0 ? port : kmsd_->http_port(), path));
     const size_t nl = r.out.rfind('\n');
     if (r.exit_code != 0 || nl == std::string::npos) return {0, r.out};
     return {std::atoi(r.out.c_str() + nl + 1), r.out.substr(0, nl)};
@@ -257,6 +260,7 @@ class MetricsE2eTest : public ::testing::Test {
   static inline test::TempDir* dir_ = nullptr;
   static inline std::string state_;
   static inline std::string pg_ctl_;
+  static inline nlohmann::json config_;
   static inline test::KmsdProcess* kmsd_ = nullptr;
   static inline int prom_port_ = 0;
   static inline pid_t prom_pid_ = -1;
@@ -396,6 +400,52 @@ TEST_F(MetricsE2eTest, WithTheStoreStoppedEverySignalSaysDegradedThenReadyWhenIt
   EXPECT_EQ(Sample(recovered, "kmsd_backend_up{backend=\"store\"}"), 1);
   EXPECT_EQ(Sample(recovered, "kmsd_degraded"), 0);
   EXPECT_EQ(Sample(recovered, "kmsd_degraded_seconds"), 0);
+}
+
+TEST_F(MetricsE2eTest, AStoreDownAtStartIsNotReadyAndSaysSoUntilItReturns) {
+  PostgresStopped pg(pg_ctl_);
+  ASSERT_TRUE(pg.stopped());
+  // A second kmsd on the same database, started while PostgreSQL is down.
+  nlohmann::json config = config_;
+  const int http_port = FreePort();
+  config["node_id"] = "starting";
+  config["http"] = {{"listen", absl::StrCat("127.0.0.1:", http_port)}};
+  const std::string path = dir_->Write("starting.json", config.dump(2), 0600);
+  auto started = RunCommand(absl::StrCat(KMSD_BINARY, " --config ", path, " >", dir_->Join("starting.out"),
+                                         " 2>", dir_->Join("starting.log"), " & echo $!"));
+  ASSERT_EQ(started.exit_code, 0);
+  const pid_t pid = std::stoi(started.out);
+  struct Killer {
+    pid_t pid;
+    ~Killer() {
+      kill(pid, SIGTERM);
+      for (int i = 0; i < 100 && kill(pid, 0) == 0; ++i) std::this_thread::sleep_for(milliseconds(50));
+      kill(pid, SIGKILL);
+    }
+  } killer{pid};
+
+  // 503 with what it waits for; the metrics say not ready and name the store.
+  ASSERT_TRUE(WaitFor([&] { return Https("/readyz", "", http_port).first == 503; }, seconds(30)))
+      << test::ReadFileOrEmpty(dir_->Join("starting.log"));
+  EXPECT_TRUE(WaitFor([&] {
+    return Https("/readyz", "", http_port).second == "loading: key store unavailable at start; retrying with backoff\n";
+  }, seconds(10))) << Https("/readyz", "", http_port).second;
+  auto [code, scrape] = Https("/metrics", "operator", http_port);
+  ASSERT_EQ(code, 200) << scrape;
+  EXPECT_EQ(Sample(scrape, "kmsd_ready"), 0);
+  EXPECT_EQ(Sample(scrape, "kmsd_backend_up{backend=\"store\"}"), 0);
+  EXPECT_EQ(Sample(scrape, "kmsd_backend_up{backend=\"hsm\"}"), 1);
+  EXPECT_EQ(Https("/healthz", "", http_port).first, 200);  // alive all the same
+
+  // The store returns: ready within the backoff (at most 30 s), no restart.
+  ASSERT_TRUE(pg.Start()) << test::ReadFileOrEmpty(pg.log());
+  ASSERT_TRUE(WaitFor([&] { return Https("/readyz", "", http_port).second == "ready\n"; }, seconds(60)))
+      << Https("/readyz", "", http_port).second;
+  auto [rcode, ready_scrape] = Https("/metrics", "operator", http_port);
+  ASSERT_EQ(rcode, 200);
+  EXPECT_EQ(Sample(ready_scrape, "kmsd_ready"), 1);
+  EXPECT_EQ(Sample(ready_scrape, "kmsd_backend_up{backend=\"store\"}"), 1);
+  EXPECT_GE(Sample(ready_scrape, "kmsd_kek_primary_age_seconds"), 0);
 }
 
 }  // namespace
