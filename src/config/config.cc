@@ -178,7 +178,8 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   ObjectReader top(root, "");
   KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
                                      "policy_file", "limits", "dek_cache", "tenants",
-                                     "redis", "cluster", "jwt", "log_level", "lock_memory"}));
+                                     "redis", "cluster", "jwt", "log_level", "lock_memory",
+                                     "metrics", "health"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -248,6 +249,15 @@ absl::Status ReadConfig(const Json& root, Config& c) {
     KMS_RETURN_IF_ERROR(r.GetString("password_file", &c.redis.password_file));
     KMS_RETURN_IF_ERROR(r.GetInt64("connect_timeout_ms", &c.redis.connect_timeout_ms));
     return r.GetInt64("command_timeout_ms", &c.redis.command_timeout_ms);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "metrics", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"enabled", "require_client_cert"}));
+    KMS_RETURN_IF_ERROR(r.GetBool("enabled", &c.metrics.enabled));
+    return r.GetBool("require_client_cert", &c.metrics.require_client_cert);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "health", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"probe_interval_seconds"}));
+    return r.GetInt64("probe_interval_seconds", &c.health.probe_interval_seconds);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "cluster", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"poll_interval_seconds"}));
@@ -491,6 +501,7 @@ absl::Status ValidateConfig(const Config& c) {
   ValidateRedis(errors, c.redis);
   ValidateHttp(errors, c.http);
   CheckRange(errors, "cluster.poll_interval_seconds", c.cluster.poll_interval_seconds, 1, 3600);
+  CheckRange(errors, "health.probe_interval_seconds", c.health.probe_interval_seconds, 1, 300);
   ValidateJwt(errors, c.jwt);
   CheckReadableFile(errors, "policy_file", c.policy_file);
 

@@ -98,6 +98,17 @@ struct HttpConfig {
   int max_queued_requests = 64;          // blocking requests waiting or running (503 beyond)
 };
 
+// The /metrics endpoint on the HTTPS listener (Prometheus text format).
+struct MetricsConfig {
+  bool enabled = true;               // false: no /metrics and no RPC metrics at all
+  bool require_client_cert = false;  // true: /metrics answers 403 without a verified client cert
+};
+
+// The periodic probes behind /readyz, grpc.health.v1 and GetStatus.
+struct HealthConfig {
+  int64_t probe_interval_seconds = 5;
+};
+
 struct DekCacheConfig {
   int64_t ttl_seconds = 3600;
   int64_t max_entries = 100000;
@@ -117,6 +128,8 @@ struct Config {
   RedisConfig redis;
   ClusterConfig cluster;
   JwtConfig jwt;
+  MetricsConfig metrics;
+  HealthConfig health;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error
   bool lock_memory = true;         // mlock key pages where the process may

@@ -6,6 +6,8 @@
 
 #include <openssl/rand.h>
 
+#include <array>
+
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "src/common/secret_file.h"
@@ -297,10 +299,14 @@ struct Pkcs11Hsm::Impl {
   absl::Status Ping();
   absl::StatusOr<KeyProtection> Describe(CK_OBJECT_HANDLE object, CK_ATTRIBUTE_TYPE secret_attr);
 
-  // Counts a failed public operation in `errors`; returns `result` unchanged.
+  // Counts a failed public operation in `errors` and in its kind's count; returns
+  // `result` unchanged.
   template <typename Result>
-  Result CountError(Result result) {
-    if (!result.ok()) errors.fetch_add(1, std::memory_order_relaxed);
+  Result CountError(HsmOperation op, Result result) {
+    if (!result.ok()) {
+      errors.fetch_add(1, std::memory_order_relaxed);
+      errors_by_op[static_cast<size_t>(op)].fetch_add(1, std::memory_order_relaxed);
+    }
     return result;
   }
 
@@ -332,6 +338,9 @@ struct Pkcs11Hsm::Impl {
   std::atomic<uint64_t> opens{0};
   std::atomic<uint64_t> kek_loads{0};
   std::atomic<uint64_t> errors{0};
+  std::array<std::atomic<uint64_t>, kHsmOperationCount> errors_by_op{};
+  std::atomic<uint64_t> pings{0};
+  std::atomic<uint64_t> kek_creates{0};
 };
 
 absl::Status Pkcs11Hsm::Impl::FindOrCreateMasterKey(bool create) {
@@ -871,32 +880,34 @@ absl::Status Pkcs11Hsm::InitToken(const std::string& module_path, const std::str
 MasterKeyKind Pkcs11Hsm::master_key_kind() const { return impl_->kind; }
 
 absl::StatusOr<std::vector<uint8_t>> Pkcs11Hsm::CreateKek(uint32_t kek_version) {
-  return impl_->CountError(impl_->CreateKek(kek_version));
+  impl_->kek_creates.fetch_add(1, std::memory_order_relaxed);
+  return impl_->CountError(HsmOperation::kCreateKek, impl_->CreateKek(kek_version));
 }
 
 absl::Status Pkcs11Hsm::LoadKek(uint32_t kek_version, std::span<const uint8_t> wrapped_kek) {
-  return impl_->CountError(impl_->LoadKek(kek_version, wrapped_kek));
+  return impl_->CountError(HsmOperation::kLoadKek, impl_->LoadKek(kek_version, wrapped_kek));
 }
 
 bool Pkcs11Hsm::HasKek(uint32_t kek_version) const { return impl_->KekHandle(kek_version).ok(); }
 
 absl::Status Pkcs11Hsm::UnloadKek(uint32_t kek_version) {
-  return impl_->CountError(impl_->UnloadKek(kek_version));
+  return impl_->CountError(HsmOperation::kUnloadKek, impl_->UnloadKek(kek_version));
 }
 
 absl::StatusOr<std::vector<uint8_t>> Pkcs11Hsm::Seal(uint32_t kek_version,
                                                      std::span<const uint8_t> plaintext,
                                                      std::span<const uint8_t> aad) {
-  return impl_->CountError(impl_->Seal(kek_version, plaintext, aad));
+  return impl_->CountError(HsmOperation::kSeal, impl_->Seal(kek_version, plaintext, aad));
 }
 
 absl::StatusOr<SecretBytes> Pkcs11Hsm::Open(uint32_t kek_version, std::span<const uint8_t> sealed,
                                             std::span<const uint8_t> aad) {
-  return impl_->CountError(impl_->Open(kek_version, sealed, aad));
+  return impl_->CountError(HsmOperation::kOpen, impl_->Open(kek_version, sealed, aad));
 }
 
 absl::Status Pkcs11Hsm::Ping() {
-  return impl_->CountError(impl_->Ping());
+  impl_->pings.fetch_add(1, std::memory_order_relaxed);
+  return impl_->CountError(HsmOperation::kPing, impl_->Ping());
 }
 
 KekWrapMechanism Pkcs11Hsm::kek_wrap_mechanism() const { return impl_->wrap_mechanism; }
@@ -909,6 +920,13 @@ HsmStats Pkcs11Hsm::stats() const {
   s.opens = impl_->opens.load(std::memory_order_relaxed);
   s.kek_loads = impl_->kek_loads.load(std::memory_order_relaxed);
   s.errors = impl_->errors.load(std::memory_order_relaxed);
+  s.pings = impl_->pings.load(std::memory_order_relaxed);
+  s.kek_creates = impl_->kek_creates.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < kHsmOperationCount; ++i) {
+    s.errors_by_operation[i] = impl_->errors_by_op[i].load(std::memory_order_relaxed);
+  }
+  s.sessions_in_use = impl_->pool->lent_sessions();
+  s.sessions_max = impl_->pool->max_sessions();
   return s;
 }
 

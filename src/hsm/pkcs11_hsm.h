@@ -42,6 +42,8 @@
 // Messages never contain PINs or key bytes.
 #pragma once
 
+#include <array>
+
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -66,12 +68,27 @@ struct Pkcs11Options {
   int max_sessions = 16;          // PKCS#11 sessions used for Seal/Open/Ping at most
 };
 
+// The public operations, for per-kind counts.
+enum class HsmOperation : size_t { kCreateKek, kLoadKek, kUnloadKek, kSeal, kOpen, kPing };
+inline constexpr size_t kHsmOperationCount = 6;
+// "create_kek", "load_kek", "unload_kek", "seal", "open", "ping" (the metrics' label).
+inline std::string_view HsmOperationName(HsmOperation op) {
+  constexpr std::string_view kNames[kHsmOperationCount] = {"create_kek", "load_kek", "unload_kek",
+                                                           "seal",       "open",     "ping"};
+  return kNames[static_cast<size_t>(op)];
+}
+
 // Counters since the Pkcs11Hsm was opened (successful operations, and failed ones).
 struct HsmStats {
-  uint64_t seals = 0;
-  uint64_t opens = 0;
-  uint64_t kek_loads = 0;
-  uint64_t errors = 0;
+  uint64_t seals = 0;      // successful
+  uint64_t opens = 0;      // successful
+  uint64_t kek_loads = 0;  // successful
+  uint64_t errors = 0;     // failed operations of every kind
+  uint64_t pings = 0;        // attempted
+  uint64_t kek_creates = 0;  // attempted
+  std::array<uint64_t, kHsmOperationCount> errors_by_operation{};  // indexed by HsmOperation
+  int sessions_in_use = 0;  // PKCS#11 sessions lent to an operation now
+  int sessions_max = 0;     // the pool's bound (Pkcs11Options::max_sessions)
 };
 
 // What a key object's protection attributes say (for diagnostics and tests; no key bytes).

@@ -71,4 +71,9 @@ int SessionPool::open_sessions() const {
   return open_;
 }
 
+int SessionPool::lent_sessions() const {
+  MutexLock lock(&mu_);
+  return open_ - static_cast<int>(idle_.size());
+}
+
 }  // namespace kms::hsm

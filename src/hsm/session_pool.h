@@ -57,6 +57,8 @@ class SessionPool {
 
   // For tests and metrics.
   int open_sessions() const;
+  int lent_sessions() const;  // open and lent to an operation (or being opened for one)
+  int max_sessions() const { return max_sessions_; }
 
  private:
   friend class SessionLease;

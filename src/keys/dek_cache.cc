@@ -38,7 +38,10 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
       } else if (auto v = slot.versions.find(version); v != slot.versions.end()) {
         hit = v->second;
       }
-      if (hit && Fresh(*hit)) return hit;
+      if (hit && Fresh(*hit)) {
+        hits_.fetch_add(1, std::memory_order_relaxed);
+        return hit;
+      }
       stale = std::move(hit);
     }
   }
@@ -60,7 +63,10 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
             version == 0 ? t->second.primary
                          : (t->second.versions.count(version) ? t->second.versions.at(version)
                                                               : nullptr);
-        if (hit && Fresh(*hit)) return hit;
+        if (hit && Fresh(*hit)) {
+          hits_.fetch_add(1, std::memory_order_relaxed);
+          return hit;
+        }
       }
       flight = std::make_shared<Flight>(shard.generation);
       shard.flights.emplace(key, flight);
@@ -68,6 +74,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
     }
   }
 
+  misses_.fetch_add(1, std::memory_order_relaxed);
   if (!leader) {
     Flight& f = *flight;
     MutexLock lock(&f.mu);
@@ -79,6 +86,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
   if (!result.ok() && absl::IsUnavailable(result.status()) && stale &&
       clock_.Now() - stale->loaded_at < options_.max_stale) {
     result = stale;  // degraded: the backend is down, the key is still ours to use
+    stale_served_.fetch_add(1, std::memory_order_relaxed);
   }
   {
     WriterLock lock(&shard.mu);
@@ -146,6 +154,7 @@ bool DekCache::EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint
   Removed(v->second);
   slot.versions.erase(v);
   --shard.entries;
+  evictions_.fetch_add(1, std::memory_order_relaxed);
   if (slot.versions.empty()) shard.tenants.erase(t);
   return true;
 }

@@ -75,6 +75,19 @@ class DekCache {
   void Clear();
   size_t size() const;  // numbered entries
 
+  // Counters since construction, for the metrics (relaxed atomics: no lock).
+  struct Stats {
+    uint64_t hits = 0;          // answered from a fresh entry
+    uint64_t misses = 0;        // went to a load (ran it or waited for it)
+    uint64_t evictions = 0;     // entries dropped to stay within max_entries
+    uint64_t stale_served = 0;  // loads that failed UNAVAILABLE and served the stale entry
+  };
+  Stats stats() const {
+    return Stats{hits_.load(std::memory_order_relaxed), misses_.load(std::memory_order_relaxed),
+                 evictions_.load(std::memory_order_relaxed),
+                 stale_served_.load(std::memory_order_relaxed)};
+  }
+
  private:
   struct Flight {
     explicit Flight(uint64_t g) : generation(g) {}
@@ -112,6 +125,10 @@ class DekCache {
   const Options options_;
   const size_t per_shard_max_;
   std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<uint64_t> hits_{0};
+  std::atomic<uint64_t> misses_{0};
+  std::atomic<uint64_t> evictions_{0};
+  std::atomic<uint64_t> stale_served_{0};
 };
 
 }  // namespace kms::keys

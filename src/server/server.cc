@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -16,7 +17,10 @@
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
+#include "src/metrics/registry.h"
 #include "src/server/gate/call_gate.h"
+#include "src/server/grpc/rpc_metrics.h"
+#include "src/server/observability.h"
 #include "src/server/grpc/admin_service.h"
 #include "src/server/grpc/key_service.h"
 #include "src/server/http/https_server.h"
@@ -26,7 +30,9 @@
 #include "src/store/postgres/postgres_key_store.h"
 #include "src/store/postgres/postgres_leader_election.h"
 #include "src/store/sqlite/sqlite_key_store.h"
+#include "src/sched/health_state.h"
 #include "src/sched/key_jobs.h"
+#include "src/sched/key_state.h"
 #include "src/sched/scheduler.h"
 #include "src/sched/store_epoch.h"
 
@@ -42,6 +48,14 @@ struct KmsServer::Parts {
   config::Config config;
   std::unique_ptr<http::HttpsServer> http;
   std::atomic<bool> ready{false};
+  // Health: /readyz, grpc.health.v1 and GetStatus all read this one source.
+  std::unique_ptr<sched::HealthState> health;
+  // Metrics (null when metrics.enabled is false). Declared before the parts whose
+  // functions it reads, so it goes after them.
+  std::unique_ptr<metrics::MetricRegistry> metrics;
+  std::unique_ptr<RpcMetrics> rpc_metrics;
+  OperationalMetrics ops;
+  std::unique_ptr<sched::KeyStateCache> key_state;
   std::unique_ptr<hsm::Pkcs11Hsm> hsm;
   std::unique_ptr<store::KeyStore> store;
   std::unique_ptr<keys::HsmKekRing> kek_ring;
@@ -74,14 +88,22 @@ class WipeOnExit {
 };
 
 // Runs `open` until it succeeds, fails for a reason other than UNAVAILABLE, or a stop
-// is requested. Backoff: 1 s, doubling, at most 30 s.
+// is requested. Backoff: 1 s, doubling, at most 30 s. While it waits, `health` (when
+// given) says what start-up waits for (/readyz shows it with its 503).
 template <typename T>
 absl::StatusOr<T> OpenWithBackoff(const char* what, const std::atomic<bool>* stop,
-                                  const std::function<absl::StatusOr<T>()>& open) {
+                                  const std::function<absl::StatusOr<T>()>& open,
+                                  sched::HealthState* health = nullptr,
+                                  std::optional<sched::Backend> backend = std::nullopt) {
   auto delay = std::chrono::seconds(1);
   while (true) {
+    if (health) health->SetLoading(absl::StrCat("loading the ", what));
     absl::StatusOr<T> result = open();
+    if (health && backend) health->Report(*backend, result.status());
     if (result.ok() || !absl::IsUnavailable(result.status())) return result;
+    if (health) {
+      health->SetLoading(absl::StrCat(what, " unavailable at start; retrying with backoff"));
+    }
     spdlog::warn("{} unavailable ({}); retrying in {} s", what, std::string(result.status().message()),
                  delay.count());
     for (auto waited = std::chrono::milliseconds(0); waited < delay;
@@ -134,6 +156,16 @@ absl::StatusOr<jwt::JwtServiceOptions> JwtOptionsFrom(const config::JwtConfig& c
   return o;
 }
 
+// grpc.health.v1: the overall service ("") is SERVING whenever kmsd serves, degraded or
+// not (a shared store's outage must not make every replica unready at once); one named
+// service per backend ("kmsd.hsm", "kmsd.store", "kmsd.redis") tells which is down.
+void ApplyGrpcHealth(grpc::HealthCheckServiceInterface* service, const sched::HealthSnapshot& s) {
+  if (service == nullptr) return;
+  service->SetServingStatus("", s.serving());
+  for (const sched::BackendHealth& b : s.backends) {
+    service->SetServingStatus(absl::StrCat("kmsd.", b.name), s.serving() && b.up);
+  }
+}
 
 }  // namespace
 
@@ -151,15 +183,38 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   Parts& p = *server->parts_;
   p.config = config;
   SetSecretMemoryLocking(config.lock_memory);
+  p.health = std::make_unique<sched::HealthState>(RealClock::Instance(), !config.redis.addr.empty());
+  if (config.metrics.enabled) {
+    p.metrics = std::make_unique<metrics::MetricRegistry>();
+    RegisterHealthMetrics(*p.metrics, *p.health, KMSD_VERSION);
+  }
 
   if (!config.http_listen.empty()) {
     using http::Response;
     KMS_ASSIGN_OR_RETURN(p.http, http::HttpsServer::Bind(config.http_listen, config.tls, config.http));
     p.http->Handle("/healthz", [](const http::Request&) { return Response{.body = "ok\n"}; });
+    // 503 until every key is loaded; 200 while serving, saying "degraded" and naming the
+    // backend when the HSM or the store is down (cached keys are still served).
     p.http->Handle("/readyz", [&p](const http::Request&) {
-      return p.ready ? Response{.body = "ready\n"}
-                     : Response{.status = 503, .body = "loading keys\n"};
+      const sched::HealthSnapshot s = p.health->Snapshot();
+      return Response{.status = s.serving() ? 200 : 503, .body = s.Describe()};
     });
+    if (p.metrics) {
+      // Prometheus text format, served from the start (while loading: the health series,
+      // kmsd_ready 0). Scrape-time reads are in memory, but the exposition of a few
+      // hundred series is not microseconds: it runs on the worker pool.
+      const bool require_cert = config.metrics.require_client_cert;
+      p.http->Handle(
+          "/metrics",
+          [&p, require_cert](const http::Request& req) {
+            if (require_cert && !req.authenticated()) {
+              return Response{.status = 403, .body = "a client certificate is required\n"};
+            }
+            return Response{.content_type = std::string(metrics::MetricRegistry::kContentType),
+                            .body = p.metrics->WriteText()};
+          },
+          http::Route{.kind = http::HandlerKind::kBlocking});
+    }
     // Public: verifiers anywhere fetch the keys; a client certificate is not needed.
     // Routes are fixed before the listener starts; p.jwt is read only once p.ready.
     // Jwks() copies a snapshot: it never blocks, so it runs on the event loop.
@@ -200,7 +255,8 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                                  .max_sessions = config.hsm.max_sessions};
   KMS_ASSIGN_OR_RETURN(
       p.hsm, OpenWithBackoff<std::unique_ptr<hsm::Pkcs11Hsm>>(
-                 "HSM", stop, [&] { return hsm::Pkcs11Hsm::Open(hsm_options); }));
+                 "HSM", stop, [&] { return hsm::Pkcs11Hsm::Open(hsm_options); }, p.health.get(),
+                 sched::Backend::kHsm));
   if (p.hsm->created_master_key()) {
     spdlog::info("created master key '{}' ({}) in token '{}'", config.hsm.master_key_label,
                  config.hsm.master_key_kind, config.hsm.token_label);
@@ -208,7 +264,8 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   spdlog::info("KEKs are wrapped with {}", hsm::KekWrapMechanismName(p.hsm->kek_wrap_mechanism()));
 
   KMS_ASSIGN_OR_RETURN(p.store, OpenWithBackoff<std::unique_ptr<store::KeyStore>>(
-                                   "key store", stop, [&] { return OpenStore(config); }));
+                                   "key store", stop, [&] { return OpenStore(config); }, p.health.get(),
+                                   sched::Backend::kStore));
 
   KMS_ASSIGN_OR_RETURN(jwt::JwtServiceOptions jwt_options, JwtOptionsFrom(config.jwt));
   keys::KeyManagerOptions key_options{
@@ -219,7 +276,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   KMS_ASSIGN_OR_RETURN(
       p.kek_ring, OpenWithBackoff<std::unique_ptr<keys::HsmKekRing>>("KEK ring", stop, [&] {
         return keys::HsmKekRing::Create(p.hsm.get(), p.store.get(), &RealClock::Instance());
-      }));
+      }, p.health.get()));
   KMS_ASSIGN_OR_RETURN(p.keys, keys::KeyManager::Create(p.kek_ring.get(), p.store.get(),
                                                         &RealClock::Instance(), key_options));
   KMS_ASSIGN_OR_RETURN(p.jwt, jwt::JwtService::Create(p.kek_ring.get(), p.store.get(),
@@ -228,7 +285,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   KMS_RETURN_IF_ERROR(OpenWithBackoff<bool>("JWT signing keys", stop, [&]() -> absl::StatusOr<bool> {
                         KMS_RETURN_IF_ERROR(p.jwt->Load());
                         return true;
-                      }).status());
+                      }, p.health.get()).status());
 
   // Coordination: Redis when configured (never required), leadership from the store.
   const std::string& node_id = config.node_id;  // ValidateConfig: never empty
@@ -256,12 +313,48 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   KMS_RETURN_IF_ERROR(p.scheduler->AddJob(
       sched::MakeJwtTickJob(*p.jwt, std::chrono::seconds(jwt_options.refresh_interval_seconds))));
   KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeDekUsageFlushJob(*p.keys)));
+  // Health probes on the scheduler's thread, never on a request thread.
+  sched::HealthProbes probes{.hsm = [&p] { return p.kek_ring->Ping(); },
+                             .store = [&p] { return p.store->Ping(); }};
+  if (p.bus) {
+    probes.redis = [&p] {
+      return p.scheduler->bus_healthy() ? absl::OkStatus() : absl::UnavailableError("unreachable");
+    };
+  }
+  KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeHealthProbeJob(
+      *p.health, std::move(probes), std::chrono::seconds(config.health.probe_interval_seconds))));
+  // Key ages for the metrics, read from the store by a job, never by a scrape. The
+  // rotation periods come from the JWT options for now; the rotation jobs set their own.
+  p.key_state = std::make_unique<sched::KeyStateCache>(
+      *p.store, *p.store, [&p] { return p.kek_ring->primary_version(); });
+  p.key_state->set_now_for_refresh([] { return RealClock::Instance().UnixSeconds(); });
+  for (sched::RotatingKey key : sched::kAllRotatingKeys) {
+    p.key_state->SetRotationPeriod(key, jwt_options.rotation_period_seconds);
+  }
+  if (absl::Status refreshed = p.key_state->Refresh(); !refreshed.ok()) {
+    spdlog::warn("key ages not read at start: {}", refreshed.ToString());
+  }
+  KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeKeyStateRefreshJob(*p.key_state)));
   p.keys->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
   p.kek_ring->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
 
   p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get());
+  if (p.metrics) {
+    p.ops = RegisterKmsdMetrics(*p.metrics, MetricSources{.clock = &RealClock::Instance(),
+                                                          .keys = p.keys.get(),
+                                                          .hsm = p.hsm.get(),
+                                                          .jwt = p.jwt.get(),
+                                                          .key_state = p.key_state.get(),
+                                                          .key_max_age_seconds =
+                                                              jwt_options.key_max_age_seconds,
+                                                          .version = KMSD_VERSION});
+    p.gate->set_rate_limited_counter(p.ops.rate_limited);
+    p.rpc_metrics = std::make_unique<RpcMetrics>(
+        *p.metrics, std::vector<std::string>{"kms.v1.KeyService", "kms.v1.AdminService"});
+    RpcMetrics::Install(p.rpc_metrics.get());
+  }
   p.key_service = std::make_unique<KeyServiceImpl>(*p.keys, *p.jwt, *p.gate, config.limits);
   p.admin_service = std::make_unique<AdminServiceImpl>(
       *p.keys, *p.kek_ring, *p.jwt, *p.store, *p.gate, *p.scheduler, RealClock::Instance(),
@@ -300,7 +393,12 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
         absl::StrCat("cannot listen for gRPC on ", config.grpc_listen,
                      " (address in use, or the TLS certificate/key do not load)"));
   }
-  p.grpc->GetHealthCheckService()->SetServingStatus(true);
+  p.admin_service->set_health(p.health.get());
+  p.health->SetServing();
+  p.health->SetListener([&p](const sched::HealthSnapshot& s) {
+    ApplyGrpcHealth(p.grpc->GetHealthCheckService(), s);
+  });
+  ApplyGrpcHealth(p.grpc->GetHealthCheckService(), p.health->Snapshot());
   p.scheduler->Start();
   p.ready = true;
   return server;
@@ -313,6 +411,7 @@ void KmsServer::Wait() {
 void KmsServer::Shutdown() {
   Parts& p = *parts_;
   p.ready = false;
+  if (p.health) p.health->SetStopping();
   if (p.grpc) {
     // In-flight RPCs take milliseconds; gRPC also waits this long for idle client
     // connections to go, so the grace period is short.
@@ -320,6 +419,7 @@ void KmsServer::Shutdown() {
   }
   if (p.http) p.http->Stop();
   if (p.scheduler) p.scheduler->Stop();
+  if (p.rpc_metrics && RpcMetrics::Installed() == p.rpc_metrics.get()) RpcMetrics::Install(nullptr);
 }
 
 }  // namespace kms::server

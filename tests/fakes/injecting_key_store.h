@@ -62,6 +62,10 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->CountTenants();
   }
+  absl::StatusOr<int64_t> OldestPrimaryDekCreatedAt() override {
+    if (down_) return Down();
+    return inner_->OldestPrimaryDekCreatedAt();
+  }
   absl::StatusOr<store::TenantDek> GetTenantDek(const std::string& id, uint32_t version) override {
     ++tenant_dek_reads_;
     if (down_) return Down();

@@ -34,6 +34,7 @@
   MOCK_METHOD(absl::StatusOr<::kms::store::TenantPage>, ListTenants,                         \
               (const std::string& after, int limit), (override));                            \
   MOCK_METHOD(absl::StatusOr<uint64_t>, CountTenants, (), (override));                       \
+  MOCK_METHOD(absl::StatusOr<int64_t>, OldestPrimaryDekCreatedAt, (), (override));           \
   MOCK_METHOD(absl::StatusOr<::kms::store::TenantDek>, GetTenantDek,                         \
               (const std::string& tenant_id, uint32_t version), (override));                 \
   MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::DekRecord>>, ListDeks,                \

@@ -156,6 +156,10 @@ class TenantKeyStore {
   // Every tenant, shredded ones included.
   virtual absl::StatusOr<uint64_t> CountTenants() = 0;
 
+  // The created_at of the oldest primary DEK among active tenants (Unix seconds), 0 when
+  // there is no active tenant: the age the DEK rotation is due by. One aggregate query.
+  virtual absl::StatusOr<int64_t> OldestPrimaryDekCreatedAt() = 0;
+
   // One read: the DEK `version` of a tenant together with the tenant row. Version 0
   // means the tenant's primary version. NOT_FOUND for an unknown tenant or version.
   virtual absl::StatusOr<TenantDek> GetTenantDek(const std::string& tenant_id,

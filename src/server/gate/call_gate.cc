@@ -10,7 +10,11 @@ absl::Status CallGate::Admit(std::string_view identity, authz::Operation op,
   KMS_RETURN_IF_ERROR(authorizer_.Authorize(identity, op, tenant_id));
   if (limiter_ != nullptr) {
     if (std::optional<authz::RateLimit> limit = authorizer_.RateLimitFor(identity)) {
-      KMS_RETURN_IF_ERROR(limiter_->Acquire(identity, limit->rps, limit->burst));
+      absl::Status acquired = limiter_->Acquire(identity, limit->rps, limit->burst);
+      if (!acquired.ok()) {
+        if (rate_limited_ != nullptr && absl::IsResourceExhausted(acquired)) rate_limited_->Increment();
+        return acquired;
+      }
     }
   }
   return absl::OkStatus();

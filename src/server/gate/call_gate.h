@@ -11,6 +11,7 @@
 #include "kms/authz/authorizer.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
+#include "kms/metrics/metrics.h"
 
 namespace kms::server {
 
@@ -31,9 +32,14 @@ class CallGate {
   absl::Status Admit(std::string_view identity, authz::Operation op,
                      std::string_view tenant_id) const;
 
+  // Counts every request refused by the rate limit (kmsd_rate_limited_requests_total);
+  // set before serving, may stay null.
+  void set_rate_limited_counter(metrics::Counter* counter) { rate_limited_ = counter; }
+
  private:
   const authz::Authorizer& authorizer_;
   coord::RateLimiter* const limiter_;
+  metrics::Counter* rate_limited_ = nullptr;
 };
 
 }  // namespace kms::server

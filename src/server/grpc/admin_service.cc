@@ -322,25 +322,43 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
   resp->set_primary_kek_version(keys_.primary_kek_version());
   resp->set_dek_cache_entries(keys_.cached_deks());
 
-  absl::Status hsm_health = kek_ring_.Ping();
-  absl::Status store_health = store_.Ping();
-  auto add_backend = [&](const char* name, const absl::Status& s) {
-    v1::BackendState* b = resp->add_backends();
-    b->set_name(name);
-    b->set_healthy(s.ok());
-    b->set_detail(s.ok() ? "ok" : std::string(absl::StatusCodeToString(s.code())));
-  };
-  add_backend("hsm", hsm_health);
-  add_backend("store", store_health);
-  if (scheduler_.has_bus()) {
-    add_backend("redis", scheduler_.bus_healthy() ? absl::OkStatus()
-                                                    : absl::UnavailableError("unreachable"));
+  bool store_up = true;
+  if (health_ != nullptr) {
+    // The same source as /readyz and grpc.health.v1: the scheduler's last probes.
+    const sched::HealthSnapshot snap = health_->Snapshot();
+    for (const sched::BackendHealth& h : snap.backends) {
+      v1::BackendState* b = resp->add_backends();
+      b->set_name(h.name);
+      b->set_healthy(h.up);
+      b->set_detail(h.detail);
+      if (h.backend == sched::Backend::kStore) store_up = h.up;
+    }
+    resp->set_ready(snap.serving());
+    resp->set_degraded(snap.degraded);
+    resp->set_degraded_since_unix(snap.degraded_since_unix);
+  } else {
+    absl::Status hsm_health = kek_ring_.Ping();
+    absl::Status store_health = store_.Ping();
+    auto add_backend = [&](const char* name, const absl::Status& s) {
+      v1::BackendState* b = resp->add_backends();
+      b->set_name(name);
+      b->set_healthy(s.ok());
+      b->set_detail(s.ok() ? "ok" : std::string(absl::StatusCodeToString(s.code())));
+    };
+    add_backend("hsm", hsm_health);
+    add_backend("store", store_health);
+    if (scheduler_.has_bus()) {
+      add_backend("redis", scheduler_.bus_healthy() ? absl::OkStatus()
+                                                      : absl::UnavailableError("unreachable"));
+    }
+    store_up = store_health.ok();
+    resp->set_ready(true);
+    resp->set_degraded(!hsm_health.ok() || !store_health.ok());
   }
   resp->set_leader(scheduler_.is_leader());
   resp->set_jwt_state(jwt_.Status().state_name);
-  resp->set_ready(hsm_health.ok() && store_health.ok());
 
-  if (store_health.ok()) {
+  if (store_up) {
     KMS_ASSIGN_OR_RETURN(std::vector<keys::KekInfo> keks, kek_ring_.List());
     for (const keys::KekInfo& k : keks) {
       v1::KekVersion* kv = resp->add_kek_versions();

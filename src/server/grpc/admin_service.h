@@ -11,6 +11,7 @@
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
+#include "src/sched/health_state.h"
 #include "src/sched/scheduler_status.h"
 #include "src/server/gate/call_gate.h"
 
@@ -79,6 +80,10 @@ class AdminServiceImpl final : public AdminServiceRaw {
   grpc::ServerUnaryReactor* ListKeys(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                      grpc::ByteBuffer* resp) override;
 
+  // The health source GetStatus reports (ready, degraded, backends); set before serving.
+  // Without one, GetStatus probes the backends itself on the request thread.
+  void set_health(const sched::HealthState* health) { health_ = health; }
+
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
   absl::Status Keys(const v1::ListKeysRequest& req, v1::ListKeysResponse* resp);
@@ -94,6 +99,7 @@ class AdminServiceImpl final : public AdminServiceRaw {
   const sched::SchedulerStatus& scheduler_;  // leadership, bus health
   const Clock& clock_;
   const NodeInfo node_;
+  const sched::HealthState* health_ = nullptr;
 };
 
 }  // namespace kms::server

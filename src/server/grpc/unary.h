@@ -9,10 +9,12 @@
 //   - the body gets the caller's identity (gate/identity.h), the decoded request and the
 //     response to fill; it asks the CallGate and calls the domain;
 //   - the response is serialized into the raw buffer and the status mapped once
-//     (grpc_status.h).
+//     (grpc_status.h);
+//   - the request's method, final code and latency are recorded (rpc_metrics.h).
 // Handlers run on gRPC's callback threads.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <string>
 #include <string_view>
@@ -22,6 +24,7 @@
 #include "grpcpp/support/byte_buffer.h"
 #include "kms/common/status.h"
 #include "src/server/grpc/grpc_status.h"
+#include "src/server/grpc/rpc_metrics.h"
 
 namespace kms::server {
 
@@ -40,11 +43,13 @@ template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                      grpc::ByteBuffer* out, size_t max_request_bytes,
                                      std::string_view method, Body&& body) {
+  const auto started = std::chrono::steady_clock::now();
   Request request;
   Response response;
   absl::Status status = DecodeRequest(*in, max_request_bytes, request);
   if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
   if (status.ok()) status = EncodeResponse(response, out);
+  RecordRpc(method, status, started);
   return FinishUnary(ctx, status, method);
 }
 

@@ -585,6 +585,19 @@ absl::StatusOr<TenantPage> PostgresKeyStore::ListTenants(const std::string& afte
   return out;
 }
 
+absl::StatusOr<int64_t> PostgresKeyStore::OldestPrimaryDekCreatedAt() {
+  constexpr absl::string_view kOp = "OldestPrimaryDekCreatedAt";
+  int64_t out = 0;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec(
+        "SELECT COALESCE(MIN(d.created_at), 0) FROM tenants t JOIN tenant_deks d "
+      "ON d.tenant_id = t.id AND d.version = t.primary_dek_version WHERE t.state = 'active'", kOp));
+    out = r.Int(0, 0);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 absl::StatusOr<uint64_t> PostgresKeyStore::CountTenants() {
   constexpr absl::string_view kOp = "CountTenants";
   uint64_t out = 0;

@@ -713,6 +713,16 @@ absl::StatusOr<uint64_t> SqliteKeyStore::CountTenants() {
   return row ? static_cast<uint64_t>(s.Int(0)) : 0;
 }
 
+absl::StatusOr<int64_t> SqliteKeyStore::OldestPrimaryDekCreatedAt() {
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(
+      "SELECT COALESCE(MIN(d.created_at), 0) FROM tenants t JOIN tenant_deks d "
+      "ON d.tenant_id = t.id AND d.version = t.primary_dek_version WHERE t.state = 'active'",
+      "OldestPrimaryDekCreatedAt"));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+  return row ? s.Int(0) : 0;
+}
+
 absl::StatusOr<TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant_id,
                                                        uint32_t version) {
   constexpr absl::string_view kOp = "GetTenantDek";

@@ -68,6 +68,7 @@ class SqliteKeyStore final : public KeyStore {
   absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<TenantPage> ListTenants(const std::string& after, int limit) override;
   absl::StatusOr<uint64_t> CountTenants() override;
+  absl::StatusOr<int64_t> OldestPrimaryDekCreatedAt() override;
   absl::StatusOr<TenantDek> GetTenantDek(const std::string& tenant_id,
                                          uint32_t version) override;
   absl::StatusOr<std::vector<DekRecord>> ListDeks(const std::string& tenant_id) override;

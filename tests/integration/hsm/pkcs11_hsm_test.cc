@@ -145,8 +145,12 @@ TEST_P(Pkcs11HsmTest, ErrorsNameTheFailingStepAndAreCounted) {
   EXPECT_TRUE(hsm->Open(1, *sealed, aad).ok());
   HsmStats s = hsm->stats();
   EXPECT_EQ(s.errors, 2u);
+  EXPECT_EQ(s.errors_by_operation[static_cast<size_t>(HsmOperation::kOpen)], 2u);
+  EXPECT_EQ(s.errors_by_operation[static_cast<size_t>(HsmOperation::kSeal)], 0u);
   EXPECT_EQ(s.seals, 1u);
   EXPECT_EQ(s.opens, 1u);
+  EXPECT_EQ(s.sessions_in_use, 0);  // every lease returned
+  EXPECT_GE(s.sessions_max, 1);
 }
 
 TEST_P(Pkcs11HsmTest, ALoadedVersionIsNotUnwrappedAgain) {

@@ -140,6 +140,27 @@ TEST_P(TenantKeyStoreContractTest, CountTenantsCountsEveryTenant) {
   EXPECT_EQ(*count, 7u);
 }
 
+TEST_P(TenantKeyStoreContractTest, OldestPrimaryDekCreatedAtLooksAtActiveTenantsPrimaryDeks) {
+  auto none = store().OldestPrimaryDekCreatedAt();
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(*none, 0);
+
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));   // primary v1: 1700000201
+  KMS_ASSERT_OK(CreateTestTenant(store(), "globex"));  // primary v1: 1700000201
+  KMS_ASSERT_OK(store().RotateDek("acme", 1, TestDek("acme", 2)));  // primary v2: 1700000202
+  auto oldest = store().OldestPrimaryDekCreatedAt();
+  ASSERT_TRUE(oldest.ok()) << oldest.status();
+  EXPECT_EQ(*oldest, TestDek("globex", 1).created_at);
+
+  // A shredded tenant's DEK is no longer due for rotation; acme's old v1 is not primary.
+  auto globex = store().GetTenant("globex");
+  ASSERT_TRUE(globex.ok()) << globex.status();
+  KMS_ASSERT_OK(store().SetTenantState("globex", globex->row_version, TenantState::kShredded));
+  oldest = store().OldestPrimaryDekCreatedAt();
+  ASSERT_TRUE(oldest.ok()) << oldest.status();
+  EXPECT_EQ(*oldest, TestDek("acme", 2).created_at);
+}
+
 // --- DEK rotation
 
 TEST_P(TenantKeyStoreContractTest, RotateDekMovesThePrimaryAndKeepsTheOldVersionReadable) {

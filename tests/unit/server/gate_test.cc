@@ -146,6 +146,16 @@ TEST_F(CallGateTest, TheRateLimitAppliesAfterThePolicyAndSaysWhenToRetry) {
   }
 }
 
+TEST_F(CallGateTest, EveryRateLimitRefusalIsCountedAndNothingElse) {
+  CallGate gate(*policy_, &limiter_);
+  metrics::Counter refused;
+  gate.set_rate_limited_counter(&refused);
+  const std::string id = "spiffe://kmsd.dev/billing";
+  for (int i = 0; i < 5; ++i) (void)gate.Admit(id, authz::Operation::kEncrypt, "acme");  // 2 pass
+  EXPECT_TRUE(absl::IsPermissionDenied(gate.Admit(id, authz::Operation::kDecrypt, "acme")));
+  EXPECT_EQ(refused.Value(), 3u);
+}
+
 TEST_F(CallGateTest, WithoutALimiterNothingIsRateLimited) {
   CallGate gate(*policy_, nullptr);
   for (int i = 0; i < 10; ++i) {
