@@ -1,6 +1,7 @@
 #include "src/keys/kek_ring.h"
 
 #include <algorithm>
+#include <set>
 
 #include "spdlog/spdlog.h"
 
@@ -37,12 +38,25 @@ absl::Status HsmKekRing::LoadLocked() {
     KMS_ASSIGN_OR_RETURN(keks, store_->ListKeks());
   }
   uint32_t primary = 0;
+  std::set<uint32_t> active;
   for (const store::KekRecord& kek : keks) {
     if (kek.state != store::KekState::kActive) continue;
     KMS_RETURN_IF_ERROR(hsm_->LoadKek(kek.version, kek.wrapped));
+    loaded_.insert(kek.version);
+    active.insert(kek.version);
     primary = std::max(primary, kek.version);
   }
   if (primary == 0) return absl::FailedPreconditionError("the store holds no active KEK");
+  // A version retired (or destroyed) since: its HSM session object goes.
+  for (auto it = loaded_.begin(); it != loaded_.end();) {
+    if (active.count(*it) != 0) {
+      ++it;
+      continue;
+    }
+    KMS_RETURN_IF_ERROR(hsm_->UnloadKek(*it));
+    spdlog::info("KEK version {} is no longer active: unloaded from the HSM", *it);
+    it = loaded_.erase(it);
+  }
   primary_.store(primary);
   return absl::OkStatus();
 }
@@ -104,6 +118,7 @@ absl::StatusOr<uint32_t> HsmKekRing::Rotate() {
     }
     return inserted;
   }
+  loaded_.insert(next);
   primary_.store(next);
   spdlog::info("created KEK version {} ({}); new keys are sealed under it", next,
                hsm_->DescribeWrappedKek(wrapped));

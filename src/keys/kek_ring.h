@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -62,6 +63,8 @@ class HsmKekRing final : public KekRing {
   // loaded) until the re-wrap moves them. ABORTED when another replica rotated at the
   // same moment.
   absl::StatusOr<uint32_t> Rotate();
+  // Also unloads versions that are no longer active (retired, destroyed): their HSM
+  // session objects are destroyed on this node.
   absl::Status Refresh() override;
   absl::StatusOr<std::vector<KekInfo>> List();
 
@@ -79,6 +82,7 @@ class HsmKekRing final : public KekRing {
   std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving
   std::atomic<uint32_t> primary_{0};
   Mutex mu_;  // serializes (re)loading and rotation; never held on the data path
+  std::set<uint32_t> loaded_ ABSL_GUARDED_BY(mu_);  // versions this ring loaded into the HSM
 };
 
 }  // namespace kms::keys
