@@ -238,6 +238,11 @@ absl::StatusOr<RotationJobRecord> RotationService::StartKekRotation() {
   if (!absl::IsNotFound(running.status())) return running.status();
   const uint32_t before = ring_.primary_version();
   KMS_ASSIGN_OR_RETURN(uint32_t to, ring_.Rotate());
+  {
+    MutexLock lock(&status_mu_);
+    kek_known_ = true;
+    kek_primary_created_at_ = clock_.UnixSeconds();
+  }
   // The job covers every version below the new one; `from` is the oldest still in use.
   uint32_t from = before == 0 ? to - 1 : before;
   absl::StatusOr<std::vector<store::KekUsage>> usage = store_.ListKekUsage();
@@ -262,15 +267,16 @@ absl::StatusOr<RotationJobRecord> RotationService::GetJob(int64_t id) {
 absl::Status RotationService::RunRewrap() {
   absl::StatusOr<RotationJobRecord> found = store_.GetRunningRotationJob(RotationJobKind::kKekRewrap);
   if (absl::IsNotFound(found.status())) {
-    bool retire_pending;
     {
       MutexLock lock(&status_mu_);
-      retire_pending = running_job_ != 0;
       running_job_ = 0;
     }
-    // A job just finished (here or on the replica that led before): retire now rather
-    // than at the next check.
-    if (retire_pending) return RetireAndDestroy();
+    // A job finished before the retirement grace had passed: retire once it has,
+    // rather than at the next check.
+    if (retire_due_at_ != 0 && clock_.UnixSeconds() >= retire_due_at_) {
+      retire_due_at_ = 0;
+      return RetireAndDestroy();
+    }
     return absl::OkStatus();
   }
   KMS_RETURN_IF_ERROR(found.status());
@@ -319,6 +325,10 @@ absl::Status RotationService::RunRewrap() {
     if (absl::IsAborted(st) || absl::IsFailedPrecondition(st)) return lost(st);
     KMS_RETURN_IF_ERROR(st);
     pass_job_ = 0;
+    {
+      MutexLock lock(&status_mu_);
+      running_job_ = 0;
+    }
     if (state == RotationJobState::kDone) {
       spdlog::info("KEK re-wrap job {} done: {} keys moved to KEK version {}, {} skipped", job.id,
                    job.progress.done, to, job.progress.skipped);
@@ -416,7 +426,10 @@ absl::Status RotationService::RetireAndDestroy() {
   KMS_ASSIGN_OR_RETURN(std::vector<store::KekRecord> keks, store_.ListKeks());
   KMS_ASSIGN_OR_RETURN(store::KekRecord newest, NewestKek(keks));
   bool retired_any = false;
-  if (now >= newest.created_at + options_.retire_grace.count()) {
+  const int64_t retire_from = newest.created_at + options_.retire_grace.count();
+  if (now < retire_from) {
+    retire_due_at_ = retire_from;
+  } else {
     for (const store::KekRecord& k : keks) {
       if (k.state != store::KekState::kActive || k.version >= newest.version) continue;
       absl::Status st = store_.RetireKek(k.version, now);

@@ -187,6 +187,7 @@ class RotationService {
   uint64_t pass_failed_ = 0;
   int64_t pass_job_ = 0;
   bool pass_from_start_ = false;
+  int64_t retire_due_at_ = 0;  // Unix seconds: retire old KEKs then (0: nothing waits)
 
   mutable Mutex status_mu_;
   int64_t kek_primary_created_at_ ABSL_GUARDED_BY(status_mu_) = 0;
