@@ -11,6 +11,7 @@
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
+#include "src/sched/rotation.h"
 #include "src/sched/scheduler_status.h"
 #include "src/server/gate/call_gate.h"
 
@@ -34,7 +35,8 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                             v1::AdminService::WithRawCallbackMethod_GetJwtStatus<
                                 v1::AdminService::WithRawCallbackMethod_RotateJwtKey<
                                     v1::AdminService::WithRawCallbackMethod_AckJwtCritical<
-                                        v1::AdminService::Service>>>>>>>>>>;
+                                        v1::AdminService::WithRawCallbackMethod_GetRotationJob<
+                                            v1::AdminService::Service>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -63,6 +65,8 @@ class AdminServiceImpl final : public AdminServiceRaw {
                                         const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* RotateKek(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GetRotationJob(grpc::CallbackServerContext* ctx,
+                                           const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetJwtStatus(grpc::CallbackServerContext* ctx,
                                          const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* RotateJwtKey(grpc::CallbackServerContext* ctx,
@@ -71,6 +75,10 @@ class AdminServiceImpl final : public AdminServiceRaw {
                                            const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+
+  // The rotation service (RotateKek, GetRotationJob, GetStatus's rotations); set before
+  // serving. Without it those RPCs are UNAVAILABLE.
+  void SetRotation(sched::RotationService* rotation) { rotation_ = rotation; }
 
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
@@ -86,6 +94,7 @@ class AdminServiceImpl final : public AdminServiceRaw {
   const sched::SchedulerStatus& scheduler_;  // leadership, bus health
   const Clock& clock_;
   const NodeInfo node_;
+  sched::RotationService* rotation_ = nullptr;
 };
 
 }  // namespace kms::server
