@@ -409,7 +409,8 @@ absl::Status SqliteKeyStore::Configure(const Options& options, bool in_memory) {
       return absl::InternalError("Open: could not switch the database to WAL mode");
     }
   }
-  KMS_RETURN_IF_ERROR(Exec("PRAGMA synchronous = FULL", kOp));
+  KMS_RETURN_IF_ERROR(
+      Exec(options.durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF", kOp));
   KMS_RETURN_IF_ERROR(Exec("PRAGMA foreign_keys = ON", kOp));
   // Freed space (a shredded DEK's old blob) is overwritten with zeros.
   KMS_RETURN_IF_ERROR(Exec("PRAGMA secure_delete = ON", kOp));

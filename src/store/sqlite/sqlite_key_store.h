@@ -38,6 +38,9 @@ class SqliteKeyStore final : public KeyStore {
   struct Options {
     // How long a writer waits for another process's lock before UNAVAILABLE.
     std::chrono::milliseconds busy_timeout{5000};
+    // synchronous=FULL (every commit reaches the disk). false (synchronous=OFF) only for
+    // tools and tests that bulk-load a throw-away database: a crash may lose commits.
+    bool durable = true;
   };
 
   // Opens (creating if absent, mode 0600) the database at `path` and migrates it.
