@@ -2,7 +2,7 @@
 // A measurement tool, not a test (docs/benchmarks.md has the figures and the command).
 //
 //   rewrap_bench [--deks N] [--backend sqlite|postgres] [--encrypt-threads T]
-//                [--throttle R] [--parallelism P ...]
+//                [--throttle R] [--parallelism 1,2,4] [--batch B] [--rate-only]
 //
 // 1. Re-wrap rate: N tenants (one DEK each) are loaded under KEK 1 into a fresh store
 //    (SQLite file with synchronous=FULL as kmsd runs it, or PostgreSQL from
@@ -47,6 +47,8 @@ struct Args {
   int64_t throttle = config::RotationConfig{}.rewrap_rate_per_second;
   std::vector<int> parallelism = {1, 2, 4};
   double encrypt_seconds = 4;
+  int batch = sched::RotationOptions{}.rewrap_batch_size;
+  bool skip_latency = false;
 };
 
 [[noreturn]] void Die(const std::string& what, const absl::Status& st) {
@@ -121,8 +123,9 @@ Rig MakeRig(const Args& a, const test::SoftHsmToken& token, const test::TempDir&
   return r;
 }
 
-std::unique_ptr<sched::RotationService> Service(Rig& r, int parallelism, int64_t rate) {
+std::unique_ptr<sched::RotationService> Service(Rig& r, int parallelism, int64_t rate, int batch) {
   sched::RotationOptions o;
+  o.rewrap_batch_size = batch;
   o.rewrap_rate_per_second = rate;
   o.rewrap_parallelism = parallelism;
   o.rewrap_slice = std::chrono::hours(1);
@@ -195,17 +198,18 @@ int Main(const Args& a) {
   std::printf("re-wrap rate, %s + SoftHSM2, %d DEKs, unthrottled\n", a.backend.c_str(), a.deks);
   for (int p : a.parallelism) {
     Rig rig = MakeRig(a, *token, dir, ++round, a.deks);
-    auto service = Service(rig, p, 0);
+    auto service = Service(rig, p, 0, a.batch);
     const double secs = RunJob(*service);
     std::printf("  parallelism %d: %.2f s, %.0f DEKs/s\n", p, secs, a.deks / secs);
   }
 
+  if (a.skip_latency) return 0;
   std::printf("Encrypt latency (in process, %d threads, DEKs cached), %s\n", a.encrypt_threads,
               a.backend.c_str());
   Rig rig = MakeRig(a, *token, dir, ++round, a.deks);
   for (int w = 0; w < 3; ++w) EncryptLoad(*rig.keys, a.encrypt_threads, 0.3, nullptr);  // warm
   const Latency base = EncryptLoad(*rig.keys, a.encrypt_threads, a.encrypt_seconds, nullptr);
-  auto service = Service(rig, config::RotationConfig{}.rewrap_parallelism, a.throttle);
+  auto service = Service(rig, config::RotationConfig{}.rewrap_parallelism, a.throttle, a.batch);
   std::atomic<bool> job_done{false};
   double job_secs = 0;
   std::thread job([&] {
@@ -245,6 +249,10 @@ int main(int argc, char** argv) {
       a.encrypt_threads = std::stoi(next());
     } else if (arg == "--throttle") {
       a.throttle = std::stoll(next());
+    } else if (arg == "--batch") {
+      a.batch = std::stoi(next());
+    } else if (arg == "--rate-only") {
+      a.skip_latency = true;
     } else if (arg == "--encrypt-seconds") {
       a.encrypt_seconds = std::stod(next());
     } else if (arg == "--parallelism") {
@@ -259,7 +267,7 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: rewrap_bench [--deks N] [--backend sqlite|postgres] [--encrypt-threads T] "
-                   "[--encrypt-seconds S] [--throttle R] [--parallelism 1,2,4]\n");
+                   "[--encrypt-seconds S] [--throttle R] [--parallelism 1,2,4] [--batch B] [--rate-only]\n");
       return 2;
     }
   }

@@ -335,7 +335,15 @@ int main(int argc, char** argv) {
         for (const auto& b : resp.backends()) {
           backends.push_back({{"name", b.name()}, {"healthy", b.healthy()}, {"detail", b.detail()}});
         }
+        json rotations = json::array();
+        for (const auto& r : resp.rotations()) {
+          rotations.push_back({{"kind", r.kind()}, {"due_in_seconds", r.due_in_seconds()},
+                               {"known", r.known()}, {"pending", r.pending()},
+                               {"skipped_since_unix", r.skipped_since_unix()},
+                               {"last_error", r.last_error()}, {"running_job_id", r.running_job_id()}});
+        }
         std::cout << json{{"version", resp.version()}, {"node_id", resp.node_id()},
+                          {"rotations", rotations},
                           {"ready", resp.ready()}, {"uptime_seconds", resp.uptime_seconds()},
                           {"master_key_kind", resp.master_key_kind()},
                           {"store_backend", resp.store_backend()},
@@ -360,6 +368,20 @@ int main(int argc, char** argv) {
         for (const auto& b : resp.backends()) {
           std::cout << "backend " << b.name() << ": " << (b.healthy() ? "healthy" : "DOWN") << " ("
                     << b.detail() << ")\n";
+        }
+        for (const auto& r : resp.rotations()) {
+          if (!r.known()) continue;
+          std::cout << "rotation " << r.kind() << ": ";
+          if (r.kind() == "dek") {
+            std::cout << r.pending() << " tenants due at the last check";
+            if (r.pending() > 0) std::cout << " (most overdue by " << -r.due_in_seconds() << " s)";
+          } else {
+            std::cout << (r.due_in_seconds() > 0
+                              ? "due in " + std::to_string(r.due_in_seconds()) + " s"
+                              : "OVERDUE by " + std::to_string(-r.due_in_seconds()) + " s");
+          }
+          if (r.skipped_since_unix() != 0) std::cout << ", checks skipped since " << r.skipped_since_unix();
+          std::cout << "\n";
         }
       }
     } else if (*tenant_create || *tenant_get) {
