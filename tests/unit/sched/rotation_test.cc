@@ -1,11 +1,14 @@
 // Scheduled rotation, the KEK re-wrap job and KEK retirement (src/sched/rotation.h), on a
 // simulated clock against a real KeyManager, JwtService and HsmKekRing over a FakeHsm and
-// an in-memory SQLite store (wrapped by InjectingKeyStore for outages).
+// a real store wrapped by InjectingKeyStore for outages: SQLite in memory (unit), or,
+// built with KMS_ROTATION_TEST_POSTGRES, PostgreSQL in a schema of each test's own
+// (tests/integration/sched, on the test runner's server).
 #include "src/sched/rotation.h"
 
 #include <chrono>
 #include <map>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -17,6 +20,9 @@
 #include "src/sched/scheduler.h"
 #include "src/sched/store_epoch.h"
 #include "src/store/sqlite/sqlite_key_store.h"
+#ifdef KMS_ROTATION_TEST_POSTGRES
+#include "src/store/postgres/postgres_key_store.h"
+#endif
 #include "tests/fakes/fake_hsm.h"
 #include "tests/fakes/injecting_key_store.h"
 #include "tests/unit/sched/sched_fakes.h"
@@ -34,10 +40,22 @@ constexpr int64_t kDekPeriod = 5 * 86400;
 class RotationTest : public ::testing::Test {
  protected:
   void SetUp() override {
+#ifdef KMS_ROTATION_TEST_POSTGRES
+    const char* conninfo = std::getenv("KMS_TEST_PG_CONNINFO");
+    const char* password_file = std::getenv("KMS_TEST_PG_PASSWORD_FILE");
+    ASSERT_TRUE(conninfo != nullptr && password_file != nullptr)
+        << "KMS_TEST_PG_CONNINFO / KMS_TEST_PG_PASSWORD_FILE are not set: run through tools/test.sh";
+    std::mt19937_64 rng(std::random_device{}());
+    auto opened = store::PostgresKeyStore::Open(store::PostgresOptions{
+        .conninfo = conninfo,
+        .password_file = password_file,
+        .schema = absl::StrCat("rotation_test_", rng() % 1000000000)});
+#else
     auto opened = store::SqliteKeyStore::Open(":memory:");
+#endif
     ASSERT_TRUE(opened.ok()) << opened.status();
-    sqlite_ = std::move(*opened);
-    store_ = std::make_unique<testing::InjectingKeyStore>(sqlite_.get());
+    real_ = std::move(*opened);
+    store_ = std::make_unique<testing::InjectingKeyStore>(real_.get());
     auto ring = keys::HsmKekRing::Create(&hsm_, store_.get(), &clock_);
     ASSERT_TRUE(ring.ok()) << ring.status();
     ring_ = std::move(*ring);
@@ -78,7 +96,7 @@ class RotationTest : public ::testing::Test {
   }
 
   uint32_t PrimaryDek(const std::string& tenant) {
-    auto t = sqlite_->GetTenant(tenant);
+    auto t = real_->GetTenant(tenant);
     EXPECT_TRUE(t.ok()) << t.status();
     return t.ok() ? t->primary_dek_version : 0;
   }
@@ -86,7 +104,7 @@ class RotationTest : public ::testing::Test {
   // KEK version -> DEKs + JWT keys wrapped under it.
   std::map<uint32_t, uint64_t> Usage() {
     std::map<uint32_t, uint64_t> out;
-    auto usage = sqlite_->ListKekUsage();
+    auto usage = real_->ListKekUsage();
     EXPECT_TRUE(usage.ok());
     if (usage.ok()) {
       for (const auto& u : *usage) out[u.kek_version] = u.deks + u.jwt_keys;
@@ -95,7 +113,7 @@ class RotationTest : public ::testing::Test {
   }
 
   store::KekState KekState(uint32_t version) {
-    auto keks = sqlite_->ListKeks();
+    auto keks = real_->ListKeks();
     EXPECT_TRUE(keks.ok());
     for (const auto& k : *keks) {
       if (k.version == version) return k.state;
@@ -127,7 +145,7 @@ class RotationTest : public ::testing::Test {
 
   testing::SimulatedClock clock_;
   testing::FakeHsm hsm_;
-  std::unique_ptr<store::KeyStore> sqlite_;
+  std::unique_ptr<store::KeyStore> real_;
   std::unique_ptr<testing::InjectingKeyStore> store_;
   std::unique_ptr<keys::HsmKekRing> ring_;
   std::unique_ptr<keys::KeyManager> keys_;
@@ -320,6 +338,23 @@ TEST_F(RotationTest, RotateKekRewrapsEveryKeyOnceRetiresTheOldKekAndUnloadsIt) {
   EXPECT_TRUE((*fresh)->Load().ok());
 }
 
+TEST_F(RotationTest, AnotherReplicaUnloadsTheRetiredKekWhenItRereadsItsKeks) {
+  testing::FakeHsm other_hsm;  // another replica's session objects
+  auto other = keys::HsmKekRing::Create(&other_hsm, store_.get(), &clock_);
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_TRUE(other_hsm.HasKek(1));
+  CreateTenants(2);
+  ASSERT_TRUE(rotation_->StartKekRotation().ok());
+  ASSERT_TRUE((*other)->Refresh().ok());  // sees KEK 2 (the epoch poll or the bus)
+  EXPECT_TRUE(other_hsm.HasKek(2));
+  ASSERT_TRUE(rotation_->RunRewrap().ok());
+  ASSERT_EQ(KekState(1), store::KekState::kRetired);
+  EXPECT_TRUE(other_hsm.HasKek(1));
+  ASSERT_TRUE((*other)->Refresh().ok());  // the retirement moved the epoch
+  EXPECT_FALSE(other_hsm.HasKek(1));
+  EXPECT_TRUE(other_hsm.HasKek(2));
+}
+
 TEST_F(RotationTest, TwoRotationsAtOnceAreRefusedWhileTheRewrapRuns) {
   CreateTenants(3);
   auto first = rotation_->StartKekRotation();
@@ -428,7 +463,7 @@ TEST_F(RotationTest, AFinalPassCatchesAKeyWrittenUnderTheOldKekBehindTheCursor) 
 TEST_F(RotationTest, AKeyThatDoesNotOpenFailsTheJobAndKeepsTheOldKekNamingTheCount) {
   CreateTenants(3);
   // A damaged blob under KEK 1 (another tenant's blob: its AAD does not match).
-  auto other = sqlite_->GetTenantDek("t1000", 1);
+  auto other = real_->GetTenantDek("t1000", 1);
   ASSERT_TRUE(other.ok());
   store::TenantRecord t{.id = "bad", .primary_dek_version = 1, .created_at = clock_.UnixSeconds()};
   ASSERT_TRUE(store_
@@ -472,10 +507,10 @@ TEST_F(RotationTest, RetiredKekBlobsAreDestroyedAfterTheKeepPeriod) {
   EXPECT_EQ(KekState(1), store::KekState::kRetired);
   clock_.Advance(std::chrono::hours(24 * options_.retired_kek_keep_days - 1));
   ASSERT_TRUE(rotation_->Check().ok());
-  EXPECT_EQ(sqlite_->ListKeks()->size(), 2u);
+  EXPECT_EQ(real_->ListKeks()->size(), 2u);
   clock_.Advance(2h);
   ASSERT_TRUE(rotation_->Check().ok());
-  auto keks = sqlite_->ListKeks();
+  auto keks = real_->ListKeks();
   ASSERT_TRUE(keks.ok());
   ASSERT_EQ(keks->size(), 1u);
   EXPECT_EQ((*keks)[0].version, 2u);
