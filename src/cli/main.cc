@@ -9,6 +9,8 @@
 #include <iostream>
 #include <iterator>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "grpcpp/grpcpp.h"
@@ -134,6 +136,88 @@ std::string Trim(std::string s) {
   return s;
 }
 
+json RotationJobJson(const kms::v1::RotationJob& j, double rate, int64_t eta_seconds) {
+  return {{"job_id", j.job_id()},
+          {"kind", j.kind()},
+          {"state", j.state()},
+          {"from_kek_version", j.from_kek_version()},
+          {"to_kek_version", j.to_kek_version()},
+          {"total", j.total()},
+          {"done", j.done()},
+          {"skipped", j.skipped()},
+          {"started_at_unix", j.started_at_unix()},
+          {"updated_at_unix", j.updated_at_unix()},
+          {"finished_at_unix", j.finished_at_unix()},
+          {"rate_per_second", rate},
+          {"eta_seconds", eta_seconds},
+          {"last_error", j.last_error()}};
+}
+
+kms::v1::RotationJob GetJob(kms::v1::AdminService::Stub& admin, const Connection& conn,
+                            const std::string& job_id) {
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, conn);
+  kms::v1::GetRotationJobRequest req;
+  req.set_job_id(job_id);
+  kms::v1::GetRotationJobResponse resp;
+  Check(admin.GetRotationJob(&ctx, req, &resp));
+  return resp.job();
+}
+
+// Shows a re-wrap job, once or (follow) until it ends: a progress bar with rate and ETA
+// on a terminal, one plain line per poll otherwise, one JSON object per line with -o json.
+// The rate is measured between polls (the server's average before the second poll).
+kms::v1::RotationJob ShowJob(kms::v1::AdminService::Stub& admin, const Connection& conn,
+                             const std::string& job_id, bool follow, bool as_json, double poll_seconds) {
+  const bool tty = !as_json && isatty(STDOUT_FILENO);
+  uint64_t last_moved = 0;
+  auto last_time = std::chrono::steady_clock::now();
+  bool have_last = false;
+  std::string id = job_id;
+  while (true) {
+    kms::v1::RotationJob j = GetJob(admin, conn, id);
+    id = j.job_id();  // the newest job when none was named: keep following that one
+    const auto now = std::chrono::steady_clock::now();
+    const uint64_t moved = j.done() + j.skipped();
+    double rate = j.rate_per_second();
+    if (have_last) {
+      const double dt = std::chrono::duration<double>(now - last_time).count();
+      if (dt > 0 && moved >= last_moved) rate = static_cast<double>(moved - last_moved) / dt;
+    }
+    last_moved = moved;
+    last_time = now;
+    have_last = true;
+    const bool running = j.state() == "running";
+    const uint64_t left = j.total() > moved ? j.total() - moved : 0;
+    const int64_t eta = running && rate > 0 ? static_cast<int64_t>(static_cast<double>(left) / rate + 0.5)
+                                            : (running ? -1 : 0);
+    if (as_json) {
+      std::cout << RotationJobJson(j, rate, eta).dump() << std::endl;
+    } else {
+      const double pct = j.total() == 0 ? 100.0 : 100.0 * static_cast<double>(std::min(moved, j.total())) /
+                                                      static_cast<double>(j.total());
+      std::ostringstream line;
+      line << "job " << j.job_id() << " " << j.state() << " KEK v" << j.from_kek_version() << "..v"
+           << (j.to_kek_version() > 0 ? j.to_kek_version() - 1 : 0) << " -> v" << j.to_kek_version()
+           << ": " << j.done() << "/" << j.total() << " re-wrapped, " << j.skipped() << " skipped, "
+           << static_cast<int64_t>(rate) << " keys/s";
+      if (running) line << ", ETA " << (eta < 0 ? std::string("?") : std::to_string(eta) + " s");
+      if (!j.last_error().empty()) line << ", error: " << j.last_error();
+      if (tty) {
+        constexpr int kWidth = 30;
+        const int filled = static_cast<int>(pct / 100.0 * kWidth);
+        std::cout << "\r[" << std::string(filled, '#') << std::string(kWidth - filled, '.') << "] "
+                  << static_cast<int>(pct) << "% " << line.str() << "\x1b[K" << std::flush;
+        if (!follow || !running) std::cout << "\n";
+      } else {
+        std::cout << line.str() << std::endl;
+      }
+    }
+    if (!follow || !running) return j;
+    std::this_thread::sleep_for(std::chrono::duration<double>(poll_seconds));
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -204,7 +288,28 @@ int main(int argc, char** argv) {
   auto* kek = app.add_subcommand("kek", "Key-encryption keys");
   kek->require_subcommand(1);
   kek->fallthrough();
-  auto* kek_rotate = kek->add_subcommand("rotate", "Create the next KEK version in the HSM");
+  auto* kek_rotate = kek->add_subcommand(
+      "rotate", "Create the next KEK version in the HSM and start re-wrapping every key under it");
+  bool wait = false;
+  double poll_seconds = 1.0;
+  int64_t wait_timeout = 86400;
+  kek_rotate->add_flag("--wait", wait,
+                       "Follow the re-wrap job until it is done and the old KEK is retired");
+  kek_rotate->add_option("--poll", poll_seconds, "Seconds between progress polls")->capture_default_str();
+  kek_rotate->add_option("--wait-timeout", wait_timeout,
+                         "Give up waiting for the old KEK's retirement after this many seconds")
+      ->capture_default_str();
+
+  auto* rotation = app.add_subcommand("rotation", "KEK re-wrap jobs");
+  rotation->require_subcommand(1);
+  rotation->fallthrough();
+  std::string job_id;
+  bool follow = false;
+  auto* rotation_status =
+      rotation->add_subcommand("status", "Progress of a re-wrap job (default: the newest)");
+  rotation_status->add_option("job_id", job_id, "Job id (default: the newest job)");
+  rotation_status->add_flag("-f,--follow", follow, "Keep showing progress until the job ends");
+  rotation_status->add_option("--poll", poll_seconds, "Seconds between polls")->capture_default_str();
 
   auto* jwt = app.add_subcommand("jwt", "ES256 access tokens");
   jwt->require_subcommand(1);
@@ -261,7 +366,15 @@ int main(int argc, char** argv) {
         for (const auto& b : resp.backends()) {
           backends.push_back({{"name", b.name()}, {"healthy", b.healthy()}, {"detail", b.detail()}});
         }
+        json rotations = json::array();
+        for (const auto& r : resp.rotations()) {
+          rotations.push_back({{"kind", r.kind()}, {"due_in_seconds", r.due_in_seconds()},
+                               {"known", r.known()}, {"pending", r.pending()},
+                               {"skipped_since_unix", r.skipped_since_unix()},
+                               {"last_error", r.last_error()}, {"running_job_id", r.running_job_id()}});
+        }
         std::cout << json{{"version", resp.version()}, {"node_id", resp.node_id()},
+                          {"rotations", rotations},
                           {"ready", resp.ready()}, {"uptime_seconds", resp.uptime_seconds()},
                           {"master_key_kind", resp.master_key_kind()},
                           {"store_backend", resp.store_backend()},
@@ -286,6 +399,20 @@ int main(int argc, char** argv) {
         for (const auto& b : resp.backends()) {
           std::cout << "backend " << b.name() << ": " << (b.healthy() ? "healthy" : "DOWN") << " ("
                     << b.detail() << ")\n";
+        }
+        for (const auto& r : resp.rotations()) {
+          if (!r.known()) continue;
+          std::cout << "rotation " << r.kind() << ": ";
+          if (r.kind() == "dek") {
+            std::cout << r.pending() << " tenants due at the last check";
+            if (r.pending() > 0) std::cout << " (most overdue by " << -r.due_in_seconds() << " s)";
+          } else {
+            std::cout << (r.due_in_seconds() > 0
+                              ? "due in " + std::to_string(r.due_in_seconds()) + " s"
+                              : "OVERDUE by " + std::to_string(-r.due_in_seconds()) + " s");
+          }
+          if (r.skipped_since_unix() != 0) std::cout << ", checks skipped since " << r.skipped_since_unix();
+          std::cout << "\n";
         }
       }
     } else if (*tenant_create || *tenant_get) {
@@ -416,15 +543,51 @@ int main(int argc, char** argv) {
         std::cout << out << "\n";
       }
     } else if (*kek_rotate) {
-      grpc::ClientContext ctx;
-      SetDeadline(ctx, conn);
       kms::v1::RotateKekResponse resp;
-      Check(admin->RotateKek(&ctx, {}, &resp));
-      if (as_json) {
-        std::cout << json{{"primary_kek_version", resp.primary_kek_version()}}.dump(2) << "\n";
-      } else {
-        std::cout << "primary KEK is now version " << resp.primary_kek_version() << "\n";
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        Check(admin->RotateKek(&ctx, {}, &resp));
       }
+      if (as_json) {
+        std::cout << json{{"primary_kek_version", resp.primary_kek_version()},
+                          {"job_id", resp.job_id()}}.dump() << std::endl;
+      } else {
+        std::cout << "primary KEK is now version " << resp.primary_kek_version() << "; re-wrap job "
+                  << resp.job_id() << std::endl;
+      }
+      if (wait) {
+        kms::v1::RotationJob j = ShowJob(*admin, conn, resp.job_id(), true, as_json, poll_seconds);
+        if (j.state() != "done") throw Failure{1, "re-wrap job " + j.job_id() + " " + j.state() + ": " + j.last_error()};
+        // Retirement follows the job (at once on one node; after the grace in a cluster).
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(wait_timeout);
+        while (true) {
+          grpc::ClientContext ctx;
+          SetDeadline(ctx, conn);
+          kms::v1::GetStatusResponse st;
+          Check(admin->GetStatus(&ctx, {}, &st));
+          std::vector<uint32_t> active_old;
+          for (const auto& k : st.kek_versions()) {
+            if (k.version() < resp.primary_kek_version() && k.state() == "active") active_old.push_back(k.version());
+          }
+          if (active_old.empty()) break;
+          if (std::chrono::steady_clock::now() > deadline) {
+            throw Failure{1, "the re-wrap is done but KEK version " + std::to_string(active_old.front()) +
+                                 " is not retired yet (see kmsd's log)"};
+          }
+          std::this_thread::sleep_for(std::chrono::duration<double>(poll_seconds));
+        }
+        if (as_json) {
+          std::cout << json{{"job_id", j.job_id()}, {"state", "done"},
+                            {"retired_below_kek_version", resp.primary_kek_version()}}.dump() << std::endl;
+        } else {
+          std::cout << "every key is under KEK version " << resp.primary_kek_version()
+                    << "; older versions are retired" << std::endl;
+        }
+      }
+    } else if (*rotation_status) {
+      kms::v1::RotationJob j = ShowJob(*admin, conn, job_id, follow, as_json, poll_seconds);
+      if (j.state() == "failed") return 1;
     } else if (*jwt_sign) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);

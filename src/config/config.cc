@@ -178,8 +178,8 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   ObjectReader top(root, "");
   KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
                                      "policy_file", "limits", "dek_cache", "tenants",
-                                     "redis", "cluster", "jwt", "log_level", "lock_memory",
-                                     "metrics", "health"}));
+                                     "redis", "cluster", "jwt", "rotation", "log_level",
+                                     "lock_memory", "metrics", "health"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -262,6 +262,21 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(WithObject(top, "cluster", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"poll_interval_seconds"}));
     return r.GetInt64("poll_interval_seconds", &c.cluster.poll_interval_seconds);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "rotation", [&](ObjectReader& r) {
+    RotationConfig& o = c.rotation;
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"check_interval_seconds", "kek_period_seconds",
+                                     "dek_period_seconds", "dek_rotations_per_check",
+                                     "rewrap_rate_per_second", "rewrap_batch_size",
+                                     "rewrap_parallelism", "retired_kek_keep_days"}));
+    KMS_RETURN_IF_ERROR(r.GetInt64("check_interval_seconds", &o.check_interval_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("kek_period_seconds", &o.kek_period_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("dek_period_seconds", &o.dek_period_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("dek_rotations_per_check", &o.dek_rotations_per_check));
+    KMS_RETURN_IF_ERROR(r.GetInt64("rewrap_rate_per_second", &o.rewrap_rate_per_second));
+    KMS_RETURN_IF_ERROR(r.GetInt64("rewrap_batch_size", &o.rewrap_batch_size));
+    KMS_RETURN_IF_ERROR(r.GetInt64("rewrap_parallelism", &o.rewrap_parallelism));
+    return r.GetInt64("retired_kek_keep_days", &o.retired_kek_keep_days);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "jwt", [&](ObjectReader& r) {
     JwtConfig& j = c.jwt;
@@ -503,6 +518,18 @@ absl::Status ValidateConfig(const Config& c) {
   CheckRange(errors, "cluster.poll_interval_seconds", c.cluster.poll_interval_seconds, 1, 3600);
   CheckRange(errors, "health.probe_interval_seconds", c.health.probe_interval_seconds, 1, 300);
   ValidateJwt(errors, c.jwt);
+  {
+    constexpr int64_t kTenYears = int64_t{10} * 365 * 86400;
+    const RotationConfig& o = c.rotation;
+    CheckRange(errors, "rotation.check_interval_seconds", o.check_interval_seconds, 1, 86400);
+    CheckRange(errors, "rotation.kek_period_seconds", o.kek_period_seconds, 60, kTenYears);
+    CheckRange(errors, "rotation.dek_period_seconds", o.dek_period_seconds, 60, kTenYears);
+    CheckRange(errors, "rotation.dek_rotations_per_check", o.dek_rotations_per_check, 1, 100000);
+    CheckRange(errors, "rotation.rewrap_rate_per_second", o.rewrap_rate_per_second, 0, 10000000);
+    CheckRange(errors, "rotation.rewrap_batch_size", o.rewrap_batch_size, 1, 1000);
+    CheckRange(errors, "rotation.rewrap_parallelism", o.rewrap_parallelism, 1, 64);
+    CheckRange(errors, "rotation.retired_kek_keep_days", o.retired_kek_keep_days, 0, 3650);
+  }
   CheckReadableFile(errors, "policy_file", c.policy_file);
 
   CheckRange(errors, "limits.max_plaintext_bytes", c.limits.max_plaintext_bytes, 1,

@@ -59,6 +59,19 @@ struct ClusterConfig {
   int64_t poll_interval_seconds = 10;
 };
 
+// Scheduled rotation and the KEK re-wrap job (src/sched/rotation.h). The periods default
+// to KMS_ROTATION_PERIOD / VAULT_ROTATION_PERIOD when set (which also sets the JWT one).
+struct RotationConfig {
+  int64_t check_interval_seconds = 60;
+  int64_t kek_period_seconds = 7776000;
+  int64_t dek_period_seconds = 7776000;
+  int64_t dek_rotations_per_check = 500;   // tenants rotated by age per check at most
+  int64_t rewrap_rate_per_second = 2000;   // keys re-wrapped per second; 0: unthrottled
+  int64_t rewrap_batch_size = 500;         // keys per batch and checkpoint
+  int64_t rewrap_parallelism = 2;          // HSM re-wrap calls in flight within a batch
+  int64_t retired_kek_keep_days = 30;      // then the retired KEK's blob is destroyed
+};
+
 struct JwtConfig {
   std::string issuer;                       // set as "iss" when a caller gives none
   int64_t max_ttl_seconds = 900;            // JWT_ACCESS_TOKEN_TTL
@@ -130,6 +143,7 @@ struct Config {
   JwtConfig jwt;
   MetricsConfig metrics;
   HealthConfig health;
+  RotationConfig rotation;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error
   bool lock_memory = true;         // mlock key pages where the process may

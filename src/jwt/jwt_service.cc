@@ -94,6 +94,17 @@ absl::Status ApplyEnvironmentOverrides(JwtServiceOptions& options,
   return absl::OkStatus();
 }
 
+absl::StatusOr<int64_t> RotationPeriodFromEnvironment(
+    const std::function<const char*(const char*)>& getenv) {
+  JwtServiceOptions o;
+  o.rotation_period_seconds = 0;
+  KMS_RETURN_IF_ERROR(ApplyEnvironmentOverrides(o, [&getenv](const char* name) -> const char* {
+    const std::string_view n(name);
+    return n == "KMS_ROTATION_PERIOD" || n == "VAULT_ROTATION_PERIOD" ? getenv(name) : nullptr;
+  }));
+  return o.rotation_period_seconds;
+}
+
 std::vector<uint8_t> JwtKeyAad(std::string_view kid, uint32_t kek_version) {
   std::vector<uint8_t> aad(kAadLabel.begin(), kAadLabel.end());
   AppendLengthPrefixed(aad, kid);

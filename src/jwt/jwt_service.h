@@ -89,6 +89,11 @@ absl::Status ApplyEnvironmentOverrides(JwtServiceOptions& options);
 // The same with an injected getenv (tests).
 absl::Status ApplyEnvironmentOverrides(JwtServiceOptions& options,
                                        const std::function<const char*(const char*)>& getenv);
+// The rotation period the environment sets for every key kind (KMS_ROTATION_PERIOD, else
+// VAULT_ROTATION_PERIOD), parsed by ApplyEnvironmentOverrides' rules; 0 when neither is
+// set. INVALID_ARGUMENT as there. The scheduled KEK and DEK rotations use it too.
+absl::StatusOr<int64_t> RotationPeriodFromEnvironment(
+    const std::function<const char*(const char*)>& getenv);
 
 // The AAD that binds a sealed JWT private key to its kid and KEK version.
 std::vector<uint8_t> JwtKeyAad(std::string_view kid, uint32_t kek_version);

@@ -1,6 +1,7 @@
 #include "src/keys/kek_ring.h"
 
 #include <algorithm>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
@@ -43,13 +44,24 @@ absl::Status HsmKekRing::LoadLocked() {
     if (kek.state != store::KekState::kActive) continue;
     if (Poisoned(kek.version)) KMS_RETURN_IF_ERROR(DropUncommitted(kek.version));
     KMS_RETURN_IF_ERROR(hsm_->LoadKek(kek.version, kek.wrapped));
+    loaded_.insert(kek.version);
     loaded.insert(kek.version);
     primary = std::max(primary, kek.version);
   }
   if (primary == 0) return absl::FailedPreconditionError("the store holds no active KEK");
   {
     WriterLock lock(&committed_mu_);
-    committed_ = std::move(loaded);
+    committed_ = loaded;
+  }
+  // A version retired (or destroyed) since: its HSM session object goes.
+  for (auto it = loaded_.begin(); it != loaded_.end();) {
+    if (loaded.contains(*it)) {
+      ++it;
+      continue;
+    }
+    KMS_RETURN_IF_ERROR(hsm_->UnloadKek(*it));
+    spdlog::info("KEK version {} is no longer active: unloaded from the HSM", *it);
+    it = loaded_.erase(it);
   }
   primary_.store(primary);
   return absl::OkStatus();
@@ -145,6 +157,7 @@ absl::StatusOr<uint32_t> HsmKekRing::RotateLocked() {
     }
     return inserted;
   }
+  loaded_.insert(next);
   {
     WriterLock committed(&committed_mu_);
     committed_.insert(next);

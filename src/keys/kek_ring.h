@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,8 @@ class HsmKekRing final : public KekRing {
   // loaded) until the re-wrap moves them. ABORTED when another replica rotated at the
   // same moment.
   absl::StatusOr<uint32_t> Rotate();
+  // Also unloads versions that are no longer active (retired, destroyed): their HSM
+  // session objects are destroyed on this node.
   absl::Status Refresh() override;
   absl::StatusOr<std::vector<KekInfo>> List();
 
@@ -91,6 +94,7 @@ class HsmKekRing final : public KekRing {
   mutable SharedMutex committed_mu_;
   absl::flat_hash_set<uint32_t> committed_ ABSL_GUARDED_BY(committed_mu_);
   absl::flat_hash_set<uint32_t> poisoned_ ABSL_GUARDED_BY(committed_mu_);
+  std::set<uint32_t> loaded_ ABSL_GUARDED_BY(mu_);  // versions this ring loaded into the HSM
 };
 
 }  // namespace kms::keys

@@ -33,6 +33,7 @@
 #include "src/sched/health_state.h"
 #include "src/sched/key_jobs.h"
 #include "src/sched/key_state.h"
+#include "src/sched/rotation.h"
 #include "src/sched/scheduler.h"
 #include "src/sched/store_epoch.h"
 
@@ -68,6 +69,7 @@ struct KmsServer::Parts {
   std::unique_ptr<sched::StoreEpochSource> epoch;
   std::unique_ptr<sched::KeyManagerSink> invalidations;
   std::unique_ptr<sched::Scheduler> scheduler;
+  std::unique_ptr<sched::RotationService> rotation;
   std::unique_ptr<CallGate> gate;
   std::unique_ptr<KeyServiceImpl> key_service;
   std::unique_ptr<AdminServiceImpl> admin_service;
@@ -165,6 +167,33 @@ void ApplyGrpcHealth(grpc::HealthCheckServiceInterface* service, const sched::He
   for (const sched::BackendHealth& b : s.backends) {
     service->SetServingStatus(absl::StrCat("kmsd.", b.name), s.serving() && b.up);
   }
+}
+
+// The rotation options from the config; KMS_ROTATION_PERIOD / VAULT_ROTATION_PERIOD,
+// when set, replace both periods (as they replace the JWT one).
+absl::StatusOr<sched::RotationOptions> RotationOptionsFrom(const config::Config& config) {
+  const config::RotationConfig& c = config.rotation;
+  sched::RotationOptions o;
+  o.check_interval = std::chrono::seconds(c.check_interval_seconds);
+  o.kek_period_seconds = c.kek_period_seconds;
+  o.dek_period_seconds = c.dek_period_seconds;
+  KMS_ASSIGN_OR_RETURN(int64_t env_period, jwt::RotationPeriodFromEnvironment(
+                                               [](const char* name) { return std::getenv(name); }));
+  if (env_period > 0) {
+    o.kek_period_seconds = env_period;
+    o.dek_period_seconds = env_period;
+  }
+  o.dek_rotations_per_check = static_cast<int>(c.dek_rotations_per_check);
+  o.rewrap_rate_per_second = c.rewrap_rate_per_second;
+  o.rewrap_batch_size = static_cast<int>(c.rewrap_batch_size);
+  o.rewrap_parallelism = static_cast<int>(c.rewrap_parallelism);
+  o.retired_kek_keep_days = c.retired_kek_keep_days;
+  // With SQLite this node is the only one; with PostgreSQL, every replica has seen the new
+  // KEK (epoch poll) before an old one is retired and unloaded.
+  o.retire_grace = config.store.backend == "postgres"
+                       ? std::chrono::seconds(2 * config.cluster.poll_interval_seconds)
+                       : std::chrono::seconds(0);
+  return o;
 }
 
 }  // namespace
@@ -323,18 +352,32 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   }
   KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeHealthProbeJob(
       *p.health, std::move(probes), std::chrono::seconds(config.health.probe_interval_seconds))));
-  // Key ages for the metrics, read from the store by a job, never by a scrape. The
-  // rotation periods come from the JWT options for now; the rotation jobs set their own.
+  // Key ages for the metrics, read from the store by a job, never by a scrape, against
+  // the same rotation periods the rotation check uses.
+  KMS_ASSIGN_OR_RETURN(sched::RotationOptions rotation_options, RotationOptionsFrom(config));
   p.key_state = std::make_unique<sched::KeyStateCache>(
       *p.store, *p.store, [&p] { return p.kek_ring->primary_version(); });
   p.key_state->set_now_for_refresh([] { return RealClock::Instance().UnixSeconds(); });
-  for (sched::RotatingKey key : sched::kAllRotatingKeys) {
-    p.key_state->SetRotationPeriod(key, jwt_options.rotation_period_seconds);
-  }
+  p.key_state->SetRotationPeriod(sched::RotatingKey::kKek, rotation_options.kek_period_seconds);
+  p.key_state->SetRotationPeriod(sched::RotatingKey::kDek, rotation_options.dek_period_seconds);
+  p.key_state->SetRotationPeriod(sched::RotatingKey::kJwt, jwt_options.rotation_period_seconds);
   if (absl::Status refreshed = p.key_state->Refresh(); !refreshed.ok()) {
     spdlog::warn("key ages not read at start: {}", refreshed.ToString());
   }
   KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeKeyStateRefreshJob(*p.key_state)));
+  {
+    std::vector<std::unique_ptr<sched::RewrapTarget>> targets;
+    targets.push_back(std::make_unique<sched::DekRewrapTarget>(
+        p.kek_ring.get(), p.store.get(), p.store.get(), rotation_options.rewrap_parallelism));
+    targets.push_back(std::make_unique<sched::JwtRewrapTarget>(p.jwt.get(), p.store.get()));
+    p.rotation = std::make_unique<sched::RotationService>(
+        RealClock::Instance(), *p.store, *p.kek_ring, *p.keys, p.jwt.get(), std::move(targets),
+        std::move(rotation_options));
+    p.rotation->SetOnJobCreated([&p] { p.scheduler->Trigger(sched::kKekRewrapJobName).IgnoreError(); });
+    p.rotation->SetPublish([&p](const coord::InvalidationEvent& e) { p.scheduler->Publish(e); });
+    KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeRotationCheckJob(*p.rotation)));
+    KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeKekRewrapJob(*p.rotation)));
+  }
   p.keys->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
   p.kek_ring->SetChangeListener(
@@ -351,6 +394,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                                                               jwt_options.key_max_age_seconds,
                                                           .version = KMSD_VERSION});
     p.gate->set_rate_limited_counter(p.ops.rate_limited);
+    p.rotation->SetRewrappedCounter(p.ops.rewrapped_keys);
     p.rpc_metrics = std::make_unique<RpcMetrics>(
         *p.metrics, std::vector<std::string>{"kms.v1.KeyService", "kms.v1.AdminService"});
     RpcMetrics::Install(p.rpc_metrics.get());
@@ -363,6 +407,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                .store_backend = std::string(p.store->backend_name()),
                .master_key_kind = config.hsm.master_key_kind,
                .started_at_unix = RealClock::Instance().UnixSeconds()});
+  p.admin_service->SetRotation(p.rotation.get());
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

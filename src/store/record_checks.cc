@@ -155,4 +155,48 @@ absl::Status CheckFinishRotationJob(RotationJobState state, const RotationJobPro
   return CheckRotationJobProgress("FinishRotationJob", progress);
 }
 
+absl::Status CheckRetireKek(uint32_t version, int64_t retired_at) {
+  if (version == 0) return absl::InvalidArgumentError("RetireKek: KEK version 0");
+  if (retired_at < 0) return absl::InvalidArgumentError("RetireKek: negative retired_at");
+  return absl::OkStatus();
+}
+
+absl::Status CheckListTenantsDue(int64_t default_period_seconds, int limit) {
+  if (limit <= 0) return absl::InvalidArgumentError("ListTenantsDueForRotation: limit must be > 0");
+  if (default_period_seconds <= 0) {
+    return absl::InvalidArgumentError("ListTenantsDueForRotation: default period must be > 0");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTenantRotationPeriod(std::string_view tenant_id, int64_t period_seconds) {
+  if (tenant_id.empty()) return absl::InvalidArgumentError("SetTenantRotationPeriod: empty tenant id");
+  if (period_seconds < 0) {
+    return absl::InvalidArgumentError("SetTenantRotationPeriod: negative period");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KekNotFound(absl::string_view op, uint32_t version) {
+  return absl::NotFoundError(absl::StrCat(op, ": KEK version ", version, " not found"));
+}
+
+absl::Status KekNotActive(absl::string_view op, uint32_t version, std::string_view state) {
+  return absl::AbortedError(absl::StrCat(op, ": KEK version ", version, " is ",
+                                         absl::string_view(state.data(), state.size()),
+                                         ", not active"));
+}
+
+absl::Status KekIsNewest(absl::string_view op, uint32_t version) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(op, ": KEK version ", version, " is the newest (primary) version"));
+}
+
+absl::Status KekStillReferenced(absl::string_view op, uint32_t version, uint64_t deks,
+                                uint64_t jwt_keys) {
+  if (deks == 0 && jwt_keys == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(op, ": KEK version ", version, " still wraps ",
+                                                    deks, " DEKs and ", jwt_keys, " JWT keys"));
+}
+
 }  // namespace kms::store

@@ -51,5 +51,16 @@ absl::Status CheckCreateRotationJob(const RotationJobRecord& job);
 absl::Status CheckListRotationJobs(int limit);
 absl::Status CheckRotationJobProgress(absl::string_view op, const RotationJobProgress& progress);
 absl::Status CheckFinishRotationJob(RotationJobState state, const RotationJobProgress& progress);
+absl::Status CheckRetireKek(uint32_t version, int64_t retired_at);
+absl::Status CheckListTenantsDue(int64_t default_period_seconds, int limit);
+absl::Status CheckTenantRotationPeriod(std::string_view tenant_id, int64_t period_seconds);
+
+// The refusals of RetireKek, worded once for both backends.
+absl::Status KekNotFound(absl::string_view op, uint32_t version);
+absl::Status KekNotActive(absl::string_view op, uint32_t version, std::string_view state);
+absl::Status KekIsNewest(absl::string_view op, uint32_t version);
+// OK when both counts are zero; else FAILED_PRECONDITION naming them.
+absl::Status KekStillReferenced(absl::string_view op, uint32_t version, uint64_t deks,
+                                uint64_t jwt_keys);
 
 }  // namespace kms::store

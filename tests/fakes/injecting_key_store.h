@@ -44,6 +44,14 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->ListKekUsage();
   }
+  absl::Status RetireKek(uint32_t v, int64_t retired_at) override {
+    if (down_) return Down();
+    return inner_->RetireKek(v, retired_at);
+  }
+  absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) override {
+    if (down_) return Down();
+    return inner_->DestroyRetiredKeks(retired_before);
+  }
 
   // --- TenantKeyStore
   absl::Status CreateTenant(const store::TenantRecord& t, const store::DekRecord& d) override {
@@ -103,6 +111,21 @@ class InjectingKeyStore final : public store::KeyStore {
       std::span<const store::DekRewrap> rewraps) override {
     if (down_) return Down();
     return inner_->UpdateDekWrappings(rewraps);
+  }
+  absl::StatusOr<store::DueTenantPage> ListTenantsDueForRotation(int64_t now,
+                                                                 int64_t default_period,
+                                                                 const std::string& after,
+                                                                 int limit) override {
+    if (down_) return Down();
+    return inner_->ListTenantsDueForRotation(now, default_period, after, limit);
+  }
+  absl::Status SetTenantRotationPeriod(const std::string& id, int64_t period) override {
+    if (down_) return Down();
+    return inner_->SetTenantRotationPeriod(id, period);
+  }
+  absl::StatusOr<int64_t> GetTenantRotationPeriod(const std::string& id) override {
+    if (down_) return Down();
+    return inner_->GetTenantRotationPeriod(id);
   }
 
   // --- JwtKeyStore

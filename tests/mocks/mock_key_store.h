@@ -22,7 +22,10 @@
   MOCK_METHOD(absl::Status, UpdateKekState,                                                 \
               (uint32_t version, ::kms::store::KekState from, ::kms::store::KekState to),   \
               (override));                                                                  \
-  MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::KekUsage>>, ListKekUsage, (), (override))
+  MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::KekUsage>>, ListKekUsage, (), (override)); \
+  MOCK_METHOD(absl::Status, RetireKek, (uint32_t version, int64_t retired_at), (override));   \
+  MOCK_METHOD(absl::StatusOr<std::vector<uint32_t>>, DestroyRetiredKeks,                    \
+              (int64_t retired_before), (override))
 
 #define KMS_MOCK_TENANT_KEY_STORE_METHODS                                                    \
   MOCK_METHOD(absl::Status, CreateTenant,                                                    \
@@ -58,7 +61,15 @@
               (override));                                                                   \
   MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::DekRewrapResult>>,                    \
               UpdateDekWrappings, (std::span<const ::kms::store::DekRewrap> rewraps),        \
-              (override))
+              (override));                                                                   \
+  MOCK_METHOD(absl::StatusOr<::kms::store::DueTenantPage>, ListTenantsDueForRotation,        \
+              (int64_t now, int64_t default_period_seconds, const std::string& after,        \
+               int limit),                                                                   \
+              (override));                                                                   \
+  MOCK_METHOD(absl::Status, SetTenantRotationPeriod,                                         \
+              (const std::string& tenant_id, int64_t period_seconds), (override));           \
+  MOCK_METHOD(absl::StatusOr<int64_t>, GetTenantRotationPeriod,                              \
+              (const std::string& tenant_id), (override))
 
 #define KMS_MOCK_JWT_KEY_STORE_METHODS                                                       \
   MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::JwtKeyRecord>>, ListJwtKeys, (),      \

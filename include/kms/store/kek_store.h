@@ -81,6 +81,26 @@ class KekStore {
   // references it. One consistent snapshot; what another replica changes afterwards is
   // not in it (a re-wrap job re-checks before it retires a version).
   virtual absl::StatusOr<std::vector<KekUsage>> ListKekUsage() = 0;
+
+  // --- Retirement (DESIGN §6): after the re-wrap job has moved every key off a version
+
+  // Moves `version` from active to retired, stamped `retired_at` (Unix seconds), in one
+  // transaction with the count of what still references it: the count and the change
+  // see the same data (SQLite: the write lock; PostgreSQL: the key tables are locked in
+  // SHARE mode for the transaction, so no DEK or JWT key can be written under it
+  // between the count and the change). FAILED_PRECONDITION naming the counts ("still
+  // wraps D DEKs and J JWT keys") while anything references it, and for the newest
+  // version (the primary is never retired); ABORTED when it is not active (retired
+  // already); NOT_FOUND when it does not exist; INVALID_ARGUMENT for version 0 or a
+  // negative retired_at. Moves the epoch (replicas then unload the version).
+  virtual absl::Status RetireKek(uint32_t version, int64_t retired_at) = 0;
+
+  // Destroys the stored blob of every retired version retired before `retired_before`
+  // (Unix seconds) that nothing references, by deleting its row: once gone, nothing can
+  // ever unwrap that KEK again. Returns the versions destroyed, ascending (empty when
+  // none; the epoch moves only when a row was deleted). Versions are never reused: the
+  // newest version is never retired, and new versions count up from it.
+  virtual absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) = 0;
 };
 
 }  // namespace kms::store

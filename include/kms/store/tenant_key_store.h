@@ -128,6 +128,20 @@ enum class DekRewrapResult {
   kNotFound,  // no such tenant or DEK version
 };
 
+// A tenant whose primary DEK is due for rotation by age (ListTenantsDueForRotation).
+struct DueTenant {
+  std::string tenant_id;
+  uint32_t primary_dek_version = 0;
+  int64_t dek_created_at = 0;   // Unix seconds, of the primary DEK version
+  int64_t period_seconds = 0;   // the period that applied: the tenant's own, else the default
+  int64_t row_version = 0;
+};
+
+struct DueTenantPage {
+  std::vector<DueTenant> tenants;
+  bool more = false;  // due tenants may follow tenants.back(): ask again from its id
+};
+
 // The most rows one UpdateDekWrappings call takes.
 inline constexpr size_t kMaxDekRewrapBatch = 1000;
 
@@ -226,6 +240,30 @@ class TenantKeyStore {
   // afterwards (KekStore::UpdateKekState) bumps the epoch.
   virtual absl::StatusOr<std::vector<DekRewrapResult>> UpdateDekWrappings(
       std::span<const DekRewrap> rewraps) = 0;
+
+  // --- For the scheduled DEK rotation (by age)
+
+  // Active tenants whose primary DEK was created at or before `now` minus their period
+  // (the tenant's own rotation period when set, else `default_period_seconds`), ordered
+  // by id (bytewise) strictly after `after`, at most `limit` (> 0). The store does the
+  // filtering (one indexed walk of the tenants after `after`), so a caller pages through
+  // 100,000 tenants without reading them. INVALID_ARGUMENT for limit <= 0 or a
+  // default period <= 0.
+  virtual absl::StatusOr<DueTenantPage> ListTenantsDueForRotation(int64_t now,
+                                                                  int64_t default_period_seconds,
+                                                                  const std::string& after,
+                                                                  int limit) = 0;
+
+  // Sets a tenant's own DEK rotation period in seconds (0: back to the default; the
+  // Vault-compatible API's auto_rotate_period). A setting, not a key change: moves
+  // neither the epoch nor the row_version. NOT_FOUND for an unknown tenant,
+  // FAILED_PRECONDITION for a shredded one, INVALID_ARGUMENT for a negative period.
+  virtual absl::Status SetTenantRotationPeriod(const std::string& tenant_id,
+                                               int64_t period_seconds) = 0;
+
+  // The tenant's own rotation period (0: none set, the default applies). NOT_FOUND for
+  // an unknown tenant.
+  virtual absl::StatusOr<int64_t> GetTenantRotationPeriod(const std::string& tenant_id) = 0;
 };
 
 }  // namespace kms::store

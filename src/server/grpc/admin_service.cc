@@ -1,5 +1,9 @@
 #include "src/server/grpc/admin_service.h"
 
+#include <algorithm>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "src/keys/tenant_id.h"
 #include "src/server/grpc/unary.h"
@@ -21,6 +25,28 @@ void FillTenant(const keys::TenantInfo& info, v1::Tenant* out) {
   out->set_created_at_unix(info.tenant.created_at);
   out->set_dek_created_at_unix(info.primary_dek_created_at);
 }
+
+void FillRotationJob(const store::RotationJobRecord& j, v1::RotationJob* out) {
+  out->set_job_id(absl::StrCat(j.id));
+  out->set_kind(std::string(store::RotationJobKindName(j.kind)));
+  out->set_state(std::string(store::RotationJobStateName(j.state)));
+  out->set_from_kek_version(j.from_kek_version);
+  out->set_to_kek_version(j.to_kek_version);
+  out->set_total(j.progress.total);
+  out->set_done(j.progress.done);
+  out->set_skipped(j.progress.skipped);
+  out->set_started_at_unix(j.created_at);
+  out->set_updated_at_unix(j.updated_at);
+  out->set_finished_at_unix(j.finished_at);
+  // The job's average: checkpoints carry counts and times, not a recent window.
+  const int64_t end = j.finished_at != 0 ? j.finished_at : j.updated_at;
+  const int64_t seconds = std::max<int64_t>(1, end - j.created_at);
+  out->set_rate_per_second(static_cast<double>(j.progress.done + j.progress.skipped) /
+                           static_cast<double>(seconds));
+  out->set_last_error(j.error);
+}
+
+absl::Status NoRotation() { return absl::UnavailableError("the rotation service is not running"); }
 
 }  // namespace
 
@@ -147,9 +173,32 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateKek(grpc::CallbackServerContex
           v1::RotateKekResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(
             gate_.Admit(identity, authz::Operation::kRotate, CallGate::kEveryTenant));
-        KMS_ASSIGN_OR_RETURN(uint32_t version, kek_ring_.Rotate());
-        resp->set_primary_kek_version(version);
-        spdlog::info("KEK rotated to version {} by {}", version, identity);
+        if (rotation_ == nullptr) return NoRotation();
+        KMS_ASSIGN_OR_RETURN(store::RotationJobRecord job, rotation_->StartKekRotation());
+        resp->set_primary_kek_version(job.to_kek_version);
+        resp->set_job_id(absl::StrCat(job.id));
+        spdlog::info("KEK rotated to version {} by {}; re-wrap job {}", job.to_kek_version,
+                     identity, job.id);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::GetRotationJob(grpc::CallbackServerContext* ctx,
+                                                           const grpc::ByteBuffer* in,
+                                                           grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GetRotationJobRequest, v1::GetRotationJobResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "GetRotationJob",
+      [&](const std::string& identity, const v1::GetRotationJobRequest& req,
+          v1::GetRotationJobResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kGetStatus, ""));
+        if (rotation_ == nullptr) return NoRotation();
+        int64_t id = 0;
+        if (!req.job_id().empty() &&
+            (req.job_id().size() > 18 || !absl::SimpleAtoi(req.job_id(), &id) || id <= 0)) {
+          return absl::InvalidArgumentError("job_id must be a positive number (or empty: newest)");
+        }
+        KMS_ASSIGN_OR_RETURN(store::RotationJobRecord job, rotation_->GetJob(id));
+        FillRotationJob(job, resp->mutable_job());
         return absl::OkStatus();
       });
 }
@@ -357,6 +406,19 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
   }
   resp->set_leader(scheduler_.is_leader());
   resp->set_jwt_state(jwt_.Status().state_name);
+  if (rotation_ != nullptr) {
+    const sched::RotationStatus rs = rotation_->Status();
+    for (const sched::RotationKindStatus& k : rs.kinds) {
+      v1::RotationDue* due = resp->add_rotations();
+      due->set_kind(k.kind);
+      due->set_due_in_seconds(k.due_in_seconds);
+      due->set_known(k.known);
+      due->set_pending(k.pending);
+      due->set_skipped_since_unix(k.skipped_since_unix);
+      due->set_last_error(k.last_error);
+      if (rs.running_job_id != 0) due->set_running_job_id(absl::StrCat(rs.running_job_id));
+    }
+  }
 
   if (store_up) {
     KMS_ASSIGN_OR_RETURN(std::vector<keys::KekInfo> keks, kek_ring_.List());

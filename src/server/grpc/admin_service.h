@@ -12,6 +12,7 @@
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
 #include "src/sched/health_state.h"
+#include "src/sched/rotation.h"
 #include "src/sched/scheduler_status.h"
 #include "src/server/gate/call_gate.h"
 
@@ -37,7 +38,8 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                                     v1::AdminService::WithRawCallbackMethod_AckJwtCritical<
                                         v1::AdminService::WithRawCallbackMethod_SetMinDecryptVersion<
                                             v1::AdminService::WithRawCallbackMethod_ListKeys<
-                                                v1::AdminService::Service>>>>>>>>>>>>;
+                                                v1::AdminService::WithRawCallbackMethod_GetRotationJob<
+                                                    v1::AdminService::Service>>>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -66,6 +68,8 @@ class AdminServiceImpl final : public AdminServiceRaw {
                                         const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* RotateKek(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GetRotationJob(grpc::CallbackServerContext* ctx,
+                                           const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetJwtStatus(grpc::CallbackServerContext* ctx,
                                          const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* RotateJwtKey(grpc::CallbackServerContext* ctx,
@@ -84,6 +88,10 @@ class AdminServiceImpl final : public AdminServiceRaw {
   // Without one, GetStatus probes the backends itself on the request thread.
   void set_health(const sched::HealthState* health) { health_ = health; }
 
+  // The rotation service (RotateKek, GetRotationJob, GetStatus's rotations); set before
+  // serving. Without it those RPCs are UNAVAILABLE.
+  void SetRotation(sched::RotationService* rotation) { rotation_ = rotation; }
+
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
   absl::Status Keys(const v1::ListKeysRequest& req, v1::ListKeysResponse* resp);
@@ -100,6 +108,7 @@ class AdminServiceImpl final : public AdminServiceRaw {
   const Clock& clock_;
   const NodeInfo node_;
   const sched::HealthState* health_ = nullptr;
+  sched::RotationService* rotation_ = nullptr;
 };
 
 }  // namespace kms::server

@@ -113,6 +113,16 @@ CREATE TABLE rotation_jobs (
 );
 CREATE UNIQUE INDEX rotation_jobs_one_running ON rotation_jobs (kind) WHERE state = 'running';
 )sql",
+    // 3: KEK retirement time (retired blobs are destroyed after a keep period; versions
+    // retired before this migration count from now), and a tenant's own DEK rotation
+    // period (NULL or 0: the configured default).
+    R"sql(
+ALTER TABLE kek_versions ADD COLUMN retired_at BIGINT NOT NULL DEFAULT 0
+  CHECK (retired_at >= 0);
+UPDATE kek_versions SET retired_at = EXTRACT(EPOCH FROM now())::bigint WHERE state = 'retired';
+ALTER TABLE tenants ADD COLUMN rotation_period_seconds BIGINT
+  CHECK (rotation_period_seconds IS NULL OR rotation_period_seconds >= 0);
+)sql",
 };
 
 constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -506,6 +516,69 @@ absl::StatusOr<std::vector<KekUsage>> PostgresKeyStore::ListKekUsage() {
     return absl::OkStatus();
   }));
   return out;
+}
+
+absl::Status PostgresKeyStore::RetireKek(uint32_t version, int64_t retired_at) {
+  constexpr absl::string_view kOp = "RetireKek";
+  KMS_RETURN_IF_ERROR(CheckRetireKek(version, retired_at));
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    // SHARE mode conflicts with every writer of the two tables: from here to COMMIT no
+    // DEK or JWT key can be written (under this version or any), so the count below
+    // is still true when the state changes. Writers wait for this short transaction.
+    KMS_RETURN_IF_ERROR(
+        c.Exec("LOCK TABLE tenant_deks, jwt_keys IN SHARE MODE", kOp).status());
+    Params p;
+    p.Int(version);
+    KMS_ASSIGN_OR_RETURN(
+        Result k, c.Exec("SELECT state, (SELECT MAX(version) FROM kek_versions) "
+                         "FROM kek_versions WHERE version = $1 FOR UPDATE",
+                         p, kOp));
+    if (k.rows() == 0) return KekNotFound(kOp, version);
+    if (k.Text(0, 0) != KekStateName(KekState::kActive)) {
+      return KekNotActive(kOp, version, k.Text(0, 0));
+    }
+    if (k.Int(0, 1) == static_cast<int64_t>(version)) return KekIsNewest(kOp, version);
+    KMS_ASSIGN_OR_RETURN(
+        Result n, c.Exec("SELECT (SELECT COUNT(*) FROM tenant_deks WHERE kek_version = $1 "
+                         "AND state <> 'destroyed'), "
+                         "(SELECT COUNT(*) FROM jwt_keys WHERE kek_version = $1)",
+                         p, kOp));
+    KMS_RETURN_IF_ERROR(KekStillReferenced(kOp, version, static_cast<uint64_t>(n.Int(0, 0)),
+                                           static_cast<uint64_t>(n.Int(0, 1))));
+    Params u;
+    u.Int(version).Int(retired_at);
+    KMS_RETURN_IF_ERROR(c.Exec("UPDATE kek_versions SET state = 'retired', retired_at = $2 "
+                               "WHERE version = $1",
+                               u, kOp)
+                            .status());
+    return BumpEpoch(c, kOp);
+  });
+}
+
+absl::StatusOr<std::vector<uint32_t>> PostgresKeyStore::DestroyRetiredKeks(
+    int64_t retired_before) {
+  constexpr absl::string_view kOp = "DestroyRetiredKeks";
+  std::vector<uint32_t> destroyed;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    destroyed.clear();
+    KMS_RETURN_IF_ERROR(
+        c.Exec("LOCK TABLE tenant_deks, jwt_keys IN SHARE MODE", kOp).status());
+    Params p;
+    p.Int(retired_before);
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec("DELETE FROM kek_versions WHERE state = 'retired' AND retired_at < $1 "
+               "AND NOT EXISTS (SELECT 1 FROM tenant_deks d WHERE d.kek_version = kek_versions.version "
+               "AND d.state <> 'destroyed') "
+               "AND NOT EXISTS (SELECT 1 FROM jwt_keys j WHERE j.kek_version = kek_versions.version) "
+               "RETURNING version",
+               p, kOp));
+    for (int i = 0; i < r.rows(); ++i) destroyed.push_back(static_cast<uint32_t>(r.Int(i, 0)));
+    if (destroyed.empty()) return absl::OkStatus();
+    return BumpEpoch(c, kOp);
+  }));
+  std::sort(destroyed.begin(), destroyed.end());
+  return destroyed;
 }
 
 // --- Tenants
@@ -925,6 +998,85 @@ absl::StatusOr<DekPage> PostgresKeyStore::ListDeksWrappedUnder(uint32_t kek_vers
       page.deks.push_back(std::move(d));
     }
     out = std::move(page);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<DueTenantPage> PostgresKeyStore::ListTenantsDueForRotation(
+    int64_t now, int64_t default_period_seconds, const std::string& after, int limit) {
+  constexpr absl::string_view kOp = "ListTenantsDueForRotation";
+  KMS_RETURN_IF_ERROR(CheckListTenantsDue(default_period_seconds, limit));
+  DueTenantPage out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    // Walks the tenants' primary key (COLLATE "C": bytewise) from `after`, each joined to
+    // its primary DEK row by primary key; the filter runs in the database.
+    Params p;
+    p.Int(now).Int(default_period_seconds).Text(after).Int(static_cast<int64_t>(limit) + 1);
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec("SELECT t.id, t.primary_dek_version, d.created_at, "
+               "COALESCE(NULLIF(t.rotation_period_seconds, 0), $2::bigint), t.row_version "
+               "FROM tenants AS t JOIN tenant_deks AS d "
+               "ON d.tenant_id = t.id AND d.version = t.primary_dek_version "
+               "WHERE t.id > $3 AND t.state = 'active' "
+               "AND d.created_at <= $1::bigint - COALESCE(NULLIF(t.rotation_period_seconds, 0), "
+               "$2::bigint) "
+               "ORDER BY t.id LIMIT $4",
+               p, kOp));
+    DueTenantPage page;
+    for (int i = 0; i < r.rows(); ++i) {
+      if (static_cast<int>(page.tenants.size()) == limit) {
+        page.more = true;
+        break;
+      }
+      page.tenants.push_back(DueTenant{.tenant_id = r.Text(i, 0),
+                                       .primary_dek_version = static_cast<uint32_t>(r.Int(i, 1)),
+                                       .dek_created_at = r.Int(i, 2),
+                                       .period_seconds = r.Int(i, 3),
+                                       .row_version = r.Int(i, 4)});
+    }
+    out = std::move(page);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::Status PostgresKeyStore::SetTenantRotationPeriod(const std::string& tenant_id,
+                                                       int64_t period_seconds) {
+  constexpr absl::string_view kOp = "SetTenantRotationPeriod";
+  KMS_RETURN_IF_ERROR(CheckTenantRotationPeriod(tenant_id, period_seconds));
+  // A setting, not a key change: no epoch, no row_version (tenant_key_store.h).
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(tenant_id);
+    KMS_ASSIGN_OR_RETURN(Result r,
+                         c.Exec("SELECT state FROM tenants WHERE id = $1 FOR UPDATE", p, kOp));
+    if (r.rows() == 0) {
+      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+    }
+    if (r.Text(0, 0) != TenantStateName(TenantState::kActive)) {
+      return absl::FailedPreconditionError(absl::StrCat(kOp, ": tenant ", tenant_id, " is shredded"));
+    }
+    Params u;
+    u.Text(tenant_id).Int(period_seconds);
+    return c.Exec("UPDATE tenants SET rotation_period_seconds = $2 WHERE id = $1", u, kOp).status();
+  });
+}
+
+absl::StatusOr<int64_t> PostgresKeyStore::GetTenantRotationPeriod(const std::string& tenant_id) {
+  constexpr absl::string_view kOp = "GetTenantRotationPeriod";
+  int64_t out = 0;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(tenant_id);
+    KMS_ASSIGN_OR_RETURN(
+        Result r,
+        c.Exec("SELECT COALESCE(rotation_period_seconds, 0) FROM tenants WHERE id = $1", p, kOp));
+    if (r.rows() == 0) {
+      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+    }
+    out = r.Int(0, 0);
     return absl::OkStatus();
   }));
   return out;

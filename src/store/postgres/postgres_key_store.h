@@ -75,6 +75,8 @@ class PostgresKeyStore final : public KeyStore {
   absl::Status InsertKek(const KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
   absl::StatusOr<std::vector<KekUsage>> ListKekUsage() override;
+  absl::Status RetireKek(uint32_t version, int64_t retired_at) override;
+  absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) override;
 
   // TenantKeyStore
   absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
@@ -98,6 +100,13 @@ class PostgresKeyStore final : public KeyStore {
   // key order (tenant id, version) so that concurrent batches cannot deadlock.
   absl::StatusOr<std::vector<DekRewrapResult>> UpdateDekWrappings(
       std::span<const DekRewrap> rewraps) override;
+  absl::StatusOr<DueTenantPage> ListTenantsDueForRotation(int64_t now,
+                                                          int64_t default_period_seconds,
+                                                          const std::string& after,
+                                                          int limit) override;
+  absl::Status SetTenantRotationPeriod(const std::string& tenant_id,
+                                       int64_t period_seconds) override;
+  absl::StatusOr<int64_t> GetTenantRotationPeriod(const std::string& tenant_id) override;
 
   // JwtKeyStore
   absl::StatusOr<std::vector<JwtKeyRecord>> ListJwtKeys() override;

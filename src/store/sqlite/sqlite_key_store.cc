@@ -112,6 +112,17 @@ CREATE TABLE rotation_jobs (
 ) STRICT;
 CREATE UNIQUE INDEX rotation_jobs_one_running ON rotation_jobs (kind) WHERE state = 'running';
 )sql",
+    // 3: KEK retirement time (retired blobs are destroyed after a keep period; versions
+    // retired before this migration count from now), and a tenant's own DEK rotation
+    // period (NULL or 0: the configured default).
+    R"sql(
+ALTER TABLE kek_versions ADD COLUMN retired_at INTEGER NOT NULL DEFAULT 0
+  CHECK (retired_at >= 0);
+UPDATE kek_versions SET retired_at = CAST(strftime('%s', 'now') AS INTEGER)
+  WHERE state = 'retired';
+ALTER TABLE tenants ADD COLUMN rotation_period_seconds INTEGER
+  CHECK (rotation_period_seconds IS NULL OR rotation_period_seconds >= 0);
+)sql",
 };
 
 constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -398,7 +409,8 @@ absl::Status SqliteKeyStore::Configure(const Options& options, bool in_memory) {
       return absl::InternalError("Open: could not switch the database to WAL mode");
     }
   }
-  KMS_RETURN_IF_ERROR(Exec("PRAGMA synchronous = FULL", kOp));
+  KMS_RETURN_IF_ERROR(
+      Exec(options.durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = OFF", kOp));
   KMS_RETURN_IF_ERROR(Exec("PRAGMA foreign_keys = ON", kOp));
   // Freed space (a shredded DEK's old blob) is overwritten with zeros.
   KMS_RETURN_IF_ERROR(Exec("PRAGMA secure_delete = ON", kOp));
@@ -625,6 +637,74 @@ absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsage() {
     usage.push_back(u);
   }
   return usage;
+}
+
+absl::Status SqliteKeyStore::RetireKek(uint32_t version, int64_t retired_at) {
+  constexpr absl::string_view kOp = "RetireKek";
+  KMS_RETURN_IF_ERROR(CheckRetireKek(version, retired_at));
+  // The write lock (BEGIN IMMEDIATE) holds from the count to the change: no DEK or JWT
+  // key can be written under the version in between.
+  return Mutate({.op = kOp}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    {
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("SELECT state, (SELECT MAX(version) FROM kek_versions) "
+                          "FROM kek_versions WHERE version = ?1",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, version).Step());
+      if (!row) return KekNotFound(kOp, version);
+      if (s.Text(0) != KekStateName(KekState::kActive)) return KekNotActive(kOp, version, s.Text(0));
+      if (s.Int(1) == static_cast<int64_t>(version)) return KekIsNewest(kOp, version);
+    }
+    {
+      KMS_ASSIGN_OR_RETURN(
+          Stmt s, Prepare("SELECT (SELECT COUNT(*) FROM tenant_deks WHERE kek_version = ?1 "
+                          "AND state <> 'destroyed'), "
+                          "(SELECT COUNT(*) FROM jwt_keys WHERE kek_version = ?1)",
+                          kOp));
+      KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, version).Step());
+      if (!row) return absl::InternalError(absl::StrCat(kOp, ": no count"));
+      KMS_RETURN_IF_ERROR(KekStillReferenced(kOp, version, static_cast<uint64_t>(s.Int(0)),
+                                             static_cast<uint64_t>(s.Int(1))));
+    }
+    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("UPDATE kek_versions SET state = 'retired', "
+                                         "retired_at = ?2 WHERE version = ?1",
+                                         kOp));
+    return s.Bind(1, version).Bind(2, retired_at).Run().status();
+  });
+}
+
+absl::StatusOr<std::vector<uint32_t>> SqliteKeyStore::DestroyRetiredKeks(int64_t retired_before) {
+  constexpr absl::string_view kOp = "DestroyRetiredKeks";
+  static constexpr absl::string_view kDue =
+      "state = 'retired' AND retired_at < ?1 "
+      "AND version NOT IN (SELECT kek_version FROM tenant_deks WHERE state <> 'destroyed') "
+      "AND version NOT IN (SELECT kek_version FROM jwt_keys)";
+  {
+    // A read first, so that the common case (nothing to destroy) moves no epoch.
+    MutexLock lock(&mu_);
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s, Prepare(absl::StrCat("SELECT COUNT(*) FROM kek_versions WHERE ", kDue), kOp));
+    KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, retired_before).Step());
+    if (!row || s.Int(0) == 0) return std::vector<uint32_t>();
+  }
+  std::vector<uint32_t> destroyed;
+  KMS_RETURN_IF_ERROR(Mutate({.op = kOp}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    destroyed.clear();
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s,
+        Prepare(absl::StrCat("DELETE FROM kek_versions WHERE ", kDue, " RETURNING version"), kOp));
+    s.Bind(1, retired_before);
+    for (;;) {
+      KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+      if (!row) break;
+      destroyed.push_back(static_cast<uint32_t>(s.Int(0)));
+    }
+    return absl::OkStatus();
+  }));
+  std::sort(destroyed.begin(), destroyed.end());
+  return destroyed;
 }
 
 // --- Tenants
@@ -942,6 +1022,74 @@ absl::StatusOr<DekPage> SqliteKeyStore::ListDeksWrappedUnder(uint32_t kek_versio
     page.deks.push_back(std::move(d));
   }
   return page;
+}
+
+absl::StatusOr<DueTenantPage> SqliteKeyStore::ListTenantsDueForRotation(
+    int64_t now, int64_t default_period_seconds, const std::string& after, int limit) {
+  constexpr absl::string_view kOp = "ListTenantsDueForRotation";
+  KMS_RETURN_IF_ERROR(CheckListTenantsDue(default_period_seconds, limit));
+  MutexLock lock(&mu_);
+  // Walks the tenants' primary key from `after`, joining each to its primary DEK row
+  // (a primary-key lookup); the filter runs in SQLite, nothing unneeded is returned.
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s,
+      Prepare("SELECT t.id, t.primary_dek_version, d.created_at, "
+              "COALESCE(NULLIF(t.rotation_period_seconds, 0), ?2), t.row_version "
+              "FROM tenants AS t JOIN tenant_deks AS d "
+              "ON d.tenant_id = t.id AND d.version = t.primary_dek_version "
+              "WHERE t.id > ?3 AND t.state = 'active' "
+              "AND d.created_at <= ?1 - COALESCE(NULLIF(t.rotation_period_seconds, 0), ?2) "
+              "ORDER BY t.id LIMIT ?4",
+              kOp));
+  s.Bind(1, now).Bind(2, default_period_seconds).Bind(3, after);
+  s.Bind(4, static_cast<int64_t>(limit) + 1);
+  DueTenantPage page;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    if (static_cast<int>(page.tenants.size()) == limit) {
+      page.more = true;
+      break;
+    }
+    page.tenants.push_back(DueTenant{.tenant_id = s.Text(0),
+                                     .primary_dek_version = static_cast<uint32_t>(s.Int(1)),
+                                     .dek_created_at = s.Int(2),
+                                     .period_seconds = s.Int(3),
+                                     .row_version = s.Int(4)});
+  }
+  return page;
+}
+
+absl::Status SqliteKeyStore::SetTenantRotationPeriod(const std::string& tenant_id,
+                                                     int64_t period_seconds) {
+  constexpr absl::string_view kOp = "SetTenantRotationPeriod";
+  KMS_RETURN_IF_ERROR(CheckTenantRotationPeriod(tenant_id, period_seconds));
+  // A setting, not a key change: no epoch, no row_version (tenant_key_store.h).
+  return Mutate({.op = kOp, .bump_epoch = false}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    {
+      KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT state FROM tenants WHERE id = ?1", kOp));
+      KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Step());
+      if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+      if (s.Text(0) != TenantStateName(TenantState::kActive)) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(kOp, ": tenant ", tenant_id, " is shredded"));
+      }
+    }
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("UPDATE tenants SET rotation_period_seconds = ?2 WHERE id = ?1", kOp));
+    return s.Bind(1, tenant_id).Bind(2, period_seconds).Run().status();
+  });
+}
+
+absl::StatusOr<int64_t> SqliteKeyStore::GetTenantRotationPeriod(const std::string& tenant_id) {
+  constexpr absl::string_view kOp = "GetTenantRotationPeriod";
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare("SELECT COALESCE(rotation_period_seconds, 0) FROM tenants WHERE id = ?1", kOp));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+  return s.Int(0);
 }
 
 absl::StatusOr<std::vector<DekRewrapResult>> SqliteKeyStore::UpdateDekWrappings(

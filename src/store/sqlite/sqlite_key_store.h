@@ -38,6 +38,9 @@ class SqliteKeyStore final : public KeyStore {
   struct Options {
     // How long a writer waits for another process's lock before UNAVAILABLE.
     std::chrono::milliseconds busy_timeout{5000};
+    // synchronous=FULL (every commit reaches the disk). false (synchronous=OFF) only for
+    // tools and tests that bulk-load a throw-away database: a crash may lose commits.
+    bool durable = true;
   };
 
   // Opens (creating if absent, mode 0600) the database at `path` and migrates it.
@@ -62,6 +65,8 @@ class SqliteKeyStore final : public KeyStore {
   absl::Status InsertKek(const KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
   absl::StatusOr<std::vector<KekUsage>> ListKekUsage() override;
+  absl::Status RetireKek(uint32_t version, int64_t retired_at) override;
+  absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) override;
 
   // TenantKeyStore
   absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
@@ -86,6 +91,13 @@ class SqliteKeyStore final : public KeyStore {
   // it did not change, to tell kSkipped from kNotFound).
   absl::StatusOr<std::vector<DekRewrapResult>> UpdateDekWrappings(
       std::span<const DekRewrap> rewraps) override;
+  absl::StatusOr<DueTenantPage> ListTenantsDueForRotation(int64_t now,
+                                                          int64_t default_period_seconds,
+                                                          const std::string& after,
+                                                          int limit) override;
+  absl::Status SetTenantRotationPeriod(const std::string& tenant_id,
+                                       int64_t period_seconds) override;
+  absl::StatusOr<int64_t> GetTenantRotationPeriod(const std::string& tenant_id) override;
 
   // JwtKeyStore
   absl::StatusOr<std::vector<JwtKeyRecord>> ListJwtKeys() override;

@@ -160,5 +160,86 @@ TEST_P(KekStoreContractTest, ListKekUsageCountsLiveDeksAndJwtKeysPerVersion) {
   KMS_ASSERT_OK(keys().UpdateJwtKeyWrapping("kid-a", 2, 3, TestBlob(5, 96)));
   EXPECT_EQ(UsageTuples(store()), (std::vector<U>{{1, 0, 0}, {2, 1, 1}, {3, 2, 1}, {7, 1, 0}}));
 }
+// --- Retirement (RetireKek, DestroyRetiredKeks)
+
+TEST_P(KekStoreContractTest, RetireKekMovesAnUnreferencedOldVersionToRetiredAndMovesTheEpoch) {
+  KMS_ASSERT_OK(store().InsertKek(TestKek(1)));
+  KMS_ASSERT_OK(store().InsertKek(TestKek(2)));
+  const int64_t epoch = Epoch(health());
+  KMS_ASSERT_OK(store().RetireKek(1, 1700001000));
+  EXPECT_GT(Epoch(health()), epoch);
+  auto keks = store().ListKeks();
+  ASSERT_TRUE(keks.ok()) << keks.status();
+  ASSERT_EQ(keks->size(), 2u);
+  EXPECT_EQ((*keks)[0].state, KekState::kRetired);
+  EXPECT_EQ((*keks)[1].state, KekState::kActive);
+  // Twice: it is no longer active.
+  EXPECT_EQ(store().RetireKek(1, 1700001000).code(), StatusCode::kAborted);
+}
+
+TEST_P(KekStoreContractTest, RetireKekStillReferencedIsFailedPreconditionNamingTheCounts) {
+  KMS_ASSERT_OK(store().InsertKek(TestKek(1)));
+  KMS_ASSERT_OK(store().InsertKek(TestKek(2)));
+  KMS_ASSERT_OK(CreateTestTenant(keys(), "acme"));   // DEK 1 under KEK 1
+  KMS_ASSERT_OK(CreateTestTenant(keys(), "bravo"));  // DEK 1 under KEK 1
+  KMS_ASSERT_OK(keys().InsertFirstJwtKey(TestJwtKey("k1", 1700000000)));  // under KEK 1
+  const int64_t epoch = Epoch(health());
+
+  absl::Status st = store().RetireKek(1, 1700001000);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st;
+  EXPECT_NE(st.message().find("2 DEKs"), std::string::npos) << st;
+  EXPECT_NE(st.message().find("1 JWT keys"), std::string::npos) << st;
+  EXPECT_EQ(Epoch(health()), epoch);
+  auto keks = store().ListKeks();
+  ASSERT_TRUE(keks.ok());
+  EXPECT_EQ((*keks)[0].state, KekState::kActive);
+}
+
+TEST_P(KekStoreContractTest, RetireKekIgnoresShreddedTenantsDeks) {
+  KMS_ASSERT_OK(store().InsertKek(TestKek(1)));
+  KMS_ASSERT_OK(store().InsertKek(TestKek(2)));
+  KMS_ASSERT_OK(CreateTestTenant(keys(), "acme"));
+  KMS_ASSERT_OK(keys().SetTenantState("acme", 1, TenantState::kShredded));
+  KMS_EXPECT_OK(store().RetireKek(1, 1700001000));
+}
+
+TEST_P(KekStoreContractTest, RetireKekRefusesTheNewestVersionAndUnknownOnes) {
+  KMS_ASSERT_OK(store().InsertKek(TestKek(1)));
+  EXPECT_EQ(store().RetireKek(1, 1700001000).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store().RetireKek(9, 1700001000).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store().RetireKek(0, 1700001000).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store().RetireKek(1, -1).code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(KekStoreContractTest, DestroyRetiredKeksDeletesOnlyVersionsRetiredBeforeTheCutoff) {
+  for (uint32_t v : {1u, 2u, 3u}) KMS_ASSERT_OK(store().InsertKek(TestKek(v)));
+  KMS_ASSERT_OK(store().RetireKek(1, 1000));
+  KMS_ASSERT_OK(store().RetireKek(2, 2000));
+
+  const int64_t epoch = Epoch(health());
+  auto none = store().DestroyRetiredKeks(1000);  // strictly before
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(Epoch(health()), epoch);
+
+  auto destroyed = store().DestroyRetiredKeks(1500);
+  ASSERT_TRUE(destroyed.ok()) << destroyed.status();
+  EXPECT_EQ(*destroyed, std::vector<uint32_t>{1});
+  EXPECT_GT(Epoch(health()), epoch);
+  auto keks = store().ListKeks();
+  ASSERT_TRUE(keks.ok());
+  ASSERT_EQ(keks->size(), 2u);
+  EXPECT_EQ((*keks)[0].version, 2u);
+  EXPECT_EQ((*keks)[1].version, 3u);
+
+  destroyed = store().DestroyRetiredKeks(1'000'000);  // never an active version
+  ASSERT_TRUE(destroyed.ok());
+  EXPECT_EQ(*destroyed, std::vector<uint32_t>{2});
+  keks = store().ListKeks();
+  ASSERT_TRUE(keks.ok());
+  ASSERT_EQ(keks->size(), 1u);
+  EXPECT_EQ((*keks)[0].state, KekState::kActive);
+}
+
 }  // namespace
 }  // namespace kms::store::contract

@@ -296,10 +296,12 @@ TEST_F(PostgresKeyStoreTest, ASchemaAtVersionOneMigratesKeepingItsKeys) {
     ASSERT_NE(store, nullptr);
     ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
   }
-  // Undo migration 2 by hand: what version 1 left behind.
+  // Undo migrations 3 and 2 by hand: what version 1 left behind.
   ASSERT_TRUE(admin_
                   ->Exec(absl::StrCat("BEGIN; SET LOCAL search_path = \"", schema_,
-                                      "\"; DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
+                                      "\"; ALTER TABLE kek_versions DROP COLUMN retired_at; "
+                                      "ALTER TABLE tenants DROP COLUMN rotation_period_seconds; "
+                                      "DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
                                       "CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version); "
                                       "DELETE FROM schema_migrations WHERE version >= 2; COMMIT"))
                   .ok());

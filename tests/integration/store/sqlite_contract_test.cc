@@ -191,9 +191,11 @@ TEST_F(SqliteKeyStoreTest, ADatabaseAtSchemaVersionOneMigratesKeepingItsKeys) {
     ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
   }
   {
-    // Undo migration 2 by hand: what version 1 left behind.
+    // Undo migrations 3 and 2 by hand: what version 1 left behind.
     RawDb raw(path_);
-    ASSERT_EQ(raw.Exec("BEGIN; DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
+    ASSERT_EQ(raw.Exec("BEGIN; ALTER TABLE kek_versions DROP COLUMN retired_at; "
+                       "ALTER TABLE tenants DROP COLUMN rotation_period_seconds; "
+                       "DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
                        "CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version); "
                        "DELETE FROM schema_migrations WHERE version >= 2; COMMIT"),
               SQLITE_OK);

@@ -821,5 +821,100 @@ TEST_P(TenantKeyStoreContractTest, ARewrapRacingRotationsAndShredsNeverOverwrite
   }
   EXPECT_EQ(WalkWrappedUnder(store(), 1, DekKey{}, 100), std::vector<std::string>{});
 }
+// --- Scheduled DEK rotation (ListTenantsDueForRotation, tenant rotation periods)
+
+namespace {
+std::vector<std::string> DueIds(const DueTenantPage& page) {
+  std::vector<std::string> ids;
+  for (const DueTenant& t : page.tenants) ids.push_back(t.tenant_id);
+  return ids;
+}
+}  // namespace
+
+TEST_P(TenantKeyStoreContractTest, TenantsDueForRotationAreThoseWhosePrimaryDekIsOlderThanThePeriod) {
+  // TestDek(v).created_at = 1700000200 + v.
+  for (const char* id : {"a", "b", "c", "d"}) KMS_ASSERT_OK(CreateTestTenant(store(), id));
+  KMS_ASSERT_OK(store().RotateDek("b", 1, TestDek("b", 5)));  // newer primary: 1700000205
+  KMS_ASSERT_OK(store().SetTenantState("d", 1, TenantState::kShredded));
+
+  const int64_t period = 1000;
+  auto page = store().ListTenantsDueForRotation(1700000201 + period - 1, period, "", 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_TRUE(page->tenants.empty());  // nothing before the period
+
+  page = store().ListTenantsDueForRotation(1700000201 + period, period, "", 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(DueIds(*page), (std::vector<std::string>{"a", "c"}));  // b is newer, d shredded
+  EXPECT_FALSE(page->more);
+  EXPECT_EQ(page->tenants[0].primary_dek_version, 1u);
+  EXPECT_EQ(page->tenants[0].dek_created_at, 1700000201);
+  EXPECT_EQ(page->tenants[0].period_seconds, period);
+  EXPECT_EQ(page->tenants[0].row_version, 1);
+
+  page = store().ListTenantsDueForRotation(1700000205 + period, period, "", 10);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(DueIds(*page), (std::vector<std::string>{"a", "b", "c"}));
+}
+
+TEST_P(TenantKeyStoreContractTest, TenantsDueForRotationPageInIdOrderAfterTheCursor) {
+  for (const char* id : {"e", "a", "d", "b", "c"}) KMS_ASSERT_OK(CreateTestTenant(store(), id));
+  const int64_t now = 1700000201 + 10;
+  auto page = store().ListTenantsDueForRotation(now, 10, "", 2);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(DueIds(*page), (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(page->more);
+  page = store().ListTenantsDueForRotation(now, 10, "b", 2);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(DueIds(*page), (std::vector<std::string>{"c", "d"}));
+  EXPECT_TRUE(page->more);
+  page = store().ListTenantsDueForRotation(now, 10, "d", 2);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(DueIds(*page), (std::vector<std::string>{"e"}));
+  EXPECT_FALSE(page->more);
+  EXPECT_EQ(store().ListTenantsDueForRotation(now, 10, "", 0).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store().ListTenantsDueForRotation(now, 0, "", 1).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_P(TenantKeyStoreContractTest, ATenantsOwnRotationPeriodOverridesTheDefault) {
+  for (const char* id : {"short", "long", "dflt"}) KMS_ASSERT_OK(CreateTestTenant(store(), id));
+  const int64_t epoch = Epoch(health());
+  KMS_ASSERT_OK(store().SetTenantRotationPeriod("short", 100));
+  KMS_ASSERT_OK(store().SetTenantRotationPeriod("long", 100000));
+  EXPECT_EQ(Epoch(health()), epoch);  // a setting, not a key change
+  auto period = store().GetTenantRotationPeriod("short");
+  ASSERT_TRUE(period.ok()) << period.status();
+  EXPECT_EQ(*period, 100);
+  period = store().GetTenantRotationPeriod("dflt");
+  ASSERT_TRUE(period.ok());
+  EXPECT_EQ(*period, 0);
+  auto tenant = store().GetTenant("short");
+  ASSERT_TRUE(tenant.ok());
+  EXPECT_EQ(tenant->row_version, 1);  // a racing rotation keeps its compare-and-set
+
+  auto page = store().ListTenantsDueForRotation(1700000201 + 100, 10000, "", 10);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(DueIds(*page), (std::vector<std::string>{"short"}));
+  EXPECT_EQ(page->tenants[0].period_seconds, 100);
+  page = store().ListTenantsDueForRotation(1700000201 + 10000, 10000, "", 10);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(DueIds(*page), (std::vector<std::string>{"dflt", "short"}));
+
+  KMS_ASSERT_OK(store().SetTenantRotationPeriod("short", 0));  // back to the default
+  page = store().ListTenantsDueForRotation(1700000201 + 100, 10000, "", 10);
+  ASSERT_TRUE(page.ok());
+  EXPECT_TRUE(page->tenants.empty());
+}
+
+TEST_P(TenantKeyStoreContractTest, SetTenantRotationPeriodRefusesUnknownShreddedAndNegative) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  EXPECT_EQ(store().SetTenantRotationPeriod("nobody", 10).code(), StatusCode::kNotFound);
+  EXPECT_EQ(store().GetTenantRotationPeriod("nobody").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store().SetTenantRotationPeriod("acme", -1).code(), StatusCode::kInvalidArgument);
+  KMS_ASSERT_OK(store().SetTenantState("acme", 1, TenantState::kShredded));
+  EXPECT_EQ(store().SetTenantRotationPeriod("acme", 10).code(), StatusCode::kFailedPrecondition);
+}
+
 }  // namespace
 }  // namespace kms::store::contract

@@ -525,7 +525,11 @@ TEST(ExampleConfigTest, ExampleHasEveryKeyAndNoUnknownOne) {
         "/redis/password_file", "/redis/connect_timeout_ms", "/redis/command_timeout_ms",
         "/cluster/poll_interval_seconds", "/jwt/issuer", "/jwt/max_ttl_seconds",
         "/jwt/clock_skew_seconds", "/jwt/jwks_cache_seconds", "/jwt/rotation_period_seconds",
-        "/jwt/key_max_age_seconds", "/jwt/fail_closed_when_critical", "/jwt/max_claims_bytes"}) {
+        "/jwt/key_max_age_seconds", "/jwt/fail_closed_when_critical", "/jwt/max_claims_bytes",
+        "/rotation/check_interval_seconds", "/rotation/kek_period_seconds",
+        "/rotation/dek_period_seconds", "/rotation/dek_rotations_per_check",
+        "/rotation/rewrap_rate_per_second", "/rotation/rewrap_batch_size",
+        "/rotation/rewrap_parallelism", "/rotation/retired_kek_keep_days"}) {
     EXPECT_TRUE(flat.contains(key)) << key;
   }
 

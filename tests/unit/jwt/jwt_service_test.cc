@@ -859,6 +859,17 @@ TEST(JwtOptionsTest, EnvironmentOverridesApply) {
   ASSERT_OK(ApplyEnvironmentOverrides(o, getenv));
   EXPECT_EQ(o.rotation_period_seconds, 300000);
   EXPECT_TRUE(ValidateOptions(o).ok());
+  // The same variables set the scheduled KEK and DEK rotation periods.
+  auto period = RotationPeriodFromEnvironment(getenv);
+  ASSERT_TRUE(period.ok()) << period.status();
+  EXPECT_EQ(*period, 300000);
+  env.erase("KMS_ROTATION_PERIOD");
+  EXPECT_EQ(*RotationPeriodFromEnvironment(getenv), 200000);
+  env.erase("VAULT_ROTATION_PERIOD");
+  EXPECT_EQ(*RotationPeriodFromEnvironment(getenv), 0);
+  env["KMS_ROTATION_PERIOD"] = "90d";
+  EXPECT_EQ(RotationPeriodFromEnvironment(getenv).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(JwtOptionsTest, InvalidEnvironmentValuesNameTheVariable) {
