@@ -624,7 +624,7 @@ absl::Status Pkcs11Hsm::Impl::LoadKek(uint32_t version, std::span<const uint8_t>
 
   MutexLock lock(&anchor_mu);
   if (KekHandle(version).ok()) return absl::OkStatus();  // loaded meanwhile
-  if (anchor == CK_INVALID_HANDLE) return absl::UnavailableError("HSM anchor session is gone");
+  if (anchor == CK_INVALID_HANDLE) return WithCkr(absl::UnavailableError("HSM anchor session is gone"), CKR_DEVICE_REMOVED);
   CK_OBJECT_HANDLE raw = CK_INVALID_HANDLE;
   CK_RV rv = fn->C_UnwrapKey(anchor, mech.get(), master_unwrap,
                              const_cast<uint8_t*>(parsed.wrapped.data()),
@@ -736,8 +736,9 @@ absl::Status Pkcs11Hsm::Impl::Ping() {
   CK_RV rv = lease.Check(fn->C_GetSessionInfo(lease.handle(), &info));
   if (rv != CKR_OK) return RvToStatus(rv, "C_GetSessionInfo");
   if (info.state != CKS_RO_USER_FUNCTIONS && info.state != CKS_RW_USER_FUNCTIONS) {
-    return absl::UnavailableError(
-        absl::StrCat("token '", token_label, "' session is no longer logged in"));
+    return WithCkr(absl::UnavailableError(absl::StrCat("token '", token_label,
+                                                       "' session is no longer logged in")),
+                   CKR_USER_NOT_LOGGED_IN);
   }
   return absl::OkStatus();
 }
@@ -802,9 +803,10 @@ absl::StatusOr<std::unique_ptr<Pkcs11Hsm>> Pkcs11Hsm::Open(const Pkcs11Options& 
   if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN) {
     absl::Status s = RvToStatus(rv, "C_Login");
     if (rv == CKR_PIN_INCORRECT || rv == CKR_PIN_LOCKED || rv == CKR_PIN_LEN_RANGE) {
-      return absl::Status(s.code(), absl::StrCat(s.message(), " (user PIN from ",
-                                                 options.pin_file, " rejected by token '",
-                                                 options.token_label, "')"));
+      return WithCkr(absl::Status(s.code(), absl::StrCat(s.message(), " (user PIN from ",
+                                                         options.pin_file, " rejected by token '",
+                                                         options.token_label, "')")),
+                     rv);
     }
     return s;
   }
@@ -908,6 +910,54 @@ absl::StatusOr<SecretBytes> Pkcs11Hsm::Open(uint32_t kek_version, std::span<cons
 absl::Status Pkcs11Hsm::Ping() {
   impl_->pings.fetch_add(1, std::memory_order_relaxed);
   return impl_->CountError(HsmOperation::kPing, impl_->Ping());
+}
+
+absl::Status Pkcs11Hsm::KnownAnswerTest() {
+  // McGrew & Viega, "The Galois/Counter Mode of Operation", test case 14.
+  static constexpr uint8_t kExpected[32] = {
+      0xce, 0xa7, 0x40, 0x3d, 0x4d, 0x60, 0x6b, 0x6e, 0x07, 0x4e, 0xc5, 0xd3, 0xba, 0xf3, 0x9d, 0x18,
+      0xd0, 0xd1, 0xc8, 0xa7, 0x99, 0x99, 0x6b, 0xf0, 0x26, 0x5b, 0x98, 0xb5, 0xd4, 0x8a, 0xb9, 0x19};
+  Impl& d = *impl_;
+  CK_FUNCTION_LIST* fn = d.fn;
+  uint8_t key[kKekBytes] = {};
+  uint8_t iv[kNonceSize] = {};
+  uint8_t plain[16] = {};
+  CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+  CK_KEY_TYPE type = CKK_AES;
+  std::vector<CK_ATTRIBUTE> tmpl = {
+      Scalar(CKA_CLASS, &cls),      Scalar(CKA_KEY_TYPE, &type),   Bool(CKA_TOKEN, false),
+      Bool(CKA_SENSITIVE, true),    Bool(CKA_EXTRACTABLE, false),  Bool(CKA_ENCRYPT, true),
+      Bool(CKA_DECRYPT, true),      {CKA_VALUE, key, sizeof(key)},
+  };
+  KMS_ASSIGN_OR_RETURN(SessionLease lease, d.pool->Acquire());
+  CK_OBJECT_HANDLE raw = CK_INVALID_HANDLE;
+  CK_RV rv = lease.Check(fn->C_CreateObject(lease.handle(), tmpl.data(), tmpl.size(), &raw));
+  if (rv != CKR_OK) return RvToStatus(rv, "self-test C_CreateObject(AES key)");
+  ObjectGuard object(fn, lease.handle(), raw);
+  CK_GCM_PARAMS gcm = GcmParams(iv, {});
+  CK_MECHANISM mech = {CKM_AES_GCM, &gcm, sizeof(gcm)};
+  uint8_t out[sizeof(kExpected)] = {};
+  CK_ULONG out_len = sizeof(out);
+  rv = lease.Check(fn->C_EncryptInit(lease.handle(), &mech, raw));
+  if (rv != CKR_OK) return RvToStatus(rv, "self-test C_EncryptInit(AES-GCM)");
+  rv = lease.Check(fn->C_Encrypt(lease.handle(), plain, sizeof(plain), out, &out_len));
+  if (rv != CKR_OK) return RvToStatus(rv, "self-test C_Encrypt(AES-GCM)");
+  if (out_len != sizeof(kExpected) || std::memcmp(out, kExpected, sizeof(kExpected)) != 0) {
+    return absl::FailedPreconditionError(
+        "HSM self-test failed: AES-256-GCM known answer mismatch (the PKCS#11 module or a "
+        "proxy in front of it computes wrong results)");
+  }
+  uint8_t back[sizeof(kExpected)] = {0xff};
+  CK_ULONG back_len = sizeof(back);
+  rv = lease.Check(fn->C_DecryptInit(lease.handle(), &mech, raw));
+  if (rv != CKR_OK) return RvToStatus(rv, "self-test C_DecryptInit(AES-GCM)");
+  rv = lease.Check(fn->C_Decrypt(lease.handle(), out, out_len, back, &back_len));
+  if (rv != CKR_OK && !IsDecryptFailure(rv)) return RvToStatus(rv, "self-test C_Decrypt(AES-GCM)");
+  if (rv != CKR_OK || back_len != sizeof(plain) || std::memcmp(back, plain, sizeof(plain)) != 0) {
+    return absl::FailedPreconditionError(
+        "HSM self-test failed: AES-256-GCM known answer does not decrypt");
+  }
+  return absl::OkStatus();
 }
 
 KekWrapMechanism Pkcs11Hsm::kek_wrap_mechanism() const { return impl_->wrap_mechanism; }

@@ -158,6 +158,13 @@ class Pkcs11Hsm final : public Hsm {
   bool created_master_key() const;
   HsmStats stats() const;
 
+  // Known-answer test of AES-256-GCM inside the token (the zero key, zero 96-bit IV and
+  // 16 zero bytes of McGrew & Viega's test case 14, as in NIST's GCM validation): a
+  // temporary session key object is created, encrypts and decrypts, and is destroyed.
+  // FAILED_PRECONDITION when the token computes a wrong answer (a misbehaving module or
+  // proxy), the call's own status when the token cannot be reached (a down one).
+  absl::Status KnownAnswerTest();
+
   // Diagnostics: protection attributes of a loaded KEK (NOT_FOUND if not loaded) and of
   // the master key (for rsa-4096: the private key).
   absl::StatusOr<KeyProtection> DescribeKek(uint32_t kek_version) const;

@@ -8,6 +8,8 @@
 #include <map>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/strings/cord.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "src/common/sync.h"
 
@@ -131,6 +133,8 @@ ModuleRegistry& Registry() {
 
 }  // namespace
 
+absl::Status RvToStatusText(CK_RV rv, std::string_view what);
+
 std::string CkrName(CK_RV rv) {
   for (const RvName& n : kRvNames) {
     if (n.rv == rv) return n.name;
@@ -140,7 +144,24 @@ std::string CkrName(CK_RV rv) {
   return buf;
 }
 
+std::optional<CK_RV> CkrOf(const absl::Status& status) {
+  auto payload = status.GetPayload(kCkrPayloadUrl);
+  if (!payload.has_value()) return std::nullopt;
+  unsigned long v = 0;
+  if (!absl::SimpleAtoi(std::string(*payload), &v)) return std::nullopt;
+  return static_cast<CK_RV>(v);
+}
+
+absl::Status WithCkr(absl::Status status, CK_RV rv) {
+  if (!status.ok()) status.SetPayload(kCkrPayloadUrl, absl::Cord(absl::StrCat(rv)));
+  return status;
+}
+
 absl::Status RvToStatus(CK_RV rv, std::string_view what) {
+  return WithCkr(RvToStatusText(rv, what), rv);
+}
+
+absl::Status RvToStatusText(CK_RV rv, std::string_view what) {
   if (rv == CKR_OK) return absl::OkStatus();
   std::string msg = absl::StrCat(absl::string_view(what.data(), what.size()), ": ", CkrName(rv));
   switch (rv) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -22,6 +23,13 @@ std::string CkrName(CK_RV rv);
 //   mechanism or key not usable           -> FAILED_PRECONDITION
 //   anything else                         -> INTERNAL
 absl::Status RvToStatus(CK_RV rv, std::string_view what);
+
+// The CK_RV a status of RvToStatus came from (kept as the status payload kCkrPayloadUrl),
+// so the caller can sort failures without parsing text; nullopt for any other status.
+inline constexpr absl::string_view kCkrPayloadUrl = "type.kmsd/pkcs11.ckr";
+std::optional<CK_RV> CkrOf(const absl::Status& status);
+// `status` with `rv` attached as CkrOf reads it (for statuses made without RvToStatus).
+absl::Status WithCkr(absl::Status status, CK_RV rv);
 
 // Whether a session that returned `rv` is dead and must be dropped, not reused.
 bool IsDeadSessionRv(CK_RV rv);
