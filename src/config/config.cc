@@ -179,7 +179,7 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
                                      "policy_file", "limits", "dek_cache", "tenants",
                                      "redis", "cluster", "jwt", "rotation", "log_level",
-                                     "lock_memory", "metrics", "health"}));
+                                     "lock_memory", "metrics", "health", "backends"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -213,7 +213,8 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(WithObject(top, "hsm", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"module_path", "token_label", "pin_file",
                                      "master_key_label", "master_key_kind", "max_sessions",
-                                     "softhsm2_conf"}));
+                                     "softhsm2_conf", "serialize_calls"}));
+    KMS_RETURN_IF_ERROR(r.GetBool("serialize_calls", &c.hsm.serialize_calls));
     KMS_RETURN_IF_ERROR(r.GetString("module_path", &c.hsm.module_path));
     KMS_RETURN_IF_ERROR(r.GetString("token_label", &c.hsm.token_label));
     KMS_RETURN_IF_ERROR(r.GetString("pin_file", &c.hsm.pin_file));
@@ -254,6 +255,16 @@ absl::Status ReadConfig(const Json& root, Config& c) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"enabled", "require_client_cert"}));
     KMS_RETURN_IF_ERROR(r.GetBool("enabled", &c.metrics.enabled));
     return r.GetBool("require_client_cert", &c.metrics.require_client_cert);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "backends", [&](ObjectReader& r) {
+    BackendsConfig& b = c.backends;
+    KMS_RETURN_IF_ERROR(r.CheckKeys(
+        {"threads", "max_queue", "call_timeout_ms", "open_initial_ms", "open_max_ms"}));
+    KMS_RETURN_IF_ERROR(r.GetInt("threads", &b.threads));
+    KMS_RETURN_IF_ERROR(r.GetInt("max_queue", &b.max_queue));
+    KMS_RETURN_IF_ERROR(r.GetInt("call_timeout_ms", &b.call_timeout_ms));
+    KMS_RETURN_IF_ERROR(r.GetInt("open_initial_ms", &b.open_initial_ms));
+    return r.GetInt("open_max_ms", &b.open_max_ms);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "health", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"probe_interval_seconds"}));
@@ -508,6 +519,12 @@ absl::Status ValidateConfig(const Config& c) {
                                                    Alternatives(kMasterKeyKinds)));
   }
   CheckRange(errors, "hsm.max_sessions", c.hsm.max_sessions, 1, kMaxHsmSessions);
+  CheckRange(errors, "backends.threads", c.backends.threads, 1, 256);
+  CheckRange(errors, "backends.max_queue", c.backends.max_queue, 1, 1000000);
+  CheckRange(errors, "backends.call_timeout_ms", c.backends.call_timeout_ms, 10, 600000);
+  CheckRange(errors, "backends.open_initial_ms", c.backends.open_initial_ms, 1, 600000);
+  CheckRange(errors, "backends.open_max_ms", c.backends.open_max_ms, c.backends.open_initial_ms,
+             600000);
   if (!c.hsm.softhsm2_conf.empty()) {
     CheckReadableFile(errors, "hsm.softhsm2_conf", c.hsm.softhsm2_conf);
   }

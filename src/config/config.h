@@ -28,6 +28,19 @@ struct HsmConfig {
   // Written into the process environment as SOFTHSM2_CONF before the module loads
   // (a path, not a secret); empty leaves the environment alone.
   std::string softhsm2_conf;
+  // Serialize every call into the module (for modules that are not thread-safe).
+  bool serialize_calls = false;
+};
+
+// How kmsd calls its backends (HSM, store): each on a bounded pool of its own, each call
+// with a deadline, behind a circuit that fails uncached requests fast while the backend
+// is down (src/keys/backend_executor.h).
+struct BackendsConfig {
+  int threads = 8;                // workers per backend
+  int max_queue = 512;            // calls waiting per backend
+  int call_timeout_ms = 2000;     // a call not answered by then is abandoned: UNAVAILABLE
+  int open_initial_ms = 200;      // a tripped circuit fails fast this long before a probe
+  int open_max_ms = 2000;         // ... doubling while probes fail, at most this
 };
 
 struct PostgresConfig {
@@ -143,6 +156,7 @@ struct Config {
   JwtConfig jwt;
   MetricsConfig metrics;
   HealthConfig health;
+  BackendsConfig backends;
   RotationConfig rotation;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error

@@ -76,6 +76,11 @@ int main(int argc, char** argv) {
     return 0;
   }
 
+  // A peer that goes away mid-write (a network HSM's proxy, a database or Redis
+  // connection, a client) must cost an EPIPE on that call, never the process: some
+  // PKCS#11 modules and client libraries write to sockets without MSG_NOSIGNAL.
+  signal(SIGPIPE, SIG_IGN);
+
   // Signals go to one thread, which asks the server to stop.
   sigset_t signals;
   sigemptyset(&signals);

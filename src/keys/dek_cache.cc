@@ -18,8 +18,9 @@ DekCache::Shard& DekCache::ShardFor(const std::string& tenant_id) {
   return *shards_[std::hash<std::string>{}(tenant_id) % shards_.size()];
 }
 
-bool DekCache::Fresh(const DekEntry& e) const {
-  return clock_.Now() - e.loaded_at < options_.ttl;
+bool DekCache::Fresh(const Shard& shard, const DekEntry& e) const {
+  return e.cache_seq.load(std::memory_order_relaxed) >= shard.fresh_from_seq &&
+         clock_.Now() - e.loaded_at < options_.ttl;
 }
 
 absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::string& tenant_id,
@@ -38,7 +39,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
       } else if (auto v = slot.versions.find(version); v != slot.versions.end()) {
         hit = v->second;
       }
-      if (hit && Fresh(*hit)) {
+      if (hit && Fresh(shard, *hit)) {
         hits_.fetch_add(1, std::memory_order_relaxed);
         return hit;
       }
@@ -63,7 +64,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
             version == 0 ? t->second.primary
                          : (t->second.versions.count(version) ? t->second.versions.at(version)
                                                               : nullptr);
-        if (hit && Fresh(*hit)) {
+        if (hit && Fresh(shard, *hit)) {
           hits_.fetch_add(1, std::memory_order_relaxed);
           return hit;
         }
@@ -94,6 +95,11 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
     if (result.ok() && *result != stale && shard.generation == flight->generation) {
       Insert(shard, version, *result);
     }
+    // The backend answered that the stale key is no longer to be used (shredded,
+    // retired, gone): drop it rather than keep it for the next outage.
+    if (!result.ok() && !absl::IsUnavailable(result.status()) && stale) {
+      DropLocked(shard, stale);
+    }
     shard.flights.erase(std::make_pair(tenant_id, version));
   }
   {
@@ -109,8 +115,23 @@ void DekCache::Removed(const std::shared_ptr<const DekEntry>& entry) const {
   if (options_.on_remove && entry) options_.on_remove(entry);
 }
 
+void DekCache::DropLocked(Shard& shard, const std::shared_ptr<const DekEntry>& entry) {
+  auto t = shard.tenants.find(entry->tenant_id);
+  if (t == shard.tenants.end()) return;
+  TenantSlot& slot = t->second;
+  if (slot.primary == entry) slot.primary.reset();
+  auto v = slot.versions.find(entry->version);
+  if (v == slot.versions.end() || v->second != entry) return;
+  Removed(v->second);
+  slot.versions.erase(v);
+  --shard.entries;
+  if (slot.versions.empty()) shard.tenants.erase(t);
+}
+
 void DekCache::Insert(Shard& shard, uint32_t requested_version,
                       std::shared_ptr<const DekEntry> entry) {
+  entry->cache_seq.store(next_seq_.fetch_add(1, std::memory_order_relaxed),
+                         std::memory_order_relaxed);
   const std::string tenant = entry->tenant_id;
   const uint32_t version = entry->version;
   {
@@ -176,6 +197,14 @@ void DekCache::ForEach(const std::function<void(const std::shared_ptr<const DekE
     for (const auto& [tenant, slot] : shard->tenants) {
       for (const auto& [version, entry] : slot.versions) fn(entry);
     }
+  }
+}
+
+void DekCache::MarkAllStale() {
+  for (auto& shard : shards_) {
+    WriterLock lock(&shard->mu);
+    ++shard->generation;
+    shard->fresh_from_seq = next_seq_.load(std::memory_order_relaxed);
   }
 }
 

@@ -11,7 +11,11 @@
 // one store read and one HSM unwrap.
 //
 // Degraded mode (DESIGN §7): when a reload fails with UNAVAILABLE and the expired
-// entry is younger than `max_stale`, the stale entry is served instead.
+// entry is younger than `max_stale`, the stale entry is served instead. A cache-wide
+// flush (MarkAllStale: an epoch change, a bus resubscribe) keeps every entry but marks
+// it stale, so each is reloaded on its next use and, while the backend is down, served
+// stale on the same terms: an outage never empties the cache. A reload that answers
+// (the tenant was shredded, the version retired) drops the stale entry.
 //
 // Thread-safe. Reads take one shard's shared lock; nothing is held across a loader.
 #pragma once
@@ -45,6 +49,8 @@ struct DekEntry {
   mutable std::atomic<uint64_t> encryptions{0};
   // The store's count when loaded, plus what this replica has flushed since.
   mutable std::atomic<uint64_t> counted{0};
+  // Set by the cache when inserted (its insertion order): MarkAllStale compares it.
+  mutable std::atomic<uint64_t> cache_seq{0};
 };
 
 class DekCache {
@@ -70,6 +76,10 @@ class DekCache {
                                                             uint32_t version, const Loader& loader);
 
   void InvalidateTenant(const std::string& tenant_id);
+  // Every entry cached now must be reloaded before it is used fresh again; until then it
+  // is served only when the reload fails UNAVAILABLE (and it is younger than max_stale).
+  // Loads in flight are not cached (as after an invalidation).
+  void MarkAllStale();
   // Calls `fn` with every numbered entry (under each shard's shared lock: keep it short).
   void ForEach(const std::function<void(const std::shared_ptr<const DekEntry>&)>& fn) const;
   void Clear();
@@ -110,16 +120,21 @@ class DekCache {
     size_t entries ABSL_GUARDED_BY(mu) = 0;
     // Bumped by every invalidation, so a load that started before one is not cached.
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;
+    // Entries inserted before this sequence number are stale (MarkAllStale).
+    uint64_t fresh_from_seq ABSL_GUARDED_BY(mu) = 0;
   };
 
   Shard& ShardFor(const std::string& tenant_id);
-  bool Fresh(const DekEntry& e) const;
+  bool Fresh(const Shard& shard, const DekEntry& e) const ABSL_SHARED_LOCKS_REQUIRED(shard.mu);
   void Insert(Shard& shard, uint32_t requested_version, std::shared_ptr<const DekEntry> entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Evicts the oldest entry other than (keep_tenant, keep_version); false if none.
   bool EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void Removed(const std::shared_ptr<const DekEntry>& entry) const;
+  // Removes `entry` if it is still the cached one.
+  void DropLocked(Shard& shard, const std::shared_ptr<const DekEntry>& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   const Clock& clock_;
   const Options options_;
@@ -129,6 +144,7 @@ class DekCache {
   std::atomic<uint64_t> misses_{0};
   std::atomic<uint64_t> evictions_{0};
   std::atomic<uint64_t> stale_served_{0};
+  std::atomic<uint64_t> next_seq_{1};
 };
 
 }  // namespace kms::keys

@@ -369,7 +369,9 @@ void KeyManager::ApplyInvalidation(const coord::InvalidationEvent& event) {
       break;
     case coord::InvalidationEvent::Kind::kKek:
     case coord::InvalidationEvent::Kind::kAll: {
-      if (event.kind == coord::InvalidationEvent::Kind::kAll) cache_.Clear();
+      // Not a drop: while the store is down nothing could be reloaded (issue 9). Stale
+      // entries are reloaded on their next use and served stale only while it fails.
+      if (event.kind == coord::InvalidationEvent::Kind::kAll) cache_.MarkAllStale();
       absl::Status loaded = kek_ring_->Refresh();
       if (!loaded.ok()) {
         spdlog::warn("KEK ring refresh after an invalidation failed: {}",

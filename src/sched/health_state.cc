@@ -1,5 +1,7 @@
 #include "src/sched/health_state.h"
 
+#include "src/keys/backend_executor.h"
+
 #include <ctime>
 
 #include "absl/strings/str_cat.h"
@@ -97,8 +99,11 @@ void HealthState::Report(Backend backend, const absl::Status& probe) {
     bool changed = false;
     for (BackendHealth& b : backends_) {
       if (b.backend != backend) continue;
+      // A call that got no answer by its deadline: "hung", not merely down.
       const std::string detail =
-          probe.ok() ? "ok" : std::string(absl::StatusCodeToString(probe.code()));
+          probe.ok() ? "ok"
+                     : absl::StrCat(absl::StatusCodeToString(probe.code()),
+                                    keys::IsHung(probe) ? " (hung)" : "");
       if (b.up != probe.ok()) {
         b.up = probe.ok();
         b.since_unix = now;

@@ -44,7 +44,7 @@ void RegisterHealthMetrics(metrics::Registry& r, const sched::HealthState& healt
 OperationalMetrics RegisterKmsdMetrics(metrics::Registry& r, const MetricSources& s) {
   const Clock& clock = *s.clock;
   keys::KeyManager& keys = *s.keys;
-  hsm::Pkcs11Hsm& hsm = *s.hsm;
+  hsm::ResilientHsm& hsm = *s.hsm;
   jwt::JwtService& jwt = *s.jwt;
   const sched::KeyStateCache& key_state = *s.key_state;
 
@@ -155,6 +155,13 @@ OperationalMetrics RegisterKmsdMetrics(metrics::Registry& r, const MetricSources
                      [&hsm] { return static_cast<double>(hsm.stats().sessions_in_use); });
   r.AddGaugeFunction("kmsd_hsm_sessions_max", "The PKCS#11 session pool's bound (hsm.max_sessions).",
                      {}, [&hsm] { return static_cast<double>(hsm.stats().sessions_max); });
+  r.AddCounterFunction("kmsd_hsm_reinitializations_total",
+                       "Times the HSM layer re-initialized the PKCS#11 module after a failure.", {},
+                       [&hsm] { return hsm.reinitializations(); });
+  r.AddGaugeFunction("kmsd_hsm_pin_rejected",
+                     "1 while the token refuses the PIN (no login is retried until the PIN file "
+                     "changes).",
+                     {}, [&hsm] { return hsm.permanent_failure() ? 1.0 : 0.0; });
 
   // --- Re-wrap, audit, rate limits
   r.AddGaugeFunction("kmsd_rewrap_backlog",

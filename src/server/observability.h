@@ -12,6 +12,7 @@
 #include "kms/common/clock.h"
 #include "kms/metrics/metrics.h"
 #include "src/hsm/pkcs11_hsm.h"
+#include "src/hsm/resilient_hsm.h"
 #include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
 #include "src/sched/health_state.h"
@@ -22,7 +23,7 @@ namespace kms::server {
 struct MetricSources {
   const Clock* clock = nullptr;
   keys::KeyManager* keys = nullptr;
-  hsm::Pkcs11Hsm* hsm = nullptr;
+  hsm::ResilientHsm* hsm = nullptr;
   jwt::JwtService* jwt = nullptr;
   const sched::KeyStateCache* key_state = nullptr;
   int64_t key_max_age_seconds = 0;  // KEY_MAX_AGE

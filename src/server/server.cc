@@ -14,6 +14,9 @@
 #include "spdlog/spdlog.h"
 #include "src/authz/policy.h"
 #include "src/hsm/pkcs11_hsm.h"
+#include "src/hsm/resilient_hsm.h"
+#include "src/keys/backend_executor.h"
+#include "src/keys/guarded_backends.h"
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
@@ -57,8 +60,15 @@ struct KmsServer::Parts {
   std::unique_ptr<RpcMetrics> rpc_metrics;
   OperationalMetrics ops;
   std::unique_ptr<sched::KeyStateCache> key_state;
-  std::unique_ptr<hsm::Pkcs11Hsm> hsm;
-  std::unique_ptr<store::KeyStore> store;
+  std::unique_ptr<hsm::ResilientHsm> hsm;
+  std::unique_ptr<store::KeyStore> store_backend;
+  // Every HSM and store call goes through these (pools, deadlines, circuits); the parts
+  // below only ever see the guarded seams. Declared after the backends, before their
+  // users: destroyed after the users, before the backends.
+  std::unique_ptr<keys::BackendExecutor> hsm_executor;
+  std::unique_ptr<keys::BackendExecutor> store_executor;
+  std::unique_ptr<keys::GuardedHsm> guarded_hsm;
+  std::unique_ptr<store::KeyStore> store;  // the guarded store
   std::unique_ptr<keys::HsmKekRing> kek_ring;
   std::unique_ptr<authz::PolicyAuthorizer> authz;
   std::unique_ptr<keys::KeyManager> keys;
@@ -282,19 +292,49 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                                  .master_key_kind = kind,
                                  .create_master_key = true,
                                  .max_sessions = config.hsm.max_sessions};
+  // A call that hit an HSM restart waits for the re-initialisation for at most half its
+  // deadline, so it can still be retried within it.
+  hsm::ResilienceOptions resilience{
+      .serialize_calls = config.hsm.serialize_calls,
+      .recovery_wait = std::chrono::milliseconds(config.backends.call_timeout_ms / 2)};
   KMS_ASSIGN_OR_RETURN(
-      p.hsm, OpenWithBackoff<std::unique_ptr<hsm::Pkcs11Hsm>>(
-                 "HSM", stop, [&] { return hsm::Pkcs11Hsm::Open(hsm_options); }, p.health.get(),
-                 sched::Backend::kHsm));
+      p.hsm, OpenWithBackoff<std::unique_ptr<hsm::ResilientHsm>>(
+                 "HSM", stop,
+                 [&] {
+                   return hsm::ResilientHsm::Open(
+                       [hsm_options] { return hsm::Pkcs11Hsm::Open(hsm_options); },
+                       hsm_options.pin_file, resilience);
+                 },
+                 p.health.get(), sched::Backend::kHsm));
+  spdlog::info("HSM self-test passed (AES-256-GCM known answer, KEK wrap round trip){}",
+               config.hsm.serialize_calls ? "; every PKCS#11 call is serialized" : "");
+  const auto backend_options = [&config](std::string name) {
+    return keys::BackendExecutorOptions{
+        .name = std::move(name),
+        .threads = config.backends.threads,
+        .max_queue = static_cast<size_t>(config.backends.max_queue),
+        .call_timeout = std::chrono::milliseconds(config.backends.call_timeout_ms),
+        .open_initial = std::chrono::milliseconds(config.backends.open_initial_ms),
+        .open_max = std::chrono::milliseconds(config.backends.open_max_ms)};
+  };
+  p.hsm_executor = std::make_unique<keys::BackendExecutor>(backend_options("hsm"));
+  // A circuit that opens or closes is reported at once, not at the next probe.
+  p.hsm_executor->SetListener(
+      [&p](const absl::Status& s) { p.health->Report(sched::Backend::kHsm, s); });
+  p.guarded_hsm = std::make_unique<keys::GuardedHsm>(p.hsm.get(), p.hsm_executor.get());
   if (p.hsm->created_master_key()) {
     spdlog::info("created master key '{}' ({}) in token '{}'", config.hsm.master_key_label,
                  config.hsm.master_key_kind, config.hsm.token_label);
   }
   spdlog::info("KEKs are wrapped with {}", hsm::KekWrapMechanismName(p.hsm->kek_wrap_mechanism()));
 
-  KMS_ASSIGN_OR_RETURN(p.store, OpenWithBackoff<std::unique_ptr<store::KeyStore>>(
+  KMS_ASSIGN_OR_RETURN(p.store_backend, OpenWithBackoff<std::unique_ptr<store::KeyStore>>(
                                    "key store", stop, [&] { return OpenStore(config); }, p.health.get(),
                                    sched::Backend::kStore));
+  p.store_executor = std::make_unique<keys::BackendExecutor>(backend_options("store"));
+  p.store_executor->SetListener(
+      [&p](const absl::Status& s) { p.health->Report(sched::Backend::kStore, s); });
+  p.store = std::make_unique<keys::GuardedKeyStore>(p.store_backend.get(), p.store_executor.get());
 
   KMS_ASSIGN_OR_RETURN(jwt::JwtServiceOptions jwt_options, JwtOptionsFrom(config.jwt));
   keys::KeyManagerOptions key_options{
@@ -304,7 +344,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   key_options.cache.max_stale = std::chrono::seconds(jwt_options.key_max_age_seconds);
   KMS_ASSIGN_OR_RETURN(
       p.kek_ring, OpenWithBackoff<std::unique_ptr<keys::HsmKekRing>>("KEK ring", stop, [&] {
-        return keys::HsmKekRing::Create(p.hsm.get(), p.store.get(), &RealClock::Instance());
+        return keys::HsmKekRing::Create(p.guarded_hsm.get(), p.store.get(), &RealClock::Instance());
       }, p.health.get()));
   KMS_ASSIGN_OR_RETURN(p.keys, keys::KeyManager::Create(p.kek_ring.get(), p.store.get(),
                                                         &RealClock::Instance(), key_options));

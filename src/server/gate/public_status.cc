@@ -1,6 +1,8 @@
 #include "src/server/gate/public_status.h"
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "src/keys/backend_executor.h"
 
 namespace kms::server {
 
@@ -21,6 +23,11 @@ std::string PublicMessage(const absl::Status& status, std::string_view operation
     case absl::StatusCode::kCancelled:
       return std::string(status.message());
     case absl::StatusCode::kUnavailable:
+      // Failing fast while a backend is known down: the circuit logged the outage once;
+      // one line per request would flood the log.
+      if (std::optional<int64_t> retry_ms = keys::RetryAfterOf(status); retry_ms.has_value()) {
+        return absl::StrCat("a key backend is unavailable; retry after ", *retry_ms, " ms");
+      }
       spdlog::warn("{}: backend unavailable: {}", operation, std::string(status.message()));
       return "a key backend is unavailable; retry with backoff";
     default:

@@ -1,5 +1,6 @@
 #include "src/server/grpc/grpc_status.h"
 
+#include "src/keys/backend_executor.h"
 #include "src/server/gate/public_status.h"
 
 namespace kms::server {
@@ -13,6 +14,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status, std::string_view operation
 
 grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, const absl::Status& status,
                                       std::string_view operation) {
+  // A backend known to be down says when to try again: gRPC's own pushback trailer, which
+  // clients with a retry policy honour (gRFC A6).
+  if (std::optional<int64_t> retry_ms = keys::RetryAfterOf(status); retry_ms.has_value()) {
+    ctx->AddTrailingMetadata("grpc-retry-pushback-ms", std::to_string(*retry_ms));
+  }
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status, operation));
   return reactor;

@@ -221,5 +221,63 @@ TEST(DekCacheRaceTest, EveryEntryLeavingTheCacheIsReported) {
   EXPECT_EQ(removed, (std::vector<std::string>{"a/1", "b/1", "c/1"}));
 }
 
+
+// Issue 9: a cache-wide flush while the store is down must not drop what cannot be
+// reloaded. Clear() would empty the cache; MarkAllStale keeps the entries.
+TEST_F(DekCacheTest, MarkAllStaleKeepsEntriesWhileTheBackendIsDown) {
+  DekCache cache(clock_, {.ttl = seconds(3600), .max_stale = seconds(86400)});
+  auto first = cache.GetOrLoad("t1", 0, CountingLoader("t1", 0));
+  ASSERT_TRUE(first.ok());
+  cache.MarkAllStale();
+  EXPECT_EQ(cache.size(), 1u);
+  int down_loads = 0;
+  auto down = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    ++down_loads;
+    return absl::UnavailableError("store is down");
+  };
+  // Every use tries a reload (it may have changed) and, while it fails UNAVAILABLE,
+  // is served the stale entry.
+  for (int i = 0; i < 3; ++i) {
+    auto served = cache.GetOrLoad("t1", 0, down);
+    ASSERT_TRUE(served.ok()) << served.status();
+    EXPECT_EQ(served->get(), first->get());
+  }
+  EXPECT_EQ(down_loads, 3);
+  EXPECT_EQ(cache.stats().stale_served, 3u);
+  // The backend back: one reload, then fresh hits again.
+  auto reloaded = cache.GetOrLoad("t1", 0, CountingLoader("t1", 0));
+  ASSERT_TRUE(reloaded.ok());
+  EXPECT_NE(reloaded->get(), first->get());
+  ASSERT_TRUE(cache.GetOrLoad("t1", 0, down).ok());
+  EXPECT_EQ(down_loads, 3);  // a fresh hit: no load
+  EXPECT_EQ(loads_, 2);
+}
+
+TEST_F(DekCacheTest, MarkAllStaleDropsAnEntryTheBackendSaysIsGone) {
+  DekCache cache(clock_, {});
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  cache.MarkAllStale();
+  auto shredded = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    return absl::FailedPreconditionError("tenant has been shredded");
+  };
+  EXPECT_TRUE(absl::IsFailedPrecondition(cache.GetOrLoad("t1", 1, shredded).status()));
+  EXPECT_EQ(cache.size(), 0u);
+  // And it is not served stale afterwards, even while the backend is down.
+  auto down = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    return absl::UnavailableError("down");
+  };
+  EXPECT_TRUE(absl::IsUnavailable(cache.GetOrLoad("t1", 1, down).status()));
+}
+
+TEST_F(DekCacheTest, MarkAllStaleKeepsALoadInFlightOutOfTheCache) {
+  DekCache cache(clock_, {});
+  auto loader = [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    cache.MarkAllStale();  // the flush lands while this load runs
+    return MakeEntry(clock_, "t1", 1);
+  };
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, loader).ok());
+  EXPECT_EQ(cache.size(), 0u);
+}
+
 }  // namespace
 }  // namespace kms::keys
