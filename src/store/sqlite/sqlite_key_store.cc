@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kms/common/clock.h"
+#include "src/store/audit_checks.h"
 #include "src/store/record_checks.h"
 
 namespace kms::store {
@@ -111,6 +112,31 @@ CREATE TABLE rotation_jobs (
   row_version      INTEGER NOT NULL CHECK (row_version > 0)
 ) STRICT;
 CREATE UNIQUE INDEX rotation_jobs_one_running ON rotation_jobs (kind) WHERE state = 'running';
+)sql",
+    // 3: the hash-chained audit log (include/kms/store/audit_store.h). The table of
+    // migration 1 was never written; it is replaced by one chain per node, (node, seq)
+    // unique, and an id that orders appends for readers paging through it.
+    R"sql(
+DROP TABLE audit_log;
+CREATE TABLE audit_log (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  node         TEXT    NOT NULL CHECK (length(node) > 0),
+  seq          INTEGER NOT NULL CHECK (seq > 0),
+  at_ms        INTEGER NOT NULL,
+  kind         TEXT    NOT NULL CHECK (kind IN ('admin', 'data')),
+  identity     TEXT    NOT NULL,
+  operation    TEXT    NOT NULL,
+  tenant       TEXT    NOT NULL,
+  tenants      INTEGER NOT NULL CHECK (tenants >= 0),
+  calls        INTEGER NOT NULL CHECK (calls > 0),
+  key_versions TEXT    NOT NULL,
+  outcome      TEXT    NOT NULL,
+  request_id   TEXT    NOT NULL,
+  prev_hash    BLOB    NOT NULL CHECK (length(prev_hash) = 32),
+  hash         BLOB    NOT NULL CHECK (length(hash) = 32),
+  UNIQUE (node, seq)
+) STRICT;
+CREATE INDEX audit_log_by_time ON audit_log (at_ms);
 )sql",
 };
 
@@ -265,6 +291,8 @@ class SqliteKeyStore::Stmt {
     return k;
   }
 
+  // An audit row selected with kAuditColumns.
+  absl::StatusOr<AuditRecord> ReadAudit() const;
   absl::StatusOr<RotationJobRecord> ReadRotationJob(int first_col) const {
     RotationJobRecord j;
     j.id = Int(first_col);
@@ -1225,6 +1253,135 @@ absl::Status SqliteKeyStore::Ping() {
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return absl::InternalError("Ping: store_epoch row missing");
   return absl::OkStatus();
+}
+
+
+// --- Audit log (no epoch bump: audit_store.h)
+
+absl::StatusOr<AuditRecord> SqliteKeyStore::Stmt::ReadAudit() const {
+  AuditRecord r;
+  r.id = Int(0);
+  r.node = Text(1);
+  r.seq = Int(2);
+  r.at_ms = Int(3);
+  r.kind = Text(4);
+  r.identity = Text(5);
+  r.operation = Text(6);
+  r.tenant = Text(7);
+  r.tenants = static_cast<uint64_t>(Int(8));
+  r.calls = static_cast<uint64_t>(Int(9));
+  r.key_versions = Text(10);
+  r.outcome = Text(11);
+  r.request_id = Text(12);
+  r.prev_hash = Blob(13);
+  r.hash = Blob(14);
+  return r;
+}
+
+absl::Status SqliteKeyStore::AppendAudit(std::span<const AuditRecord> records) {
+  constexpr absl::string_view kOp = "AppendAudit";
+  KMS_RETURN_IF_ERROR(CheckAppendAudit(records));
+  if (records.empty()) return absl::OkStatus();
+  return Mutate(
+      {.op = kOp,
+       .bump_epoch = false,
+       .on_duplicate = absl::StrCat("audit record ", records.front().node, "/",
+                                    records.front().seq, " or a later one already exists")},
+      [&]() -> absl::Status {
+        mu_.AssertHeld();
+        for (const AuditRecord& r : records) {
+          KMS_ASSIGN_OR_RETURN(
+              Stmt s, Prepare(absl::StrCat("INSERT INTO audit_log (",
+                                           kAuditColumns.substr(kAuditColumns.find(',') + 2),
+                                           ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+                                           "?11, ?12, ?13, ?14)"),
+                              kOp));
+          KMS_RETURN_IF_ERROR(s.Bind(1, r.node)
+                                  .Bind(2, r.seq)
+                                  .Bind(3, r.at_ms)
+                                  .Bind(4, r.kind)
+                                  .Bind(5, r.identity)
+                                  .Bind(6, r.operation)
+                                  .Bind(7, r.tenant)
+                                  .Bind(8, static_cast<int64_t>(r.tenants))
+                                  .Bind(9, static_cast<int64_t>(r.calls))
+                                  .Bind(10, r.key_versions)
+                                  .Bind(11, r.outcome)
+                                  .Bind(12, r.request_id)
+                                  .Bind(13, r.prev_hash)
+                                  .Bind(14, r.hash)
+                                  .Run()
+                                  .status());
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::StatusOr<std::vector<AuditRecord>> SqliteKeyStore::ReadAudit(int64_t after_id, int limit,
+                                                                   const std::string& node) {
+  constexpr absl::string_view kOp = "ReadAudit";
+  KMS_RETURN_IF_ERROR(CheckAuditLimit(limit));
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kAuditColumns,
+                                   " FROM audit_log WHERE id > ?1 AND (?2 = '' OR node = ?2) "
+                                   "ORDER BY id LIMIT ?3"),
+                      kOp));
+  s.Bind(1, after_id).Bind(2, node).Bind(3, int64_t{limit});
+  std::vector<AuditRecord> out;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KMS_ASSIGN_OR_RETURN(AuditRecord r, s.ReadAudit());
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<AuditRecord>> SqliteKeyStore::TailAudit(int count,
+                                                                   const std::string& node) {
+  constexpr absl::string_view kOp = "TailAudit";
+  KMS_RETURN_IF_ERROR(CheckAuditLimit(count));
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kAuditColumns,
+                                   " FROM audit_log WHERE ?1 = '' OR node = ?1 "
+                                   "ORDER BY id DESC LIMIT ?2"),
+                      kOp));
+  s.Bind(1, node).Bind(2, int64_t{count});
+  std::vector<AuditRecord> out;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KMS_ASSIGN_OR_RETURN(AuditRecord r, s.ReadAudit());
+    out.push_back(std::move(r));
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+absl::StatusOr<AuditRecord> SqliteKeyStore::LastAudit(const std::string& node) {
+  constexpr absl::string_view kOp = "LastAudit";
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kAuditColumns,
+                                   " FROM audit_log WHERE node = ?1 ORDER BY seq DESC LIMIT 1"),
+                      kOp));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, node).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("node ", node, " has no audit record"));
+  return s.ReadAudit();
+}
+
+absl::StatusOr<int64_t> SqliteKeyStore::DeleteAuditBefore(int64_t before_ms) {
+  constexpr absl::string_view kOp = "DeleteAuditBefore";
+  int64_t deleted = 0;
+  KMS_RETURN_IF_ERROR(Mutate({.op = kOp, .bump_epoch = false}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM audit_log WHERE at_ms < ?1", kOp));
+    KMS_ASSIGN_OR_RETURN(deleted, s.Bind(1, before_ms).Run());
+    return absl::OkStatus();
+  }));
+  return deleted;
 }
 
 }  // namespace kms::store
