@@ -22,7 +22,7 @@ constexpr Operation kAllOperations[] = {
     Operation::kEncrypt,   Operation::kDecrypt,     Operation::kCreateTenant,
     Operation::kGetTenant, Operation::kListTenants, Operation::kGetStatus,
     Operation::kSignJwt,   Operation::kVerifyJwt,   Operation::kAdminJwt,
-    Operation::kRotate,    Operation::kShred,
+    Operation::kRotate,    Operation::kShred,       Operation::kReadAudit,
 };
 
 uint32_t Bit(Operation op) { return uint32_t{1} << static_cast<uint32_t>(op); }

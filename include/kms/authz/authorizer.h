@@ -22,6 +22,7 @@ enum class Operation {
   kAdminJwt,  // jwt rotate / ack / status
   kRotate,    // manual key rotation
   kShred,     // crypto-shredding
+  kReadAudit,  // read the audit log (kmsctl audit tail / verify); needs every tenant ("*")
 };
 // "encrypt", "create_tenant", ... (the policy file's spelling).
 inline std::string_view OperationName(Operation op) {
@@ -48,6 +49,8 @@ inline std::string_view OperationName(Operation op) {
       return "rotate";
     case Operation::kShred:
       return "shred";
+    case Operation::kReadAudit:
+      return "read_audit";
   }
   return "unknown";
 }

@@ -226,6 +226,7 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
     add_backend("redis", scheduler_.bus_healthy() ? absl::OkStatus()
                                                     : absl::UnavailableError("unreachable"));
   }
+  if (audit_health_) add_backend("audit", audit_health_());
   resp->set_leader(scheduler_.is_leader());
   resp->set_jwt_state(jwt_.Status().state_name);
   resp->set_ready(hsm_health.ok() && store_health.ok());
@@ -255,6 +256,47 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
           v1::GetStatusResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kGetStatus, ""));
         return Status(resp);
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ReadAudit(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* in,
+                                                      grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ReadAuditRequest, v1::ReadAuditResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "ReadAudit",
+      [&](const std::string& identity, const v1::ReadAuditRequest& req,
+          v1::ReadAuditResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(
+            gate_.Admit(identity, authz::Operation::kReadAudit, CallGate::kEveryTenant));
+        if (audit_store_ == nullptr) return absl::UnavailableError("the audit log is off");
+        const int limit = req.limit() == 0 ? kDefaultPageSize : req.limit();
+        if (limit < 0 || limit > kMaxPageSize || req.tail() < 0 || req.tail() > kMaxPageSize) {
+          return absl::InvalidArgumentError("limit and tail must be between 0 and 1000");
+        }
+        if (req.after_id() < 0) return absl::InvalidArgumentError("after_id must not be negative");
+        KMS_ASSIGN_OR_RETURN(std::vector<store::AuditRecord> records,
+                             req.tail() > 0
+                                 ? audit_store_->TailAudit(req.tail(), req.node_id())
+                                 : audit_store_->ReadAudit(req.after_id(), limit, req.node_id()));
+        for (store::AuditRecord& r : records) {
+          v1::AuditRecord* a = resp->add_records();
+          a->set_id(r.id);
+          a->set_node_id(std::move(r.node));
+          a->set_seq(r.seq);
+          a->set_at_unix_ms(r.at_ms);
+          a->set_kind(std::move(r.kind));
+          a->set_identity(std::move(r.identity));
+          a->set_operation(std::move(r.operation));
+          a->set_tenant_id(std::move(r.tenant));
+          a->set_tenants(r.tenants);
+          a->set_calls(r.calls);
+          a->set_key_versions(std::move(r.key_versions));
+          a->set_outcome(std::move(r.outcome));
+          a->set_request_id(std::move(r.request_id));
+          a->set_prev_hash(r.prev_hash.data(), r.prev_hash.size());
+          a->set_hash(r.hash.data(), r.hash.size());
+        }
+        return absl::OkStatus();
       });
 }
 

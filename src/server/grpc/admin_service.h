@@ -3,9 +3,11 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "kms/common/clock.h"
+#include "kms/store/audit_store.h"
 #include "kms/store/key_store.h"
 #include "kms/v1/admin_service.grpc.pb.h"
 #include "src/jwt/jwt_service.h"
@@ -34,7 +36,8 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                             v1::AdminService::WithRawCallbackMethod_GetJwtStatus<
                                 v1::AdminService::WithRawCallbackMethod_RotateJwtKey<
                                     v1::AdminService::WithRawCallbackMethod_AckJwtCritical<
-                                        v1::AdminService::Service>>>>>>>>>>;
+                                        v1::AdminService::WithRawCallbackMethod_ReadAudit<
+                                            v1::AdminService::Service>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -71,6 +74,13 @@ class AdminServiceImpl final : public AdminServiceRaw {
                                            const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ReadAudit(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+
+  // The audit store ReadAudit reads (null: ReadAudit is UNAVAILABLE). Set before serving.
+  void set_audit_store(store::AuditStore* audit_store) { audit_store_ = audit_store; }
+  // The audit log's health for GetStatus (backend "audit"); unset: not shown.
+  void set_audit_health(std::function<absl::Status()> health) { audit_health_ = std::move(health); }
 
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
@@ -86,6 +96,8 @@ class AdminServiceImpl final : public AdminServiceRaw {
   const sched::SchedulerStatus& scheduler_;  // leadership, bus health
   const Clock& clock_;
   const NodeInfo node_;
+  store::AuditStore* audit_store_ = nullptr;
+  std::function<absl::Status()> audit_health_;
 };
 
 }  // namespace kms::server

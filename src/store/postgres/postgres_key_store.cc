@@ -230,15 +230,15 @@ absl::Status DiagnoseTenantCas(Connection& c, const std::string& tenant_id,
   KMS_ASSIGN_OR_RETURN(Result r,
                        c.Exec("SELECT state, row_version FROM tenants WHERE id = $1", p, op));
   if (r.rows() == 0) {
-    return absl::NotFoundError(absl::StrCat(op, ": tenant ", tenant_id, " not found"));
+    return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   }
   if (r.Int(0, 1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": tenant ", tenant_id,
+    return absl::AbortedError(absl::StrCat("tenant ", tenant_id,
                                            " changed concurrently (row_version ", r.Int(0, 1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (r.Text(0, 0) == TenantStateName(TenantState::kShredded)) {
-    return absl::FailedPreconditionError(absl::StrCat(op, ": tenant ", tenant_id, " is shredded"));
+    return absl::FailedPreconditionError(absl::StrCat("tenant ", tenant_id, " is shredded"));
   }
   return absl::OkStatus();
 }
@@ -248,9 +248,9 @@ absl::Status DiagnoseJwtKeyCas(Connection& c, const std::string& kid, int64_t ex
   Params p;
   p.Text(kid);
   KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT row_version FROM jwt_keys WHERE kid = $1", p, op));
-  if (r.rows() == 0) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
+  if (r.rows() == 0) return absl::NotFoundError(absl::StrCat("JWT key ", kid, " not found"));
   if (r.Int(0, 0) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
+    return absl::AbortedError(absl::StrCat("JWT key ", kid,
                                            " changed concurrently (row_version ", r.Int(0, 0),
                                            ", expected ", expected_row_version, ")"));
   }
@@ -264,16 +264,16 @@ absl::Status DiagnoseRotationJobCas(Connection& c, int64_t id, int64_t expected_
   KMS_ASSIGN_OR_RETURN(Result r,
                        c.Exec("SELECT state, row_version FROM rotation_jobs WHERE id = $1", p, op));
   if (r.rows() == 0) {
-    return absl::NotFoundError(absl::StrCat(op, ": rotation job ", id, " not found"));
+    return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
   }
   if (r.Int(0, 1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": rotation job ", id,
+    return absl::AbortedError(absl::StrCat("rotation job ", id,
                                            " changed concurrently (row_version ", r.Int(0, 1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (r.Text(0, 0) != RotationJobStateName(RotationJobState::kRunning)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(op, ": rotation job ", id, " is ", r.Text(0, 0), ", not running"));
+        absl::StrCat("rotation job ", id, " is ", r.Text(0, 0), ", not running"));
   }
   return absl::OkStatus();
 }
@@ -474,7 +474,7 @@ absl::Status PostgresKeyStore::InsertKek(const KekRecord& kek) {
             .status();
     if (absl::IsAlreadyExists(st)) {
       return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": KEK version ", kek.version, " already exists"));
+          absl::StrCat("KEK version ", kek.version, " already exists"));
     }
     KMS_RETURN_IF_ERROR(st);
     return BumpEpoch(c, kOp);
@@ -495,9 +495,9 @@ absl::Status PostgresKeyStore::UpdateKekState(uint32_t version, KekState from, K
       KMS_ASSIGN_OR_RETURN(Result s,
                            c.Exec("SELECT state FROM kek_versions WHERE version = $1", q, kOp));
       if (s.rows() == 0) {
-        return absl::NotFoundError(absl::StrCat(kOp, ": KEK version ", version, " not found"));
+        return absl::NotFoundError(absl::StrCat("KEK version ", version, " not found"));
       }
-      return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ", s.Text(0, 0),
+      return absl::AbortedError(absl::StrCat("KEK version ", version, " is ", s.Text(0, 0),
                                              ", not ", std::string(KekStateName(from))));
     }
     return BumpEpoch(c, kOp);
@@ -553,7 +553,7 @@ absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
                kOp)
             .status();
     if (absl::IsAlreadyExists(st)) {
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": tenant ", tenant.id, " already exists"));
+      return absl::AlreadyExistsError(absl::StrCat("tenant ", tenant.id, " already exists"));
     }
     KMS_RETURN_IF_ERROR(st);
     KMS_RETURN_IF_ERROR(InsertDek(c, tenant.id, first_dek, kOp));
@@ -572,7 +572,7 @@ absl::StatusOr<TenantRecord> PostgresKeyStore::GetTenant(const std::string& tena
         c.Exec(absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = $1").c_str(), p,
                kOp));
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+      return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
     }
     KMS_ASSIGN_OR_RETURN(out, ReadTenant(r, 0, 0));
     return absl::OkStatus();
@@ -639,11 +639,11 @@ absl::StatusOr<TenantDek> PostgresKeyStore::GetTenantDek(const std::string& tena
                          "WHERE t.id = $1",
                          p, kOp));
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+      return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
     }
     if (r.IsNull(0, 7)) {
       return absl::NotFoundError(
-          absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+          absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
     }
     TenantDek td;
     KMS_ASSIGN_OR_RETURN(td.tenant, ReadTenant(r, 0, 0));
@@ -668,7 +668,7 @@ absl::StatusOr<std::vector<DekRecord>> PostgresKeyStore::ListDeks(const std::str
                                 p, kOp));
     // Every tenant has at least its first DEK, so no rows means no tenant.
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+      return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
     }
     std::vector<DekRecord> deks;
     deks.reserve(r.rows());
@@ -698,13 +698,13 @@ absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id, int64_t e
     if (r.affected() == 0) {
       KMS_RETURN_IF_ERROR(DiagnoseTenantCas(c, tenant_id, expected_row_version, kOp));
       return absl::FailedPreconditionError(
-          absl::StrCat(kOp, ": DEK version ", new_dek.version,
+          absl::StrCat("DEK version ", new_dek.version,
                        " is not above the primary version of tenant ", tenant_id));
     }
     absl::Status st = InsertDek(c, tenant_id, new_dek, kOp);
     if (absl::IsAlreadyExists(st)) {
       return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": tenant ", tenant_id, " already has DEK version ", new_dek.version));
+          absl::StrCat("tenant ", tenant_id, " already has DEK version ", new_dek.version));
     }
     KMS_RETURN_IF_ERROR(st);
     return BumpEpoch(c, kOp);
@@ -755,7 +755,7 @@ absl::Status PostgresKeyStore::AddEncryptions(const std::string& tenant_id, uint
                                           p, kOp));
     if (r.affected() == 0) {
       return absl::NotFoundError(
-          absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+          absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
     }
     return absl::OkStatus();
   });
@@ -792,7 +792,7 @@ absl::Status PostgresKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
     KMS_RETURN_IF_ERROR(c.ExecScript("LOCK TABLE jwt_keys IN SHARE ROW EXCLUSIVE MODE", kOp));
     KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
     if (r.Int(0, 0) != 0) {
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+      return absl::AlreadyExistsError(absl::StrCat("a JWT key already exists"));
     }
     KMS_RETURN_IF_ERROR(InsertJwtKey(c, key, kOp));
     return BumpEpoch(c, kOp);
@@ -818,7 +818,7 @@ absl::Status PostgresKeyStore::RotateJwtKey(const std::string& current_kid,
     absl::Status st = InsertJwtKey(c, next, kOp);
     if (absl::IsAlreadyExists(st)) {
       // The transaction rolls back: the current key's retire_at is not changed either.
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": JWT key ", next.kid, " already exists"));
+      return absl::AlreadyExistsError(absl::StrCat("JWT key ", next.kid, " already exists"));
     }
     KMS_RETURN_IF_ERROR(st);
     return BumpEpoch(c, kOp);
@@ -1042,7 +1042,7 @@ absl::StatusOr<RotationJobRecord> PostgresKeyStore::CreateRotationJob(
         p, kOp);
     if (absl::IsAlreadyExists(r.status())) {
       return absl::AlreadyExistsError(absl::StrCat(
-          kOp, ": a ", std::string(RotationJobKindName(out.kind)), " job is already running"));
+          "a ", std::string(RotationJobKindName(out.kind)), " job is already running"));
     }
     KMS_RETURN_IF_ERROR(r.status());
     if (r->rows() != 1) return absl::InternalError(absl::StrCat(kOp, ": no id returned"));
@@ -1064,7 +1064,7 @@ absl::StatusOr<RotationJobRecord> PostgresKeyStore::GetRotationJob(int64_t id) {
                    .c_str(),
                p, kOp));
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": rotation job ", id, " not found"));
+      return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
     }
     KMS_ASSIGN_OR_RETURN(out, ReadRotationJob(r, 0));
     return absl::OkStatus();
@@ -1085,7 +1085,7 @@ absl::StatusOr<RotationJobRecord> PostgresKeyStore::GetRunningRotationJob(Rotati
                                           p, kOp));
     if (r.rows() == 0) {
       return absl::NotFoundError(absl::StrCat(
-          kOp, ": no ", std::string(RotationJobKindName(kind)), " job is running"));
+          "no ", std::string(RotationJobKindName(kind)), " job is running"));
     }
     KMS_ASSIGN_OR_RETURN(out, ReadRotationJob(r, 0));
     return absl::OkStatus();

@@ -509,15 +509,15 @@ absl::Status SqliteKeyStore::DiagnoseTenantCas(const std::string& tenant_id,
   KMS_ASSIGN_OR_RETURN(Stmt s,
                        Prepare("SELECT state, row_version FROM tenants WHERE id = ?1", op));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(op, ": tenant ", tenant_id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   if (s.Int(1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": tenant ", tenant_id,
+    return absl::AbortedError(absl::StrCat("tenant ", tenant_id,
                                            " changed concurrently (row_version ", s.Int(1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (s.Text(0) == TenantStateName(TenantState::kShredded)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(op, ": tenant ", tenant_id, " is shredded"));
+        absl::StrCat("tenant ", tenant_id, " is shredded"));
   }
   return absl::OkStatus();
 }
@@ -527,9 +527,9 @@ absl::Status SqliteKeyStore::DiagnoseJwtKeyCas(const std::string& kid,
                                                absl::string_view op) {
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT row_version FROM jwt_keys WHERE kid = ?1", op));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, kid).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("JWT key ", kid, " not found"));
   if (s.Int(0) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
+    return absl::AbortedError(absl::StrCat("JWT key ", kid,
                                            " changed concurrently (row_version ", s.Int(0),
                                            ", expected ", expected_row_version, ")"));
   }
@@ -541,15 +541,15 @@ absl::Status SqliteKeyStore::DiagnoseRotationJobCas(int64_t id, int64_t expected
   KMS_ASSIGN_OR_RETURN(Stmt s,
                        Prepare("SELECT state, row_version FROM rotation_jobs WHERE id = ?1", op));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(op, ": rotation job ", id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
   if (s.Int(1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": rotation job ", id,
+    return absl::AbortedError(absl::StrCat("rotation job ", id,
                                            " changed concurrently (row_version ", s.Int(1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (s.Text(0) != RotationJobStateName(RotationJobState::kRunning)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(op, ": rotation job ", id, " is ", s.Text(0), ", not running"));
+        absl::StrCat("rotation job ", id, " is ", s.Text(0), ", not running"));
   }
   return absl::OkStatus();
 }
@@ -590,7 +590,7 @@ absl::Status SqliteKeyStore::InsertKek(const KekRecord& kek) {
   KMS_RETURN_IF_ERROR(CheckInsertKek(kek));
   return Mutate(
       {.op = kOp,
-       .on_duplicate = absl::StrCat(kOp, ": KEK version ", kek.version, " already exists")},
+       .on_duplicate = absl::StrCat("KEK version ", kek.version, " already exists")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
         KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO kek_versions (",
@@ -623,9 +623,9 @@ absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, Kek
     KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT state FROM kek_versions WHERE version = ?1", kOp));
     KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, version).Step());
     if (!row) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": KEK version ", version, " not found"));
+      return absl::NotFoundError(absl::StrCat("KEK version ", version, " not found"));
     }
-    return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ", s.Text(0),
+    return absl::AbortedError(absl::StrCat("KEK version ", version, " is ", s.Text(0),
                                            ", not ", std::string(KekStateName(from))));
   });
 }
@@ -662,7 +662,7 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
   constexpr absl::string_view kOp = "CreateTenant";
   KMS_RETURN_IF_ERROR(CheckCreateTenant(tenant, first_dek));
   return Mutate(
-      {.op = kOp, .on_duplicate = absl::StrCat(kOp, ": tenant ", tenant.id, " already exists")},
+      {.op = kOp, .on_duplicate = absl::StrCat("tenant ", tenant.id, " already exists")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
         {
@@ -705,7 +705,7 @@ absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant
       Stmt s, Prepare(absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = ?1"),
                       kOp));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   return s.ReadTenant(0);
 }
 
@@ -758,10 +758,10 @@ absl::StatusOr<TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant
               "WHERE t.id = ?1",
               kOp));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Bind(2, version).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   if (s.IsNull(7)) {
     return absl::NotFoundError(
-        absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+        absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
   }
   TenantDek out;
   KMS_ASSIGN_OR_RETURN(out.tenant, s.ReadTenant(0));
@@ -786,7 +786,7 @@ absl::StatusOr<std::vector<DekRecord>> SqliteKeyStore::ListDeks(const std::strin
   }
   // Every tenant has at least its first DEK, so no rows means no tenant.
   if (deks.empty()) {
-    return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+    return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   }
   return deks;
 }
@@ -798,7 +798,7 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
   KMS_RETURN_IF_ERROR(CheckRotateDek(tenant_id, new_dek));
   return Mutate(
       {.op = kOp,
-       .on_duplicate = absl::StrCat(kOp, ": tenant ", tenant_id, " already has DEK version ",
+       .on_duplicate = absl::StrCat("tenant ", tenant_id, " already has DEK version ",
                                     new_dek.version)},
       [&]() -> absl::Status {
         mu_.AssertHeld();
@@ -819,7 +819,7 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
         if (changed == 0) {
           KMS_RETURN_IF_ERROR(DiagnoseTenantCas(tenant_id, expected_row_version, kOp));
           return absl::FailedPreconditionError(
-              absl::StrCat(kOp, ": DEK version ", new_dek.version,
+              absl::StrCat("DEK version ", new_dek.version,
                            " is not above the primary version of tenant ", tenant_id));
         }
         return InsertDek(tenant_id, new_dek, kOp);
@@ -886,7 +886,7 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
       s.Bind(1, tenant_id).Bind(2, version).Bind(3, static_cast<int64_t>(count)).Run());
   if (changed == 0) {
     return absl::NotFoundError(
-        absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+        absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
   }
   return absl::OkStatus();
 }
@@ -1009,7 +1009,7 @@ absl::Status SqliteKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
       KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
       KMS_ASSIGN_OR_RETURN(bool row, s.Step());
       if (row && s.Int(0) != 0) {
-        return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+        return absl::AlreadyExistsError(absl::StrCat("a JWT key already exists"));
       }
     }
     return InsertJwtKey(key, kOp);
@@ -1024,7 +1024,7 @@ absl::Status SqliteKeyStore::RotateJwtKey(const std::string& current_kid,
   // An existing next.kid rolls the whole transaction back: the current key's retire_at
   // is not changed either.
   return Mutate(
-      {.op = kOp, .on_duplicate = absl::StrCat(kOp, ": JWT key ", next.kid, " already exists")},
+      {.op = kOp, .on_duplicate = absl::StrCat("JWT key ", next.kid, " already exists")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
         int64_t changed = 0;
@@ -1085,7 +1085,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::CreateRotationJob(const Rotati
   KMS_RETURN_IF_ERROR(Mutate(
       {.op = kOp,
        .bump_epoch = false,
-       .on_duplicate = absl::StrCat(kOp, ": a ", std::string(RotationJobKindName(job.kind)),
+       .on_duplicate = absl::StrCat("a ", std::string(RotationJobKindName(job.kind)),
                                     " job is already running")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
@@ -1128,7 +1128,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRotationJob(int64_t id) {
                                    " FROM rotation_jobs WHERE id = ?1"),
                       kOp));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": rotation job ", id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
   return s.ReadRotationJob(0);
 }
 
@@ -1142,7 +1142,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRunningRotationJob(Rotation
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, RotationJobKindName(kind)).Step());
   if (!row) {
     return absl::NotFoundError(
-        absl::StrCat(kOp, ": no ", std::string(RotationJobKindName(kind)), " job is running"));
+        absl::StrCat("no ", std::string(RotationJobKindName(kind)), " job is running"));
   }
   return s.ReadRotationJob(0);
 }
