@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "spdlog/spdlog.h"
@@ -38,6 +39,18 @@
 namespace kms::server {
 
 void RestrictGrpcToTls13() { setenv("GRPC_SSL_CIPHER_SUITES", "PSK-AES256-GCM-SHA384", 1); }
+
+void RouteGrpcLogsToSpdlog() {
+  gpr_set_log_function([](gpr_log_func_args* args) {
+    const spdlog::level::level_enum level = args->severity == GPR_LOG_SEVERITY_ERROR
+                                                ? spdlog::level::err
+                                                : args->severity == GPR_LOG_SEVERITY_INFO
+                                                      ? spdlog::level::info
+                                                      : spdlog::level::debug;
+    spdlog::log(level, "grpc: {} ({}:{})", args->message != nullptr ? args->message : "",
+                args->file != nullptr ? args->file : "", args->line);
+  });
+}
 
 struct KmsServer::Parts {
   config::Config config;

@@ -1,6 +1,7 @@
 #include "src/server/grpc/admin_service.h"
 
 #include "spdlog/spdlog.h"
+#include "src/common/log.h"
 #include "src/keys/tenant_id.h"
 #include "src/server/grpc/unary.h"
 
@@ -43,7 +44,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerCon
                              Admit(identity, authz::Operation::kCreateTenant, req.tenant_id()));
         KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.CreateTenant(tenant));
         FillTenant(info, resp->mutable_tenant());
-        spdlog::info("tenant {} created by {}", tenant.str(), identity);
+        LogEvent(spdlog::level::info, "tenant_created", {{"tenant", tenant.str()}, {"by", identity}});
         return absl::OkStatus();
       });
 }
@@ -100,8 +101,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServer
                              Admit(identity, authz::Operation::kRotate, req.tenant_id()));
         KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.RotateTenantDek(tenant));
         FillTenant(info, resp->mutable_tenant());
-        spdlog::info("tenant {} DEK rotated to version {} by {}", tenant.str(),
-                     info.tenant.primary_dek_version, identity);
+        LogEvent(spdlog::level::info, "tenant_dek_rotated",
+                 {{"tenant", tenant.str()},
+                  {"dek_version", std::to_string(info.tenant.primary_dek_version)},
+                  {"by", identity}});
         return absl::OkStatus();
       });
 }
@@ -181,8 +184,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateJwtKey(grpc::CallbackServerCon
         resp->set_new_activate_at_unix(rotated.new_activate_at);
         resp->set_old_kid(rotated.old_kid);
         resp->set_old_retire_at_unix(rotated.old_retire_at);
-        spdlog::info("JWT signing key rotation by {}: {} signs from {}", identity,
-                     rotated.new_kid, rotated.new_activate_at);
+        LogEvent(spdlog::level::info, "jwt_rotation_started",
+                 {{"by", identity},
+                  {"new_kid", rotated.new_kid},
+                  {"signs_from", std::to_string(rotated.new_activate_at)}});
         return absl::OkStatus();
       });
 }
@@ -196,7 +201,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AckJwtCritical(grpc::CallbackServerC
           v1::AckJwtCriticalResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kAdminJwt, ""));
         KMS_RETURN_IF_ERROR(jwt_.Ack());
-        spdlog::info("JWT Critical state acknowledged by {}", identity);
+        LogEvent(spdlog::level::info, "jwt_critical_acknowledged", {{"by", identity}});
         resp->set_state(jwt_.Status().state_name);
         return absl::OkStatus();
       });
