@@ -12,10 +12,13 @@ shift || true
 [[ "${1:-}" == "--" ]] && shift
 load=${ENCRYPT_LOAD:-$build/bench/encrypt_load}
 work=$(mktemp -d /tmp/kmsd-bench-audit.XXXXXX)
-pids=()
+# start_kmsd runs in a command substitution (a subshell): pids go through a file.
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  local p
+  for p in $(cat "$work/pids" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  for p in $(cat "$work/pids" 2>/dev/null); do
+    while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -44,7 +47,7 @@ print(json.dumps({
   "audit": {"enabled": enabled}}))
 PY
   "$build/src/exe/kmsd" --config "$work/$name.json" >"$work/$name.out" 2>"$work/$name.log" &
-  pids+=($!)
+  echo $! >>"$work/pids"
   for _ in $(seq 240); do grep -q "kmsd ready" "$work/$name.out" && break; sleep 0.5; done
   sed -n 's/.*kmsd ready: grpc=\([^ ]*\).*/\1/p' "$work/$name.out"
 }
