@@ -3,10 +3,15 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <utility>
+#include <vector>
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "tests/test_common/kmsd_process.h"
@@ -28,6 +33,37 @@ inline std::shared_ptr<grpc::Channel> DevChannel(const std::string& state_dir, c
 
 inline void Deadline(grpc::ClientContext& ctx, std::chrono::seconds timeout = std::chrono::seconds(20)) {
   ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+}
+
+// A unary call with raw request bytes through the generic stub (to send what a typed
+// stub cannot: undecodable messages, other services): the status and the response bytes.
+inline std::pair<grpc::Status, std::string> RawCall(
+    const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+    const std::string& request_bytes, std::chrono::seconds timeout = std::chrono::seconds(20)) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  Deadline(ctx, timeout);
+  grpc::Slice slice(request_bytes.data(), request_bytes.size());
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  grpc::Status status;
+  stub.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
+    std::lock_guard lock(mu);
+    status = s;
+    done = true;
+    cv.notify_all();
+  });
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return done; });
+  std::string bytes;
+  std::vector<grpc::Slice> slices;
+  if (status.ok() && response.Dump(&slices).ok()) {
+    for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
+  }
+  return {status, bytes};
 }
 
 // `kmsctl ARGS` as the operator of the node whose kmsctl.json the state dir holds.

@@ -457,36 +457,7 @@ TEST_F(KmsdE2eTest, NoPlaintextOrPinReachesTheTextLogEither) {
   EXPECT_EQ(log.find(pin), std::string::npos);
 }
 
-// A unary call with raw request bytes through the generic stub: the status and the
-// response bytes.
-std::pair<grpc::Status, std::string> RawCall(const std::shared_ptr<grpc::Channel>& channel,
-                                             const std::string& method,
-                                             const std::string& request_bytes) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  e2e::Deadline(ctx);
-  grpc::Slice slice(request_bytes.data(), request_bytes.size());
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer response;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
-  stub.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
-    std::lock_guard lock(mu);
-    status = s;
-    done = true;
-    cv.notify_all();
-  });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done; });
-  std::string bytes;
-  std::vector<grpc::Slice> slices;
-  if (status.ok() && response.Dump(&slices).ok()) {
-    for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  }
-  return {status, bytes};
-}
+using e2e::RawCall;
 
 TEST_F(KmsdE2eTest, HealthServiceReportsServing) {
   // grpc.health.v1.Health/Check with an empty HealthCheckRequest: the answer is

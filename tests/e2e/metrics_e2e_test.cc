@@ -66,30 +66,7 @@ std::pair<grpc::Status, int> HealthCheck(const std::shared_ptr<grpc::Channel>& c
     request.push_back(static_cast<char>(service.size()));
     request += service;
   }
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  e2e::Deadline(ctx, seconds(5));
-  grpc::Slice slice(request.data(), request.size());
-  grpc::ByteBuffer in(&slice, 1);
-  grpc::ByteBuffer out;
-  std::mutex mu;
-  std::condition_variable cv;
-  bool done = false;
-  grpc::Status status;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &in, &out,
-                 [&](grpc::Status s) {
-                   std::lock_guard lock(mu);
-                   status = s;
-                   done = true;
-                   cv.notify_all();
-                 });
-  std::unique_lock lock(mu);
-  cv.wait(lock, [&] { return done; });
-  std::string bytes;
-  std::vector<grpc::Slice> slices;
-  if (status.ok() && out.Dump(&slices).ok()) {
-    for (const auto& sl : slices) bytes.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  }
+  auto [status, bytes] = e2e::RawCall(channel, "/grpc.health.v1.Health/Check", request, seconds(5));
   // HealthCheckResponse: field 1 varint; absent means UNKNOWN (0).
   const int serving = bytes.size() == 2 && bytes[0] == '\x08' ? bytes[1] : 0;
   return {status, serving};

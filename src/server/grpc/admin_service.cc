@@ -308,8 +308,14 @@ absl::Status AdminServiceImpl::Keys(const v1::ListKeysRequest& req, v1::ListKeys
       info->set_jwt_keys_wrapped(u.jwt_keys);
     }
   }
-  // Left at 0 here: the rotation schedule (rotation.kek_period_seconds) fills it.
-  resp->set_kek_rotation_due_in_seconds(0);
+  // The primary KEK's age against the rotation period (rotation.kek_period_seconds).
+  if (rotation_ != nullptr) {
+    for (const keys::KekInfo& k : keks) {
+      if (k.version != primary_kek) continue;
+      resp->set_kek_rotation_due_in_seconds(k.created_at +
+                                            rotation_->options().kek_period_seconds - now);
+    }
+  }
 
   auto add_tenant = [&](const keys::TenantId& id, uint32_t primary) -> absl::Status {
     KMS_ASSIGN_OR_RETURN(std::vector<store::DekRecord> deks, keys_.ListDekVersions(id));
