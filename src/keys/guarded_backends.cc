@@ -222,4 +222,42 @@ absl::StatusOr<std::vector<store::DekRewrapResult>> GuardedKeyStore::UpdateDekWr
       });
 }
 
+namespace {
+absl::Status NoAudit() { return absl::FailedPreconditionError("the key store keeps no audit log"); }
+}  // namespace
+
+absl::Status GuardedKeyStore::AppendAudit(std::span<const store::AuditRecord> records) {
+  if (audit_ == nullptr) return NoAudit();
+  return exec_->Run<absl::Status>(
+      [audit = audit_, copy = std::vector<store::AuditRecord>(records.begin(), records.end())] {
+        return audit->AppendAudit(copy);
+      });
+}
+
+absl::StatusOr<std::vector<store::AuditRecord>> GuardedKeyStore::ReadAudit(
+    int64_t after_id, int limit, const std::string& node) {
+  if (audit_ == nullptr) return NoAudit();
+  return exec_->Run<absl::StatusOr<std::vector<store::AuditRecord>>>(
+      [audit = audit_, after_id, limit, node] { return audit->ReadAudit(after_id, limit, node); });
+}
+
+absl::StatusOr<std::vector<store::AuditRecord>> GuardedKeyStore::TailAudit(
+    int count, const std::string& node) {
+  if (audit_ == nullptr) return NoAudit();
+  return exec_->Run<absl::StatusOr<std::vector<store::AuditRecord>>>(
+      [audit = audit_, count, node] { return audit->TailAudit(count, node); });
+}
+
+absl::StatusOr<store::AuditRecord> GuardedKeyStore::LastAudit(const std::string& node) {
+  if (audit_ == nullptr) return NoAudit();
+  return exec_->Run<absl::StatusOr<store::AuditRecord>>(
+      [audit = audit_, node] { return audit->LastAudit(node); });
+}
+
+absl::StatusOr<int64_t> GuardedKeyStore::DeleteAuditBefore(int64_t before_ms) {
+  if (audit_ == nullptr) return NoAudit();
+  return exec_->Run<absl::StatusOr<int64_t>>(
+      [audit = audit_, before_ms] { return audit->DeleteAuditBefore(before_ms); });
+}
+
 }  // namespace kms::keys

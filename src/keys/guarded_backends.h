@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "kms/hsm/hsm.h"
+#include "kms/store/audit_store.h"
 #include "kms/store/key_store.h"
 #include "src/keys/backend_executor.h"
 
@@ -45,10 +46,13 @@ class GuardedHsm final : public hsm::Hsm {
   BackendExecutor* const exec_;
 };
 
-class GuardedKeyStore final : public store::KeyStore {
+// Also the AuditStore of `inner` when it has one (the audit log's writes get the same
+// deadlines); without one, the audit calls fail FAILED_PRECONDITION.
+class GuardedKeyStore final : public store::KeyStore, public store::AuditStore {
  public:
   GuardedKeyStore(store::KeyStore* inner, BackendExecutor* executor)
-      : inner_(inner), exec_(executor) {}
+      : inner_(inner), audit_(dynamic_cast<store::AuditStore*>(inner)), exec_(executor) {}
+  bool has_audit() const { return audit_ != nullptr; }
 
   // KekStore
   absl::StatusOr<std::vector<store::KekRecord>> ListKeks() override;
@@ -112,9 +116,18 @@ class GuardedKeyStore final : public store::KeyStore {
   std::string_view backend_name() const override { return inner_->backend_name(); }
   absl::StatusOr<int64_t> GetEpoch() override;
   absl::Status Ping() override;
+  // AuditStore
+  absl::Status AppendAudit(std::span<const store::AuditRecord> records) override;
+  absl::StatusOr<std::vector<store::AuditRecord>> ReadAudit(int64_t after_id, int limit,
+                                                            const std::string& node) override;
+  absl::StatusOr<std::vector<store::AuditRecord>> TailAudit(int count,
+                                                            const std::string& node) override;
+  absl::StatusOr<store::AuditRecord> LastAudit(const std::string& node) override;
+  absl::StatusOr<int64_t> DeleteAuditBefore(int64_t before_ms) override;
 
  private:
   store::KeyStore* const inner_;
+  store::AuditStore* const audit_;
   BackendExecutor* const exec_;
 };
 
