@@ -259,8 +259,10 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "backends", [&](ObjectReader& r) {
     BackendsConfig& b = c.backends;
-    KMS_RETURN_IF_ERROR(r.CheckKeys(
-        {"threads", "max_queue", "call_timeout_ms", "open_initial_ms", "open_max_ms"}));
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"request_threads", "request_queue", "threads", "max_queue",
+                                     "call_timeout_ms", "open_initial_ms", "open_max_ms"}));
+    KMS_RETURN_IF_ERROR(r.GetInt("request_threads", &b.request_threads));
+    KMS_RETURN_IF_ERROR(r.GetInt("request_queue", &b.request_queue));
     KMS_RETURN_IF_ERROR(r.GetInt("threads", &b.threads));
     KMS_RETURN_IF_ERROR(r.GetInt("max_queue", &b.max_queue));
     KMS_RETURN_IF_ERROR(r.GetInt("call_timeout_ms", &b.call_timeout_ms));
@@ -529,6 +531,8 @@ absl::Status ValidateConfig(const Config& c) {
                                                    Alternatives(kMasterKeyKinds)));
   }
   CheckRange(errors, "hsm.max_sessions", c.hsm.max_sessions, 1, kMaxHsmSessions);
+  CheckRange(errors, "backends.request_threads", c.backends.request_threads, 1, 1024);
+  CheckRange(errors, "backends.request_queue", c.backends.request_queue, 1, 1000000);
   CheckRange(errors, "backends.threads", c.backends.threads, 1, 256);
   CheckRange(errors, "backends.max_queue", c.backends.max_queue, 1, 1000000);
   CheckRange(errors, "backends.call_timeout_ms", c.backends.call_timeout_ms, 10, 600000);

@@ -36,6 +36,8 @@ struct HsmConfig {
 // with a deadline, behind a circuit that fails uncached requests fast while the backend
 // is down (src/keys/backend_executor.h).
 struct BackendsConfig {
+  int request_threads = 32;       // threads that run gRPC RPC bodies (not gRPC's own)
+  int request_queue = 4096;       // RPCs waiting for one of them; past it UNAVAILABLE
   int threads = 8;                // workers per backend
   int max_queue = 512;            // calls waiting per backend
   int call_timeout_ms = 2000;     // a call not answered by then is abandoned: UNAVAILABLE

@@ -46,7 +46,46 @@ BackendExecutor::~BackendExecutor() {
     stopping_ = true;
   }
   work_cv_.notify_all();
+  probe_cv_.notify_all();
+  if (prober_.joinable()) prober_.join();
   for (std::thread& t : workers_) t.join();
+}
+
+void BackendExecutor::SetProbe(std::function<absl::Status()> probe) {
+  probe_ = std::move(probe);
+  prober_ = std::thread([this] { Prober(); });
+}
+
+void BackendExecutor::Prober() {
+  using Clock = std::chrono::steady_clock;
+  MutexLock lock(&mu_);
+  while (!stopping_) {
+    if (state_ != CircuitState::kOpen) {
+      mu_.Await(probe_cv_, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || state_ == CircuitState::kOpen;
+      });
+      continue;
+    }
+    if (Clock::now() < open_until_) {
+      mu_.WaitUntil(probe_cv_, open_until_);
+      continue;
+    }
+    state_ = CircuitState::kHalfOpen;
+    probe_in_flight_ = true;
+    lock.Unlock();
+    auto pending = std::make_shared<Pending<absl::Status>>();
+    const bool queued = Enqueue([pending, probe = probe_] { pending->Set(probe()); });
+    if (!queued) {
+      (void)QueueFull();
+    } else if (std::optional<absl::Status> result =
+                   pending->Take(Clock::now() + options_.call_timeout);
+               !result.has_value()) {
+      (void)TimedOut();
+    } else {
+      Record(*result);
+    }
+    lock.Lock();
+  }
 }
 
 void BackendExecutor::Worker() {
@@ -85,7 +124,8 @@ absl::Status BackendExecutor::Admit() {
     case CircuitState::kClosed:
       return absl::OkStatus();
     case CircuitState::kOpen:
-      if (std::chrono::steady_clock::now() < open_until_) {
+      // With a prober, requests never probe: they fail fast until it closes the circuit.
+      if (probe_ || std::chrono::steady_clock::now() < open_until_) {
         ++rejected_;
         return FastFail();
       }
@@ -134,6 +174,7 @@ bool BackendExecutor::Failed(std::string what, bool hung) {
   state_ = CircuitState::kOpen;
   probe_in_flight_ = false;
   open_until_ = std::chrono::steady_clock::now() + open_for_;
+  probe_cv_.notify_all();
   return was_closed;
 }
 

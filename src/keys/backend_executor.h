@@ -13,8 +13,10 @@
 //   "<backend> is down ...; retry after N ms", carrying the hint as a status payload
 //   (RetryAfterOf) for the door to pass on. Then half-open: the next call is the probe
 //   (every other call still fails fast); its success closes the circuit, its failure
-//   opens it again. Probes come from requests and from the periodic health probe, which
-//   goes through the same executor, so an idle node recovers too.
+//   opens it again. With a probe set (SetProbe: the backend's cheap ping), the executor
+//   probes by itself on its own thread and no request is ever the probe (a request never
+//   pays a hung backend's deadline once the circuit is open); without one, the next
+//   request is the probe.
 // - Only UNAVAILABLE and timeouts count as failures: NOT_FOUND, ABORTED, DATA_LOSS ...
 //   are answers from a working backend.
 //
@@ -96,6 +98,10 @@ class BackendExecutor {
   }
 
   BackendExecutorStatus status() const;
+  // The half-open probe (a ping of the backend), run by the executor itself. Set before
+  // the first Run.
+  void SetProbe(std::function<absl::Status()> probe);
+
   // Called when the circuit opens (with the failure: UNAVAILABLE, IsHung when a call
   // timed out) and when it closes again (OK), outside the executor's lock, on the thread
   // that saw the change. Set before the first Run.
@@ -143,6 +149,7 @@ class BackendExecutor {
   }
   absl::Status FastFail() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Worker();
+  void Prober();
 
   const BackendExecutorOptions options_;
   std::function<void(const absl::Status&)> listener_;  // set before use
@@ -163,6 +170,9 @@ class BackendExecutor {
   uint64_t rejected_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t opened_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::thread> workers_;
+  std::function<absl::Status()> probe_;  // set before use
+  std::condition_variable probe_cv_;     // the circuit opened, or stopping
+  std::thread prober_;
 };
 
 }  // namespace kms::keys

@@ -19,6 +19,7 @@
 #include "src/hsm/resilient_hsm.h"
 #include "src/keys/backend_executor.h"
 #include "src/keys/guarded_backends.h"
+#include "src/server/grpc/rpc_pool.h"
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
@@ -98,6 +99,8 @@ struct KmsServer::Parts {
   std::unique_ptr<CallGate> gate;
   std::unique_ptr<KeyServiceImpl> key_service;
   std::unique_ptr<AdminServiceImpl> admin_service;
+  // Runs the RPC bodies (grpc/rpc_pool.h); destroyed after the gRPC server.
+  std::unique_ptr<RpcPool> rpc_pool;
   std::unique_ptr<grpc::Server> grpc;
   int grpc_port = 0;
 };
@@ -336,6 +339,9 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   // A circuit that opens or closes is reported at once, not at the next probe.
   p.hsm_executor->SetListener(
       [&p](const absl::Status& s) { p.health->Report(sched::Backend::kHsm, s); });
+  // The HSM probes itself while its circuit is open, so no request is ever the probe that
+  // waits out a hung backend's deadline.
+  p.hsm_executor->SetProbe([&p] { return p.hsm->Ping(); });
   p.guarded_hsm = std::make_unique<keys::GuardedHsm>(p.hsm.get(), p.hsm_executor.get());
   if (p.hsm->created_master_key()) {
     spdlog::info("created master key '{}' ({}) in token '{}'", config.hsm.master_key_label,
@@ -349,6 +355,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   p.store_executor = std::make_unique<keys::BackendExecutor>(backend_options("store"));
   p.store_executor->SetListener(
       [&p](const absl::Status& s) { p.health->Report(sched::Backend::kStore, s); });
+  p.store_executor->SetProbe([&p] { return p.store_backend->Ping(); });
   p.store = std::make_unique<keys::GuardedKeyStore>(p.store_backend.get(), p.store_executor.get());
 
   KMS_ASSIGN_OR_RETURN(jwt::JwtServiceOptions jwt_options, JwtOptionsFrom(config.jwt));
@@ -513,6 +520,9 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
     });
   }
 
+  p.rpc_pool = std::make_unique<RpcPool>(config.backends.request_threads,
+                                         static_cast<size_t>(config.backends.request_queue));
+  RpcPool::Install(p.rpc_pool.get());
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // The server key is read only now, and wiped on every path out of this scope.

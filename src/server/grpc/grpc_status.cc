@@ -14,14 +14,19 @@ grpc::Status ToGrpcStatus(const absl::Status& status, std::string_view operation
 
 grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, const absl::Status& status,
                                       std::string_view operation) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  FinishUnary(ctx, reactor, status, operation);
+  return reactor;
+}
+
+void FinishUnary(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+                 const absl::Status& status, std::string_view operation) {
   // A backend known to be down says when to try again: gRPC's own pushback trailer, which
   // clients with a retry policy honour (gRFC A6).
   if (std::optional<int64_t> retry_ms = keys::RetryAfterOf(status); retry_ms.has_value()) {
     ctx->AddTrailingMetadata("grpc-retry-pushback-ms", std::to_string(*retry_ms));
   }
-  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(ToGrpcStatus(status, operation));
-  return reactor;
 }
 
 }  // namespace kms::server

@@ -16,5 +16,9 @@ grpc::Status ToGrpcStatus(const absl::Status& status, std::string_view operation
 // Finishes a unary callback RPC with `status`, mapped as above.
 grpc::ServerUnaryReactor* FinishUnary(grpc::CallbackServerContext* ctx, const absl::Status& status,
                                       std::string_view operation);
+// The same with the reactor already taken (ctx->DefaultReactor() may be called only once),
+// from any thread.
+void FinishUnary(grpc::CallbackServerContext* ctx, grpc::ServerUnaryReactor* reactor,
+                 const absl::Status& status, std::string_view operation);
 
 }  // namespace kms::server

@@ -36,6 +36,8 @@
 #include "src/server/gate/call_record.h"
 #include "src/server/grpc/grpc_status.h"
 #include "src/server/grpc/rpc_metrics.h"
+#include "src/server/grpc/rpc_pool.h"
+#include <memory>
 
 namespace kms::server {
 
@@ -81,25 +83,46 @@ std::string AuditKeyVersions(const Response& r) {
 }
 
 // Body: absl::Status(const std::string& identity, const Request&, Response*).
+//
+// With an RpcPool installed (the server does), the body runs on the pool, not on the
+// gRPC callback thread, and may run after the handler has returned: a body captures
+// only `this` (the service) and reads the call through its arguments — never a handler
+// local, `ctx`, `in` or `out`. When the pool's queue is full the call ends UNAVAILABLE
+// at once.
 template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                      grpc::ByteBuffer* out, size_t max_request_bytes,
                                      std::string_view method, Body&& body) {
   const auto started = std::chrono::steady_clock::now();
-  CallRecord call{.request_id = TakeRequestId(*ctx), .method = method};
-  Request request;
-  Response response;
-  absl::Status status;
-  {
-    CallScope scope(&call);
-    status = DecodeRequest(*in, max_request_bytes, request);
-    if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
-    if (status.ok()) call.key_versions = AuditKeyVersions(response);
-    if (call.gate != nullptr) status = call.gate->Report(call, status);
+  // On the callback thread: the request id's metadata goes out with the initial metadata.
+  auto call = std::make_shared<CallRecord>(
+      CallRecord{.request_id = TakeRequestId(*ctx), .method = method});
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  auto run = [ctx, in, out, max_request_bytes, method, started, reactor, call,
+              body = std::forward<Body>(body)]() mutable {
+    Request request;
+    Response response;
+    absl::Status status;
+    {
+      CallScope scope(call.get());
+      status = DecodeRequest(*in, max_request_bytes, request);
+      if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
+      if (status.ok()) call->key_versions = AuditKeyVersions(response);
+      if (call->gate != nullptr) status = call->gate->Report(*call, status);
+    }
+    if (status.ok()) status = EncodeResponse(response, out);
+    RecordRpc(method, status, started);
+    FinishUnary(ctx, reactor, status, method);
+  };
+  RpcPool* pool = RpcPool::Installed();
+  if (pool == nullptr) {
+    run();
+  } else if (!pool->Submit(std::move(run))) {
+    const absl::Status busy = absl::UnavailableError("every request thread is busy");
+    RecordRpc(method, busy, started);
+    FinishUnary(ctx, reactor, busy, method);
   }
-  if (status.ok()) status = EncodeResponse(response, out);
-  RecordRpc(method, status, started);
-  return FinishUnary(ctx, status, method);
+  return reactor;
 }
 
 }  // namespace kms::server

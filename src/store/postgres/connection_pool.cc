@@ -9,7 +9,10 @@ namespace kms::store::pg {
 namespace {
 
 constexpr std::chrono::milliseconds kFirstBackoff{100};
-constexpr std::chrono::milliseconds kMaxBackoff{5000};
+// At most 1 s: the server's store circuit (src/keys/backend_executor.h) already limits
+// calls to probes while the database is down, and full service must be back within
+// seconds of the database (issue 9).
+constexpr std::chrono::milliseconds kMaxBackoff{1000};
 
 }  // namespace
 

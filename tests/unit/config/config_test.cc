@@ -530,7 +530,8 @@ TEST(ExampleConfigTest, ExampleHasEveryKeyAndNoUnknownOne) {
         "/rotation/dek_period_seconds", "/rotation/dek_rotations_per_check",
         "/rotation/rewrap_rate_per_second", "/rotation/rewrap_batch_size",
         "/rotation/rewrap_parallelism", "/rotation/retired_kek_keep_days",
-        "/hsm/serialize_calls", "/backends/threads", "/backends/max_queue",
+        "/hsm/serialize_calls", "/backends/request_threads", "/backends/request_queue",
+        "/backends/threads", "/backends/max_queue",
         "/backends/call_timeout_ms", "/backends/open_initial_ms", "/backends/open_max_ms"}) {
     EXPECT_TRUE(flat.contains(key)) << key;
   }

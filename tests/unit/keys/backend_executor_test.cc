@@ -122,5 +122,43 @@ TEST(BackendExecutorTest, AFullQueueFailsFastInsteadOfWaiting) {
   b.join();
 }
 
+TEST(BackendExecutorTest, WithAProbeNoRequestEverProbesAHungBackend) {
+  BackendExecutor exec(Options());
+  std::atomic<bool> hung{true};
+  std::atomic<int> probes{0};
+  exec.SetProbe([&] {
+    ++probes;
+    while (hung.load()) std::this_thread::sleep_for(milliseconds(5));
+    return absl::OkStatus();
+  });
+  auto hang = [&hung] {
+    while (hung.load()) std::this_thread::sleep_for(milliseconds(5));
+    return absl::OkStatus();
+  };
+  EXPECT_TRUE(absl::IsUnavailable(exec.Run<absl::Status>(hang)));  // pays the deadline once
+  // Open: for longer than several open periods, every request fails fast; the prober
+  // alone waits on the backend.
+  const auto until = steady_clock::now() + milliseconds(600);
+  int64_t slowest = 0;
+  while (steady_clock::now() < until) {
+    const auto started = steady_clock::now();
+    EXPECT_TRUE(absl::IsUnavailable(exec.Run<absl::Status>(hang)));
+    slowest = std::max<int64_t>(slowest, MsSince(started));
+    std::this_thread::sleep_for(milliseconds(10));
+  }
+  EXPECT_LT(slowest, 50);
+  EXPECT_GE(probes.load(), 1);
+  // The backend answers again: the prober closes the circuit by itself.
+  hung = false;
+  ASSERT_TRUE([&] {
+    for (int i = 0; i < 200; ++i) {
+      if (exec.status().state == CircuitState::kClosed) return true;
+      std::this_thread::sleep_for(milliseconds(10));
+    }
+    return false;
+  }());
+  EXPECT_TRUE(exec.Run<absl::Status>(hang).ok());
+}
+
 }  // namespace
 }  // namespace kms::keys
