@@ -1,11 +1,12 @@
 // Crash safety (issue 9): kmsd SIGKILLed at random moments, at least 20 times, while
 // clients create tenants, rotate DEKs, rotate the KEK (which starts the re-wrap job) and
-// encrypt; and PostgreSQL's own processes SIGKILLed mid-transaction. After every crash:
+// encrypt; also killed during its own start-up; and PostgreSQL's own processes SIGKILLed
+// mid-transaction. After every crash:
 // the node starts again (a crash at any moment, start-up included, never leaves a state
 // that cannot start), every ciphertext whose Encrypt was acknowledged decrypts to its
 // plaintext, every acknowledged tenant exists, and the store's invariants hold (one
 // active primary DEK per active tenant, no DEK above the primary, every live DEK wrapped
-// under an active KEK).
+// under an active KEK), and at the end the audit chain verifies (`kmsctl audit verify`).
 //
 // Kills PostgreSQL backends of the shared server: ctest runs this suite alone.
 #include <signal.h>
@@ -88,6 +89,13 @@ class CrashE2eTest : public ::testing::Test {
     config_path_ = dir_->Write("kmsd.json", config.dump(2), 0600);
   }
 
+  // A crash during start-up: kmsd SIGKILLed `ms` milliseconds after it was spawned.
+  void KillDuringStartUp(int ms) {
+    RunCommand(absl::StrCat("timeout -s KILL ", ms / 1000.0, " ", KMSD_BINARY, " --config ",
+                            config_path_, " >", dir_->Join(absl::StrCat("startup", starts_++, ".log")),
+                            " 2>&1"));
+  }
+
   void Start() {
     auto p = test::KmsdProcess::Start(KMSD_BINARY, {"--config", config_path_},
                                       dir_->Join(absl::StrCat("kmsd", starts_++, ".log")),
@@ -161,6 +169,7 @@ TEST_F(CrashE2eTest, EveryAcknowledgedWriteSurvivesSigkillAtRandomMoments) {
   int next_tenant = 0;
   int pg_kills = 0;
   int kek_rotations = 0;
+  int startup_kills = 0;
 
   for (int round = 0; round < kKills; ++round) {
     SCOPED_TRACE(absl::StrCat("round ", round));
@@ -248,6 +257,10 @@ TEST_F(CrashE2eTest, EveryAcknowledgedWriteSurvivesSigkillAtRandomMoments) {
     creator.join();
     rotator.join();
     encryptor.join();
+    if (round % 3 == 2) {
+      KillDuringStartUp(100 + rng() % 900);  // and another, while it starts
+      ++startup_kills;
+    }
     ASSERT_NO_FATAL_FAILURE(Start());  // every crash leaves a node that starts
     ExpectInvariants();
   }
@@ -280,13 +293,28 @@ TEST_F(CrashE2eTest, EveryAcknowledgedWriteSurvivesSigkillAtRandomMoments) {
     }
   }
   ExpectInvariants();
-  std::printf("CRASH-FIGURES kills=%d pg_backend_kills=%d kek_rotations=%d tenants=%zu "
-              "acknowledged_ciphertexts=%zu decrypted=%d\n",
-              kKills, pg_kills, kek_rotations, tenants.size(), acked.size(), decrypted);
+  // The audit chain: every record this node wrote, across all the crashes, links up.
+  const std::string kmsctl_json = dir_->Write(
+      "kmsctl.json",
+      nlohmann::json{{"addr", kmsd_->grpc_addr()},
+                     {"ca", state_ + "/pki/ca.pem"},
+                     {"cert", state_ + "/pki/clients/operator.pem"},
+                     {"key", state_ + "/pki/clients/operator.key"}}
+          .dump(),
+      0644);
+  auto verify = RunCommand(
+      absl::StrCat("KMSCTL_CONFIG=", kmsctl_json, " ", KMSCTL_BINARY, " audit verify 2>&1"));
+  EXPECT_EQ(verify.exit_code, 0) << verify.out;
+  EXPECT_NE(verify.out.find("intact"), std::string::npos) << verify.out;
+  std::printf("CRASH-FIGURES kills=%d startup_kills=%d pg_backend_kills=%d kek_rotations=%d "
+              "tenants=%zu acknowledged_ciphertexts=%zu decrypted=%d\n",
+              kKills + startup_kills, startup_kills, pg_kills, kek_rotations, tenants.size(),
+              acked.size(), decrypted);
   EXPECT_GT(tenants.size(), 20u);
   EXPECT_GT(acked.size(), 100u);
   EXPECT_GT(kek_rotations, 0);
   EXPECT_GT(pg_kills, 0);
+  EXPECT_GT(startup_kills, 0);
 }
 
 }  // namespace
