@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "src/common/base64.h"
+#include "src/jwt/i_json.h"
 
 namespace kms::jwt {
 namespace {
@@ -77,10 +78,13 @@ absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t tt
     return absl::InvalidArgumentError(
         absl::StrCat("claims exceed ", policy.max_claims_bytes, " bytes"));
   }
+  // Faithful or refused: what kmsd checks below is what every verifier will read.
+  KMS_RETURN_IF_ERROR(CheckIJson(claims_json, kMaxClaimsDepth));
   std::optional<Json> claims = ParseJson(claims_json);
   if (!claims.has_value() || !claims->is_object()) {
     return absl::InvalidArgumentError("claims must be a JSON object");
   }
+  const Json given = *claims;
   for (const char* reserved : {"iat", "exp"}) {
     if (claims->contains(reserved)) {
       return absl::InvalidArgumentError(
@@ -109,6 +113,21 @@ absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t tt
   (*claims)["exp"] = out.expires_at;
   std::optional<std::string> text = Dump(*claims);
   if (!text.has_value()) return absl::InvalidArgumentError("claims are not valid UTF-8");
+  // The limit holds on what is signed, iat/exp/iss included.
+  if (text->size() > policy.max_claims_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "claims with iat, exp and iss exceed ", policy.max_claims_bytes, " bytes"));
+  }
+  // What is signed reads back as exactly the claims given plus kmsd's own: a check of
+  // the serializer, never expected to fail.
+  std::optional<Json> reread = ParseJson(*text);
+  if (!reread.has_value() || !CheckIJson(*text, kMaxClaimsDepth).ok()) {
+    return absl::InternalError("jwt: signed claims do not read back");
+  }
+  for (const char* own : {"iat", "exp", "iss"}) {
+    if (!given.contains(own)) reread->erase(own);
+  }
+  if (*reread != given) return absl::InternalError("jwt: signed claims differ from the given");
   out.payload_json = std::move(*text);
   return out;
 }
@@ -157,6 +176,14 @@ absl::StatusOr<ParsedJwt> ParseCompact(std::string_view token) {
   out.signing_input = std::string(token.substr(0, dot2));
   out.signature = std::move(*sig);
 
+  // Header and payload must be I-JSON: a duplicate "exp" or an integer beyond 2^53 could
+  // read differently here and at another verifier.
+  if (!CheckIJson(out.header_json, kMaxClaimsDepth).ok()) {
+    return malformed("header is not I-JSON (RFC 7493)");
+  }
+  if (!CheckIJson(out.payload_json, kMaxClaimsDepth).ok()) {
+    return malformed("payload is not I-JSON (RFC 7493)");
+  }
   std::optional<Json> h = ParseJson(out.header_json);
   if (!h.has_value() || !h->is_object()) return malformed("header is not a JSON object");
   auto alg = h->find("alg");

@@ -6,6 +6,9 @@
 //     proto3 string that is not UTF-8) get INVALID_ARGUMENT naming the message type and
 //     no input byte. (gRPC 1.51 answers such requests itself with UNIMPLEMENTED and an
 //     empty message when it decodes them: grpc/grpc#30454.)
+//   - within its size limit, a request is admitted by the door's in-flight budget
+//     (gate/inflight_budget.h, SetDoorBudget) before it is decoded: RESOURCE_EXHAUSTED
+//     with a retry hint beyond it; the call holds its share until its response is sent;
 //   - the body gets the caller's identity (gate/identity.h), the decoded request and the
 //     response to fill; it asks the CallGate and calls the domain;
 //   - the response is serialized into the raw buffer and the status mapped once
@@ -17,10 +20,12 @@
 #include <string>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "kms/common/status.h"
+#include "src/server/gate/inflight_budget.h"
 #include "src/server/grpc/grpc_status.h"
 
 namespace kms::server {
@@ -29,23 +34,63 @@ namespace kms::server {
 // `request`.
 absl::Status DecodeRequest(const grpc::ByteBuffer& bytes, size_t max_bytes,
                            google::protobuf::MessageLite& request);
+// INVALID_ARGUMENT: the request is larger than `max_bytes`.
+absl::Status RequestTooLarge(size_t max_bytes);
 // INTERNAL when serialization fails.
 absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc::ByteBuffer* bytes);
 
 // The identity of the verified client certificate; empty when it names none.
 std::string CallerIdentity(const grpc::CallbackServerContext& ctx);
 
+// The in-flight budget of the gRPC door: one per process, installed by the server
+// before its listener starts and removed (nullptr) after it stopped. Null: no budget.
+// Thread-safe.
+void SetDoorBudget(InflightBudget* budget);
+
+// The door's admission of a request of `bytes` (OK with an empty ticket when no budget
+// is installed), RESOURCE_EXHAUSTED beyond the budget.
+absl::StatusOr<InflightBudget::Ticket> AdmitToDoor(size_t bytes);
+
+// Finishes like FinishUnary, holding `ticket` until gRPC is done with the call (the
+// response sent or the call cancelled).
+grpc::ServerUnaryReactor* FinishUnaryHolding(grpc::CallbackServerContext* ctx,
+                                             const absl::Status& status,
+                                             std::string_view operation,
+                                             InflightBudget::Ticket ticket);
+
+// How a method answers a request that is over its size limit or does not decode.
+// INVALID_ARGUMENT for every method; VerifyJwt answers UNAUTHENTICATED ("token
+// rejected: ..."), since its request is nothing but the token (key_service.proto).
+enum class Undecodable { kInvalidArgument, kRejectedToken };
+
 // Body: absl::Status(const std::string& identity, const Request&, Response*).
 template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                      grpc::ByteBuffer* out, size_t max_request_bytes,
-                                     std::string_view method, Body&& body) {
-  Request request;
-  Response response;
-  absl::Status status = DecodeRequest(*in, max_request_bytes, request);
-  if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
-  if (status.ok()) status = EncodeResponse(response, out);
-  return FinishUnary(ctx, status, method);
+                                     std::string_view method, Body&& body,
+                                     Undecodable undecodable = Undecodable::kInvalidArgument) {
+  auto refuse = [&](const absl::Status& status) {
+    return FinishUnary(
+        ctx,
+        undecodable == Undecodable::kRejectedToken
+            ? absl::UnauthenticatedError(absl::StrCat("token rejected: ", status.message()))
+            : status,
+        method);
+  };
+  // Size first (no memory spent), then the budget, then decoding.
+  if (in->Length() > max_request_bytes) return refuse(RequestTooLarge(max_request_bytes));
+  absl::StatusOr<InflightBudget::Ticket> ticket = AdmitToDoor(in->Length());
+  if (!ticket.ok()) return FinishUnary(ctx, ticket.status(), method);
+  absl::Status status;
+  {
+    Request request;
+    Response response;
+    status = DecodeRequest(*in, max_request_bytes, request);
+    if (!status.ok()) return refuse(status);
+    status = body(CallerIdentity(*ctx), request, &response);
+    if (status.ok()) status = EncodeResponse(response, out);
+  }
+  return FinishUnaryHolding(ctx, status, method, std::move(*ticket));
 }
 
 }  // namespace kms::server
