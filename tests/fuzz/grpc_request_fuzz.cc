@@ -37,7 +37,7 @@ const config::LimitsConfig& Limits() {
 // bytes long appears in it.
 void CheckEchoesNothing(const absl::Status& s, std::string_view value) {
   FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument);
-  if (value.size() >= 4) FUZZ_CHECK(s.message().find(value) == std::string_view::npos);
+  if (value.size() >= 4) FUZZ_CHECK(std::string(s.message()).find(value) == std::string::npos);
 }
 
 template <typename Map>
@@ -114,7 +114,7 @@ void DecodeAndValidate(const uint8_t* data, size_t size, size_t max_bytes) {
     FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     FUZZ_CHECK(s.message() == std::string("request is not a valid ") + request.GetTypeName() +
                                   " message" ||
-               s.message().find("bytes this method accepts") != std::string_view::npos);
+               std::string(s.message()).find("bytes this method accepts") != std::string::npos);
     return;
   }
   FUZZ_CHECK(request.SerializeAsString() == direct.SerializeAsString());

@@ -17,8 +17,9 @@ namespace kms::server {
 namespace {
 
 absl::Status Unavailable(std::string_view step, int err) {
-  return absl::UnavailableError(absl::StrCat("gRPC listener probe: ", step,
-                                             err != 0 ? absl::StrCat(": ", std::strerror(err)) : ""));
+  std::string message = absl::StrCat("gRPC listener probe: ", std::string(step));
+  if (err != 0) absl::StrAppend(&message, ": ", std::strerror(err));
+  return absl::UnavailableError(message);
 }
 
 class Fd {

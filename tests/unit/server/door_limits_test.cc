@@ -70,26 +70,26 @@ TEST(OpenFileLimitTest, NeedsCountEveryBackendAndTheHttpsListener) {
   EXPECT_EQ(OpenFileNeedsOf(c).https, 0);
 }
 
-// In a child process: setrlimit changes are per process.
+// Runs in a child process (setrlimit changes are per process); exits 0 when all held.
+void RaiseAndRefuseInChild() {
+  rlimit l{.rlim_cur = 900, .rlim_max = 1000};
+  if (setrlimit(RLIMIT_NOFILE, &l) != 0) _exit(2);
+  OpenFileNeeds small{.backends = 10, .https = 10, .process = 10, .grpc = 10};
+  auto raised = RaiseOpenFileLimit(small);
+  if (!raised.ok() || *raised != 1000) _exit(3);
+  OpenFileNeeds big{.backends = 500, .https = 257, .process = 128, .grpc = 512};
+  auto refused = RaiseOpenFileLimit(big);
+  if (refused.status().code() != absl::StatusCode::kFailedPrecondition) _exit(4);
+  const std::string m(refused.status().message());
+  if (m.find("1000") == std::string::npos || m.find("1397") == std::string::npos ||
+      m.find("LimitNOFILE") == std::string::npos) {
+    _exit(5);
+  }
+  _exit(0);
+}
+
 TEST(OpenFileLimitTest, RaisesTheSoftLimitToTheHardOneAndRefusesWhenTooLow) {
-  EXPECT_EXIT(
-      {
-        rlimit l{.rlim_cur = 900, .rlim_max = 1000};
-        if (setrlimit(RLIMIT_NOFILE, &l) != 0) _exit(2);
-        OpenFileNeeds small{.backends = 10, .https = 10, .process = 10, .grpc = 10};
-        auto raised = RaiseOpenFileLimit(small);
-        if (!raised.ok() || *raised != 1000) _exit(3);
-        OpenFileNeeds big{.backends = 500, .https = 257, .process = 128, .grpc = 512};
-        auto refused = RaiseOpenFileLimit(big);
-        if (refused.status().code() != absl::StatusCode::kFailedPrecondition) _exit(4);
-        const std::string m(refused.status().message());
-        if (m.find("1000") == std::string::npos || m.find("1397") == std::string::npos ||
-            m.find("LimitNOFILE") == std::string::npos) {
-          _exit(5);
-        }
-        _exit(0);
-      },
-      ::testing::ExitedWithCode(0), "");
+  EXPECT_EXIT(RaiseAndRefuseInChild(), ::testing::ExitedWithCode(0), "");
 }
 
 TEST(ListenerProbeTest, AClosedPortIsUnavailable) {
