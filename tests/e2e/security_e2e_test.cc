@@ -13,6 +13,7 @@
 #include <functional>
 #include <map>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -112,7 +113,7 @@ class SecurityE2eTest : public ::testing::Test {
                                                   const nlohmann::json& patch,
                                                   std::vector<std::string> wrapper = {}) {
     nlohmann::json c = Config(name);
-    c.merge_patch(patch);
+    if (patch.is_object()) c.merge_patch(patch);
     const std::string path = dir_->Write(name + ".json", c.dump(2), 0644);
     std::vector<std::string> args = wrapper;
     std::string binary = KMSD_BINARY;
@@ -338,10 +339,13 @@ TEST_F(SecurityE2eTest, AWrappedDekEditedInTheStoreIsDetectedNeverUsedAndReporte
   ASSERT_TRUE(Encrypt("operator", "tamper", "the secret", &enc).ok());
   const std::string db = dir_->Join("main.db");
   // Flip one bit of the sealed DEK (inside its GCM ciphertext), under the running kmsd.
-  Sql(db, "UPDATE tenant_deks SET wrapped = substr(wrapped, 1, 20) || "
-          "CAST(char(unicode(substr(wrapped, 21, 1)) # 1) AS BLOB) || substr(wrapped, 22) "
-          "WHERE tenant_id = 'tamper';");
-  ASSERT_EQ(Sql(db, "SELECT count(*) FROM tenant_deks WHERE tenant_id = 'tamper';"), "1\n");
+  const std::string before = Sql(db, "SELECT hex(wrapped) FROM tenant_deks WHERE tenant_id = 'tamper';");
+  Sql(db, "UPDATE tenant_deks SET wrapped = CAST(substr(wrapped, 1, 20) || "
+          "CASE WHEN substr(wrapped, 21, 1) = x'00' THEN x'01' ELSE x'00' END || "
+          "substr(wrapped, 22) AS BLOB) WHERE tenant_id = 'tamper';");
+  const std::string after = Sql(db, "SELECT hex(wrapped) FROM tenant_deks WHERE tenant_id = 'tamper';");
+  ASSERT_EQ(before.size(), after.size());
+  ASSERT_NE(before, after);
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // past the 1 s cache TTL
   for (int i = 0; i < 3; ++i) {
     v1::DecryptResponse dec;
@@ -393,6 +397,7 @@ TEST_F(SecurityE2eTest, AKekBlobSwappedBetweenVersionsIsDetectedAndNeverUsed) {
                                             std::chrono::seconds(60));
   if (!restarted.ok()) {
     const std::string log = test::ReadFileOrEmpty(log_path);
+    std::printf("[kek swap] kmsd refused to start: %s\n", log.substr(log.rfind("kmsd")).c_str());
     EXPECT_TRUE(log.find("authenticat") != std::string::npos ||
                 log.find("DATA_LOSS") != std::string::npos ||
                 log.find("does not open") != std::string::npos) << log;
@@ -507,7 +512,7 @@ TEST_F(SecurityE2eTest, SixteenMaximalBatchesAtOnceStayWithinTheMemoryBound) {
   EXPECT_TRUE(Encrypt("operator", "bulk", "after", &enc, kmsd.get()).ok());
 }
 
-// ~1000 idle TCP connections (no TLS) to the gRPC port of a kmsd limited to 1024 open
+// 1100 idle TCP connections (no TLS) to the gRPC port of a kmsd limited to 1024 open
 // files. gRPC 1.51 stops accepting for good once accept4 fails with EMFILE; what kmsd
 // guarantees is that it then says so: /readyz 503 naming the gRPC listener (and /healthz
 // keeps answering), or else a legitimate client is still served fast.
@@ -525,7 +530,8 @@ TEST_F(SecurityE2eTest, IdleConnectionsExhaustingDescriptorsMakeTheNodeNotReadyO
   own.rlim_cur = own.rlim_max;
   setrlimit(RLIMIT_NOFILE, &own);
   std::vector<int> idle;
-  for (int i = 0; i < 1000; ++i) {
+  // More than the limit leaves after kmsd's own descriptors: accept must fail (EMFILE).
+  for (int i = 0; i < 1100; ++i) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in addr{.sin_family = AF_INET,
                      .sin_port = htons(static_cast<uint16_t>(kmsd->grpc_port())),
@@ -537,7 +543,13 @@ TEST_F(SecurityE2eTest, IdleConnectionsExhaustingDescriptorsMakeTheNodeNotReadyO
       close(fd);
     }
   }
-  std::printf("[fds] %zu idle connections open\n", idle.size());
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto count_fds = [&] {
+    auto run = RunCommand(absl::StrCat("ls /proc/", kmsd->pid(), "/fd | wc -l"));
+    return std::atoi(run.out.c_str());
+  };
+  std::printf("[fds] %zu idle connections open; kmsd holds %d descriptors\n", idle.size(),
+              count_fds());
 
   // Within two probe intervals either a legitimate client is served fast, or the node
   // reports not ready with the reason.
@@ -571,6 +583,14 @@ TEST_F(SecurityE2eTest, IdleConnectionsExhaustingDescriptorsMakeTheNodeNotReadyO
   EXPECT_NE(Https(kmsd->http_port(), "/healthz", "", 3), 0);
   const std::string log = test::ReadFileOrEmpty(kmsd->log_path());
   if (reported) EXPECT_NE(log.find("gRPC listener is not accepting connections"), std::string::npos);
+  // What gRPC said about accept (EMFILE) and what kmsd said about its listener.
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.find("accept4") != std::string::npos || line.find("gRPC listener is") != std::string::npos ||
+        line.find("open-file") != std::string::npos) {
+      std::printf("[fds log] %s\n", line.substr(0, 200).c_str());
+    }
+  }
   for (int fd : idle) close(fd);
 }
 
