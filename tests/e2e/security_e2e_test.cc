@@ -312,6 +312,49 @@ TEST_F(SecurityE2eTest, AuthorizationMatrixEveryRpcByEveryKindOfCaller) {
             Code::PERMISSION_DENIED);
 }
 
+// VerifyJwt: every token it does not accept is UNAUTHENTICATED, whatever is wrong with it
+// (key_service.proto), up to a token too long for the method.
+TEST_F(SecurityE2eTest, EveryRejectedTokenIsUnauthenticated) {
+  grpc::ClientContext sctx;
+  e2e::Deadline(sctx);
+  v1::SignJwtRequest sreq;
+  sreq.set_claims_json(R"({"sub":"u1","n":9007199254740991})");
+  v1::SignJwtResponse good;
+  auto keys = v1::KeyService::NewStub(Channel("svc-acme"));
+  ASSERT_TRUE(keys->SignJwt(&sctx, sreq, &good).ok());
+  std::string tampered = good.jwt();
+  tampered[tampered.size() / 2] ^= 1;
+  for (const std::string& token :
+       {std::string(), std::string("a.b.c"), tampered, good.jwt() + "x",
+        std::string(40 * 1024, 'a'), std::string(70 * 1024, 'a'),
+        std::string(200 * 1024, 'a')}) {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::VerifyJwtRequest q;
+    q.set_jwt(token);
+    v1::VerifyJwtResponse r;
+    grpc::Status s = keys->VerifyJwt(&ctx, q, &r);
+    EXPECT_EQ(s.error_code(), Code::UNAUTHENTICATED) << token.size() << ": " << s.error_message();
+    EXPECT_EQ(s.error_message().rfind("token rejected: ", 0), 0u) << s.error_message();
+  }
+  grpc::ClientContext ctx;
+  e2e::Deadline(ctx);
+  v1::VerifyJwtRequest q;
+  q.set_jwt(good.jwt());
+  v1::VerifyJwtResponse r;
+  ASSERT_TRUE(keys->VerifyJwt(&ctx, q, &r).ok());
+  // The claims come back as signed: the integer is not rounded.
+  EXPECT_NE(r.claims_json().find("\"n\":9007199254740991"), std::string::npos) << r.claims_json();
+  // The example of the report: refused, not signed as 1.2345678901234568e+29.
+  grpc::ClientContext bctx;
+  e2e::Deadline(bctx);
+  sreq.set_claims_json(R"({"sub":"u1","uid":123456789012345678901234567890})");
+  v1::SignJwtResponse big;
+  grpc::Status s = keys->SignJwt(&bctx, sreq, &big);
+  EXPECT_EQ(s.error_code(), Code::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_TRUE(big.jwt().empty());
+}
+
 TEST_F(SecurityE2eTest, AnExpiredClientCertificateIsRefusedOnBothListeners) {
   v1::EncryptResponse enc;
   grpc::Status s = Encrypt("expired", "acme", "x", &enc);

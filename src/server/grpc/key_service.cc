@@ -175,7 +175,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::VerifyJwt(grpc::CallbackServerContext*
         resp->set_expires_at_unix(verified.expires_at);
         return absl::OkStatus();
       },
-      Undecodable::kRejectedToken);
+      TooLarge::kRejectedToken);
 }
 
 grpc::ServerUnaryReactor* KeyServiceImpl::GetJwks(grpc::CallbackServerContext* ctx,

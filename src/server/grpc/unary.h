@@ -58,27 +58,28 @@ grpc::ServerUnaryReactor* FinishUnaryHolding(grpc::CallbackServerContext* ctx,
                                              std::string_view operation,
                                              InflightBudget::Ticket ticket);
 
-// How a method answers a request that is over its size limit or does not decode.
-// INVALID_ARGUMENT for every method; VerifyJwt answers UNAUTHENTICATED ("token
-// rejected: ..."), since its request is nothing but the token (key_service.proto).
-enum class Undecodable { kInvalidArgument, kRejectedToken };
+// How a method answers a request over its size limit: INVALID_ARGUMENT for every method
+// but VerifyJwt, whose request is nothing but the token: a token too long to verify is a
+// rejected token, UNAUTHENTICATED ("token rejected: ...") as key_service.proto promises.
+// A request that does not decode is INVALID_ARGUMENT on every method.
+enum class TooLarge { kInvalidArgument, kRejectedToken };
 
 // Body: absl::Status(const std::string& identity, const Request&, Response*).
 template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                      grpc::ByteBuffer* out, size_t max_request_bytes,
                                      std::string_view method, Body&& body,
-                                     Undecodable undecodable = Undecodable::kInvalidArgument) {
-  auto refuse = [&](const absl::Status& status) {
+                                     TooLarge too_large = TooLarge::kInvalidArgument) {
+  // Size first (no memory spent), then the budget, then decoding.
+  if (in->Length() > max_request_bytes) {
+    const absl::Status status = RequestTooLarge(max_request_bytes);
     return FinishUnary(
         ctx,
-        undecodable == Undecodable::kRejectedToken
+        too_large == TooLarge::kRejectedToken
             ? absl::UnauthenticatedError(absl::StrCat("token rejected: ", status.message()))
             : status,
         method);
-  };
-  // Size first (no memory spent), then the budget, then decoding.
-  if (in->Length() > max_request_bytes) return refuse(RequestTooLarge(max_request_bytes));
+  }
   absl::StatusOr<InflightBudget::Ticket> ticket = AdmitToDoor(in->Length());
   if (!ticket.ok()) return FinishUnary(ctx, ticket.status(), method);
   absl::Status status;
@@ -86,7 +87,7 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grp
     Request request;
     Response response;
     status = DecodeRequest(*in, max_request_bytes, request);
-    if (!status.ok()) return refuse(status);
+    if (!status.ok()) return FinishUnary(ctx, status, method);
     status = body(CallerIdentity(*ctx), request, &response);
     if (status.ok()) status = EncodeResponse(response, out);
   }
