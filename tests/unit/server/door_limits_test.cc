@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "src/server/gate/inflight_budget.h"
 #include "src/server/grpc/listener_probe.h"
+#include "src/server/http/https_server.h"
 #include "src/server/open_file_limit.h"
 
 namespace kms::server {
@@ -117,6 +118,32 @@ TEST(ListenerProbeTest, AListenerThatNeverAcceptsTimesOut) {
   EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable) << s;
   EXPECT_NE(s.message().find("timed out"), std::string::npos) << s;
   close(fd);
+}
+
+// The HTTPS listener's parsing as a function (what the http_request fuzz target drives).
+TEST(ParseRequestBytesTest, ParsesWhatTheListenerParsesAndAnswersWhatItAnswers) {
+  config::HttpConfig limits;
+  limits.max_header_bytes = 1024;
+  limits.max_body_bytes = 8;
+  auto ok = http::ParseRequestBytes(
+      "GET /healthz?x=1 HTTP/1.1\r\nHost: k\r\n\r\nGET /next HTTP/1.1\r\n", limits);
+  ASSERT_TRUE(ok.complete);
+  EXPECT_EQ(ok.request.path, "/healthz");
+  EXPECT_EQ(ok.request.query, "x=1");
+  EXPECT_EQ(ok.consumed, std::string("GET /healthz?x=1 HTTP/1.1\r\nHost: k\r\n\r\n").size());
+  EXPECT_TRUE(ok.keep_alive);
+  auto body = http::ParseRequestBytes("POST /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", limits);
+  ASSERT_TRUE(body.complete);
+  EXPECT_EQ(body.request.body, "hello");
+  EXPECT_EQ(http::ParseRequestBytes("POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\n", limits).status,
+            413);
+  EXPECT_EQ(http::ParseRequestBytes("GET / HTTP/1.1\r\nX: " + std::string(2000, 'a') + "\r\n\r\n",
+                                    limits).status,
+            431);
+  EXPECT_EQ(http::ParseRequestBytes(std::string("G\0T / HTTP/1.1\r\n\r\n", 18), limits).status, 400);
+  auto partial = http::ParseRequestBytes("GET /healthz HTTP/1.1\r\nHo", limits);
+  EXPECT_FALSE(partial.complete);
+  EXPECT_EQ(partial.status, 0);
 }
 
 }  // namespace
