@@ -1,5 +1,6 @@
 #include "src/jwt/jwt.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -37,6 +38,62 @@ std::optional<std::string> Dump(const Json& value) {
   try {
     return value.dump();
   } catch (const Json::exception&) {  // invalid UTF-8; the parser rejects it already
+    return std::nullopt;
+  }
+}
+
+// The signed payload's text: members sorted by name (nlohmann's object order), no
+// whitespace, strings escaped by nlohmann, and every float in its shortest round-trip
+// form (std::to_chars), so a faithful number is written with the digits it was given.
+// (nlohmann's own dump prints some doubles with more digits than they were given:
+// 10.00000000001 as 10.000000000009999; the same double, another text.) Throws
+// nlohmann::json::type_error on invalid UTF-8 (checked before).
+void AppendClaimsJson(const Json& value, std::string& out) {
+  switch (value.type()) {
+    case Json::value_t::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [k, v] : value.items()) {
+        if (!first) out += ',';
+        first = false;
+        out += Json(k).dump();
+        out += ':';
+        AppendClaimsJson(v, out);
+      }
+      out += '}';
+      return;
+    }
+    case Json::value_t::array: {
+      out += '[';
+      bool first = true;
+      for (const Json& v : value) {
+        if (!first) out += ',';
+        first = false;
+        AppendClaimsJson(v, out);
+      }
+      out += ']';
+      return;
+    }
+    case Json::value_t::number_float: {
+      char buf[64];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value.get<double>());
+      std::string_view text(buf, ec == std::errc() ? end - buf : 0);
+      out += text;
+      // Still a float to every reader: "1" would read back as an integer.
+      if (text.find_first_of(".eEni") == std::string_view::npos) out += ".0";
+      return;
+    }
+    default:
+      out += value.dump();
+  }
+}
+
+std::optional<std::string> SerializeClaims(const Json& value) {
+  try {
+    std::string out;
+    AppendClaimsJson(value, out);
+    return out;
+  } catch (const Json::exception&) {
     return std::nullopt;
   }
 }
@@ -111,7 +168,7 @@ absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t tt
   }
   (*claims)["iat"] = out.issued_at;
   (*claims)["exp"] = out.expires_at;
-  std::optional<std::string> text = Dump(*claims);
+  std::optional<std::string> text = SerializeClaims(*claims);
   if (!text.has_value()) return absl::InvalidArgumentError("claims are not valid UTF-8");
   // The limit holds on what is signed, iat/exp/iss included.
   if (text->size() > policy.max_claims_bytes) {

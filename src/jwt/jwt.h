@@ -3,7 +3,8 @@
 //
 // Token layout: BASE64URL(header) "." BASE64URL(payload) "." BASE64URL(r || s), where
 // the header is exactly {"alg":"ES256","typ":"JWT","kid":"<kid>"} and the payload is
-// the claims object serialized by nlohmann_json (members sorted by name, no whitespace).
+// the claims object serialized by kmsd (members sorted by name, no whitespace, numbers in
+// their shortest round-trip form: a faithful number keeps the digits it was given).
 //
 // Claims rules (BuildClaims), strict on purpose, so a caller can never make kmsd sign a
 // token whose lifetime it did not choose:

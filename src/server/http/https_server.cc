@@ -162,8 +162,10 @@ ParsedBytes ParseRequestBytes(std::string_view bytes, const config::HttpConfig& 
     const size_t used =
         parser.put(asio::buffer(bytes.data() + offset, bytes.size() - offset), ec);
     offset += used;
-    if (ec == bhttp::error::need_more) {
-      if (used == 0) return out;  // needs more bytes
+    if (ec == bhttp::error::need_more || (!ec && used == 0)) {
+      // Needs more bytes (Beast may also say so by consuming nothing, e.g. inside a
+      // chunk whose data has not all arrived).
+      if (used == 0 || offset == bytes.size()) return out;
       continue;
     }
     if (ec) {

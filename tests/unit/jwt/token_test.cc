@@ -251,6 +251,15 @@ TEST(ClaimsTest, TheSignedPayloadHoldsExactlyTheGivenClaimsPlusKmsdsOwn) {
   // Numbers are written as they were checked: no rounding to another value.
   EXPECT_NE(built->payload_json.find("\"uid\":9007199254740991"), std::string::npos);
   EXPECT_NE(built->payload_json.find("\"f\":0.1"), std::string::npos);
+  // Found by the claims fuzzer: a float some serializers print with other digits.
+  auto digits = BuildClaims(R"({"f":10.00000000001000000,"g":1.0,"h":-0.0,"i":1e300})", 0,
+                            kNow, Policy());
+  ASSERT_TRUE(digits.ok()) << digits.status();
+  EXPECT_NE(digits->payload_json.find("\"f\":10.00000000001,"), std::string::npos)
+      << digits->payload_json;
+  EXPECT_NE(digits->payload_json.find("\"g\":1.0,"), std::string::npos) << digits->payload_json;
+  EXPECT_NE(digits->payload_json.find("\"h\":-0.0,"), std::string::npos) << digits->payload_json;
+  EXPECT_NE(digits->payload_json.find("\"i\":1e+300"), std::string::npos) << digits->payload_json;
 }
 
 TEST_F(TokenTest, EveryTokenKmsdIssuesPassesItsOwnVerificationUpToTheLargestLimit) {
