@@ -42,9 +42,56 @@ std::optional<std::string> Dump(const Json& value) {
   }
 }
 
+// A finite double as the shortest decimal that reads back as it, laid out as
+// ECMAScript's Number::toString does (fixed for 1e-6 <= |v| < 1e21, else exponent), and
+// always with a fraction or exponent so that every reader keeps it a float ("1.0").
+std::string FormatDouble(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
+  if (ec != std::errc()) return "0.0";  // not reached: CheckIJson refuses non-finite numbers
+  const std::string_view sci(buf, end - buf);  // [-]d[.ddd]e(+|-)XX
+  std::string out;
+  size_t i = 0;
+  if (sci[0] == '-') {
+    out += '-';
+    i = 1;
+  }
+  const size_t e_pos = sci.find('e');
+  std::string digits;
+  for (size_t j = i; j < e_pos; ++j) {
+    if (sci[j] != '.') digits += sci[j];
+  }
+  int exp10 = 0;
+  std::from_chars(sci.data() + e_pos + (sci[e_pos + 1] == '+' ? 2 : 1), sci.data() + sci.size(),
+                  exp10);
+  const int k = static_cast<int>(digits.size());
+  const int n = exp10 + 1;  // v = 0.digits x 10^n
+  if (k <= n && n <= 21) {
+    out += digits;
+    out.append(n - k, '0');
+    out += ".0";
+  } else if (0 < n && n <= 21) {
+    out += digits.substr(0, n);
+    out += '.';
+    out += digits.substr(n);
+  } else if (-6 < n && n <= 0) {
+    out += "0.";
+    out.append(-n, '0');
+    out += digits;
+  } else {
+    out += digits[0];
+    if (k > 1) {
+      out += '.';
+      out += digits.substr(1);
+    }
+    out += absl::StrCat("e", n - 1 >= 0 ? "+" : "-", std::abs(n - 1));
+  }
+  return out;
+}
+
 // The signed payload's text: members sorted by name (nlohmann's object order), no
 // whitespace, strings escaped by nlohmann, and every float in its shortest round-trip
-// form (std::to_chars), so a faithful number is written with the digits it was given.
+// form (FormatDouble), so a faithful number is written with the digits it was given.
 // (nlohmann's own dump prints some doubles with more digits than they were given:
 // 10.00000000001 as 10.000000000009999; the same double, another text.) Throws
 // nlohmann::json::type_error on invalid UTF-8 (checked before).
@@ -74,15 +121,9 @@ void AppendClaimsJson(const Json& value, std::string& out) {
       out += ']';
       return;
     }
-    case Json::value_t::number_float: {
-      char buf[64];
-      auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), value.get<double>());
-      std::string_view text(buf, ec == std::errc() ? end - buf : 0);
-      out += text;
-      // Still a float to every reader: "1" would read back as an integer.
-      if (text.find_first_of(".eEni") == std::string_view::npos) out += ".0";
+    case Json::value_t::number_float:
+      out += FormatDouble(value.get<double>());
       return;
-    }
     default:
       out += value.dump();
   }

@@ -260,6 +260,16 @@ TEST(ClaimsTest, TheSignedPayloadHoldsExactlyTheGivenClaimsPlusKmsdsOwn) {
   EXPECT_NE(digits->payload_json.find("\"g\":1.0,"), std::string::npos) << digits->payload_json;
   EXPECT_NE(digits->payload_json.find("\"h\":-0.0,"), std::string::npos) << digits->payload_json;
   EXPECT_NE(digits->payload_json.find("\"i\":1e+300"), std::string::npos) << digits->payload_json;
+  // Found by the claims fuzzer: a float written with an exponent that is a whole number.
+  auto whole = BuildClaims(R"({"n":90071992547419e4,"small":0.000001,"tiny":1e-7,"big":1e21})",
+                           0, kNow, Policy());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(Json::parse(whole->payload_json)["n"], Json::parse("90071992547419e4"));
+  EXPECT_NE(whole->payload_json.find("\"n\":900719925474190000.0"), std::string::npos)
+      << whole->payload_json;
+  EXPECT_NE(whole->payload_json.find("\"small\":0.000001,"), std::string::npos);
+  EXPECT_NE(whole->payload_json.find("\"tiny\":1e-7"), std::string::npos);
+  EXPECT_NE(whole->payload_json.find("\"big\":1e+21"), std::string::npos);
 }
 
 TEST_F(TokenTest, EveryTokenKmsdIssuesPassesItsOwnVerificationUpToTheLargestLimit) {
