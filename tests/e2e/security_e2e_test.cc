@@ -427,9 +427,17 @@ TEST_F(SecurityE2eTest, AKekBlobSwappedBetweenVersionsIsDetectedAndNeverUsed) {
 
   const std::string db = dir_->Join("kekswap.db");
   ASSERT_EQ(Sql(db, "SELECT count(*) FROM kek_versions;"), "2\n");
-  Sql(db, "UPDATE kek_versions SET wrapped = CASE version "
-          "WHEN 1 THEN (SELECT wrapped FROM kek_versions WHERE version = 2) "
-          "WHEN 2 THEN (SELECT wrapped FROM kek_versions WHERE version = 1) END;");
+  const std::string blobs = "SELECT hex(wrapped) FROM kek_versions ORDER BY version;";
+  const std::string unswapped = Sql(db, blobs);
+  // A swap through a copy (one UPDATE reading the table it writes would copy one blob
+  // onto both rows in SQLite).
+  Sql(db, "BEGIN; CREATE TEMP TABLE k AS SELECT version, wrapped FROM kek_versions; "
+          "UPDATE kek_versions SET wrapped = (SELECT wrapped FROM k WHERE k.version = "
+          "3 - kek_versions.version) WHERE version IN (1, 2); COMMIT;");
+  const std::string swapped = Sql(db, blobs);
+  const size_t nl = unswapped.find('\n');
+  ASSERT_NE(nl, std::string::npos);
+  ASSERT_EQ(swapped, unswapped.substr(nl + 1) + unswapped.substr(0, nl + 1)) << "not swapped";
 
   // Either kmsd refuses to start (what it sealed under a KEK no longer authenticates), or
   // it serves and every key under a swapped KEK fails: never a plaintext.
