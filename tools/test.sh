@@ -34,10 +34,11 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$supp/ubsa
 tsan_options="halt_on_error=1:second_deadlock_stack=1:suppressions=$supp/tsan.supp"
 # The concurrent tests TSan runs (ctest -R against the TSan tree): DekCache, KeyManager's
 # concurrent paths, the scheduler, the HSM session pool and concurrent HSM use, the local
-# and the Redis rate limiters, the invalidation bus, the in-flight budget.
+# and the Redis rate limiters, the invalidation bus, the in-flight budget, the backend
+# executor (pools, deadlines, circuits).
 tsan_targets=(keys_test key_manager_test sched_test sched_key_jobs_test coord_test
   coord_integration_test hsm_contract_fake_test hsm_integration_test server_door_limits_test)
-tsan_tests='DekCache|KeyManager|Scheduler|KeyJobs|LocalRateLimiter|RedisRateLimiter|RedisBus|RedisInvalidation|HsmContract.*Concurrent|SessionPool|InflightBudget'
+tsan_tests='DekCache|BackendExecutor|KeyManager|Scheduler|KeyJobs|LocalRateLimiter|RedisRateLimiter|RedisBus|RedisInvalidation|HsmContract.*Concurrent|SessionPool|InflightBudget'
 
 # Stage timings, printed on exit whatever happened.
 stage_names=()
