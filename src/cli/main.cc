@@ -1,7 +1,11 @@
 // kmsctl: the operators' command line for kmsd.
 //
 // Connection settings come from, in increasing precedence: the file named by
-// KMSCTL_CONFIG or --config (dev mode writes DIR/kmsctl.json), then --addr/--ca/--cert/--key.
+// KMSCTL_CONFIG or --config (dev mode writes DIR/kmsctl.json), then
+// --addr/--ca/--cert/--client-key.
+//
+// The key a data command uses is chosen with --tenant T (a tenant's DEKs) or --key NAME
+// (a named platform key such as "backup"), one of the two.
 #include <unistd.h>
 
 #include <cstdlib>
@@ -68,7 +72,7 @@ Connection Resolve(const Connection& flags, std::string config_path) {
   if (!flags.key.empty()) c.key = flags.key;
   c.timeout_seconds = flags.timeout_seconds;
   if (c.addr.empty() || c.ca.empty() || c.cert.empty() || c.key.empty()) {
-    throw Failure{2, "no connection settings: pass --addr, --ca, --cert and --key, or --config FILE "
+    throw Failure{2, "no connection settings: pass --addr, --ca, --cert and --client-key, or --config FILE "
                      "(or set KMSCTL_CONFIG; kmsd --dev writes STATE_DIR/kmsctl.json)"};
   }
   return c;
@@ -100,6 +104,14 @@ void SetDeadline(grpc::ClientContext& ctx, const Connection& c) {
 }
 
 json TenantJson(const kms::v1::Tenant& t) {
+  if (!t.key_name().empty()) {
+    return {{"key_name", t.key_name()},
+            {"state", t.state()},
+            {"primary_dek_version", t.primary_dek_version()},
+            {"min_decrypt_version", t.min_decrypt_version()},
+            {"created_at_unix", t.created_at_unix()},
+            {"dek_created_at_unix", t.dek_created_at_unix()}};
+  }
   return {{"tenant_id", t.tenant_id()},
           {"state", t.state()},
           {"primary_dek_version", t.primary_dek_version()},
@@ -112,7 +124,8 @@ void PrintTenant(const kms::v1::Tenant& t, bool as_json) {
   if (as_json) {
     std::cout << TenantJson(t).dump(2) << "\n";
   } else {
-    std::cout << "tenant " << t.tenant_id() << "\n  state: " << t.state()
+    std::cout << (t.key_name().empty() ? "tenant " + t.tenant_id() : "named key " + t.key_name())
+              << "\n  state: " << t.state()
               << "\n  primary DEK version: " << t.primary_dek_version()
               << "\n  minimum decryption version: " << t.min_decrypt_version()
               << "\n  created: " << kms::cli::Rfc3339(t.created_at_unix()) << "\n";
@@ -130,6 +143,17 @@ void ParseContext(const std::vector<std::string>& pairs,
     (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
 }
+
+// The key set a data command names: --tenant T or --key NAME, exactly one.
+struct KeyChoice {
+  std::string tenant, name;
+  template <typename Request>
+  void Set(Request* req) const {
+    if (tenant.empty() == name.empty()) throw Failure{2, "name the key with --tenant T or --key NAME (one of the two)"};
+    req->set_tenant_id(tenant);
+    req->set_key_name(name);
+  }
+};
 
 std::string Trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
@@ -233,7 +257,7 @@ int main(int argc, char** argv) {
   app.add_option("--addr", flags.addr, "kmsd gRPC address HOST:PORT");
   app.add_option("--ca", flags.ca, "CA certificate that signed kmsd's certificate (PEM)");
   app.add_option("--cert", flags.cert, "Client certificate (PEM)");
-  app.add_option("--key", flags.key, "Client private key (PEM)");
+  app.add_option("--client-key", flags.key, "Client private key (PEM)");
   app.add_option("--config", config_path, "Connection file (JSON: addr, ca, cert, key); default $KMSCTL_CONFIG");
   app.add_option("--timeout", flags.timeout_seconds, "Deadline per call, seconds")->capture_default_str();
   app.add_option("-o,--output", output, "text or json")->check(CLI::IsMember({"text", "json"}));
@@ -274,6 +298,33 @@ int main(int argc, char** argv) {
   tenant_min_version->add_option("version", min_version, "The minimum decryption version N")
       ->required();
 
+  // Named platform keys: managed like tenants (kept as tenants in a reserved namespace).
+  auto* named = app.add_subcommand("key", "Named platform keys (backup, clickhouse-disk, ...)");
+  named->require_subcommand(1);
+  named->fallthrough();
+  std::string key_name;
+  auto* key_create = named->add_subcommand("create", "Create a named key and its first DEK");
+  key_create->add_option("name", key_name)->required();
+  auto* key_get = named->add_subcommand("get", "Show a named key");
+  key_get->add_option("name", key_name)->required();
+  auto* key_list = named->add_subcommand("list", "List the named keys");
+  key_list->add_option("--page-size", page_size)->capture_default_str();
+  key_list->add_option("--page-token", page_token);
+  key_list->add_flag("--all", all_pages, "Follow every page");
+  auto* key_rotate = named->add_subcommand("rotate", "Make a new DEK version the named key's primary");
+  key_rotate->add_option("name", key_name)->required();
+  auto* key_shred = named->add_subcommand(
+      "shred", "Crypto-shred a named key: every data key it wrapped is lost (irreversible)");
+  key_shred->add_option("name", key_name)->required();
+  key_shred->add_option("--confirm", confirm, "Repeat the key name to confirm")->required();
+  key_shred->add_option("--receipt-out", receipt_out,
+                        "Write the signed receipt here; never overwrites "
+                        "(default: shred-receipt-key-<name>.jws)");
+  auto* key_min_version = named->add_subcommand(
+      "min-version", "Retire the named key's DEK versions below N");
+  key_min_version->add_option("name", key_name)->required();
+  key_min_version->add_option("version", min_version, "The minimum decryption version N")->required();
+
   auto* keys_cmd = app.add_subcommand("keys", "KEK and DEK versions");
   keys_cmd->require_subcommand(1);
   keys_cmd->fallthrough();
@@ -281,6 +332,8 @@ int main(int argc, char** argv) {
       "list", "Every KEK version (state, age, what it wraps) and tenants' DEK versions");
   std::string keys_tenant;
   keys_list->add_option("--tenant", keys_tenant, "Only this tenant (default: a page of tenants)");
+  std::string keys_key;
+  keys_list->add_option("--key", keys_key, "Only this named key");
   keys_list->add_option("--page-size", page_size, "Tenants per page")->capture_default_str();
   keys_list->add_option("--page-token", page_token);
   keys_list->add_flag("--all", all_pages, "Follow every page");
@@ -332,8 +385,10 @@ int main(int argc, char** argv) {
   auto* decrypt = app.add_subcommand("decrypt", "Decrypt Base64 --data (or stdin); prints the plaintext");
   auto* reencrypt = app.add_subcommand(
       "reencrypt", "Move Base64 ciphertext (--data or stdin) to the tenant's primary DEK version");
+  KeyChoice key_choice;
   for (CLI::App* cmd : {encrypt, decrypt, reencrypt}) {
-    cmd->add_option("--tenant", tenant_id, "Tenant id")->required();
+    cmd->add_option("--tenant", key_choice.tenant, "Tenant id");
+    cmd->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
     cmd->add_option("--data", data, "Input (default: stdin)");
     cmd->add_option("--context", context, "Encryption context key=value (repeatable)");
   }
@@ -414,6 +469,87 @@ int main(int argc, char** argv) {
           if (r.skipped_since_unix() != 0) std::cout << ", checks skipped since " << r.skipped_since_unix();
           std::cout << "\n";
         }
+      }
+    } else if (*key_create || *key_get || *key_rotate || *key_min_version) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::Tenant t;
+      if (*key_create) {
+        kms::v1::CreateTenantRequest req;
+        req.set_key_name(key_name);
+        kms::v1::CreateTenantResponse resp;
+        Check(admin->CreateTenant(&ctx, req, &resp));
+        t = resp.tenant();
+      } else if (*key_get) {
+        kms::v1::GetTenantRequest req;
+        req.set_key_name(key_name);
+        kms::v1::GetTenantResponse resp;
+        Check(admin->GetTenant(&ctx, req, &resp));
+        t = resp.tenant();
+      } else if (*key_rotate) {
+        kms::v1::RotateTenantKeyRequest req;
+        req.set_key_name(key_name);
+        kms::v1::RotateTenantKeyResponse resp;
+        Check(admin->RotateTenantKey(&ctx, req, &resp));
+        t = resp.tenant();
+      } else {
+        kms::v1::SetMinDecryptVersionRequest req;
+        req.set_key_name(key_name);
+        req.set_min_decrypt_version(min_version);
+        kms::v1::SetMinDecryptVersionResponse resp;
+        Check(admin->SetMinDecryptVersion(&ctx, req, &resp));
+        t = resp.tenant();
+      }
+      PrintTenant(t, as_json);
+    } else if (*key_list) {
+      json all = json::array();
+      std::string token = page_token;
+      do {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        kms::v1::ListTenantsRequest req;
+        req.set_named_keys(true);
+        req.set_page_size(page_size);
+        req.set_page_token(token);
+        kms::v1::ListTenantsResponse resp;
+        Check(admin->ListTenants(&ctx, req, &resp));
+        for (const auto& t : resp.tenants()) {
+          if (as_json) {
+            all.push_back(TenantJson(t));
+          } else {
+            std::cout << t.key_name() << "\t" << t.state() << "\tDEK v" << t.primary_dek_version() << "\n";
+          }
+        }
+        token = resp.next_page_token();
+        if (!all_pages && !token.empty() && !as_json) std::cout << "next page: --page-token " << token << "\n";
+      } while (all_pages && !token.empty());
+      if (as_json) std::cout << json{{"keys", all}, {"next_page_token", token}}.dump(2) << "\n";
+    } else if (*key_shred) {
+      if (receipt_out.empty()) {
+        if (key_name.find('/') != std::string::npos) throw Failure{2, "invalid key name"};
+        receipt_out = kms::cli::DefaultReceiptPath("key-" + key_name);
+      }
+      if (access(receipt_out.c_str(), F_OK) == 0) {
+        throw Failure{2, receipt_out + " exists; refusing to overwrite it (choose --receipt-out)"};
+      }
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::ShredTenantRequest req;
+      req.set_key_name(key_name);
+      req.set_confirm_key_name(confirm);
+      kms::v1::ShredTenantResponse resp;
+      Check(admin->ShredTenant(&ctx, req, &resp));
+      absl::Status written = kms::cli::WriteNewFile(receipt_out, resp.receipt_jws() + "\n");
+      if (!written.ok()) {
+        std::cerr << "kmsctl: " << written.message() << "\nreceipt:\n" << resp.receipt_jws() << "\n";
+        return 1;
+      }
+      if (as_json) {
+        std::cout << json{{"key_name", key_name}, {"state", "shredded"},
+                          {"shredded_at_unix", resp.shredded_at_unix()},
+                          {"receipt_file", receipt_out}}.dump(2) << "\n";
+      } else {
+        std::cout << "named key " << key_name << " shredded; signed receipt written to " << receipt_out << "\n";
       }
     } else if (*tenant_create || *tenant_get) {
       grpc::ClientContext ctx;
@@ -499,6 +635,7 @@ int main(int argc, char** argv) {
         SetDeadline(ctx, conn);
         kms::v1::ListKeysRequest req;
         req.set_tenant_id(keys_tenant);
+        req.set_key_name(keys_key);
         req.set_page_size(page_size);
         req.set_page_token(token);
         kms::v1::ListKeysResponse resp;
@@ -523,7 +660,7 @@ int main(int argc, char** argv) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::ReEncryptRequest req;
-      req.set_tenant_id(tenant_id);
+      key_choice.Set(&req);
       req.set_ciphertext(std::string(raw->begin(), raw->end()));
       ParseContext(context, req.mutable_context());
       if (reencrypt->count("--new-context") > 0) {
@@ -697,7 +834,7 @@ int main(int argc, char** argv) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::EncryptRequest req;
-      req.set_tenant_id(tenant_id);
+      key_choice.Set(&req);
       req.set_plaintext(encrypt->count("--data") ? data : ReadStdin());
       ParseContext(context, req.mutable_context());
       kms::v1::EncryptResponse resp;
@@ -716,7 +853,7 @@ int main(int argc, char** argv) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::DecryptRequest req;
-      req.set_tenant_id(tenant_id);
+      key_choice.Set(&req);
       req.set_ciphertext(std::string(raw->begin(), raw->end()));
       ParseContext(context, req.mutable_context());
       kms::v1::DecryptResponse resp;

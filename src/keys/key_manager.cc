@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "src/crypto/field_cipher.h"
+#include "src/keys/key_ref.h"
 #include "src/keys/tenant_id.h"
 #include "src/keys/wrapped_dek.h"
 
@@ -132,7 +133,9 @@ absl::StatusOr<EncryptResult> KeyManager::Encrypt(const TenantId& tenant,
                                                   std::span<const uint8_t> plaintext) {
   const std::string& tenant_id = tenant.str();
   absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, 0);
-  if (absl::IsNotFound(entry.status()) && options_.auto_create_tenants) {
+  // Auto-creation is for tenants only: named and blind-index keys are made on purpose.
+  if (absl::IsNotFound(entry.status()) && options_.auto_create_tenants &&
+      !IsReservedStorageId(tenant_id)) {
     absl::StatusOr<TenantInfo> created = CreateTenantLocked(tenant_id);
     if (!created.ok() && !absl::IsAlreadyExists(created.status())) return created.status();
     entry = GetDek(tenant_id, 0);
@@ -339,7 +342,7 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
     // Only the primary version needs rotating; another replica may have done it already.
     absl::StatusOr<store::TenantDek> td = store_->GetTenantDek(tenant, 0);
     if (!td.ok() || td->dek.encryptions < options_.dek_encryption_budget) continue;
-    absl::StatusOr<TenantId> id = TenantId::Parse(tenant);  // ids in the cache were valid
+    absl::StatusOr<TenantId> id = TenantId::ParseStored(tenant);  // ids in the cache were valid
     if (!id.ok()) continue;
     absl::StatusOr<TenantInfo> info = RotateTenantDek(*id);
     if (info.ok()) {
@@ -380,6 +383,39 @@ void KeyManager::ApplyInvalidation(const coord::InvalidationEvent& event) {
     case coord::InvalidationEvent::Kind::kJwt:
       break;
   }
+}
+
+absl::StatusOr<DataKey> KeyManager::GenerateDataKey(const TenantId& tenant,
+                                                    const EncryptionContext& context,
+                                                    bool with_plaintext) {
+  KMS_ASSIGN_OR_RETURN(SecretBytes key, crypto::RandomSecret(kDataKeySize));
+  KMS_ASSIGN_OR_RETURN(EncryptResult sealed, Encrypt(tenant, context, key.span()));
+  DataKey result{.wrapped = std::move(sealed.ciphertext), .dek_version = sealed.dek_version};
+  if (with_plaintext) result.plaintext = std::move(key);
+  return result;
+}
+
+absl::StatusOr<DataKey> KeyManager::DecryptDataKey(const TenantId& tenant,
+                                                   const EncryptionContext& context,
+                                                   std::span<const uint8_t> wrapped) {
+  const std::string& tenant_id = tenant.str();
+  absl::StatusOr<crypto::FieldView> field = crypto::ParseField(wrapped);
+  if (!field.ok() || crypto::FieldPlaintextSize(*field) != kDataKeySize) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  KMS_ASSIGN_OR_RETURN(std::shared_ptr<const DekEntry> entry,
+                       DekForCiphertext(tenant_id, field->dek_version));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad,
+                       crypto::FieldAad(tenant_id, entry->version, context.pairs()));
+  DataKey result{.plaintext = SecretBytes(kDataKeySize), .dek_version = entry->version};
+  if (!crypto::OpenField(*entry->key, *field, aad, result.plaintext.mutable_span()).ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  result.wrapped.assign(reinterpret_cast<const char*>(wrapped.data()), wrapped.size());
+  decryptions_.fetch_add(1, std::memory_order_relaxed);
+  return result;
 }
 
 KeyManagerStats KeyManager::stats() const {

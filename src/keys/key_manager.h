@@ -17,6 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "kms/common/clock.h"
+#include "kms/common/secret.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
 #include "kms/keys/kek_ring.h"
@@ -73,6 +74,18 @@ struct ShredResult {
 // the caller must learn that (re-encrypt earlier, or restore the data from elsewhere).
 // Decrypt, the batch RPCs and ReEncrypt all answer it.
 absl::Status RetiredDekVersionError(uint32_t version);
+
+// A data key (GenerateDataKey, DecryptDataKey): a fresh AES-256 key for the caller's own
+// encryption, and its wrapped form, which is exactly a field ciphertext v1 (Encrypt's
+// output) of the 32 key bytes under the key set's primary DEK with the caller's context.
+// So DecryptDataKey is Decrypt plus a size check, and any door's Decrypt of the wrapped
+// form yields the key.
+inline constexpr size_t kDataKeySize = 32;
+struct DataKey {
+  SecretBytes plaintext;  // kDataKeySize bytes; empty for GenerateDataKeyWithoutPlaintext
+  std::string wrapped;    // field ciphertext v1
+  uint32_t dek_version = 0;
+};
 
 // Counters, for status and for tests that count backend work.
 struct KeyManagerStats {
@@ -152,6 +165,14 @@ class KeyManager {
   absl::StatusOr<ReEncryptResult> ReEncrypt(const TenantId& tenant, const EncryptionContext& context,
                                             std::span<const uint8_t> ciphertext,
                                             const EncryptionContext* new_context = nullptr);
+
+  // --- Data keys. Errors as Encrypt / Decrypt; DecryptDataKey answers a ciphertext
+  // that opens but is not kDataKeySize bytes with the same uniform INVALID_ARGUMENT
+  // "decryption failed" (it is not a data key of this key set and context).
+  absl::StatusOr<DataKey> GenerateDataKey(const TenantId& tenant, const EncryptionContext& context,
+                                          bool with_plaintext = true);
+  absl::StatusOr<DataKey> DecryptDataKey(const TenantId& tenant, const EncryptionContext& context,
+                                         std::span<const uint8_t> wrapped);
 
   // --- Status
   uint32_t primary_kek_version() const { return kek_ring_->primary_version(); }

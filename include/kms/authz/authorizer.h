@@ -23,6 +23,12 @@ enum class Operation {
   kRotate,    // manual key rotation
   kShred,     // crypto-shredding
   kReEncrypt,  // ReEncrypt: a ciphertext moved to the primary DEK; needs no kDecrypt
+  // Data keys (issue 13): each RPC its own grant, so a backup job may make keys without
+  // being able to unwrap them, and a restore job the reverse.
+  kGenerateDataKey,
+  kGenerateDataKeyWithoutPlaintext,
+  kDecryptDataKey,
+  kComputeBlindIndex,  // blind indexes; needs no kDecrypt
 };
 // "encrypt", "create_tenant", ... (the policy file's spelling).
 inline std::string_view OperationName(Operation op) {
@@ -51,6 +57,14 @@ inline std::string_view OperationName(Operation op) {
       return "shred";
     case Operation::kReEncrypt:
       return "reencrypt";
+    case Operation::kGenerateDataKey:
+      return "generate_data_key";
+    case Operation::kGenerateDataKeyWithoutPlaintext:
+      return "generate_data_key_without_plaintext";
+    case Operation::kDecryptDataKey:
+      return "decrypt_data_key";
+    case Operation::kComputeBlindIndex:
+      return "compute_blind_index";
   }
   return "unknown";
 }

@@ -11,6 +11,7 @@
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
+#include "src/keys/key_ref.h"
 #include "src/sched/health_state.h"
 #include "src/sched/rotation.h"
 #include "src/sched/scheduler_status.h"
@@ -95,9 +96,15 @@ class AdminServiceImpl final : public AdminServiceRaw {
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
   absl::Status Keys(const v1::ListKeysRequest& req, v1::ListKeysResponse* resp);
+  absl::Status ListNamedKeys(const v1::ListTenantsRequest& req, int page_size,
+                             v1::ListTenantsResponse* resp);
   // The tenant checked and admitted for `op`.
   absl::StatusOr<keys::TenantId> Admit(const std::string& identity, authz::Operation op,
                                        const std::string& tenant) const;
+  // The tenant or named key (exactly one of the request's two fields) admitted for `op`.
+  absl::StatusOr<keys::KeyRef> AdmitKey(const std::string& identity, authz::Operation op,
+                                        const std::string& tenant_id,
+                                        const std::string& key_name) const;
 
   keys::KeyManager& keys_;
   keys::HsmKekRing& kek_ring_;

@@ -56,10 +56,11 @@ KeyServiceRequestLimits KeyServiceRequestLimits::From(const config::LimitsConfig
 
 absl::StatusOr<keys::TenantId> KeyServiceImpl::Admit(const std::string& identity,
                                                      authz::Operation op,
-                                                     const std::string& tenant) const {
-  KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::Parse(tenant));
-  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, id.str()));
-  return id;
+                                                     const std::string& tenant,
+                                                     const std::string& key_name) const {
+  KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, keys::KeyRef::FromRequest(tenant, key_name));
+  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, ref.storage_id().str()));
+  return ref.storage_id();
 }
 
 absl::Status KeyServiceImpl::EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
@@ -113,7 +114,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Encrypt(grpc::CallbackServerContext* c
       ctx, in, out, request_limits_.item, "Encrypt",
       [&](const std::string& identity, const EncryptRequest& req, EncryptResponse* resp) {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id(),
+                                   req.key_name()));
         return EncryptOne(tenant, req.plaintext(), req.context(), resp);
       });
 }
@@ -124,7 +126,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Decrypt(grpc::CallbackServerContext* c
       ctx, in, out, request_limits_.item, "Decrypt",
       [&](const std::string& identity, const DecryptRequest& req, DecryptResponse* resp) {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id(),
+                                   req.key_name()));
         return DecryptOne(tenant, req.ciphertext(), req.context(), resp);
       });
 }
@@ -137,7 +140,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
       [&](const std::string& identity, const EncryptBatchRequest& req,
           EncryptBatchResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id(),
+                                   req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
         resp->mutable_results()->Reserve(req.items_size());
         for (const v1::EncryptBatchItem& item : req.items()) {
@@ -158,7 +162,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerConte
       [&](const std::string& identity, const DecryptBatchRequest& req,
           DecryptBatchResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id(),
+                                   req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
         resp->mutable_results()->Reserve(req.items_size());
         for (const v1::DecryptBatchItem& item : req.items()) {
@@ -179,7 +184,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::ReEncrypt(grpc::CallbackServerContext*
       [&](const std::string& identity, const v1::ReEncryptRequest& req,
           v1::ReEncryptResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id(),
+                                   req.key_name()));
         return ReEncryptOne(tenant, req.ciphertext(), req.context(), req.replace_context(),
                             req.new_context(), resp);
       });
@@ -193,7 +199,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::ReEncryptBatch(grpc::CallbackServerCon
       [&](const std::string& identity, const v1::ReEncryptBatchRequest& req,
           v1::ReEncryptBatchResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id(),
+                                   req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
         resp->mutable_results()->Reserve(req.items_size());
         for (const v1::ReEncryptBatchItem& item : req.items()) {
@@ -253,6 +260,84 @@ grpc::ServerUnaryReactor* KeyServiceImpl::GetJwks(grpc::CallbackServerContext* c
         KMS_ASSIGN_OR_RETURN(jwt::JwksDocument jwks, jwt_.Jwks());
         resp->set_jwks_json(jwks.json);
         resp->set_max_age_seconds(jwks.max_age_seconds);
+        return absl::OkStatus();
+      });
+}
+
+namespace {
+
+// KeyManager answers an unknown key set with "tenant not found"; a named key's caller
+// should read what it asked for.
+absl::Status ForKeySet(const std::string& key_name, absl::Status status) {
+  if (!key_name.empty() && absl::IsNotFound(status)) {
+    return absl::NotFoundError("named key not found");
+  }
+  return status;
+}
+
+std::string AsString(const SecretBytes& secret) {
+  return std::string(reinterpret_cast<const char*>(secret.data()), secret.size());
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KeyServiceImpl::GenerateDataKey(grpc::CallbackServerContext* ctx,
+                                                          const grpc::ByteBuffer* in,
+                                                          grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GenerateDataKeyRequest, v1::GenerateDataKeyResponse>(
+      ctx, in, out, request_limits_.item, "GenerateDataKey",
+      [&](const std::string& identity, const v1::GenerateDataKeyRequest& req,
+          v1::GenerateDataKeyResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId key, Admit(identity, authz::Operation::kGenerateDataKey,
+                                                       req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        absl::StatusOr<keys::DataKey> data_key = keys_.GenerateDataKey(key, ctx);
+        if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
+        // The response's copy is wiped by ServeUnary once it is serialized (unary.h).
+        resp->set_plaintext(AsString(data_key->plaintext));
+        resp->set_wrapped_key(std::move(data_key->wrapped));
+        resp->set_dek_version(data_key->dek_version);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::GenerateDataKeyWithoutPlaintext(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GenerateDataKeyWithoutPlaintextRequest,
+                    v1::GenerateDataKeyWithoutPlaintextResponse>(
+      ctx, in, out, request_limits_.item, "GenerateDataKeyWithoutPlaintext",
+      [&](const std::string& identity, const v1::GenerateDataKeyWithoutPlaintextRequest& req,
+          v1::GenerateDataKeyWithoutPlaintextResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(
+            keys::TenantId key,
+            Admit(identity, authz::Operation::kGenerateDataKeyWithoutPlaintext, req.tenant_id(),
+                  req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        absl::StatusOr<keys::DataKey> data_key =
+            keys_.GenerateDataKey(key, ctx, /*with_plaintext=*/false);
+        if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
+        resp->set_wrapped_key(std::move(data_key->wrapped));
+        resp->set_dek_version(data_key->dek_version);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::DecryptDataKey(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* in,
+                                                         grpc::ByteBuffer* out) {
+  return ServeUnary<v1::DecryptDataKeyRequest, v1::DecryptDataKeyResponse>(
+      ctx, in, out, request_limits_.item, "DecryptDataKey",
+      [&](const std::string& identity, const v1::DecryptDataKeyRequest& req,
+          v1::DecryptDataKeyResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId key, Admit(identity, authz::Operation::kDecryptDataKey,
+                                                       req.tenant_id(), req.key_name()));
+        KMS_RETURN_IF_ERROR(ValidateCiphertext(req.wrapped_key(), limits_));
+        KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        absl::StatusOr<keys::DataKey> data_key =
+            keys_.DecryptDataKey(key, ctx, Bytes(req.wrapped_key()));
+        if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
+        resp->set_plaintext(AsString(data_key->plaintext));
+        resp->set_dek_version(data_key->dek_version);
         return absl::OkStatus();
       });
 }

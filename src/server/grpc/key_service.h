@@ -8,6 +8,7 @@
 #include "src/config/config.h"
 #include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
+#include "src/keys/key_ref.h"
 #include "src/server/gate/call_gate.h"
 
 namespace kms::server {
@@ -21,7 +22,10 @@ using KeyServiceRaw = v1::KeyService::WithRawCallbackMethod_Encrypt<
                         v1::KeyService::WithRawCallbackMethod_GetJwks<
                             v1::KeyService::WithRawCallbackMethod_ReEncrypt<
                                 v1::KeyService::WithRawCallbackMethod_ReEncryptBatch<
-                                    v1::KeyService::Service>>>>>>>>>;
+                                    v1::KeyService::WithRawCallbackMethod_GenerateDataKey<
+                                        v1::KeyService::WithRawCallbackMethod_GenerateDataKeyWithoutPlaintext<
+                                            v1::KeyService::WithRawCallbackMethod_DecryptDataKey<
+                                                v1::KeyService::Service>>>>>>>>>>>>;
 
 // The largest request each method accepts, in bytes, derived from the config's limits
 // (a maximal item: plaintext or ciphertext, context, tenant id, framing).
@@ -65,11 +69,22 @@ class KeyServiceImpl final : public KeyServiceRaw {
   grpc::ServerUnaryReactor* ReEncryptBatch(grpc::CallbackServerContext* ctx,
                                            const grpc::ByteBuffer* req,
                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GenerateDataKey(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* req,
+                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GenerateDataKeyWithoutPlaintext(grpc::CallbackServerContext* ctx,
+                                                            const grpc::ByteBuffer* req,
+                                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* DecryptDataKey(grpc::CallbackServerContext* ctx,
+                                           const grpc::ByteBuffer* req,
+                                           grpc::ByteBuffer* resp) override;
 
  private:
-  // The tenant checked and admitted for `op`.
+  // The key set (the request's tenant_id or key_name, exactly one) checked and admitted
+  // for `op`: its store row id (key_ref.h).
   absl::StatusOr<keys::TenantId> Admit(const std::string& identity, authz::Operation op,
-                                       const std::string& tenant) const;
+                                       const std::string& tenant,
+                                       const std::string& key_name) const;
   absl::Status EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
                           const google::protobuf::Map<std::string, std::string>& context,
                           v1::EncryptResponse* out);

@@ -38,6 +38,17 @@ absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc:
 // The identity of the verified client certificate; empty when it names none.
 std::string CallerIdentity(const grpc::CallbackServerContext& ctx);
 
+// Wipes a response's `plaintext` field (Decrypt's PII, a data key) as soon as it has
+// been serialized; responses without one are left alone. The serialized copy in the
+// gRPC buffer is gRPC's (docs/architecture.md, "Known limits").
+void CleanseString(std::string* s);
+template <typename Response>
+void WipePlaintext(Response& response) {
+  if constexpr (requires { response.mutable_plaintext(); }) {
+    CleanseString(response.mutable_plaintext());
+  }
+}
+
 // Body: absl::Status(const std::string& identity, const Request&, Response*).
 template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
@@ -49,6 +60,7 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grp
   absl::Status status = DecodeRequest(*in, max_request_bytes, request);
   if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
   if (status.ok()) status = EncodeResponse(response, out);
+  WipePlaintext(response);
   RecordRpc(method, status, started);
   return FinishUnary(ctx, status, method);
 }

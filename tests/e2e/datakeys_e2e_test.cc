@@ -1,0 +1,274 @@
+// End to end for issue 13 on one real kmsd (dev mode: SoftHSM2, SQLite, the dev CA)
+// over mutual TLS 1.3: named keys managed like tenants; data keys that a tool other than
+// kmsd (AES-256-GCM from Debian's python3-cryptography) uses; each data-key RPC its own
+// policy operation.
+#include <sys/stat.h>
+
+#include <fstream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "kms/v1/admin_service.grpc.pb.h"
+#include "kms/v1/key_service.grpc.pb.h"
+#include "nlohmann/json.hpp"
+#include "tests/e2e/e2e_support.h"
+#include "tests/test_common/kmsd_process.h"
+#include "tests/test_common/temp_dir.h"
+
+namespace kms {
+namespace {
+
+using test::RunCommand;
+using Json = nlohmann::json;
+using Context = std::map<std::string, std::string>;
+
+class DataKeysE2eTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new test::TempDir("kmsd-datakeys-e2e-");
+    state_ = dir_->Join("state");
+    const std::vector<std::string> args = {"--dev",         "--state-dir", state_, "--grpc-listen",
+                                           "127.0.0.1:0",   "--http-listen", ""};
+    {
+      auto dev = test::KmsdProcess::Start(KMSD_BINARY, args, dir_->Join("dev.log"));
+      ASSERT_TRUE(dev.ok()) << dev.status();
+      ASSERT_EQ((*dev)->Stop(), 0);
+    }
+    // A backup job that may make data keys under key:backup only, a restore job that
+    // may unwrap them, and a search service that may compute blind indexes only.
+    for (const char* client : {"backup", "restore", "search"}) {
+      ASSERT_EQ(RunCommand(absl::StrCat(KMSD_BINARY, " --dev --state-dir ", state_,
+                                        " --issue-client-cert ", client))
+                    .exit_code,
+                0);
+    }
+    Json policy = Json::parse(test::ReadFileOrEmpty(state_ + "/policy.json"));
+    policy["identities"].push_back({{"identity", "spiffe://kmsd.dev/backup"},
+                                    {"operations", {"generate_data_key",
+                                                    "generate_data_key_without_plaintext"}},
+                                    {"tenants", {"key:backup"}}});
+    policy["identities"].push_back({{"identity", "spiffe://kmsd.dev/restore"},
+                                    {"operations", {"decrypt_data_key"}},
+                                    {"tenants", {"key:*"}}});
+    policy["identities"].push_back({{"identity", "spiffe://kmsd.dev/search"},
+                                    {"operations", {"compute_blind_index"}},
+                                    {"tenants", {"*"}}});
+    std::ofstream(state_ + "/policy.json") << policy.dump(2);
+    auto p = test::KmsdProcess::Start(KMSD_BINARY, args, dir_->Join("kmsd.log"));
+    ASSERT_TRUE(p.ok()) << p.status();
+    kmsd_ = p->release();
+  }
+  static void TearDownTestSuite() {
+    delete kmsd_;
+    kmsd_ = nullptr;
+    delete dir_;
+  }
+
+  static std::unique_ptr<v1::KeyService::Stub> Keys(const std::string& client) {
+    return v1::KeyService::NewStub(e2e::DevChannel(state_, kmsd_->grpc_addr(), client));
+  }
+  static std::unique_ptr<v1::AdminService::Stub> Admin() {
+    return v1::AdminService::NewStub(e2e::DevChannel(state_, kmsd_->grpc_addr(), "operator"));
+  }
+  static std::string Kmsctl(const std::string& args) { return e2e::KmsctlCommand(state_, args); }
+
+  static void CreateNamedKey(const std::string& name) {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::CreateTenantRequest req;
+    req.set_key_name(name);
+    v1::CreateTenantResponse resp;
+    grpc::Status s = Admin()->CreateTenant(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  }
+  static void CreateTenant(const std::string& id) {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::CreateTenantRequest req;
+    req.set_tenant_id(id);
+    v1::CreateTenantResponse resp;
+    grpc::Status s = Admin()->CreateTenant(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok() || s.error_code() == grpc::StatusCode::ALREADY_EXISTS) << s.error_message();
+  }
+
+  static grpc::Status Generate(const std::string& client, const std::string& tenant,
+                               const std::string& key_name, const Context& context,
+                               v1::GenerateDataKeyResponse* resp) {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::GenerateDataKeyRequest req;
+    req.set_tenant_id(tenant);
+    req.set_key_name(key_name);
+    for (const auto& [k, v] : context) (*req.mutable_context())[k] = v;
+    return Keys(client)->GenerateDataKey(&ctx, req, resp);
+  }
+  static grpc::Status Unwrap(const std::string& client, const std::string& tenant,
+                             const std::string& key_name, const std::string& wrapped,
+                             const Context& context, v1::DecryptDataKeyResponse* resp) {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::DecryptDataKeyRequest req;
+    req.set_tenant_id(tenant);
+    req.set_key_name(key_name);
+    req.set_wrapped_key(wrapped);
+    for (const auto& [k, v] : context) (*req.mutable_context())[k] = v;
+    return Keys(client)->DecryptDataKey(&ctx, req, resp);
+  }
+
+  // A file of mode 0600 in the test's directory.
+  static std::string WritePrivate(const std::string& name, const std::string& bytes) {
+    return dir_->Write(name, bytes, 0600);
+  }
+
+  static test::TempDir* dir_;
+  static std::string state_;
+  static test::KmsdProcess* kmsd_;
+};
+
+test::TempDir* DataKeysE2eTest::dir_ = nullptr;
+std::string DataKeysE2eTest::state_;
+test::KmsdProcess* DataKeysE2eTest::kmsd_ = nullptr;
+
+constexpr char kPython[] = "/usr/bin/python3 " KMS_DATAKEYS_DIR "/aes_gcm_file.py";
+
+TEST_F(DataKeysE2eTest, NamedKeysAreManagedLikeTenantsAndNeverCollideWithThem) {
+  auto created = RunCommand(Kmsctl("key create backup -o json"));
+  ASSERT_EQ(created.exit_code, 0) << created.out;
+  Json key = Json::parse(created.out);
+  EXPECT_EQ(key["key_name"], "backup");
+  EXPECT_EQ(key["primary_dek_version"], 1);
+  // A tenant of the same name is another key set.
+  ASSERT_EQ(RunCommand(Kmsctl("tenant create backup")).exit_code, 0);
+  EXPECT_EQ(RunCommand(Kmsctl("key create backup 2>&1")).exit_code, 1);
+
+  auto listed = RunCommand(Kmsctl("key list -o json"));
+  ASSERT_EQ(listed.exit_code, 0);
+  bool found = false;
+  const Json keys = Json::parse(listed.out);
+  for (const Json& k : keys["keys"]) found = found || k["key_name"] == "backup";
+  EXPECT_TRUE(found) << listed.out;
+  auto tenants = RunCommand(Kmsctl("tenant list --all -o json"));
+  ASSERT_EQ(tenants.exit_code, 0);
+  EXPECT_EQ(tenants.out.find("key:"), std::string::npos) << tenants.out;
+  EXPECT_NE(tenants.out.find("\"backup\""), std::string::npos);
+
+  auto rotated = RunCommand(Kmsctl("key rotate backup -o json"));
+  ASSERT_EQ(rotated.exit_code, 0);
+  EXPECT_EQ(Json::parse(rotated.out)["primary_dek_version"], 2);
+  auto versions = RunCommand(Kmsctl("keys list --key backup -o json"));
+  ASSERT_EQ(versions.exit_code, 0) << versions.out;
+  Json v = Json::parse(versions.out);
+  ASSERT_EQ(v["tenants"].size(), 1u) << versions.out;
+  EXPECT_EQ(v["tenants"][0]["dek_versions"].size(), 2u);
+
+  auto unknown = RunCommand(Kmsctl("key get nobody 2>&1"));
+  EXPECT_EQ(unknown.exit_code, 1);
+  EXPECT_NE(unknown.out.find("NOT_FOUND: named key not found"), std::string::npos) << unknown.out;
+  auto both = RunCommand(Kmsctl("encrypt --tenant acme --key backup --data x 2>&1"));
+  EXPECT_EQ(both.exit_code, 2);
+}
+
+TEST_F(DataKeysE2eTest, ADataKeyEncryptsWithAnotherToolAndItsWrappedFormGivesItBack) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  const Context job = {{"job", "nightly-2026-11-30"}};
+  v1::GenerateDataKeyResponse generated;
+  grpc::Status s = Generate("backup", "", "backup", job, &generated);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  ASSERT_EQ(generated.plaintext().size(), 32u);
+  EXPECT_EQ(generated.wrapped_key().size(), 32u + 33u);
+
+  // python3-cryptography encrypts a file with the key; the key is then forgotten.
+  const std::string key_file = WritePrivate("backup.key", generated.plaintext());
+  const std::string archive = dir_->Write("archive.tar", std::string(100000, 'a') + "the end", 0600);
+  ASSERT_EQ(RunCommand(absl::StrCat(kPython, " encrypt ", key_file, " ", archive, " ",
+                                    archive, ".enc"))
+                .exit_code,
+            0);
+  ASSERT_EQ(unlink(key_file.c_str()), 0);
+
+  // The restore job unwraps the wrapped form, and the other tool decrypts with it.
+  v1::DecryptDataKeyResponse unwrapped;
+  s = Unwrap("restore", "", "backup", generated.wrapped_key(), job, &unwrapped);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(unwrapped.plaintext(), generated.plaintext());
+  const std::string key_again = WritePrivate("restore.key", unwrapped.plaintext());
+  ASSERT_EQ(RunCommand(absl::StrCat(kPython, " decrypt ", key_again, " ", archive, ".enc ",
+                                    archive, ".out"))
+                .exit_code,
+            0);
+  EXPECT_EQ(test::ReadFileOrEmpty(archive + ".out"), test::ReadFileOrEmpty(archive));
+
+  // The wrapped form is Encrypt's output: Decrypt (the operator may) opens it too.
+  {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::DecryptRequest req;
+    req.set_key_name("backup");
+    req.set_ciphertext(generated.wrapped_key());
+    (*req.mutable_context())["job"] = "nightly-2026-11-30";
+    v1::DecryptResponse resp;
+    s = Keys("operator")->Decrypt(&ctx, req, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.plaintext(), generated.plaintext());
+  }
+}
+
+TEST_F(DataKeysE2eTest, AWrappedKeyUnderAnotherKeySetOrContextFails) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("clickhouse-disk"));
+  ASSERT_NO_FATAL_FAILURE(CreateTenant("acme"));
+  const Context job = {{"job", "a"}};
+  v1::GenerateDataKeyResponse generated;
+  ASSERT_TRUE(Generate("operator", "", "backup", job, &generated).ok());
+  v1::DecryptDataKeyResponse out;
+  grpc::Status s = Unwrap("operator", "", "clickhouse-disk", generated.wrapped_key(), job, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "decryption failed");
+  s = Unwrap("operator", "acme", "", generated.wrapped_key(), job, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = Unwrap("operator", "", "backup", generated.wrapped_key(), {{"job", "b"}}, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = Unwrap("operator", "", "backup", generated.wrapped_key(), {}, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  s = Unwrap("operator", "", "nobody", generated.wrapped_key(), job, &out);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(s.error_message(), "named key not found");
+  s = Generate("operator", "", "nobody", job, &generated);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  s = Generate("operator", "acme", "backup", job, &generated);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+TEST_F(DataKeysE2eTest, EachDataKeyRpcIsItsOwnPolicyOperation) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("clickhouse-disk"));
+  v1::GenerateDataKeyResponse generated;
+  ASSERT_TRUE(Generate("backup", "", "backup", {}, &generated).ok());
+  // backup may generate under key:backup only, and may not unwrap nor Decrypt.
+  EXPECT_EQ(Generate("backup", "", "clickhouse-disk", {}, &generated).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::DecryptDataKeyResponse out;
+  EXPECT_EQ(Unwrap("backup", "", "backup", generated.wrapped_key(), {}, &out).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // restore may unwrap but not generate; billing (encrypt/decrypt on every tenant) may
+  // do neither.
+  EXPECT_TRUE(Unwrap("restore", "", "backup", generated.wrapped_key(), {}, &out).ok());
+  EXPECT_EQ(Generate("restore", "", "backup", {}, &generated).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Generate("billing", "", "backup", {}, &generated).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Without plaintext: its own grant, and no plaintext in the answer.
+  grpc::ClientContext ctx;
+  e2e::Deadline(ctx);
+  v1::GenerateDataKeyWithoutPlaintextRequest req;
+  req.set_key_name("backup");
+  v1::GenerateDataKeyWithoutPlaintextResponse resp;
+  grpc::Status s = Keys("backup")->GenerateDataKeyWithoutPlaintext(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(Unwrap("restore", "", "backup", resp.wrapped_key(), {}, &out).ok());
+  EXPECT_EQ(out.plaintext().size(), 32u);
+}
+
+}  // namespace
+}  // namespace kms
