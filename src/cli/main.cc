@@ -6,12 +6,17 @@
 //
 // The key a data command uses is chosen with --tenant T (a tenant's DEKs) or --key NAME
 // (a named platform key such as "backup"), one of the two.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -21,8 +26,11 @@
 #include "kms/v1/admin_service.grpc.pb.h"
 #include "kms/v1/key_service.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "openssl/crypto.h"
 #include "src/cli/key_views.h"
+#include "src/cli/secret_files.h"
 #include "src/common/base64.h"
+#include "src/crypto/file_stream.h"
 
 namespace {
 
@@ -242,6 +250,36 @@ kms::v1::RotationJob ShowJob(kms::v1::AdminService::Stub& admin, const Connectio
   }
 }
 
+// Takes a key out of a response field into a wiped buffer, and wipes the field.
+kms::SecretBytes TakeSecret(std::string* field) {
+  kms::SecretBytes secret = kms::SecretBytes::CopyOf(*field);
+  if (!field->empty()) OPENSSL_cleanse(field->data(), field->size());
+  field->clear();
+  return secret;
+}
+
+void CheckLocal(const absl::Status& s, int exit_code = 2) {
+  if (!s.ok()) throw Failure{exit_code, std::string(s.message())};
+}
+
+std::string B64(const std::string& bytes) {
+  return kms::Base64Encode({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+}
+
+// stdin or a file; O_NOFOLLOW is not used: reading through a link is harmless.
+int OpenInput(const std::string& path) {
+  if (path == "-") return STDIN_FILENO;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Failure{2, "cannot read " + path + ": " + std::strerror(errno)};
+  return fd;
+}
+
+std::optional<uint64_t> RegularFileSize(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  return std::nullopt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -392,6 +430,54 @@ int main(int argc, char** argv) {
     cmd->add_option("--data", data, "Input (default: stdin)");
     cmd->add_option("--context", context, "Encryption context key=value (repeatable)");
   }
+  // Data keys for jobs and sidecars (backups, ClickHouse disks).
+  auto* datakey = app.add_subcommand("datakey", "Data keys: AES-256 keys kmsd wraps for you");
+  datakey->require_subcommand(1);
+  datakey->fallthrough();
+  std::string plaintext_out, key_format = "hex", wrapped;
+  auto* datakey_generate = datakey->add_subcommand(
+      "generate",
+      "Make a data key: the plaintext key goes to --plaintext-out (a new 0600 file, or - for "
+      "stdout on purpose), the wrapped key (Base64) to stdout; without --plaintext-out only "
+      "the wrapped key is made");
+  auto* datakey_decrypt = datakey->add_subcommand(
+      "decrypt", "Unwrap a data key (--wrapped Base64, or stdin) into --plaintext-out");
+  for (CLI::App* cmd : {datakey_generate, datakey_decrypt}) {
+    cmd->add_option("--tenant", key_choice.tenant, "Tenant id");
+    cmd->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
+    cmd->add_option("--context", context, "Context key=value (repeatable); the same to decrypt");
+    cmd->add_option("--plaintext-out", plaintext_out,
+                    "Write the plaintext key to this new file (mode 0600; never replaces a "
+                    "file), or - for stdout");
+    cmd->add_option("--format", key_format, "Plaintext key format: hex (ClickHouse key_hex), "
+                                            "base64 or raw (32 bytes)")
+        ->capture_default_str();
+  }
+  datakey_decrypt->add_option("--wrapped", wrapped, "The wrapped key, Base64 (default: stdin)");
+
+  // Streaming file encryption under a fresh data key per file (src/crypto/file_stream.h).
+  std::string in_path = "-", out_path = "-";
+  uint32_t segment_size = kms::crypto::kDefaultSegmentSize;
+  bool no_progress = false;
+  auto* encrypt_file = app.add_subcommand(
+      "encrypt-file", "Encrypt a file or pipe of any size under a fresh data key (one kmsd call)");
+  encrypt_file->add_option("--tenant", key_choice.tenant, "Tenant id");
+  encrypt_file->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
+  encrypt_file->add_option("--context", context, "Context key=value (repeatable), kept in the header");
+  encrypt_file->add_option("--segment-size", segment_size, "Plaintext bytes per segment")
+      ->capture_default_str();
+  auto* decrypt_file = app.add_subcommand(
+      "decrypt-file", "Decrypt what encrypt-file wrote (the key and context come from its header)");
+  decrypt_file->add_option("--tenant", key_choice.tenant, "Expect this tenant's key");
+  decrypt_file->add_option("--key", key_choice.name, "Expect this named key");
+  for (CLI::App* cmd : {encrypt_file, decrypt_file}) {
+    cmd->add_option("--in", in_path, "Input file, - for stdin")->capture_default_str();
+    cmd->add_option("--out", out_path,
+                    "Output file (created when complete, never replacing one), - for stdout")
+        ->capture_default_str();
+    cmd->add_flag("--no-progress", no_progress, "No progress bar on a terminal");
+  }
+
   std::vector<std::string> new_context;
   reencrypt->add_option("--new-context", new_context,
                         "Bind the new ciphertext to this context instead, key=value (repeatable)");
@@ -405,7 +491,181 @@ int main(int argc, char** argv) {
     auto admin = kms::v1::AdminService::NewStub(channel);
     auto keys = kms::v1::KeyService::NewStub(channel);
 
-    if (*status) {
+    if (*datakey_generate || *datakey_decrypt) {
+      if (key_choice.tenant.empty() == key_choice.name.empty()) {
+        throw Failure{2, "name the key with --tenant T or --key NAME (one of the two)"};
+      }
+      absl::StatusOr<kms::cli::KeyFormat> format = kms::cli::ParseKeyFormat(key_format);
+      CheckLocal(format.status());
+      if (*datakey_decrypt && plaintext_out.empty()) {
+        throw Failure{2, "datakey decrypt needs --plaintext-out FILE (or - for stdout)"};
+      }
+      if (plaintext_out == "-" && isatty(STDOUT_FILENO) && *format == kms::cli::KeyFormat::kRaw) {
+        throw Failure{2, "refusing to write a raw key to a terminal (use --format hex)"};
+      }
+      // The key file is created before kmsd is asked, so that an existing file stops
+      // the command with nothing done; it is removed again if the call fails.
+      std::optional<kms::cli::ExclusiveFile> key_file;
+      if (!plaintext_out.empty()) {
+        absl::StatusOr<kms::cli::ExclusiveFile> opened = kms::cli::ExclusiveFile::Open(plaintext_out);
+        CheckLocal(opened.status());
+        key_file.emplace(std::move(*opened));
+      }
+      kms::SecretBytes key;
+      std::string wrapped_key;
+      uint32_t dek_version = 0;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      if (*datakey_generate && key_file.has_value()) {
+        kms::v1::GenerateDataKeyRequest req;
+        key_choice.Set(&req);
+        ParseContext(context, req.mutable_context());
+        kms::v1::GenerateDataKeyResponse resp;
+        Check(keys->GenerateDataKey(&ctx, req, &resp));
+        key = TakeSecret(resp.mutable_plaintext());
+        wrapped_key = resp.wrapped_key();
+        dek_version = resp.dek_version();
+      } else if (*datakey_generate) {
+        kms::v1::GenerateDataKeyWithoutPlaintextRequest req;
+        key_choice.Set(&req);
+        ParseContext(context, req.mutable_context());
+        kms::v1::GenerateDataKeyWithoutPlaintextResponse resp;
+        Check(keys->GenerateDataKeyWithoutPlaintext(&ctx, req, &resp));
+        wrapped_key = resp.wrapped_key();
+        dek_version = resp.dek_version();
+      } else {
+        std::string b64 = Trim(datakey_decrypt->count("--wrapped") ? wrapped : ReadStdin());
+        absl::StatusOr<std::vector<uint8_t>> raw = kms::Base64Decode(b64);
+        if (!raw.ok()) throw Failure{2, "the wrapped key is not valid Base64"};
+        kms::v1::DecryptDataKeyRequest req;
+        key_choice.Set(&req);
+        ParseContext(context, req.mutable_context());
+        req.set_wrapped_key(std::string(raw->begin(), raw->end()));
+        kms::v1::DecryptDataKeyResponse resp;
+        Check(keys->DecryptDataKey(&ctx, req, &resp));
+        key = TakeSecret(resp.mutable_plaintext());
+        wrapped_key = req.wrapped_key();
+        dek_version = resp.dek_version();
+      }
+      if (key_file.has_value()) {
+        CheckLocal(key_file->Write(kms::cli::FormatKey(key, *format)), 1);
+        CheckLocal(key_file->Commit(), 1);
+      }
+      if (*datakey_generate) {
+        if (plaintext_out == "-") {
+          std::cerr << B64(wrapped_key) << "\n";  // stdout holds the key
+        } else if (as_json) {
+          std::cout << json{{"wrapped_key", B64(wrapped_key)}, {"dek_version", dek_version},
+                            {"plaintext_file", plaintext_out}}.dump(2) << "\n";
+        } else {
+          std::cout << B64(wrapped_key) << "\n";
+        }
+      }
+    } else if (*encrypt_file) {
+      if (key_choice.tenant.empty() == key_choice.name.empty()) {
+        throw Failure{2, "name the key with --tenant T or --key NAME (one of the two)"};
+      }
+      if (out_path == "-" && isatty(STDOUT_FILENO)) {
+        throw Failure{2, "refusing to write encrypted bytes to a terminal (use --out FILE or a pipe)"};
+      }
+      kms::crypto::FileHeader header;
+      header.segment_size = segment_size;
+      header.key_kind = key_choice.name.empty() ? kms::crypto::FileKeyKind::kTenant
+                                                : kms::crypto::FileKeyKind::kNamedKey;
+      header.key_name = key_choice.name.empty() ? key_choice.tenant : key_choice.name;
+      google::protobuf::Map<std::string, std::string> ctx_map;
+      ParseContext(context, &ctx_map);
+      for (const auto& [k, v] : ctx_map) header.context.emplace_back(k, v);
+      if (segment_size < kms::crypto::kMinSegmentSize || segment_size > kms::crypto::kMaxSegmentSize) {
+        throw Failure{2, "--segment-size must be between 4096 and 16777216"};
+      }
+      const int in_fd = OpenInput(in_path);
+      absl::StatusOr<kms::cli::AtomicOutput> out = kms::cli::AtomicOutput::Open(out_path);
+      CheckLocal(out.status());
+      // One kmsd call per file: a fresh data key.
+      kms::v1::GenerateDataKeyRequest req;
+      key_choice.Set(&req);
+      *req.mutable_context() = ctx_map;
+      kms::v1::GenerateDataKeyResponse resp;
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        Check(keys->GenerateDataKey(&ctx, req, &resp));
+      }
+      kms::SecretBytes key = TakeSecret(resp.mutable_plaintext());
+      header.wrapped_key = resp.wrapped_key();
+      absl::StatusOr<std::array<uint8_t, kms::crypto::kFileNoncePrefixSize>> prefix =
+          kms::crypto::NewNoncePrefix();
+      CheckLocal(prefix.status(), 1);
+      header.nonce_prefix = *prefix;
+      kms::cli::ProgressBar bar(!no_progress && isatty(STDERR_FILENO), RegularFileSize(in_fd));
+      kms::crypto::FdSource source(in_fd);
+      kms::crypto::FdSink sink(out->fd());
+      uint64_t done = 0;
+      CheckLocal(kms::crypto::EncryptFileStream(header, key, source, sink,
+                                                [&](uint64_t n) {
+                                                  done = n;
+                                                  bar.Update(n);
+                                                }),
+                 1);
+      bar.Finish(done);
+      CheckLocal(out->Commit(), 1);
+    } else if (*decrypt_file) {
+      if (out_path == "-" && isatty(STDOUT_FILENO) && !no_progress) {
+        // Plaintext on a terminal is allowed (it may be text), but no bar over it.
+        no_progress = true;
+      }
+      const int in_fd = OpenInput(in_path);
+      kms::crypto::FdSource source(in_fd);
+      std::vector<uint8_t> raw_header;
+      absl::StatusOr<kms::crypto::FileHeader> header = kms::crypto::ReadFileHeader(source, &raw_header);
+      CheckLocal(header.status(), 1);
+      const bool named = header->key_kind == kms::crypto::FileKeyKind::kNamedKey;
+      if ((!key_choice.name.empty() && (!named || key_choice.name != header->key_name)) ||
+          (!key_choice.tenant.empty() && (named || key_choice.tenant != header->key_name))) {
+        throw Failure{1, std::string("the file is encrypted under ") +
+                             (named ? "named key " : "tenant ") + header->key_name +
+                             ", not the key given"};
+      }
+      absl::StatusOr<kms::cli::AtomicOutput> out = kms::cli::AtomicOutput::Open(out_path);
+      CheckLocal(out.status());
+      kms::v1::DecryptDataKeyRequest req;
+      (named ? req.mutable_key_name() : req.mutable_tenant_id())->assign(header->key_name);
+      req.set_wrapped_key(header->wrapped_key);
+      for (const auto& [k, v] : header->context) (*req.mutable_context())[k] = v;
+      kms::v1::DecryptDataKeyResponse resp;
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        Check(keys->DecryptDataKey(&ctx, req, &resp));
+      }
+      kms::SecretBytes key = TakeSecret(resp.mutable_plaintext());
+      std::optional<uint64_t> total = RegularFileSize(in_fd);
+      if (total.has_value()) {
+        // Plaintext size = file size - header - one tag per segment.
+        const uint64_t body = *total > raw_header.size() ? *total - raw_header.size() : 0;
+        const uint64_t sealed = header->segment_size + 16;
+        const uint64_t segments = std::max<uint64_t>(1, (body + sealed - 1) / sealed);
+        total = body > segments * 16 ? body - segments * 16 : 0;
+      }
+      kms::cli::ProgressBar bar(!no_progress && isatty(STDERR_FILENO), total);
+      kms::crypto::FdSink sink(out->fd());
+      uint64_t done = 0;
+      absl::Status opened = kms::crypto::DecryptFileStream(*header, raw_header, key, source, sink,
+                                                           [&](uint64_t n) {
+                                                             done = n;
+                                                             bar.Update(n);
+                                                           });
+      if (!opened.ok()) {
+        bar.Finish(done);
+        throw Failure{1, std::string(opened.message()) +
+                             (out->is_stdout() ? "; the output written so far is incomplete: "
+                                                 "discard it"
+                                               : "; nothing was written")};
+      }
+      bar.Finish(done);
+      CheckLocal(out->Commit(), 1);
+    } else if (*status) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::GetStatusResponse resp;

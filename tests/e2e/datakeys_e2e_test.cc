@@ -270,5 +270,171 @@ TEST_F(DataKeysE2eTest, EachDataKeyRpcIsItsOwnPolicyOperation) {
   EXPECT_EQ(out.plaintext().size(), 32u);
 }
 
+// --- kmsctl datakey, encrypt-file, decrypt-file
+
+TEST_F(DataKeysE2eTest, KmsctlDatakeyWritesAPrivateKeyFileThatAnotherToolUsesAndNeverReplacesOne) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  const std::string key_file = dir_->Join("job.key");
+  auto gen = RunCommand(Kmsctl(absl::StrCat("datakey generate --key backup --context job=j1 ",
+                                            "--plaintext-out ", key_file)));
+  ASSERT_EQ(gen.exit_code, 0) << gen.out;
+  struct stat st;
+  ASSERT_EQ(stat(key_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  const std::string hex = test::ReadFileOrEmpty(key_file);
+  ASSERT_EQ(hex.size(), 65u);  // ClickHouse's key_hex: 64 hex digits (and a newline)
+  EXPECT_EQ(hex.find_first_not_of("0123456789abcdef"), 64u);
+  const std::string wrapped_b64 = gen.out.substr(0, gen.out.find('\n'));
+
+  // An existing file stops the command: exit 2, the file untouched.
+  auto again = RunCommand(Kmsctl(absl::StrCat("datakey generate --key backup --plaintext-out ",
+                                              key_file, " 2>&1")));
+  EXPECT_EQ(again.exit_code, 2);
+  EXPECT_NE(again.out.find("exists"), std::string::npos) << again.out;
+  EXPECT_EQ(test::ReadFileOrEmpty(key_file), hex);
+
+  // python3-cryptography encrypts with the hex key.
+  const std::string data = dir_->Write("clickhouse.part", "column data " + std::string(5000, 'z'), 0600);
+  ASSERT_EQ(RunCommand(absl::StrCat(kPython, " encrypt ", key_file, " ", data, " ", data, ".enc"))
+                .exit_code,
+            0);
+  // datakey decrypt reads the wrapped key from stdin and gives the raw key back.
+  const std::string raw_file = dir_->Join("job.raw");
+  auto dec = RunCommand(Kmsctl(absl::StrCat("datakey decrypt --key backup --context job=j1 ",
+                                            "--format raw --plaintext-out ", raw_file)),
+                        wrapped_b64 + "\n");
+  ASSERT_EQ(dec.exit_code, 0) << dec.out;
+  EXPECT_EQ(test::ReadFileOrEmpty(raw_file).size(), 32u);
+  ASSERT_EQ(RunCommand(absl::StrCat(kPython, " decrypt ", raw_file, " ", data, ".enc ", data,
+                                    ".out"))
+                .exit_code,
+            0);
+  EXPECT_EQ(test::ReadFileOrEmpty(data + ".out"), test::ReadFileOrEmpty(data));
+
+  // The wrong context: exit 1 and no key file left behind.
+  const std::string wrong = dir_->Join("wrong.key");
+  auto bad = RunCommand(Kmsctl(absl::StrCat("datakey decrypt --key backup --context job=j2 ",
+                                            "--plaintext-out ", wrong, " --wrapped ",
+                                            wrapped_b64, " 2>&1")));
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.out.find("INVALID_ARGUMENT"), std::string::npos) << bad.out;
+  EXPECT_NE(access(wrong.c_str(), F_OK), 0);
+  // Without --plaintext-out only the wrapped key is made (and decrypt insists on one).
+  auto only_wrapped = RunCommand(Kmsctl("datakey generate --key backup -o json"));
+  ASSERT_EQ(only_wrapped.exit_code, 0);
+  EXPECT_TRUE(Json::parse(only_wrapped.out).contains("wrapped_key"));
+  EXPECT_EQ(RunCommand(Kmsctl("datakey decrypt --key backup --wrapped AAAA 2>&1")).exit_code, 2);
+  // --plaintext-out - writes the key to stdout on purpose (the wrapped key to stderr).
+  auto to_stdout = RunCommand(Kmsctl("datakey generate --key backup --plaintext-out - 2>/dev/null"));
+  ASSERT_EQ(to_stdout.exit_code, 0);
+  EXPECT_EQ(to_stdout.out.size(), 65u);
+}
+
+class EncryptFileSizeTest : public DataKeysE2eTest, public ::testing::WithParamInterface<size_t> {};
+
+TEST_P(EncryptFileSizeTest, RoundTripsThroughFilesAndPipes) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  const size_t n = GetParam();
+  std::string plain(n, '\0');
+  for (size_t i = 0; i < n; ++i) plain[i] = static_cast<char>((i * 7919) & 0xff);
+  const std::string base = dir_->Join(absl::StrCat("f", n));
+  const std::string in = dir_->Write(absl::StrCat("f", n, ".in"), plain, 0600);
+  auto enc = RunCommand(Kmsctl(absl::StrCat("encrypt-file --key backup --context set=", n,
+                                            " --in ", in, " --out ", base, ".kenc")));
+  ASSERT_EQ(enc.exit_code, 0) << enc.out;
+  const std::string file = test::ReadFileOrEmpty(base + ".kenc");
+  const size_t segments = n == 0 ? 1 : (n + 65535) / 65536;
+  EXPECT_GT(file.size(), n + segments * 16);
+  EXPECT_EQ(file.substr(0, 8), "KMSDFILE");
+  auto dec = RunCommand(Kmsctl(absl::StrCat("decrypt-file --in ", base, ".kenc --out ", base, ".out")));
+  ASSERT_EQ(dec.exit_code, 0) << dec.out;
+  EXPECT_EQ(test::ReadFileOrEmpty(base + ".out"), plain);
+  // Pipes both ways.
+  auto piped = RunCommand(Kmsctl(absl::StrCat("encrypt-file --key backup < ", in, " | ",
+                                              KMSCTL_BINARY, " --config ", state_,
+                                              "/kmsctl.json decrypt-file --key backup")));
+  ASSERT_EQ(piped.exit_code, 0);
+  EXPECT_EQ(piped.out, plain);
+}
+
+// 0 bytes, 1 byte, exactly one 64 KiB segment, one more byte, several segments.
+INSTANTIATE_TEST_SUITE_P(Sizes, EncryptFileSizeTest,
+                         ::testing::Values(0, 1, 65536, 65537, 3 * 65536 + 100),
+                         [](const auto& info) { return "Bytes" + std::to_string(info.param); });
+
+TEST_F(DataKeysE2eTest, DecryptFileRefusesEveryTruncationASwapAndAFlippedByteAndWritesNothing) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  constexpr size_t kSeg = 4096, kSealed = kSeg + 16;
+  std::string plain(5 * kSeg + 10, 'p');
+  const std::string in = dir_->Write("cut.in", plain, 0600);
+  const std::string enc_path = dir_->Join("cut.kenc");
+  ASSERT_EQ(RunCommand(Kmsctl(absl::StrCat("encrypt-file --key backup --segment-size 4096 --in ",
+                                           in, " --out ", enc_path)))
+                .exit_code,
+            0);
+  const std::string file = test::ReadFileOrEmpty(enc_path);
+  const size_t header = file.size() - plain.size() - 6 * 16;
+  auto refused = [&](const std::string& bytes, const std::string& label) {
+    const std::string path = dir_->Write("bad.kenc", bytes, 0600);
+    const std::string out = dir_->Join("bad.out");
+    auto r = RunCommand(Kmsctl(absl::StrCat("decrypt-file --in ", path, " --out ", out, " 2>&1")));
+    EXPECT_EQ(r.exit_code, 1) << label << ": " << r.out;
+    EXPECT_NE(access(out.c_str(), F_OK), 0) << label << ": a plaintext file was left";
+    unlink(path.c_str());
+  };
+  for (size_t keep = 0; keep < 6; ++keep) {
+    refused(file.substr(0, header + keep * kSealed), absl::StrCat("cut after ", keep, " segments"));
+  }
+  std::string swapped = file;
+  swapped.replace(header + kSealed, kSealed, file.substr(header + 2 * kSealed, kSealed));
+  swapped.replace(header + 2 * kSealed, kSealed, file.substr(header + kSealed, kSealed));
+  refused(swapped, "segments 1 and 2 swapped");
+  std::string flipped = file;
+  flipped[header + 3 * kSealed + 100] ^= 0x20;
+  refused(flipped, "a flipped byte");
+  refused(file + "trailing", "bytes after the last segment");
+  refused("not an encrypted file", "another format");
+  // The right file under the wrong --key is refused before kmsd is asked.
+  auto wrong_key = RunCommand(Kmsctl(absl::StrCat("decrypt-file --key clickhouse-disk --in ",
+                                                  enc_path, " --out - 2>&1")));
+  EXPECT_EQ(wrong_key.exit_code, 1);
+  // And an existing --out is never replaced.
+  const std::string existing = dir_->Write("existing.out", "keep me", 0600);
+  EXPECT_EQ(RunCommand(Kmsctl(absl::StrCat("decrypt-file --in ", enc_path, " --out ", existing)))
+                .exit_code,
+            2);
+  EXPECT_EQ(test::ReadFileOrEmpty(existing), "keep me");
+}
+
+// Several hundred MB through a pipe: both ends keep a flat memory (max RSS measured with
+// /usr/bin/time) and the bytes come back identical.
+TEST_F(DataKeysE2eTest, HundredsOfMegabytesStreamThroughAPipeInFlatMemory) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  const std::string cfg = absl::StrCat(" --config ", state_, "/kmsctl.json ");
+  auto rss_of = [&](size_t mib, const std::string& label) -> std::pair<long, long> {
+    const std::string enc_rss = dir_->Join(label + ".enc.rss"), dec_rss = dir_->Join(label + ".dec.rss");
+    const std::string cmd = absl::StrCat(
+        "set -o pipefail; head -c ", mib, "M /dev/urandom | tee >(sha256sum > ", dir_->Join(label),
+        ".in.sha) | /usr/bin/time -f %M -o ", enc_rss, " ", KMSCTL_BINARY, cfg,
+        "encrypt-file --key backup | /usr/bin/time -f %M -o ", dec_rss, " ", KMSCTL_BINARY, cfg,
+        "decrypt-file | sha256sum > ", dir_->Join(label), ".out.sha");
+    auto r = RunCommand(absl::StrCat("bash -c '", cmd, "'"));
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    sleep(1);  // tee's process substitution finishes writing
+    EXPECT_EQ(test::ReadFileOrEmpty(dir_->Join(label) + ".in.sha"),
+              test::ReadFileOrEmpty(dir_->Join(label) + ".out.sha"));
+    return {std::atol(test::ReadFileOrEmpty(enc_rss).c_str()),
+            std::atol(test::ReadFileOrEmpty(dec_rss).c_str())};
+  };
+  const auto small = rss_of(1, "small");
+  const auto large = rss_of(384, "large");
+  std::cout << "max RSS (KiB): encrypt 1 MiB " << small.first << ", 384 MiB " << large.first
+            << "; decrypt 1 MiB " << small.second << ", 384 MiB " << large.second << "\n";
+  ASSERT_GT(small.first, 0);
+  // Flat: the 384 MiB run needs no more than 16 MiB beyond the 1 MiB run.
+  EXPECT_LT(large.first, small.first + 16 * 1024);
+  EXPECT_LT(large.second, small.second + 16 * 1024);
+}
+
 }  // namespace
 }  // namespace kms
