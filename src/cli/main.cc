@@ -478,6 +478,25 @@ int main(int argc, char** argv) {
     cmd->add_flag("--no-progress", no_progress, "No progress bar on a terminal");
   }
 
+  // Blind indexes for searchable encrypted columns.
+  auto* index = app.add_subcommand("index", "Blind indexes: keyed hashes for look-ups on encrypted columns");
+  index->require_subcommand(1);
+  index->fallthrough();
+  std::string normalization = "exact", value;
+  auto* index_compute = index->add_subcommand(
+      "compute", "The blind index (hex) of --value (or stdin, one value per line)");
+  index_compute->add_option("--normalization", normalization, "email, phone, ip or exact")
+      ->capture_default_str();
+  index_compute->add_option("--value", value, "The value (default: stdin, one per line)");
+  auto* index_rotate = index->add_subcommand(
+      "rotate", "New blind-index key version; both indexes are returned until 'index finish'");
+  auto* index_finish = index->add_subcommand(
+      "finish", "End the re-index window: retire the previous blind-index key version");
+  for (CLI::App* cmd : {index_compute, index_rotate, index_finish}) {
+    cmd->add_option("--tenant", key_choice.tenant, "Tenant id");
+    cmd->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
+  }
+
   std::vector<std::string> new_context;
   reencrypt->add_option("--new-context", new_context,
                         "Bind the new ciphertext to this context instead, key=value (repeatable)");
@@ -665,6 +684,96 @@ int main(int argc, char** argv) {
       }
       bar.Finish(done);
       CheckLocal(out->Commit(), 1);
+    } else if (*index_compute) {
+      std::vector<std::string> values;
+      if (index_compute->count("--value")) {
+        values.push_back(value);
+      } else {
+        std::istringstream lines(ReadStdin());
+        for (std::string line; std::getline(lines, line);) {
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          values.push_back(line);
+        }
+      }
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::ComputeBlindIndexBatchRequest req;
+      key_choice.Set(&req);
+      for (const std::string& v : values) {
+        auto* item = req.add_items();
+        item->set_normalization(normalization);
+        item->set_value(v);
+      }
+      kms::v1::ComputeBlindIndexBatchResponse resp;
+      Check(keys->ComputeBlindIndexBatch(&ctx, req, &resp));
+      auto hex = [](const std::string& bytes) {
+        static const char* d = "0123456789abcdef";
+        std::string out;
+        for (unsigned char b : bytes) {
+          out.push_back(d[b >> 4]);
+          out.push_back(d[b & 0xf]);
+        }
+        return out;
+      };
+      json all = json::array();
+      bool failed = false;
+      for (const auto& r : resp.results()) {
+        if (r.has_error()) {
+          failed = true;
+          if (as_json) {
+            all.push_back({{"error", r.error().message()}});
+          } else {
+            std::cerr << "kmsctl: " << r.error().message() << "\n";
+            std::cout << "-\n";
+          }
+          continue;
+        }
+        const auto& ok = r.ok();
+        if (as_json) {
+          json j = {{"index", hex(ok.current().index())},
+                    {"index_key_version", ok.current().index_key_version()}};
+          if (ok.has_previous()) {
+            j["previous_index"] = hex(ok.previous().index());
+            j["previous_index_key_version"] = ok.previous().index_key_version();
+          }
+          all.push_back(j);
+        } else {
+          std::cout << hex(ok.current().index());
+          if (ok.has_previous()) std::cout << " " << hex(ok.previous().index());
+          std::cout << "\n";
+        }
+      }
+      if (as_json) std::cout << all.dump(2) << "\n";
+      if (failed) return 1;
+    } else if (*index_rotate) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::RotateBlindIndexKeyRequest req;
+      key_choice.Set(&req);
+      kms::v1::RotateBlindIndexKeyResponse resp;
+      Check(admin->RotateBlindIndexKey(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"index_key_version", resp.index_key_version()},
+                          {"previous_index_key_version", resp.previous_index_key_version()}}.dump(2)
+                  << "\n";
+      } else {
+        std::cout << "blind-index key version " << resp.index_key_version()
+                  << " is current; version " << resp.previous_index_key_version()
+                  << " stays live until 'kmsctl index finish' (re-index now)\n";
+      }
+    } else if (*index_finish) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::FinishBlindIndexRotationRequest req;
+      key_choice.Set(&req);
+      kms::v1::FinishBlindIndexRotationResponse resp;
+      Check(admin->FinishBlindIndexRotation(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"index_key_version", resp.index_key_version()}}.dump(2) << "\n";
+      } else {
+        std::cout << "re-index window closed; blind-index key version " << resp.index_key_version()
+                  << " only\n";
+      }
     } else if (*status) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);

@@ -436,5 +436,122 @@ TEST_F(DataKeysE2eTest, HundredsOfMegabytesStreamThroughAPipeInFlatMemory) {
   EXPECT_LT(large.second, small.second + 16 * 1024);
 }
 
+// --- Blind indexes
+
+TEST_F(DataKeysE2eTest, BlindIndexMatchesNormalizedFormsDiffersPerTenantAndNeedsNoDecrypt) {
+  ASSERT_NO_FATAL_FAILURE(CreateTenant("bidx-acme"));
+  ASSERT_NO_FATAL_FAILURE(CreateTenant("bidx-globex"));
+  auto index = [&](const std::string& client, const std::string& tenant,
+                   const std::string& normalization, const std::string& value,
+                   v1::ComputeBlindIndexResponse* resp) {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::ComputeBlindIndexRequest req;
+    req.set_tenant_id(tenant);
+    req.set_normalization(normalization);
+    req.set_value(value);
+    return Keys(client)->ComputeBlindIndex(&ctx, req, resp);
+  };
+  // "search" holds compute_blind_index and nothing else.
+  v1::ComputeBlindIndexResponse a, b, c;
+  ASSERT_TRUE(index("search", "bidx-acme", "email", " Alice@Example.COM ", &a).ok());
+  ASSERT_TRUE(index("search", "bidx-acme", "email", "alice@example.com", &b).ok());
+  ASSERT_TRUE(index("search", "bidx-globex", "email", "alice@example.com", &c).ok());
+  EXPECT_EQ(a.current().index().size(), 32u);
+  EXPECT_EQ(a.current().index(), b.current().index());
+  EXPECT_NE(a.current().index(), c.current().index());
+  EXPECT_FALSE(a.has_previous());
+  {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::DecryptRequest req;
+    req.set_tenant_id("bidx-acme");
+    req.set_ciphertext(std::string(40, 'x'));
+    v1::DecryptResponse resp;
+    EXPECT_EQ(Keys("search")->Decrypt(&ctx, req, &resp).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // billing may encrypt and decrypt but not index.
+  EXPECT_EQ(index("billing", "bidx-acme", "email", "a@b", &a).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Bad input: clear statuses.
+  grpc::Status s = index("search", "bidx-acme", "soundex", "x", &a);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(s.error_message().find("unknown normalization"), std::string::npos);
+  EXPECT_EQ(index("search", "bidx-acme", "email", "", &a).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(index("search", "bidx-nobody", "email", "a@b", &a).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+
+  // kmsctl: the same index for both spellings, one per line.
+  auto hexes = RunCommand(Kmsctl("index compute --tenant bidx-acme --normalization email"),
+                          " Alice@Example.COM \nalice@example.com\n");
+  ASSERT_EQ(hexes.exit_code, 0) << hexes.out;
+  const std::string first = hexes.out.substr(0, 64);
+  EXPECT_EQ(hexes.out, first + "\n" + first + "\n");
+  // An oversized batch is refused whole.
+  std::string many;
+  for (int i = 0; i < 2000; ++i) many += "a@b\n";
+  EXPECT_EQ(RunCommand(Kmsctl("index compute --tenant bidx-acme --normalization email 2>/dev/null"),
+                       many)
+                .exit_code,
+            1);
+}
+
+TEST_F(DataKeysE2eTest, ABlindIndexRotationReturnsBothIndexesUntilTheOperatorFinishesIt) {
+  ASSERT_NO_FATAL_FAILURE(CreateTenant("bidx-rot"));
+  auto compute = [&]() {
+    auto r = RunCommand(Kmsctl("index compute --tenant bidx-rot --normalization ip "
+                               "--value 2001:DB8:0:0:0:0:0:1 -o json"));
+    EXPECT_EQ(r.exit_code, 0) << r.out;
+    return Json::parse(r.out)[0];
+  };
+  const Json before = compute();
+  EXPECT_EQ(before["index_key_version"], 1);
+  EXPECT_FALSE(before.contains("previous_index"));
+  auto rotated = RunCommand(Kmsctl("index rotate --tenant bidx-rot -o json"));
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.out;
+  EXPECT_EQ(Json::parse(rotated.out)["index_key_version"], 2);
+  const Json during = compute();
+  EXPECT_EQ(during["index_key_version"], 2);
+  EXPECT_NE(during["index"], before["index"]);
+  EXPECT_EQ(during["previous_index"], before["index"]);
+  EXPECT_EQ(RunCommand(Kmsctl("index rotate --tenant bidx-rot 2>&1")).exit_code, 1);
+  ASSERT_EQ(RunCommand(Kmsctl("index finish --tenant bidx-rot")).exit_code, 0);
+  const Json after = compute();
+  EXPECT_EQ(after["index"], during["index"]);
+  EXPECT_FALSE(after.contains("previous_index"));
+  // The tenant listing shows no index key rows.
+  auto tenants = RunCommand(Kmsctl("tenant list --all -o json"));
+  EXPECT_EQ(tenants.out.find("bidx:"), std::string::npos);
+}
+
+// Named keys and blind-index keys are rows like tenants: a KEK rotation's re-wrap job
+// moves them to the new KEK, and everything made before still works after it.
+TEST_F(DataKeysE2eTest, NamedAndIndexKeysAreRewrappedByAKekRotation) {
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("rewrap"));
+  ASSERT_NO_FATAL_FAILURE(CreateTenant("rewrap-t"));
+  v1::GenerateDataKeyResponse generated;
+  ASSERT_TRUE(Generate("operator", "", "rewrap", {}, &generated).ok());
+  auto index_before = RunCommand(Kmsctl("index compute --tenant rewrap-t --value x"));
+  ASSERT_EQ(index_before.exit_code, 0);
+  auto rotated = RunCommand(Kmsctl("kek rotate --wait --poll 0.2 -o json"));
+  ASSERT_EQ(rotated.exit_code, 0) << rotated.out;
+  const uint32_t primary = Json::parse(rotated.out.substr(0, rotated.out.find('\n')))["primary_kek_version"];
+  auto keys = RunCommand(Kmsctl("keys list --all -o json"));
+  ASSERT_EQ(keys.exit_code, 0);
+  const Json listed = Json::parse(keys.out);
+  for (const Json& k : listed["keks"]) {
+    if (k["version"] != primary) EXPECT_NE(k["state"], "active") << keys.out;
+  }
+  auto named = RunCommand(Kmsctl("keys list --key rewrap -o json"));
+  ASSERT_EQ(named.exit_code, 0);
+  EXPECT_EQ(Json::parse(named.out)["tenants"][0]["dek_versions"][0]["kek_version"], primary);
+  v1::DecryptDataKeyResponse out;
+  EXPECT_TRUE(Unwrap("operator", "", "rewrap", generated.wrapped_key(), {}, &out).ok());
+  EXPECT_EQ(out.plaintext(), generated.plaintext());
+  EXPECT_EQ(RunCommand(Kmsctl("index compute --tenant rewrap-t --value x")).out, index_before.out);
+}
+
 }  // namespace
 }  // namespace kms

@@ -213,12 +213,6 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerCont
         KMS_ASSIGN_OR_RETURN(keys::ShredResult shred,
                              NamedKeyStatus(ref, keys_.ShredTenant(tenant)));
         if (!shred.already_shredded) spdlog::warn("{} shredded by {}", ref.Describe(), identity);
-        // Its blind-index keys go with it (the indexes then link nothing); a repeated
-        // shred finishes what a failed one left.
-        absl::StatusOr<keys::ShredResult> index_shred = keys_.ShredTenant(ref.IndexKeyId());
-        if (!index_shred.ok() && !absl::IsNotFound(index_shred.status())) {
-          return index_shred.status();
-        }
         // Signed after the shred: when signing fails (JWT keys not loaded), the shred
         // stands and a repeated ShredTenant returns the receipt.
         KMS_ASSIGN_OR_RETURN(
@@ -537,6 +531,40 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
           v1::GetStatusResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kGetStatus, ""));
         return Status(resp);
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateBlindIndexKey(grpc::CallbackServerContext* ctx,
+                                                                const grpc::ByteBuffer* in,
+                                                                grpc::ByteBuffer* out) {
+  return ServeUnary<v1::RotateBlindIndexKeyRequest, v1::RotateBlindIndexKeyResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "RotateBlindIndexKey",
+      [&](const std::string& identity, const v1::RotateBlindIndexKeyRequest& req,
+          v1::RotateBlindIndexKeyResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kRotate,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexVersions v, keys_.RotateBlindIndexKey(ref));
+        resp->set_index_key_version(v.current);
+        resp->set_previous_index_key_version(v.previous);
+        spdlog::warn("{}: blind-index key rotated to version {} by {}; re-index window open",
+                     ref.Describe(), v.current, identity);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::FinishBlindIndexRotation(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return ServeUnary<v1::FinishBlindIndexRotationRequest, v1::FinishBlindIndexRotationResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "FinishBlindIndexRotation",
+      [&](const std::string& identity, const v1::FinishBlindIndexRotationRequest& req,
+          v1::FinishBlindIndexRotationResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kRotate,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexVersions v, keys_.FinishBlindIndexRotation(ref));
+        resp->set_index_key_version(v.current);
+        spdlog::warn("{}: re-index window closed by {}; blind-index key version {} only",
+                     ref.Describe(), identity, v.current);
+        return absl::OkStatus();
       });
 }
 

@@ -40,7 +40,9 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                                         v1::AdminService::WithRawCallbackMethod_SetMinDecryptVersion<
                                             v1::AdminService::WithRawCallbackMethod_ListKeys<
                                                 v1::AdminService::WithRawCallbackMethod_GetRotationJob<
-                                                    v1::AdminService::Service>>>>>>>>>>>>>;
+                                                    v1::AdminService::WithRawCallbackMethod_RotateBlindIndexKey<
+                                                        v1::AdminService::WithRawCallbackMethod_FinishBlindIndexRotation<
+                                                            v1::AdminService::Service>>>>>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -84,6 +86,12 @@ class AdminServiceImpl final : public AdminServiceRaw {
                                                  grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* ListKeys(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                      grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* RotateBlindIndexKey(grpc::CallbackServerContext* ctx,
+                                                const grpc::ByteBuffer* req,
+                                                grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* FinishBlindIndexRotation(grpc::CallbackServerContext* ctx,
+                                                     const grpc::ByteBuffer* req,
+                                                     grpc::ByteBuffer* resp) override;
 
   // The health source GetStatus reports (ready, degraded, backends); set before serving.
   // Without one, GetStatus probes the backends itself on the request thread.

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <optional>
 
+#include "src/keys/blind_index.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/gate/request_limits.h"
 #include "src/server/grpc/unary.h"
@@ -61,6 +62,15 @@ absl::StatusOr<keys::TenantId> KeyServiceImpl::Admit(const std::string& identity
   KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, keys::KeyRef::FromRequest(tenant, key_name));
   KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, ref.storage_id().str()));
   return ref.storage_id();
+}
+
+absl::StatusOr<keys::KeyRef> KeyServiceImpl::AdmitRef(const std::string& identity,
+                                                      authz::Operation op,
+                                                      const std::string& tenant,
+                                                      const std::string& key_name) const {
+  KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, keys::KeyRef::FromRequest(tenant, key_name));
+  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, ref.storage_id().str()));
+  return ref;
 }
 
 absl::Status KeyServiceImpl::EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
@@ -338,6 +348,68 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptDataKey(grpc::CallbackServerCon
         if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
         resp->set_plaintext(AsString(data_key->plaintext));
         resp->set_dek_version(data_key->dek_version);
+        return absl::OkStatus();
+      });
+}
+
+absl::Status KeyServiceImpl::BlindIndexOne(const keys::BlindIndexKeys& index_keys,
+                                           const std::string& normalization,
+                                           const std::string& value,
+                                           v1::ComputeBlindIndexResponse* out) {
+  KMS_RETURN_IF_ERROR(ValidatePlaintext(value, limits_));
+  KMS_ASSIGN_OR_RETURN(std::string normalized, keys::NormalizeForIndex(normalization, value));
+  auto fill = [&](const keys::DekEntry& key, v1::BlindIndexValue* v) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(keys::BlindIndex index,
+                         keys::ComputeBlindIndex(*key.mac_key, normalization, normalized));
+    v->set_index(std::string(index.begin(), index.end()));
+    v->set_index_key_version(key.version);
+    return absl::OkStatus();
+  };
+  absl::Status status = fill(*index_keys.current, out->mutable_current());
+  if (status.ok() && index_keys.previous != nullptr) {
+    status = fill(*index_keys.previous, out->mutable_previous());
+  }
+  CleanseString(&normalized);
+  return status;
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::ComputeBlindIndex(grpc::CallbackServerContext* ctx,
+                                                            const grpc::ByteBuffer* in,
+                                                            grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ComputeBlindIndexRequest, v1::ComputeBlindIndexResponse>(
+      ctx, in, out, request_limits_.item, "ComputeBlindIndex",
+      [&](const std::string& identity, const v1::ComputeBlindIndexRequest& req,
+          v1::ComputeBlindIndexResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitRef(identity,
+                                                        authz::Operation::kComputeBlindIndex,
+                                                        req.tenant_id(), req.key_name()));
+        // The value is checked before any key is made or loaded.
+        KMS_RETURN_IF_ERROR(ValidatePlaintext(req.value(), limits_));
+        KMS_RETURN_IF_ERROR(keys::NormalizeForIndex(req.normalization(), req.value()).status());
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexKeys index_keys, keys_.GetBlindIndexKeys(ref));
+        return BlindIndexOne(index_keys, req.normalization(), req.value(), resp);
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::ComputeBlindIndexBatch(grpc::CallbackServerContext* ctx,
+                                                                 const grpc::ByteBuffer* in,
+                                                                 grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ComputeBlindIndexBatchRequest, v1::ComputeBlindIndexBatchResponse>(
+      ctx, in, out, request_limits_.batch, "ComputeBlindIndexBatch",
+      [&](const std::string& identity, const v1::ComputeBlindIndexBatchRequest& req,
+          v1::ComputeBlindIndexBatchResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitRef(identity,
+                                                        authz::Operation::kComputeBlindIndex,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexKeys index_keys, keys_.GetBlindIndexKeys(ref));
+        resp->mutable_results()->Reserve(req.items_size());
+        for (const v1::ComputeBlindIndexBatchItem& item : req.items()) {
+          v1::ComputeBlindIndexBatchResult* result = resp->add_results();
+          absl::Status item_status =
+              BlindIndexOne(index_keys, item.normalization(), item.value(), result->mutable_ok());
+          if (!item_status.ok()) SetItemError(result, item_status, "ComputeBlindIndexBatch");
+        }
         return absl::OkStatus();
       });
 }

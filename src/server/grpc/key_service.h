@@ -25,7 +25,9 @@ using KeyServiceRaw = v1::KeyService::WithRawCallbackMethod_Encrypt<
                                     v1::KeyService::WithRawCallbackMethod_GenerateDataKey<
                                         v1::KeyService::WithRawCallbackMethod_GenerateDataKeyWithoutPlaintext<
                                             v1::KeyService::WithRawCallbackMethod_DecryptDataKey<
-                                                v1::KeyService::Service>>>>>>>>>>>>;
+                                                v1::KeyService::WithRawCallbackMethod_ComputeBlindIndex<
+                                                    v1::KeyService::WithRawCallbackMethod_ComputeBlindIndexBatch<
+                                                        v1::KeyService::Service>>>>>>>>>>>>>>;
 
 // The largest request each method accepts, in bytes, derived from the config's limits
 // (a maximal item: plaintext or ciphertext, context, tenant id, framing).
@@ -78,6 +80,12 @@ class KeyServiceImpl final : public KeyServiceRaw {
   grpc::ServerUnaryReactor* DecryptDataKey(grpc::CallbackServerContext* ctx,
                                            const grpc::ByteBuffer* req,
                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ComputeBlindIndex(grpc::CallbackServerContext* ctx,
+                                              const grpc::ByteBuffer* req,
+                                              grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ComputeBlindIndexBatch(grpc::CallbackServerContext* ctx,
+                                                   const grpc::ByteBuffer* req,
+                                                   grpc::ByteBuffer* resp) override;
 
  private:
   // The key set (the request's tenant_id or key_name, exactly one) checked and admitted
@@ -85,6 +93,12 @@ class KeyServiceImpl final : public KeyServiceRaw {
   absl::StatusOr<keys::TenantId> Admit(const std::string& identity, authz::Operation op,
                                        const std::string& tenant,
                                        const std::string& key_name) const;
+  absl::StatusOr<keys::KeyRef> AdmitRef(const std::string& identity, authz::Operation op,
+                                        const std::string& tenant,
+                                        const std::string& key_name) const;
+  absl::Status BlindIndexOne(const keys::BlindIndexKeys& index_keys,
+                             const std::string& normalization, const std::string& value,
+                             v1::ComputeBlindIndexResponse* out);
   absl::Status EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
                           const google::protobuf::Map<std::string, std::string>& context,
                           v1::EncryptResponse* out);

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "src/keys/blind_index.h"
 #include "src/keys/key_ref.h"
 
 namespace kms::keys::suite {
@@ -679,6 +680,96 @@ TEST_P(KeyManagerSuiteTest, NamedKeyDataKeysSurviveRotationAndDieWithAShred) {
   EXPECT_EQ(keys_->GenerateDataKey(backup, {})->dek_version, 2u);
   ASSERT_TRUE(keys_->ShredTenant(backup).ok());
   EXPECT_EQ(keys_->DecryptDataKey(backup, {}, Bytes(key->wrapped)).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+// --- Blind-index keys (issue 13)
+
+std::string IndexOf(KeyManager& keys, const KeyRef& ref, const std::string& value,
+                    uint32_t* version = nullptr, std::string* previous = nullptr) {
+  auto index_keys = keys.GetBlindIndexKeys(ref);
+  EXPECT_TRUE(index_keys.ok()) << index_keys.status();
+  if (!index_keys.ok()) return "";
+  auto n = NormalizeForIndex("email", value);
+  auto index = ComputeBlindIndex(*index_keys->current->mac_key, "email", *n);
+  if (version != nullptr) *version = index_keys->current->version;
+  if (previous != nullptr) {
+    previous->clear();
+    if (index_keys->previous != nullptr) {
+      auto old = ComputeBlindIndex(*index_keys->previous->mac_key, "email", *n);
+      previous->assign(old->begin(), old->end());
+    }
+  }
+  return std::string(index->begin(), index->end());
+}
+
+TEST_P(KeyManagerSuiteTest, BlindIndexKeysArePerKeySetStableAndKeptApartFromDeks) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  const KeyRef acme = KeyRef::ForTenant("acme").value();
+  const KeyRef globex = KeyRef::ForTenant("globex").value();
+  const std::string a1 = IndexOf(*keys_, acme, " Alice@Example.COM ");
+  EXPECT_EQ(a1.size(), kBlindIndexSize);
+  EXPECT_EQ(IndexOf(*keys_, acme, "alice@example.com"), a1);
+  EXPECT_NE(IndexOf(*keys_, globex, "alice@example.com"), a1);
+  // Stored wrapped like a DEK in a row of its own, never due for scheduled rotation,
+  // and the tenant's DEK versions are untouched.
+  EXPECT_EQ(rig_->raw_store().GetTenant("bidx:acme")->primary_dek_version, 1u);
+  EXPECT_GT(*rig_->raw_store().GetTenantRotationPeriod("bidx:acme"), int64_t{50} * 365 * 86400);
+  EXPECT_EQ(rig_->raw_store().ListDeks("acme")->size(), 1u);
+  // The same after a restart (a new cache, the key unwrapped again) and a DEK rotation.
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(IndexOf(*keys_, acme, "alice@example.com"), a1);
+  // Unknown key sets are not given one.
+  EXPECT_EQ(keys_->GetBlindIndexKeys(KeyRef::ForTenant("nobody").value()).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(rig_->raw_store().GetTenant("bidx:nobody").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(KeyManagerSuiteTest, BlindIndexRotationReturnsOldAndNewUntilFinished) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const KeyRef acme = KeyRef::ForTenant("acme").value();
+  uint32_t version = 0;
+  std::string previous;
+  const std::string v1 = IndexOf(*keys_, acme, "alice@example.com", &version, &previous);
+  EXPECT_EQ(version, 1u);
+  EXPECT_TRUE(previous.empty());
+  EXPECT_EQ(keys_->FinishBlindIndexRotation(acme).status().code(),
+            StatusCode::kFailedPrecondition);
+
+  auto rotated = keys_->RotateBlindIndexKey(acme);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(rotated->current, 2u);
+  EXPECT_EQ(rotated->previous, 1u);
+  const std::string v2 = IndexOf(*keys_, acme, "alice@example.com", &version, &previous);
+  EXPECT_EQ(version, 2u);
+  EXPECT_NE(v2, v1);
+  EXPECT_EQ(previous, v1);  // the re-index window: the old index still comes back
+  // Another replica sees the window too.
+  auto other = AnotherReplica();
+  EXPECT_EQ(IndexOf(*other, acme, "alice@example.com", &version, &previous), v2);
+  EXPECT_EQ(previous, v1);
+  EXPECT_EQ(keys_->RotateBlindIndexKey(acme).status().code(), StatusCode::kFailedPrecondition);
+
+  auto finished = keys_->FinishBlindIndexRotation(acme);
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_EQ(finished->current, 2u);
+  EXPECT_EQ(IndexOf(*keys_, acme, "alice@example.com", &version, &previous), v2);
+  EXPECT_TRUE(previous.empty());
+}
+
+TEST_P(KeyManagerSuiteTest, ShreddingAKeySetShredsItsBlindIndexKeys) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const KeyRef acme = KeyRef::ForTenant("acme").value();
+  IndexOf(*keys_, acme, "alice@example.com");
+  ASSERT_TRUE(keys_->ShredTenant(T("acme")).ok());
+  EXPECT_EQ(rig_->raw_store().GetTenant("bidx:acme")->state, store::TenantState::kShredded);
+  EXPECT_EQ(keys_->GetBlindIndexKeys(acme).status().code(), StatusCode::kFailedPrecondition);
+  // A key set shredded before its first index gets none.
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  ASSERT_TRUE(keys_->ShredTenant(T("globex")).ok());
+  EXPECT_EQ(keys_->GetBlindIndexKeys(KeyRef::ForTenant("globex").value()).status().code(),
             StatusCode::kFailedPrecondition);
 }
 
