@@ -553,5 +553,151 @@ TEST_F(DataKeysE2eTest, NamedAndIndexKeysAreRewrappedByAKekRotation) {
   EXPECT_EQ(RunCommand(Kmsctl("index compute --tenant rewrap-t --value x")).out, index_before.out);
 }
 
+// --- CRC32C integrity fields, confirmed by python3-crc32c
+
+uint32_t PythonCrc(test::TempDir& dir, const std::string& bytes) {
+  const std::string path = dir.Write("crc.bin", bytes, 0600);
+  auto r = RunCommand(absl::StrCat("/usr/bin/python3 ", KMS_DATAKEYS_DIR, "/crc32c_of.py ", path));
+  EXPECT_EQ(r.exit_code, 0);
+  return static_cast<uint32_t>(std::stoul(r.out));
+}
+
+uint32_t PythonContextCrc(const Context& context) {
+  Json j = Json::object();
+  for (const auto& [k, v] : context) j[k] = v;
+  auto r = RunCommand(absl::StrCat("/usr/bin/python3 ", KMS_DATAKEYS_DIR, "/crc32c_of.py --context '",
+                                   j.dump(), "'"));
+  EXPECT_EQ(r.exit_code, 0);
+  return static_cast<uint32_t>(std::stoul(r.out));
+}
+
+TEST_F(DataKeysE2eTest, ChecksumsAreVerifiedOnRequestsAndConfirmedByAnotherImplementation) {
+  ASSERT_NO_FATAL_FAILURE(CreateTenant("crc-acme"));
+  ASSERT_NO_FATAL_FAILURE(CreateNamedKey("backup"));
+  const Context ctx = {{"table", "users"}, {"column", "email"}};
+  const std::string plain = "alice@example.com";
+  auto keys = Keys("operator");
+
+  // Encrypt with correct checksums: verified, and the ciphertext's CRC32C returned.
+  v1::EncryptResponse enc;
+  {
+    grpc::ClientContext c;
+    e2e::Deadline(c);
+    v1::EncryptRequest req;
+    req.set_tenant_id("crc-acme");
+    req.set_plaintext(plain);
+    for (const auto& [k, v] : ctx) (*req.mutable_context())[k] = v;
+    req.set_plaintext_crc32c(PythonCrc(*dir_, plain));
+    req.set_context_crc32c(PythonContextCrc(ctx));
+    grpc::Status s = keys->Encrypt(&c, req, &enc);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_TRUE(enc.verified_plaintext_crc32c());
+    EXPECT_TRUE(enc.verified_context_crc32c());
+    EXPECT_EQ(enc.ciphertext_crc32c(), PythonCrc(*dir_, enc.ciphertext()));
+  }
+  // A wrong plaintext checksum, or a wrong context checksum: refused before anything
+  // (even before the key set is looked up: an unknown tenant still gets
+  // INVALID_ARGUMENT, not NOT_FOUND).
+  for (const std::string tenant : {"crc-acme", "crc-nobody"}) {
+    for (bool bad_context : {false, true}) {
+      grpc::ClientContext c;
+      e2e::Deadline(c);
+      v1::EncryptRequest req;
+      req.set_tenant_id(tenant);
+      req.set_plaintext(plain);
+      for (const auto& [k, v] : ctx) (*req.mutable_context())[k] = v;
+      req.set_plaintext_crc32c(PythonCrc(*dir_, plain) ^ (bad_context ? 0 : 1));
+      req.set_context_crc32c(PythonContextCrc(ctx) ^ (bad_context ? 1 : 0));
+      v1::EncryptResponse resp;
+      grpc::Status s = keys->Encrypt(&c, req, &resp);
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << tenant;
+      EXPECT_NE(s.error_message().find(bad_context ? "context_crc32c" : "plaintext_crc32c"),
+                std::string::npos)
+          << s.error_message();
+    }
+  }
+  // Decrypt: the ciphertext's checksum verified, the plaintext's returned.
+  {
+    grpc::ClientContext c;
+    e2e::Deadline(c);
+    v1::DecryptRequest req;
+    req.set_tenant_id("crc-acme");
+    req.set_ciphertext(enc.ciphertext());
+    for (const auto& [k, v] : ctx) (*req.mutable_context())[k] = v;
+    req.set_ciphertext_crc32c(enc.ciphertext_crc32c());
+    v1::DecryptResponse dec;
+    ASSERT_TRUE(keys->Decrypt(&c, req, &dec).ok());
+    EXPECT_TRUE(dec.verified_ciphertext_crc32c());
+    EXPECT_FALSE(dec.verified_context_crc32c());
+    EXPECT_EQ(dec.plaintext_crc32c(), PythonCrc(*dir_, plain));
+    grpc::ClientContext c2;
+    e2e::Deadline(c2);
+    req.set_ciphertext_crc32c(enc.ciphertext_crc32c() + 1);
+    EXPECT_EQ(keys->Decrypt(&c2, req, &dec).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+  // Batches: a bad item is that item's error, the others are done and carry checksums.
+  {
+    grpc::ClientContext c;
+    e2e::Deadline(c);
+    v1::EncryptBatchRequest req;
+    req.set_tenant_id("crc-acme");
+    for (int i = 0; i < 3; ++i) {
+      auto* item = req.add_items();
+      item->set_plaintext(absl::StrCat("item ", i));
+      item->set_plaintext_crc32c(PythonCrc(*dir_, item->plaintext()) + (i == 1 ? 1 : 0));
+    }
+    v1::EncryptBatchResponse resp;
+    ASSERT_TRUE(keys->EncryptBatch(&c, req, &resp).ok());
+    ASSERT_EQ(resp.results_size(), 3);
+    EXPECT_TRUE(resp.results(0).has_ok());
+    EXPECT_EQ(resp.results(1).error().code(), 3);  // INVALID_ARGUMENT
+    EXPECT_EQ(resp.results(2).ok().ciphertext_crc32c(),
+              PythonCrc(*dir_, resp.results(2).ok().ciphertext()));
+    grpc::ClientContext c2;
+    e2e::Deadline(c2);
+    v1::DecryptBatchRequest dreq;
+    dreq.set_tenant_id("crc-acme");
+    auto* item = dreq.add_items();
+    item->set_ciphertext(resp.results(2).ok().ciphertext());
+    item->set_ciphertext_crc32c(resp.results(2).ok().ciphertext_crc32c());
+    v1::DecryptBatchResponse dresp;
+    ASSERT_TRUE(keys->DecryptBatch(&c2, dreq, &dresp).ok());
+    EXPECT_TRUE(dresp.results(0).ok().verified_ciphertext_crc32c());
+    EXPECT_EQ(dresp.results(0).ok().plaintext_crc32c(), PythonCrc(*dir_, "item 2"));
+  }
+  // Data keys: the key's and the wrapped key's checksums, and the wrapped key's verified.
+  {
+    const Context job = {{"job", "crc"}};
+    grpc::ClientContext c;
+    e2e::Deadline(c);
+    v1::GenerateDataKeyRequest req;
+    req.set_key_name("backup");
+    (*req.mutable_context())["job"] = "crc";
+    req.set_context_crc32c(PythonContextCrc(job));
+    v1::GenerateDataKeyResponse gen;
+    ASSERT_TRUE(keys->GenerateDataKey(&c, req, &gen).ok());
+    EXPECT_TRUE(gen.verified_context_crc32c());
+    EXPECT_EQ(gen.plaintext_crc32c(), PythonCrc(*dir_, gen.plaintext()));
+    EXPECT_EQ(gen.wrapped_key_crc32c(), PythonCrc(*dir_, gen.wrapped_key()));
+    grpc::ClientContext c2;
+    e2e::Deadline(c2);
+    v1::DecryptDataKeyRequest dreq;
+    dreq.set_key_name("backup");
+    dreq.set_wrapped_key(gen.wrapped_key());
+    (*dreq.mutable_context())["job"] = "crc";
+    dreq.set_wrapped_key_crc32c(gen.wrapped_key_crc32c());
+    v1::DecryptDataKeyResponse dk;
+    ASSERT_TRUE(keys->DecryptDataKey(&c2, dreq, &dk).ok());
+    EXPECT_TRUE(dk.verified_wrapped_key_crc32c());
+    EXPECT_EQ(dk.plaintext_crc32c(), gen.plaintext_crc32c());
+    grpc::ClientContext c3;
+    e2e::Deadline(c3);
+    dreq.set_wrapped_key_crc32c(gen.wrapped_key_crc32c() ^ 0x80000000u);
+    grpc::Status s = keys->DecryptDataKey(&c3, dreq, &dk);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_NE(s.error_message().find("wrapped_key_crc32c"), std::string::npos);
+  }
+}
+
 }  // namespace
 }  // namespace kms

@@ -2,7 +2,11 @@
 
 #include <algorithm>
 #include <optional>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "src/common/big_endian.h"
+#include "src/common/crc32c.h"
 #include "src/keys/blind_index.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/gate/request_limits.h"
@@ -26,6 +30,46 @@ constexpr size_t kMaxVerifiedJwtBytes = 16 * 1024;
 
 std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// The canonical bytes of a context (key_service.proto, "Integrity fields").
+std::string CanonicalContext(const google::protobuf::Map<std::string, std::string>& context) {
+  std::vector<std::pair<std::string_view, std::string_view>> sorted;
+  sorted.reserve(context.size());
+  for (const auto& pair : context) sorted.emplace_back(pair.first, pair.second);
+  std::sort(sorted.begin(), sorted.end());  // keys are unique in a map
+  std::vector<uint8_t> out;
+  AppendU32(out, static_cast<uint32_t>(sorted.size()));
+  for (const auto& [key, value] : sorted) {
+    AppendLengthPrefixed(out, key);
+    AppendLengthPrefixed(out, value);
+  }
+  return std::string(out.begin(), out.end());
+}
+
+// INVALID_ARGUMENT when the caller's checksum is set and is not the data's.
+absl::Status VerifyCrc32c(const std::optional<uint32_t>& expected, std::string_view data,
+                          std::string_view field) {
+  if (!expected.has_value() || Crc32c(data) == *expected) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(std::string(field), " does not match (the request was corrupted; nothing was done)"));
+}
+
+absl::Status VerifyContextCrc32c(const std::optional<uint32_t>& expected,
+                                 const google::protobuf::Map<std::string, std::string>& context) {
+  if (!expected.has_value()) return absl::OkStatus();
+  return VerifyCrc32c(expected, CanonicalContext(context), "context_crc32c");
+}
+
+template <typename M>
+RequestChecksums PlaintextChecksums(const M& m) {
+  return {m.has_plaintext_crc32c() ? std::optional<uint32_t>(m.plaintext_crc32c()) : std::nullopt,
+          m.has_context_crc32c() ? std::optional<uint32_t>(m.context_crc32c()) : std::nullopt};
+}
+template <typename M>
+RequestChecksums CiphertextChecksums(const M& m) {
+  return {m.has_ciphertext_crc32c() ? std::optional<uint32_t>(m.ciphertext_crc32c()) : std::nullopt,
+          m.has_context_crc32c() ? std::optional<uint32_t>(m.context_crc32c()) : std::nullopt};
 }
 
 template <typename Result>
@@ -75,23 +119,33 @@ absl::StatusOr<keys::KeyRef> KeyServiceImpl::AdmitRef(const std::string& identit
 
 absl::Status KeyServiceImpl::EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
                                         const google::protobuf::Map<std::string, std::string>& context,
-                                        v1::EncryptResponse* out) {
+                                        v1::EncryptResponse* out, const RequestChecksums& crc) {
   KMS_RETURN_IF_ERROR(ValidatePlaintext(plaintext, limits_));
   KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(context, limits_));
+  KMS_RETURN_IF_ERROR(VerifyCrc32c(crc.data, plaintext, "plaintext_crc32c"));
+  KMS_RETURN_IF_ERROR(VerifyContextCrc32c(crc.context, context));
   KMS_ASSIGN_OR_RETURN(keys::EncryptResult result, keys_.Encrypt(tenant, ctx, Bytes(plaintext)));
   out->set_ciphertext(std::move(result.ciphertext));
   out->set_dek_version(result.dek_version);
+  out->set_ciphertext_crc32c(Crc32c(out->ciphertext()));
+  out->set_verified_plaintext_crc32c(crc.data.has_value());
+  out->set_verified_context_crc32c(crc.context.has_value());
   return absl::OkStatus();
 }
 
 absl::Status KeyServiceImpl::DecryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
                                         const google::protobuf::Map<std::string, std::string>& context,
-                                        v1::DecryptResponse* out) {
+                                        v1::DecryptResponse* out, const RequestChecksums& crc) {
   KMS_RETURN_IF_ERROR(ValidateCiphertext(ciphertext, limits_));
   KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(context, limits_));
+  KMS_RETURN_IF_ERROR(VerifyCrc32c(crc.data, ciphertext, "ciphertext_crc32c"));
+  KMS_RETURN_IF_ERROR(VerifyContextCrc32c(crc.context, context));
   KMS_ASSIGN_OR_RETURN(keys::DecryptResult result, keys_.Decrypt(tenant, ctx, Bytes(ciphertext)));
+  out->set_plaintext_crc32c(Crc32c(result.plaintext));
   out->set_plaintext(std::move(result.plaintext));
   out->set_dek_version(result.dek_version);
+  out->set_verified_ciphertext_crc32c(crc.data.has_value());
+  out->set_verified_context_crc32c(crc.context.has_value());
   return absl::OkStatus();
 }
 
@@ -99,9 +153,11 @@ absl::Status KeyServiceImpl::ReEncryptOne(
     const keys::TenantId& tenant, const std::string& ciphertext,
     const google::protobuf::Map<std::string, std::string>& context, bool replace_context,
     const google::protobuf::Map<std::string, std::string>& new_context,
-    v1::ReEncryptResponse* out) {
+    v1::ReEncryptResponse* out, const RequestChecksums& crc) {
   KMS_RETURN_IF_ERROR(ValidateCiphertext(ciphertext, limits_));
   KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(context, limits_));
+  KMS_RETURN_IF_ERROR(VerifyCrc32c(crc.data, ciphertext, "ciphertext_crc32c"));
+  KMS_RETURN_IF_ERROR(VerifyContextCrc32c(crc.context, context));
   if (!replace_context && !new_context.empty()) {
     return absl::InvalidArgumentError("new_context is set but replace_context is false");
   }
@@ -115,6 +171,9 @@ absl::Status KeyServiceImpl::ReEncryptOne(
   out->set_ciphertext(std::move(result.ciphertext));
   out->set_dek_version(result.dek_version);
   out->set_source_dek_version(result.source_dek_version);
+  out->set_ciphertext_crc32c(Crc32c(out->ciphertext()));
+  out->set_verified_ciphertext_crc32c(crc.data.has_value());
+  out->set_verified_context_crc32c(crc.context.has_value());
   return absl::OkStatus();
 }
 
@@ -126,7 +185,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Encrypt(grpc::CallbackServerContext* c
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
                              Admit(identity, authz::Operation::kEncrypt, req.tenant_id(),
                                    req.key_name()));
-        return EncryptOne(tenant, req.plaintext(), req.context(), resp);
+        return EncryptOne(tenant, req.plaintext(), req.context(), resp, PlaintextChecksums(req));
       });
 }
 
@@ -138,7 +197,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Decrypt(grpc::CallbackServerContext* c
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
                              Admit(identity, authz::Operation::kDecrypt, req.tenant_id(),
                                    req.key_name()));
-        return DecryptOne(tenant, req.ciphertext(), req.context(), resp);
+        return DecryptOne(tenant, req.ciphertext(), req.context(), resp, CiphertextChecksums(req));
       });
 }
 
@@ -157,7 +216,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
         for (const v1::EncryptBatchItem& item : req.items()) {
           v1::EncryptBatchResult* result = resp->add_results();
           absl::Status item_status =
-              EncryptOne(tenant, item.plaintext(), item.context(), result->mutable_ok());
+              EncryptOne(tenant, item.plaintext(), item.context(), result->mutable_ok(),
+                         PlaintextChecksums(item));
           if (!item_status.ok()) SetItemError(result, item_status, "EncryptBatch");
         }
         return absl::OkStatus();
@@ -179,7 +239,8 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerConte
         for (const v1::DecryptBatchItem& item : req.items()) {
           v1::DecryptBatchResult* result = resp->add_results();
           absl::Status item_status =
-              DecryptOne(tenant, item.ciphertext(), item.context(), result->mutable_ok());
+              DecryptOne(tenant, item.ciphertext(), item.context(), result->mutable_ok(),
+                         CiphertextChecksums(item));
           if (!item_status.ok()) SetItemError(result, item_status, "DecryptBatch");
         }
         return absl::OkStatus();
@@ -197,7 +258,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::ReEncrypt(grpc::CallbackServerContext*
                              Admit(identity, authz::Operation::kReEncrypt, req.tenant_id(),
                                    req.key_name()));
         return ReEncryptOne(tenant, req.ciphertext(), req.context(), req.replace_context(),
-                            req.new_context(), resp);
+                            req.new_context(), resp, CiphertextChecksums(req));
       });
 }
 
@@ -217,7 +278,7 @@ grpc::ServerUnaryReactor* KeyServiceImpl::ReEncryptBatch(grpc::CallbackServerCon
           v1::ReEncryptBatchResult* result = resp->add_results();
           absl::Status item_status =
               ReEncryptOne(tenant, item.ciphertext(), item.context(), item.replace_context(),
-                           item.new_context(), result->mutable_ok());
+                           item.new_context(), result->mutable_ok(), CiphertextChecksums(item));
           if (!item_status.ok()) SetItemError(result, item_status, "ReEncryptBatch");
         }
         return absl::OkStatus();
@@ -301,11 +362,17 @@ grpc::ServerUnaryReactor* KeyServiceImpl::GenerateDataKey(grpc::CallbackServerCo
         KMS_ASSIGN_OR_RETURN(keys::TenantId key, Admit(identity, authz::Operation::kGenerateDataKey,
                                                        req.tenant_id(), req.key_name()));
         KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        const std::optional<uint32_t> context_crc =
+            req.has_context_crc32c() ? std::optional<uint32_t>(req.context_crc32c()) : std::nullopt;
+        KMS_RETURN_IF_ERROR(VerifyContextCrc32c(context_crc, req.context()));
         absl::StatusOr<keys::DataKey> data_key = keys_.GenerateDataKey(key, ctx);
         if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
         // The response's copy is wiped by ServeUnary once it is serialized (unary.h).
         resp->set_plaintext(AsString(data_key->plaintext));
+        resp->set_plaintext_crc32c(Crc32c(data_key->plaintext.span()));
         resp->set_wrapped_key(std::move(data_key->wrapped));
+        resp->set_wrapped_key_crc32c(Crc32c(resp->wrapped_key()));
+        resp->set_verified_context_crc32c(context_crc.has_value());
         resp->set_dek_version(data_key->dek_version);
         return absl::OkStatus();
       });
@@ -323,10 +390,15 @@ grpc::ServerUnaryReactor* KeyServiceImpl::GenerateDataKeyWithoutPlaintext(
             Admit(identity, authz::Operation::kGenerateDataKeyWithoutPlaintext, req.tenant_id(),
                   req.key_name()));
         KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        const std::optional<uint32_t> context_crc =
+            req.has_context_crc32c() ? std::optional<uint32_t>(req.context_crc32c()) : std::nullopt;
+        KMS_RETURN_IF_ERROR(VerifyContextCrc32c(context_crc, req.context()));
         absl::StatusOr<keys::DataKey> data_key =
             keys_.GenerateDataKey(key, ctx, /*with_plaintext=*/false);
         if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
         resp->set_wrapped_key(std::move(data_key->wrapped));
+        resp->set_wrapped_key_crc32c(Crc32c(resp->wrapped_key()));
+        resp->set_verified_context_crc32c(context_crc.has_value());
         resp->set_dek_version(data_key->dek_version);
         return absl::OkStatus();
       });
@@ -343,10 +415,20 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptDataKey(grpc::CallbackServerCon
                                                        req.tenant_id(), req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateCiphertext(req.wrapped_key(), limits_));
         KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        const std::optional<uint32_t> wrapped_crc =
+            req.has_wrapped_key_crc32c() ? std::optional<uint32_t>(req.wrapped_key_crc32c())
+                                         : std::nullopt;
+        const std::optional<uint32_t> context_crc =
+            req.has_context_crc32c() ? std::optional<uint32_t>(req.context_crc32c()) : std::nullopt;
+        KMS_RETURN_IF_ERROR(VerifyCrc32c(wrapped_crc, req.wrapped_key(), "wrapped_key_crc32c"));
+        KMS_RETURN_IF_ERROR(VerifyContextCrc32c(context_crc, req.context()));
         absl::StatusOr<keys::DataKey> data_key =
             keys_.DecryptDataKey(key, ctx, Bytes(req.wrapped_key()));
         if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
         resp->set_plaintext(AsString(data_key->plaintext));
+        resp->set_plaintext_crc32c(Crc32c(data_key->plaintext.span()));
+        resp->set_verified_wrapped_key_crc32c(wrapped_crc.has_value());
+        resp->set_verified_context_crc32c(context_crc.has_value());
         resp->set_dek_version(data_key->dek_version);
         return absl::OkStatus();
       });

@@ -4,6 +4,8 @@
 // which wait on one single-flight load.
 #pragma once
 
+#include <optional>
+
 #include "kms/v1/key_service.grpc.pb.h"
 #include "src/config/config.h"
 #include "src/jwt/jwt_service.h"
@@ -38,6 +40,13 @@ struct KeyServiceRequestLimits {
   size_t reencrypt = 0;        // ReEncrypt: an item with a second context
   size_t reencrypt_batch = 0;  // ReEncryptBatch
   static KeyServiceRequestLimits From(const config::LimitsConfig& limits);
+};
+
+// The CRC32C a request item carries (key_service.proto, "Integrity fields"): of its
+// plaintext or ciphertext, and of its context's canonical bytes; unset when not sent.
+struct RequestChecksums {
+  std::optional<uint32_t> data;
+  std::optional<uint32_t> context;
 };
 
 class KeyServiceImpl final : public KeyServiceRaw {
@@ -101,15 +110,15 @@ class KeyServiceImpl final : public KeyServiceRaw {
                              v1::ComputeBlindIndexResponse* out);
   absl::Status EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
                           const google::protobuf::Map<std::string, std::string>& context,
-                          v1::EncryptResponse* out);
+                          v1::EncryptResponse* out, const RequestChecksums& crc);
   absl::Status DecryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
                           const google::protobuf::Map<std::string, std::string>& context,
-                          v1::DecryptResponse* out);
+                          v1::DecryptResponse* out, const RequestChecksums& crc);
   absl::Status ReEncryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
                             const google::protobuf::Map<std::string, std::string>& context,
                             bool replace_context,
                             const google::protobuf::Map<std::string, std::string>& new_context,
-                            v1::ReEncryptResponse* out);
+                            v1::ReEncryptResponse* out, const RequestChecksums& crc);
 
   keys::KeyManager& keys_;
   jwt::JwtService& jwt_;
