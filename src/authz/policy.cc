@@ -23,6 +23,7 @@ constexpr Operation kAllOperations[] = {
     Operation::kGetTenant, Operation::kListTenants, Operation::kGetStatus,
     Operation::kSignJwt,   Operation::kVerifyJwt,   Operation::kAdminJwt,
     Operation::kRotate,    Operation::kShred,       Operation::kReEncrypt,
+    Operation::kReadAudit,
     Operation::kGenerateDataKey, Operation::kGenerateDataKeyWithoutPlaintext,
     Operation::kDecryptDataKey,  Operation::kComputeBlindIndex,
 };

@@ -23,6 +23,7 @@ enum class Operation {
   kRotate,    // manual key rotation
   kShred,     // crypto-shredding
   kReEncrypt,  // ReEncrypt: a ciphertext moved to the primary DEK; needs no kDecrypt
+  kReadAudit,  // read the audit log (kmsctl audit tail / verify); needs every tenant ("*")
   // Data keys (issue 13): each RPC its own grant, so a backup job may make keys without
   // being able to unwrap them, and a restore job the reverse.
   kGenerateDataKey,
@@ -57,6 +58,8 @@ inline std::string_view OperationName(Operation op) {
       return "shred";
     case Operation::kReEncrypt:
       return "reencrypt";
+    case Operation::kReadAudit:
+      return "read_audit";
     case Operation::kGenerateDataKey:
       return "generate_data_key";
     case Operation::kGenerateDataKeyWithoutPlaintext:
