@@ -24,6 +24,8 @@ constexpr Operation kAllOperations[] = {
     Operation::kSignJwt,   Operation::kVerifyJwt,   Operation::kAdminJwt,
     Operation::kRotate,    Operation::kShred,       Operation::kReEncrypt,
     Operation::kReadAudit,
+    Operation::kGenerateDataKey, Operation::kGenerateDataKeyWithoutPlaintext,
+    Operation::kDecryptDataKey,  Operation::kComputeBlindIndex,
 };
 
 uint32_t Bit(Operation op) { return uint32_t{1} << static_cast<uint32_t>(op); }
@@ -197,8 +199,12 @@ bool PolicyAuthorizer::Grant::AllowsTenant(std::string_view tenant_id) const {
   if (all_tenants) return true;
   if (exact_tenants.contains(Av(tenant_id))) return true;
   for (const std::string& prefix : tenant_prefixes) {
-    // "acme-*" needs at least one character after the prefix.
-    if (tenant_id.size() > prefix.size() && tenant_id.starts_with(prefix)) return true;
+    // "acme-*" needs at least one character after the prefix, and never reaches across
+    // a namespace separator: "k*" does not match the named key "key:backup"; "key:*" does.
+    if (tenant_id.size() > prefix.size() && tenant_id.starts_with(prefix) &&
+        tenant_id.find(':', prefix.size()) == std::string_view::npos) {
+      return true;
+    }
   }
   return false;
 }

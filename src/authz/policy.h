@@ -6,16 +6,21 @@
 //    "identities": [
 //      {"identity": "spiffe://kmsd.dev/billing",        // exact match, no wildcards
 //       "operations": ["encrypt", "decrypt"],           // or ["*"] for all operations
-//       "tenants": ["acme", "acme-*", "*"],             // exact id, prefix*, or any
+//       "tenants": ["acme", "acme-*", "key:backup", "key:*", "*"],  // exact, prefix*, any
 //       "rate_limit": {"requests_per_second": 500, "burst": 1000}}]}   // optional
 //
 // Operation names are those of OperationName(): encrypt, decrypt, create_tenant,
 // get_tenant, list_tenants, get_status, sign_jwt, verify_jwt, admin_jwt, rotate, shred,
-// reencrypt (ReEncrypt; it needs no decrypt grant: the plaintext never leaves kmsd).
+// reencrypt (ReEncrypt; it needs no decrypt grant: the plaintext never leaves kmsd),
+// generate_data_key, generate_data_key_without_plaintext, decrypt_data_key,
+// compute_blind_index (needs no decrypt grant).
 // An operation called without a tenant (tenant_id empty) needs only the operation;
 // with a tenant it also needs a matching tenant pattern. "tenants" may be omitted
-// (no tenant-scoped access). Unknown keys, unknown operations, malformed tenant
-// patterns and duplicate identities are INVALID_ARGUMENT at load time.
+// (no tenant-scoped access). Named keys (src/keys/key_ref.h) are named "key:NAME" in
+// "tenants"; "*" covers every tenant and every named key, "key:*" every named key, and a
+// prefix pattern never matches across a ':' (so "k*" does not grant "key:backup").
+// Unknown keys, unknown operations, malformed tenant patterns and duplicate identities
+// are INVALID_ARGUMENT at load time.
 #pragma once
 
 #include <cstdint>

@@ -1,16 +1,25 @@
 // kmsctl: the operators' command line for kmsd.
 //
 // Connection settings come from, in increasing precedence: the file named by
-// KMSCTL_CONFIG or --config (dev mode writes DIR/kmsctl.json), then --addr/--ca/--cert/--key.
+// KMSCTL_CONFIG or --config (dev mode writes DIR/kmsctl.json), then
+// --addr/--ca/--cert/--client-key.
+//
+// The key a data command uses is chosen with --tenant T (a tenant's DEKs) or --key NAME
+// (a named platform key such as "backup"), one of the two.
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <thread>
 #include <iostream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -20,9 +29,12 @@
 #include "kms/v1/admin_service.grpc.pb.h"
 #include "kms/v1/key_service.grpc.pb.h"
 #include "nlohmann/json.hpp"
+#include "openssl/crypto.h"
 #include "src/cli/key_views.h"
 #include "src/audit/audit_chain.h"
+#include "src/cli/secret_files.h"
 #include "src/common/base64.h"
+#include "src/crypto/file_stream.h"
 
 namespace {
 
@@ -72,7 +84,7 @@ Connection Resolve(const Connection& flags, std::string config_path) {
   if (!flags.key.empty()) c.key = flags.key;
   c.timeout_seconds = flags.timeout_seconds;
   if (c.addr.empty() || c.ca.empty() || c.cert.empty() || c.key.empty()) {
-    throw Failure{2, "no connection settings: pass --addr, --ca, --cert and --key, or --config FILE "
+    throw Failure{2, "no connection settings: pass --addr, --ca, --cert and --client-key, or --config FILE "
                      "(or set KMSCTL_CONFIG; kmsd --dev writes STATE_DIR/kmsctl.json)"};
   }
   return c;
@@ -163,6 +175,14 @@ void SetDeadline(grpc::ClientContext& ctx, const Connection& c) {
 }
 
 json TenantJson(const kms::v1::Tenant& t) {
+  if (!t.key_name().empty()) {
+    return {{"key_name", t.key_name()},
+            {"state", t.state()},
+            {"primary_dek_version", t.primary_dek_version()},
+            {"min_decrypt_version", t.min_decrypt_version()},
+            {"created_at_unix", t.created_at_unix()},
+            {"dek_created_at_unix", t.dek_created_at_unix()}};
+  }
   return {{"tenant_id", t.tenant_id()},
           {"state", t.state()},
           {"primary_dek_version", t.primary_dek_version()},
@@ -176,7 +196,8 @@ void PrintTenant(const kms::v1::Tenant& t, bool as_json) {
   if (as_json) {
     std::cout << TenantJson(t).dump(2) << "\n";
   } else {
-    std::cout << "tenant " << t.tenant_id() << "\n  state: " << t.state()
+    std::cout << (t.key_name().empty() ? "tenant " + t.tenant_id() : "named key " + t.key_name())
+              << "\n  state: " << t.state()
               << "\n  primary DEK version: " << t.primary_dek_version()
               << "\n  minimum decryption version: " << t.min_decrypt_version()
               << "\n  created: " << When(t.created_at_unix()) << "\n";
@@ -197,6 +218,17 @@ void ParseContext(const std::vector<std::string>& pairs,
     (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
 }
+
+// The key set a data command names: --tenant T or --key NAME, exactly one.
+struct KeyChoice {
+  std::string tenant, name;
+  template <typename Request>
+  void Set(Request* req) const {
+    if (tenant.empty() == name.empty()) throw Failure{2, "name the key with --tenant T or --key NAME (one of the two)"};
+    req->set_tenant_id(tenant);
+    req->set_key_name(name);
+  }
+};
 
 // --- kmsctl audit
 
@@ -347,6 +379,36 @@ kms::v1::RotationJob ShowJob(kms::v1::AdminService::Stub& admin, const Connectio
   }
 }
 
+// Takes a key out of a response field into a wiped buffer, and wipes the field.
+kms::SecretBytes TakeSecret(std::string* field) {
+  kms::SecretBytes secret = kms::SecretBytes::CopyOf(*field);
+  if (!field->empty()) OPENSSL_cleanse(field->data(), field->size());
+  field->clear();
+  return secret;
+}
+
+void CheckLocal(const absl::Status& s, int exit_code = 2) {
+  if (!s.ok()) throw Failure{exit_code, std::string(s.message())};
+}
+
+std::string B64(const std::string& bytes) {
+  return kms::Base64Encode({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
+}
+
+// stdin or a file; O_NOFOLLOW is not used: reading through a link is harmless.
+int OpenInput(const std::string& path) {
+  if (path == "-") return STDIN_FILENO;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Failure{2, "cannot read " + path + ": " + std::strerror(errno)};
+  return fd;
+}
+
+std::optional<uint64_t> RegularFileSize(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) return static_cast<uint64_t>(st.st_size);
+  return std::nullopt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -362,7 +424,7 @@ int main(int argc, char** argv) {
   app.add_option("--addr", flags.addr, "kmsd gRPC address HOST:PORT");
   app.add_option("--ca", flags.ca, "CA certificate that signed kmsd's certificate (PEM)");
   app.add_option("--cert", flags.cert, "Client certificate (PEM)");
-  app.add_option("--key", flags.key, "Client private key (PEM)");
+  app.add_option("--client-key", flags.key, "Client private key (PEM)");
   app.add_option("--config", config_path, "Connection file (JSON: addr, ca, cert, key); default $KMSCTL_CONFIG");
   app.add_option("--timeout", flags.timeout_seconds, "Deadline per call, seconds")->capture_default_str();
   app.add_option("-o,--output", output, "text or json")->check(CLI::IsMember({"text", "json"}));
@@ -403,6 +465,33 @@ int main(int argc, char** argv) {
   tenant_min_version->add_option("version", min_version, "The minimum decryption version N")
       ->required();
 
+  // Named platform keys: managed like tenants (kept as tenants in a reserved namespace).
+  auto* named = app.add_subcommand("key", "Named platform keys (backup, clickhouse-disk, ...)");
+  named->require_subcommand(1);
+  named->fallthrough();
+  std::string key_name;
+  auto* key_create = named->add_subcommand("create", "Create a named key and its first DEK");
+  key_create->add_option("name", key_name)->required();
+  auto* key_get = named->add_subcommand("get", "Show a named key");
+  key_get->add_option("name", key_name)->required();
+  auto* key_list = named->add_subcommand("list", "List the named keys");
+  key_list->add_option("--page-size", page_size)->capture_default_str();
+  key_list->add_option("--page-token", page_token);
+  key_list->add_flag("--all", all_pages, "Follow every page");
+  auto* key_rotate = named->add_subcommand("rotate", "Make a new DEK version the named key's primary");
+  key_rotate->add_option("name", key_name)->required();
+  auto* key_shred = named->add_subcommand(
+      "shred", "Crypto-shred a named key: every data key it wrapped is lost (irreversible)");
+  key_shred->add_option("name", key_name)->required();
+  key_shred->add_option("--confirm", confirm, "Repeat the key name to confirm")->required();
+  key_shred->add_option("--receipt-out", receipt_out,
+                        "Write the signed receipt here; never overwrites "
+                        "(default: shred-receipt-key-<name>.jws)");
+  auto* key_min_version = named->add_subcommand(
+      "min-version", "Retire the named key's DEK versions below N");
+  key_min_version->add_option("name", key_name)->required();
+  key_min_version->add_option("version", min_version, "The minimum decryption version N")->required();
+
   auto* keys_cmd = app.add_subcommand("keys", "KEK and DEK versions");
   keys_cmd->require_subcommand(1);
   keys_cmd->fallthrough();
@@ -410,6 +499,8 @@ int main(int argc, char** argv) {
       "list", "Every KEK version (state, age, what it wraps) and tenants' DEK versions");
   std::string keys_tenant;
   keys_list->add_option("--tenant", keys_tenant, "Only this tenant (default: a page of tenants)");
+  std::string keys_key;
+  keys_list->add_option("--key", keys_key, "Only this named key");
   keys_list->add_option("--page-size", page_size, "Tenants per page")->capture_default_str();
   keys_list->add_option("--page-token", page_token);
   keys_list->add_flag("--all", all_pages, "Follow every page");
@@ -461,11 +552,80 @@ int main(int argc, char** argv) {
   auto* decrypt = app.add_subcommand("decrypt", "Decrypt Base64 --data (or stdin); prints the plaintext");
   auto* reencrypt = app.add_subcommand(
       "reencrypt", "Move Base64 ciphertext (--data or stdin) to the tenant's primary DEK version");
+  KeyChoice key_choice;
   for (CLI::App* cmd : {encrypt, decrypt, reencrypt}) {
-    cmd->add_option("--tenant", tenant_id, "Tenant id")->required();
+    cmd->add_option("--tenant", key_choice.tenant, "Tenant id");
+    cmd->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
     cmd->add_option("--data", data, "Input (default: stdin)");
     cmd->add_option("--context", context, "Encryption context key=value (repeatable)");
   }
+  // Data keys for jobs and sidecars (backups, ClickHouse disks).
+  auto* datakey = app.add_subcommand("datakey", "Data keys: AES-256 keys kmsd wraps for you");
+  datakey->require_subcommand(1);
+  datakey->fallthrough();
+  std::string plaintext_out, key_format = "hex", wrapped;
+  auto* datakey_generate = datakey->add_subcommand(
+      "generate",
+      "Make a data key: the plaintext key goes to --plaintext-out (a new 0600 file, or - for "
+      "stdout on purpose), the wrapped key (Base64) to stdout; without --plaintext-out only "
+      "the wrapped key is made");
+  auto* datakey_decrypt = datakey->add_subcommand(
+      "decrypt", "Unwrap a data key (--wrapped Base64, or stdin) into --plaintext-out");
+  for (CLI::App* cmd : {datakey_generate, datakey_decrypt}) {
+    cmd->add_option("--tenant", key_choice.tenant, "Tenant id");
+    cmd->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
+    cmd->add_option("--context", context, "Context key=value (repeatable); the same to decrypt");
+    cmd->add_option("--plaintext-out", plaintext_out,
+                    "Write the plaintext key to this new file (mode 0600; never replaces a "
+                    "file), or - for stdout");
+    cmd->add_option("--format", key_format, "Plaintext key format: hex (ClickHouse key_hex), "
+                                            "base64 or raw (32 bytes)")
+        ->capture_default_str();
+  }
+  datakey_decrypt->add_option("--wrapped", wrapped, "The wrapped key, Base64 (default: stdin)");
+
+  // Streaming file encryption under a fresh data key per file (src/crypto/file_stream.h).
+  std::string in_path = "-", out_path = "-";
+  uint32_t segment_size = kms::crypto::kDefaultSegmentSize;
+  bool no_progress = false;
+  auto* encrypt_file = app.add_subcommand(
+      "encrypt-file", "Encrypt a file or pipe of any size under a fresh data key (one kmsd call)");
+  encrypt_file->add_option("--tenant", key_choice.tenant, "Tenant id");
+  encrypt_file->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
+  encrypt_file->add_option("--context", context, "Context key=value (repeatable), kept in the header");
+  encrypt_file->add_option("--segment-size", segment_size, "Plaintext bytes per segment")
+      ->capture_default_str();
+  auto* decrypt_file = app.add_subcommand(
+      "decrypt-file", "Decrypt what encrypt-file wrote (the key and context come from its header)");
+  decrypt_file->add_option("--tenant", key_choice.tenant, "Expect this tenant's key");
+  decrypt_file->add_option("--key", key_choice.name, "Expect this named key");
+  for (CLI::App* cmd : {encrypt_file, decrypt_file}) {
+    cmd->add_option("--in", in_path, "Input file, - for stdin")->capture_default_str();
+    cmd->add_option("--out", out_path,
+                    "Output file (created when complete, never replacing one), - for stdout")
+        ->capture_default_str();
+    cmd->add_flag("--no-progress", no_progress, "No progress bar on a terminal");
+  }
+
+  // Blind indexes for searchable encrypted columns.
+  auto* index = app.add_subcommand("index", "Blind indexes: keyed hashes for look-ups on encrypted columns");
+  index->require_subcommand(1);
+  index->fallthrough();
+  std::string normalization = "exact", value;
+  auto* index_compute = index->add_subcommand(
+      "compute", "The blind index (hex) of --value (or stdin, one value per line)");
+  index_compute->add_option("--normalization", normalization, "email, phone, ip or exact")
+      ->capture_default_str();
+  index_compute->add_option("--value", value, "The value (default: stdin, one per line)");
+  auto* index_rotate = index->add_subcommand(
+      "rotate", "New blind-index key version; both indexes are returned until 'index finish'");
+  auto* index_finish = index->add_subcommand(
+      "finish", "End the re-index window: retire the previous blind-index key version");
+  for (CLI::App* cmd : {index_compute, index_rotate, index_finish}) {
+    cmd->add_option("--tenant", key_choice.tenant, "Tenant id");
+    cmd->add_option("--key", key_choice.name, "Named key (instead of --tenant)");
+  }
+
   std::vector<std::string> new_context;
   reencrypt->add_option("--new-context", new_context,
                         "Bind the new ciphertext to this context instead, key=value (repeatable)");
@@ -514,7 +674,271 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
     auto admin = kms::v1::AdminService::NewStub(channel);
     auto keys = kms::v1::KeyService::NewStub(channel);
 
-    if (*status) {
+    if (*datakey_generate || *datakey_decrypt) {
+      if (key_choice.tenant.empty() == key_choice.name.empty()) {
+        throw Failure{2, "name the key with --tenant T or --key NAME (one of the two)"};
+      }
+      absl::StatusOr<kms::cli::KeyFormat> format = kms::cli::ParseKeyFormat(key_format);
+      CheckLocal(format.status());
+      if (*datakey_decrypt && plaintext_out.empty()) {
+        throw Failure{2, "datakey decrypt needs --plaintext-out FILE (or - for stdout)"};
+      }
+      if (plaintext_out == "-" && isatty(STDOUT_FILENO) && *format == kms::cli::KeyFormat::kRaw) {
+        throw Failure{2, "refusing to write a raw key to a terminal (use --format hex)"};
+      }
+      // The key file is created before kmsd is asked, so that an existing file stops
+      // the command with nothing done; it is removed again if the call fails.
+      std::optional<kms::cli::ExclusiveFile> key_file;
+      if (!plaintext_out.empty()) {
+        absl::StatusOr<kms::cli::ExclusiveFile> opened = kms::cli::ExclusiveFile::Open(plaintext_out);
+        CheckLocal(opened.status());
+        key_file.emplace(std::move(*opened));
+      }
+      kms::SecretBytes key;
+      std::string wrapped_key;
+      uint32_t dek_version = 0;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      if (*datakey_generate && key_file.has_value()) {
+        kms::v1::GenerateDataKeyRequest req;
+        key_choice.Set(&req);
+        ParseContext(context, req.mutable_context());
+        kms::v1::GenerateDataKeyResponse resp;
+        Check(keys->GenerateDataKey(&ctx, req, &resp));
+        key = TakeSecret(resp.mutable_plaintext());
+        wrapped_key = resp.wrapped_key();
+        dek_version = resp.dek_version();
+      } else if (*datakey_generate) {
+        kms::v1::GenerateDataKeyWithoutPlaintextRequest req;
+        key_choice.Set(&req);
+        ParseContext(context, req.mutable_context());
+        kms::v1::GenerateDataKeyWithoutPlaintextResponse resp;
+        Check(keys->GenerateDataKeyWithoutPlaintext(&ctx, req, &resp));
+        wrapped_key = resp.wrapped_key();
+        dek_version = resp.dek_version();
+      } else {
+        std::string b64 = Trim(datakey_decrypt->count("--wrapped") ? wrapped : ReadStdin());
+        absl::StatusOr<std::vector<uint8_t>> raw = kms::Base64Decode(b64);
+        if (!raw.ok()) throw Failure{2, "the wrapped key is not valid Base64"};
+        kms::v1::DecryptDataKeyRequest req;
+        key_choice.Set(&req);
+        ParseContext(context, req.mutable_context());
+        req.set_wrapped_key(std::string(raw->begin(), raw->end()));
+        kms::v1::DecryptDataKeyResponse resp;
+        Check(keys->DecryptDataKey(&ctx, req, &resp));
+        key = TakeSecret(resp.mutable_plaintext());
+        wrapped_key = req.wrapped_key();
+        dek_version = resp.dek_version();
+      }
+      if (key_file.has_value()) {
+        CheckLocal(key_file->Write(kms::cli::FormatKey(key, *format)), 1);
+        CheckLocal(key_file->Commit(), 1);
+      }
+      if (*datakey_generate) {
+        if (plaintext_out == "-") {
+          std::cerr << B64(wrapped_key) << "\n";  // stdout holds the key
+        } else if (as_json) {
+          std::cout << json{{"wrapped_key", B64(wrapped_key)}, {"dek_version", dek_version},
+                            {"plaintext_file", plaintext_out}}.dump(2) << "\n";
+        } else {
+          std::cout << B64(wrapped_key) << "\n";
+        }
+      }
+    } else if (*encrypt_file) {
+      if (key_choice.tenant.empty() == key_choice.name.empty()) {
+        throw Failure{2, "name the key with --tenant T or --key NAME (one of the two)"};
+      }
+      if (out_path == "-" && isatty(STDOUT_FILENO)) {
+        throw Failure{2, "refusing to write encrypted bytes to a terminal (use --out FILE or a pipe)"};
+      }
+      kms::crypto::FileHeader header;
+      header.segment_size = segment_size;
+      header.key_kind = key_choice.name.empty() ? kms::crypto::FileKeyKind::kTenant
+                                                : kms::crypto::FileKeyKind::kNamedKey;
+      header.key_name = key_choice.name.empty() ? key_choice.tenant : key_choice.name;
+      google::protobuf::Map<std::string, std::string> ctx_map;
+      ParseContext(context, &ctx_map);
+      for (const auto& [k, v] : ctx_map) header.context.emplace_back(k, v);
+      if (segment_size < kms::crypto::kMinSegmentSize || segment_size > kms::crypto::kMaxSegmentSize) {
+        throw Failure{2, "--segment-size must be between 4096 and 16777216"};
+      }
+      const int in_fd = OpenInput(in_path);
+      absl::StatusOr<kms::cli::AtomicOutput> out = kms::cli::AtomicOutput::Open(out_path);
+      CheckLocal(out.status());
+      // One kmsd call per file: a fresh data key.
+      kms::v1::GenerateDataKeyRequest req;
+      key_choice.Set(&req);
+      *req.mutable_context() = ctx_map;
+      kms::v1::GenerateDataKeyResponse resp;
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        Check(keys->GenerateDataKey(&ctx, req, &resp));
+      }
+      kms::SecretBytes key = TakeSecret(resp.mutable_plaintext());
+      header.wrapped_key = resp.wrapped_key();
+      absl::StatusOr<std::array<uint8_t, kms::crypto::kFileNoncePrefixSize>> prefix =
+          kms::crypto::NewNoncePrefix();
+      CheckLocal(prefix.status(), 1);
+      header.nonce_prefix = *prefix;
+      kms::cli::ProgressBar bar(!no_progress && isatty(STDERR_FILENO), RegularFileSize(in_fd));
+      kms::crypto::FdSource source(in_fd);
+      kms::crypto::FdSink sink(out->fd());
+      uint64_t done = 0;
+      CheckLocal(kms::crypto::EncryptFileStream(header, key, source, sink,
+                                                [&](uint64_t n) {
+                                                  done = n;
+                                                  bar.Update(n);
+                                                }),
+                 1);
+      bar.Finish(done);
+      CheckLocal(out->Commit(), 1);
+    } else if (*decrypt_file) {
+      if (out_path == "-" && isatty(STDOUT_FILENO) && !no_progress) {
+        // Plaintext on a terminal is allowed (it may be text), but no bar over it.
+        no_progress = true;
+      }
+      const int in_fd = OpenInput(in_path);
+      kms::crypto::FdSource source(in_fd);
+      std::vector<uint8_t> raw_header;
+      absl::StatusOr<kms::crypto::FileHeader> header = kms::crypto::ReadFileHeader(source, &raw_header);
+      CheckLocal(header.status(), 1);
+      const bool named = header->key_kind == kms::crypto::FileKeyKind::kNamedKey;
+      if ((!key_choice.name.empty() && (!named || key_choice.name != header->key_name)) ||
+          (!key_choice.tenant.empty() && (named || key_choice.tenant != header->key_name))) {
+        throw Failure{1, std::string("the file is encrypted under ") +
+                             (named ? "named key " : "tenant ") + header->key_name +
+                             ", not the key given"};
+      }
+      absl::StatusOr<kms::cli::AtomicOutput> out = kms::cli::AtomicOutput::Open(out_path);
+      CheckLocal(out.status());
+      kms::v1::DecryptDataKeyRequest req;
+      (named ? req.mutable_key_name() : req.mutable_tenant_id())->assign(header->key_name);
+      req.set_wrapped_key(header->wrapped_key);
+      for (const auto& [k, v] : header->context) (*req.mutable_context())[k] = v;
+      kms::v1::DecryptDataKeyResponse resp;
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        Check(keys->DecryptDataKey(&ctx, req, &resp));
+      }
+      kms::SecretBytes key = TakeSecret(resp.mutable_plaintext());
+      std::optional<uint64_t> total = RegularFileSize(in_fd);
+      if (total.has_value()) {
+        // Plaintext size = file size - header - one tag per segment.
+        const uint64_t body = *total > raw_header.size() ? *total - raw_header.size() : 0;
+        const uint64_t sealed = header->segment_size + 16;
+        const uint64_t segments = std::max<uint64_t>(1, (body + sealed - 1) / sealed);
+        total = body > segments * 16 ? body - segments * 16 : 0;
+      }
+      kms::cli::ProgressBar bar(!no_progress && isatty(STDERR_FILENO), total);
+      kms::crypto::FdSink sink(out->fd());
+      uint64_t done = 0;
+      absl::Status opened = kms::crypto::DecryptFileStream(*header, raw_header, key, source, sink,
+                                                           [&](uint64_t n) {
+                                                             done = n;
+                                                             bar.Update(n);
+                                                           });
+      if (!opened.ok()) {
+        bar.Finish(done);
+        throw Failure{1, std::string(opened.message()) +
+                             (out->is_stdout() ? "; the output written so far is incomplete: "
+                                                 "discard it"
+                                               : "; nothing was written")};
+      }
+      bar.Finish(done);
+      CheckLocal(out->Commit(), 1);
+    } else if (*index_compute) {
+      std::vector<std::string> values;
+      if (index_compute->count("--value")) {
+        values.push_back(value);
+      } else {
+        std::istringstream lines(ReadStdin());
+        for (std::string line; std::getline(lines, line);) {
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          values.push_back(line);
+        }
+      }
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::ComputeBlindIndexBatchRequest req;
+      key_choice.Set(&req);
+      for (const std::string& v : values) {
+        auto* item = req.add_items();
+        item->set_normalization(normalization);
+        item->set_value(v);
+      }
+      kms::v1::ComputeBlindIndexBatchResponse resp;
+      Check(keys->ComputeBlindIndexBatch(&ctx, req, &resp));
+      auto hex = [](const std::string& bytes) {
+        static const char* d = "0123456789abcdef";
+        std::string out;
+        for (unsigned char b : bytes) {
+          out.push_back(d[b >> 4]);
+          out.push_back(d[b & 0xf]);
+        }
+        return out;
+      };
+      json all = json::array();
+      bool failed = false;
+      for (const auto& r : resp.results()) {
+        if (r.has_error()) {
+          failed = true;
+          if (as_json) {
+            all.push_back({{"error", r.error().message()}});
+          } else {
+            std::cerr << "kmsctl: " << r.error().message() << "\n";
+            std::cout << "-\n";
+          }
+          continue;
+        }
+        const auto& ok = r.ok();
+        if (as_json) {
+          json j = {{"index", hex(ok.current().index())},
+                    {"index_key_version", ok.current().index_key_version()}};
+          if (ok.has_previous()) {
+            j["previous_index"] = hex(ok.previous().index());
+            j["previous_index_key_version"] = ok.previous().index_key_version();
+          }
+          all.push_back(j);
+        } else {
+          std::cout << hex(ok.current().index());
+          if (ok.has_previous()) std::cout << " " << hex(ok.previous().index());
+          std::cout << "\n";
+        }
+      }
+      if (as_json) std::cout << all.dump(2) << "\n";
+      if (failed) return 1;
+    } else if (*index_rotate) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::RotateBlindIndexKeyRequest req;
+      key_choice.Set(&req);
+      kms::v1::RotateBlindIndexKeyResponse resp;
+      Check(admin->RotateBlindIndexKey(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"index_key_version", resp.index_key_version()},
+                          {"previous_index_key_version", resp.previous_index_key_version()}}.dump(2)
+                  << "\n";
+      } else {
+        std::cout << "blind-index key version " << resp.index_key_version()
+                  << " is current; version " << resp.previous_index_key_version()
+                  << " stays live until 'kmsctl index finish' (re-index now)\n";
+      }
+    } else if (*index_finish) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::FinishBlindIndexRotationRequest req;
+      key_choice.Set(&req);
+      kms::v1::FinishBlindIndexRotationResponse resp;
+      Check(admin->FinishBlindIndexRotation(&ctx, req, &resp));
+      if (as_json) {
+        std::cout << json{{"index_key_version", resp.index_key_version()}}.dump(2) << "\n";
+      } else {
+        std::cout << "re-index window closed; blind-index key version " << resp.index_key_version()
+                  << " only\n";
+      }
+    } else if (*status) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::GetStatusResponse resp;
@@ -579,6 +1003,87 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
           if (r.skipped_since_unix() != 0) std::cout << ", checks skipped since " << r.skipped_since_unix();
           std::cout << "\n";
         }
+      }
+    } else if (*key_create || *key_get || *key_rotate || *key_min_version) {
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::Tenant t;
+      if (*key_create) {
+        kms::v1::CreateTenantRequest req;
+        req.set_key_name(key_name);
+        kms::v1::CreateTenantResponse resp;
+        Check(admin->CreateTenant(&ctx, req, &resp));
+        t = resp.tenant();
+      } else if (*key_get) {
+        kms::v1::GetTenantRequest req;
+        req.set_key_name(key_name);
+        kms::v1::GetTenantResponse resp;
+        Check(admin->GetTenant(&ctx, req, &resp));
+        t = resp.tenant();
+      } else if (*key_rotate) {
+        kms::v1::RotateTenantKeyRequest req;
+        req.set_key_name(key_name);
+        kms::v1::RotateTenantKeyResponse resp;
+        Check(admin->RotateTenantKey(&ctx, req, &resp));
+        t = resp.tenant();
+      } else {
+        kms::v1::SetMinDecryptVersionRequest req;
+        req.set_key_name(key_name);
+        req.set_min_decrypt_version(min_version);
+        kms::v1::SetMinDecryptVersionResponse resp;
+        Check(admin->SetMinDecryptVersion(&ctx, req, &resp));
+        t = resp.tenant();
+      }
+      PrintTenant(t, as_json);
+    } else if (*key_list) {
+      json all = json::array();
+      std::string token = page_token;
+      do {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        kms::v1::ListTenantsRequest req;
+        req.set_named_keys(true);
+        req.set_page_size(page_size);
+        req.set_page_token(token);
+        kms::v1::ListTenantsResponse resp;
+        Check(admin->ListTenants(&ctx, req, &resp));
+        for (const auto& t : resp.tenants()) {
+          if (as_json) {
+            all.push_back(TenantJson(t));
+          } else {
+            std::cout << t.key_name() << "\t" << t.state() << "\tDEK v" << t.primary_dek_version() << "\n";
+          }
+        }
+        token = resp.next_page_token();
+        if (!all_pages && !token.empty() && !as_json) std::cout << "next page: --page-token " << token << "\n";
+      } while (all_pages && !token.empty());
+      if (as_json) std::cout << json{{"keys", all}, {"next_page_token", token}}.dump(2) << "\n";
+    } else if (*key_shred) {
+      if (receipt_out.empty()) {
+        if (key_name.find('/') != std::string::npos) throw Failure{2, "invalid key name"};
+        receipt_out = kms::cli::DefaultReceiptPath("key-" + key_name);
+      }
+      if (access(receipt_out.c_str(), F_OK) == 0) {
+        throw Failure{2, receipt_out + " exists; refusing to overwrite it (choose --receipt-out)"};
+      }
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      kms::v1::ShredTenantRequest req;
+      req.set_key_name(key_name);
+      req.set_confirm_key_name(confirm);
+      kms::v1::ShredTenantResponse resp;
+      Check(admin->ShredTenant(&ctx, req, &resp));
+      absl::Status written = kms::cli::WriteNewFile(receipt_out, resp.receipt_jws() + "\n");
+      if (!written.ok()) {
+        std::cerr << "kmsctl: " << written.message() << "\nreceipt:\n" << resp.receipt_jws() << "\n";
+        return 1;
+      }
+      if (as_json) {
+        std::cout << json{{"key_name", key_name}, {"state", "shredded"},
+                          {"shredded_at_unix", resp.shredded_at_unix()},
+                          {"receipt_file", receipt_out}}.dump(2) << "\n";
+      } else {
+        std::cout << "named key " << key_name << " shredded; signed receipt written to " << receipt_out << "\n";
       }
     } else if (*tenant_create || *tenant_get) {
       grpc::ClientContext ctx;
@@ -664,6 +1169,7 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
         SetDeadline(ctx, conn);
         kms::v1::ListKeysRequest req;
         req.set_tenant_id(keys_tenant);
+        req.set_key_name(keys_key);
         req.set_page_size(page_size);
         req.set_page_token(token);
         kms::v1::ListKeysResponse resp;
@@ -688,7 +1194,7 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::ReEncryptRequest req;
-      req.set_tenant_id(tenant_id);
+      key_choice.Set(&req);
       req.set_ciphertext(std::string(raw->begin(), raw->end()));
       ParseContext(context, req.mutable_context());
       if (reencrypt->count("--new-context") > 0) {
@@ -862,7 +1368,7 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::EncryptRequest req;
-      req.set_tenant_id(tenant_id);
+      key_choice.Set(&req);
       req.set_plaintext(encrypt->count("--data") ? data : ReadStdin());
       ParseContext(context, req.mutable_context());
       kms::v1::EncryptResponse resp;
@@ -963,7 +1469,7 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);
       kms::v1::DecryptRequest req;
-      req.set_tenant_id(tenant_id);
+      key_choice.Set(&req);
       req.set_ciphertext(std::string(raw->begin(), raw->end()));
       ParseContext(context, req.mutable_context());
       kms::v1::DecryptResponse resp;

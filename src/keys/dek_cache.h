@@ -51,6 +51,11 @@ struct DekEntry {
   mutable std::atomic<uint64_t> counted{0};
   // Set by the cache when inserted (its insertion order): MarkAllStale compares it.
   mutable std::atomic<uint64_t> cache_seq{0};
+  // The key set's minimum decryption version when loaded (a blind-index key set's
+  // re-index window: versions from it to the primary are live).
+  uint32_t min_version = 0;
+  // A blind-index key's bytes, for HMAC (blind_index.h); null for a DEK.
+  std::unique_ptr<SecretBytes> mac_key;
 };
 
 class DekCache {

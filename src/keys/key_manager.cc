@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 #include "src/crypto/field_cipher.h"
+#include "src/keys/key_ref.h"
 #include "src/keys/tenant_id.h"
 #include "src/keys/wrapped_dek.h"
 
@@ -117,6 +118,8 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
   entry->key = std::move(key);
   entry->loaded_at = clock_->Now();
   entry->counted = td->dek.encryptions;
+  entry->min_version = td->tenant.min_decrypt_version;
+  if (IsIndexKeyId(tenant_id)) entry->mac_key = std::make_unique<SecretBytes>(std::move(dek));
   return std::shared_ptr<const DekEntry>(std::move(entry));
 }
 
@@ -132,7 +135,9 @@ absl::StatusOr<EncryptResult> KeyManager::Encrypt(const TenantId& tenant,
                                                   std::span<const uint8_t> plaintext) {
   const std::string& tenant_id = tenant.str();
   absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, 0);
-  if (absl::IsNotFound(entry.status()) && options_.auto_create_tenants) {
+  // Auto-creation is for tenants only: named and blind-index keys are made on purpose.
+  if (absl::IsNotFound(entry.status()) && options_.auto_create_tenants &&
+      !IsReservedStorageId(tenant_id)) {
     absl::StatusOr<TenantInfo> created = CreateTenantLocked(tenant_id);
     if (!created.ok() && !absl::IsAlreadyExists(created.status())) return created.status();
     entry = GetDek(tenant_id, 0);
@@ -285,7 +290,20 @@ absl::StatusOr<TenantInfo> KeyManager::RotateTenantDek(const TenantId& tenant_re
 }
 
 absl::StatusOr<ShredResult> KeyManager::ShredTenant(const TenantId& tenant_ref) {
-  const std::string& tenant_id = tenant_ref.str();
+  KMS_ASSIGN_OR_RETURN(ShredResult result, ShredKeySet(tenant_ref.str()));
+  // A key set's blind-index keys go with it (its indexes then link nothing); a repeated
+  // shred finishes what a failed one left.
+  if (!IsIndexKeyId(tenant_ref.str())) {
+    absl::StatusOr<KeyRef> ref = KeyRef::FromStorageId(tenant_ref.str());
+    if (ref.ok()) {
+      absl::StatusOr<ShredResult> index = ShredKeySet(ref->IndexKeyId().str());
+      if (!index.ok() && !absl::IsNotFound(index.status())) return index.status();
+    }
+  }
+  return result;
+}
+
+absl::StatusOr<ShredResult> KeyManager::ShredKeySet(const std::string& tenant_id) {
   absl::StatusOr<store::TenantRecord> tenant = store_->GetTenant(tenant_id);
   if (absl::IsNotFound(tenant.status())) return TenantNotFound();
   if (!tenant.ok()) return tenant.status();
@@ -339,7 +357,7 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
     // Only the primary version needs rotating; another replica may have done it already.
     absl::StatusOr<store::TenantDek> td = store_->GetTenantDek(tenant, 0);
     if (!td.ok() || td->dek.encryptions < options_.dek_encryption_budget) continue;
-    absl::StatusOr<TenantId> id = TenantId::Parse(tenant);  // ids in the cache were valid
+    absl::StatusOr<TenantId> id = TenantId::ParseStored(tenant);  // ids in the cache were valid
     if (!id.ok()) continue;
     absl::StatusOr<TenantInfo> info = RotateTenantDek(*id);
     if (info.ok()) {
@@ -382,6 +400,105 @@ void KeyManager::ApplyInvalidation(const coord::InvalidationEvent& event) {
     case coord::InvalidationEvent::Kind::kJwt:
       break;
   }
+}
+
+absl::StatusOr<DataKey> KeyManager::GenerateDataKey(const TenantId& tenant,
+                                                    const EncryptionContext& context,
+                                                    bool with_plaintext) {
+  KMS_ASSIGN_OR_RETURN(SecretBytes key, crypto::RandomSecret(kDataKeySize));
+  KMS_ASSIGN_OR_RETURN(EncryptResult sealed, Encrypt(tenant, context, key.span()));
+  DataKey result{.wrapped = std::move(sealed.ciphertext), .dek_version = sealed.dek_version};
+  if (with_plaintext) result.plaintext = std::move(key);
+  return result;
+}
+
+absl::StatusOr<DataKey> KeyManager::DecryptDataKey(const TenantId& tenant,
+                                                   const EncryptionContext& context,
+                                                   std::span<const uint8_t> wrapped) {
+  const std::string& tenant_id = tenant.str();
+  absl::StatusOr<crypto::FieldView> field = crypto::ParseField(wrapped);
+  if (!field.ok() || crypto::FieldPlaintextSize(*field) != kDataKeySize) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  KMS_ASSIGN_OR_RETURN(std::shared_ptr<const DekEntry> entry,
+                       DekForCiphertext(tenant_id, field->dek_version));
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad,
+                       crypto::FieldAad(tenant_id, entry->version, context.pairs()));
+  DataKey result{.plaintext = SecretBytes(kDataKeySize), .dek_version = entry->version};
+  if (!crypto::OpenField(*entry->key, *field, aad, result.plaintext.mutable_span()).ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  result.wrapped.assign(reinterpret_cast<const char*>(wrapped.data()), wrapped.size());
+  decryptions_.fetch_add(1, std::memory_order_relaxed);
+  return result;
+}
+
+namespace {
+// Index keys rotate only by an operator's hand: a period no check ever reaches (100
+// years), so the scheduled rotation never lists them (rotation.cc also skips them).
+constexpr int64_t kIndexKeyRotationPeriod = int64_t{100} * 365 * 86400;
+
+absl::Status IndexKeySetNotFound(const KeyRef& ref) {
+  return absl::NotFoundError(ref.is_named_key() ? "named key not found" : "tenant not found");
+}
+}  // namespace
+
+absl::StatusOr<BlindIndexKeys> KeyManager::GetBlindIndexKeys(const KeyRef& ref) {
+  const TenantId index_id = ref.IndexKeyId();
+  absl::StatusOr<std::shared_ptr<const DekEntry>> current = GetDek(index_id.str(), 0);
+  if (absl::IsNotFound(current.status())) {
+    // The first index of this key set: make its index key, if the key set exists.
+    absl::StatusOr<store::TenantRecord> owner = store_->GetTenant(ref.storage_id().str());
+    if (absl::IsNotFound(owner.status())) return IndexKeySetNotFound(ref);
+    if (!owner.ok()) return owner.status();
+    if (owner->state == store::TenantState::kShredded) return Shredded();
+    absl::StatusOr<TenantInfo> created = CreateTenantLocked(index_id.str());
+    if (created.ok()) {
+      absl::Status period = store_->SetTenantRotationPeriod(index_id.str(), kIndexKeyRotationPeriod);
+      if (!period.ok()) spdlog::warn("blind-index key of {}: {}", ref.Describe(), period.ToString());
+      spdlog::info("blind-index key created for {}", ref.Describe());
+    } else if (!absl::IsAlreadyExists(created.status())) {
+      return created.status();
+    }
+    current = GetDek(index_id.str(), 0);
+  }
+  if (!current.ok()) return current.status();
+  BlindIndexKeys keys{.current = *current};
+  // The re-index window: the version below the primary stays live until finished.
+  if ((*current)->min_version != 0 && (*current)->min_version < (*current)->version) {
+    KMS_ASSIGN_OR_RETURN(keys.previous, GetDek(index_id.str(), (*current)->min_version));
+  }
+  return keys;
+}
+
+absl::StatusOr<BlindIndexVersions> KeyManager::RotateBlindIndexKey(const KeyRef& ref) {
+  KMS_ASSIGN_OR_RETURN(BlindIndexKeys keys, GetBlindIndexKeys(ref));
+  const TenantId index_id = ref.IndexKeyId();
+  KMS_ASSIGN_OR_RETURN(store::TenantRecord index, store_->GetTenant(index_id.str()));
+  if (index.min_decrypt_version < index.primary_dek_version) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a re-index window is open (index key versions ", index.min_decrypt_version, " and ",
+        index.primary_dek_version, "); finish it before rotating again"));
+  }
+  KMS_ASSIGN_OR_RETURN(TenantInfo info, RotateTenantDek(index_id));
+  return BlindIndexVersions{.current = info.tenant.primary_dek_version,
+                            .previous = index.primary_dek_version};
+}
+
+absl::StatusOr<BlindIndexVersions> KeyManager::FinishBlindIndexRotation(const KeyRef& ref) {
+  const TenantId index_id = ref.IndexKeyId();
+  absl::StatusOr<store::TenantRecord> index = store_->GetTenant(index_id.str());
+  if (absl::IsNotFound(index.status())) {
+    return absl::FailedPreconditionError("no re-index window is open");
+  }
+  if (!index.ok()) return index.status();
+  if (index->min_decrypt_version >= index->primary_dek_version) {
+    return absl::FailedPreconditionError("no re-index window is open");
+  }
+  KMS_ASSIGN_OR_RETURN(TenantInfo info, SetMinDecryptVersion(index_id, index->primary_dek_version));
+  return BlindIndexVersions{.current = info.tenant.primary_dek_version, .previous = 0};
 }
 
 KeyManagerStats KeyManager::stats() const {

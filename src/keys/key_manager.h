@@ -17,6 +17,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "kms/common/clock.h"
+#include "kms/common/secret.h"
 #include "kms/common/status.h"
 #include "kms/coord/coordination.h"
 #include "kms/keys/kek_ring.h"
@@ -24,6 +25,7 @@
 #include "src/common/sync.h"
 #include "src/keys/dek_cache.h"
 #include "src/keys/encryption_context.h"
+#include "src/keys/key_ref.h"
 #include "src/keys/tenant_id.h"
 
 namespace kms::keys {
@@ -73,6 +75,30 @@ struct ShredResult {
 // the caller must learn that (re-encrypt earlier, or restore the data from elsewhere).
 // Decrypt, the batch RPCs and ReEncrypt all answer it.
 absl::Status RetiredDekVersionError(uint32_t version);
+
+// A data key (GenerateDataKey, DecryptDataKey): a fresh AES-256 key for the caller's own
+// encryption, and its wrapped form, which is exactly a field ciphertext v1 (Encrypt's
+// output) of the 32 key bytes under the key set's primary DEK with the caller's context.
+// So DecryptDataKey is Decrypt plus a size check, and any door's Decrypt of the wrapped
+// form yields the key.
+inline constexpr size_t kDataKeySize = 32;
+struct DataKey {
+  SecretBytes plaintext;  // kDataKeySize bytes; empty for GenerateDataKeyWithoutPlaintext
+  std::string wrapped;    // field ciphertext v1
+  uint32_t dek_version = 0;
+};
+
+// A key set's blind-index keys (blind_index.h): the current version, and during a
+// re-index window (after RotateBlindIndexKey, until FinishBlindIndexRotation) the
+// previous one, whose indexes callers still hold. Entries carry mac_key.
+struct BlindIndexKeys {
+  std::shared_ptr<const DekEntry> current;
+  std::shared_ptr<const DekEntry> previous;  // null outside a re-index window
+};
+struct BlindIndexVersions {
+  uint32_t current = 0;
+  uint32_t previous = 0;  // 0: no re-index window
+};
 
 // Counters, for status and for tests that count backend work.
 struct KeyManagerStats {
@@ -153,6 +179,26 @@ class KeyManager {
                                             std::span<const uint8_t> ciphertext,
                                             const EncryptionContext* new_context = nullptr);
 
+  // --- Data keys. Errors as Encrypt / Decrypt; DecryptDataKey answers a ciphertext
+  // that opens but is not kDataKeySize bytes with the same uniform INVALID_ARGUMENT
+  // "decryption failed" (it is not a data key of this key set and context).
+  absl::StatusOr<DataKey> GenerateDataKey(const TenantId& tenant, const EncryptionContext& context,
+                                          bool with_plaintext = true);
+  absl::StatusOr<DataKey> DecryptDataKey(const TenantId& tenant, const EncryptionContext& context,
+                                         std::span<const uint8_t> wrapped);
+
+  // --- Blind indexes. The key set's index keys (row ref.IndexKeyId()), made at the first
+  // call for a key set that exists; served from the DEK cache like DEKs. NOT_FOUND for
+  // an unknown key set ("named key not found" / "tenant not found"), FAILED_PRECONDITION
+  // for a shredded one, UNAVAILABLE as Encrypt.
+  absl::StatusOr<BlindIndexKeys> GetBlindIndexKeys(const KeyRef& ref);
+  // An operator's rotation: a new index key version becomes current and the old one
+  // stays live (indexes under both are returned) until FinishBlindIndexRotation, which
+  // retires it. Never automatic. FAILED_PRECONDITION while a window is open (rotate)
+  // or when none is (finish); ABORTED on a concurrent change.
+  absl::StatusOr<BlindIndexVersions> RotateBlindIndexKey(const KeyRef& ref);
+  absl::StatusOr<BlindIndexVersions> FinishBlindIndexRotation(const KeyRef& ref);
+
   // --- Status
   uint32_t primary_kek_version() const { return kek_ring_->primary_version(); }
   size_t cached_deks() const { return cache_.size(); }
@@ -172,6 +218,7 @@ class KeyManager {
                                                                    uint32_t version);
 
   void Notify(coord::InvalidationEvent::Kind kind, const std::string& tenant_id);
+  absl::StatusOr<ShredResult> ShredKeySet(const std::string& tenant_id);
   DekCache::Options CacheOptions(DekCache::Options options);
 
   std::function<void(const coord::InvalidationEvent&)> listener_;  // set before serving

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "src/keys/key_ref.h"
 #include "src/keys/tenant_id.h"
 #include "src/keys/wrapped_dek.h"
 
@@ -467,9 +468,12 @@ absl::Status RotationService::RotateDueTenants(int64_t now) {
   uint64_t rotated = 0;
   for (const store::DueTenant& t : page.tenants) {
     most_overdue = std::min(most_overdue, t.dek_created_at + t.period_seconds - now);
-    absl::StatusOr<keys::TenantId> id = keys::TenantId::Parse(t.tenant_id);
-    if (!id.ok()) continue;  // an id this kmsd cannot serve: never encrypted under
-    absl::StatusOr<keys::TenantInfo> info = keys_.RotateTenantDek(*id);
+    // Tenants and named keys rotate by age; blind-index keys only by an operator
+    // (FromStorageId refuses their ids), and an id this kmsd cannot serve was never
+    // encrypted under.
+    absl::StatusOr<keys::KeyRef> ref = keys::KeyRef::FromStorageId(t.tenant_id);
+    if (!ref.ok()) continue;
+    absl::StatusOr<keys::TenantInfo> info = keys_.RotateTenantDek(ref->storage_id());
     if (info.ok()) {
       ++rotated;
       spdlog::info("tenant {}: DEK version {} is {} s old (period {} s); rotated to version {}",

@@ -300,14 +300,14 @@ TEST_F(RotationE2eTest, RewrapOf10000DeksSurvivesFiveKillsAndRetiresTheOldKek) {
   // kmsctl reads the finished job (one JSON line), and a second rotation with --wait
   // returns once it is done and version 2 is retired.
   auto shown = RunCommand(absl::StrCat(KMSCTL_BINARY, " --addr ", (*kmsd)->grpc_addr(), " --ca ", state_,
-                                       "/pki/ca.pem --cert ", state_, "/pki/clients/operator.pem --key ",
+                                       "/pki/ca.pem --cert ", state_, "/pki/clients/operator.pem --client-key ",
                                        state_, "/pki/clients/operator.key rotation status -o json"));
   ASSERT_EQ(shown.exit_code, 0) << shown.out;
   const nlohmann::json line = nlohmann::json::parse(shown.out);
   EXPECT_EQ(line["job_id"], rotated.job_id());
   EXPECT_EQ(line["state"], "done");
   auto waited = RunCommand(absl::StrCat(KMSCTL_BINARY, " --addr ", (*kmsd)->grpc_addr(), " --ca ", state_,
-                                        "/pki/ca.pem --cert ", state_, "/pki/clients/operator.pem --key ",
+                                        "/pki/ca.pem --cert ", state_, "/pki/clients/operator.pem --client-key ",
                                         state_, "/pki/clients/operator.key kek rotate --wait --poll 0.2"));
   EXPECT_EQ(waited.exit_code, 0) << waited.out;
   EXPECT_NE(waited.out.find("older versions are retired"), std::string::npos) << waited.out;

@@ -24,6 +24,12 @@ enum class Operation {
   kShred,     // crypto-shredding
   kReEncrypt,  // ReEncrypt: a ciphertext moved to the primary DEK; needs no kDecrypt
   kReadAudit,  // read the audit log (kmsctl audit tail / verify); needs every tenant ("*")
+  // Data keys (issue 13): each RPC its own grant, so a backup job may make keys without
+  // being able to unwrap them, and a restore job the reverse.
+  kGenerateDataKey,
+  kGenerateDataKeyWithoutPlaintext,
+  kDecryptDataKey,
+  kComputeBlindIndex,  // blind indexes; needs no kDecrypt
 };
 // "encrypt", "create_tenant", ... (the policy file's spelling).
 inline std::string_view OperationName(Operation op) {
@@ -54,6 +60,14 @@ inline std::string_view OperationName(Operation op) {
       return "reencrypt";
     case Operation::kReadAudit:
       return "read_audit";
+    case Operation::kGenerateDataKey:
+      return "generate_data_key";
+    case Operation::kGenerateDataKeyWithoutPlaintext:
+      return "generate_data_key_without_plaintext";
+    case Operation::kDecryptDataKey:
+      return "decrypt_data_key";
+    case Operation::kComputeBlindIndex:
+      return "compute_blind_index";
   }
   return "unknown";
 }

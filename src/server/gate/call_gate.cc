@@ -15,6 +15,12 @@ bool CallGate::IsChange(authz::Operation op) {
     case authz::Operation::kGetStatus:
     case authz::Operation::kReadAudit:
     case authz::Operation::kReEncrypt:  // the data plane: no key or tenant changes
+    case authz::Operation::kGenerateDataKey:
+    case authz::Operation::kGenerateDataKeyWithoutPlaintext:
+    case authz::Operation::kDecryptDataKey:
+    // A key set's first blind index makes its index key (KeyManager::GetBlindIndexKeys);
+    // that is set-up, not an operator's change: the call is aggregated like the others.
+    case authz::Operation::kComputeBlindIndex:
       return false;
     default:
       return true;  // every other operation (and any added later) is recorded durably

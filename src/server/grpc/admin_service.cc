@@ -19,7 +19,13 @@ constexpr int kMaxPageSize = 1000;
 constexpr size_t kMaxAdminRequestBytes = 16 * 1024;
 
 void FillTenant(const keys::TenantInfo& info, v1::Tenant* out) {
-  out->set_tenant_id(info.tenant.id);
+  // A named key's row id is "key:NAME": callers see the name (key_ref.h).
+  absl::StatusOr<keys::KeyRef> ref = keys::KeyRef::FromStorageId(info.tenant.id);
+  if (ref.ok() && ref->is_named_key()) {
+    out->set_key_name(ref->name());
+  } else {
+    out->set_tenant_id(info.tenant.id);
+  }
   out->set_state(std::string(store::TenantStateName(info.tenant.state)));
   out->set_primary_dek_version(info.tenant.primary_dek_version);
   out->set_min_decrypt_version(info.tenant.min_decrypt_version);
@@ -49,6 +55,23 @@ void FillRotationJob(const store::RotationJobRecord& j, v1::RotationJob* out) {
 
 absl::Status NoRotation() { return absl::UnavailableError("the rotation service is not running"); }
 
+// The log field naming a key set: "tenant" or "key".
+std::pair<std::string_view, std::string> KeyField(const keys::KeyRef& ref) {
+  return {ref.is_named_key() ? "key" : "tenant", ref.name()};
+}
+
+// The policy resource of "every named key" (the grant "key:*" or "*").
+constexpr std::string_view kEveryNamedKey = "key:*";
+
+// KeyManager says "tenant not found" for any unknown row; for a named key say so.
+template <typename T>
+absl::StatusOr<T> NamedKeyStatus(const keys::KeyRef& ref, absl::StatusOr<T> result) {
+  if (ref.is_named_key() && absl::IsNotFound(result.status())) {
+    return absl::NotFoundError("named key not found");
+  }
+  return result;
+}
+
 }  // namespace
 
 absl::StatusOr<keys::TenantId> AdminServiceImpl::Admit(const std::string& identity,
@@ -59,6 +82,15 @@ absl::StatusOr<keys::TenantId> AdminServiceImpl::Admit(const std::string& identi
   return id;
 }
 
+absl::StatusOr<keys::KeyRef> AdminServiceImpl::AdmitKey(const std::string& identity,
+                                                        authz::Operation op,
+                                                        const std::string& tenant_id,
+                                                        const std::string& key_name) const {
+  KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, keys::KeyRef::FromRequest(tenant_id, key_name));
+  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, ref.storage_id().str()));
+  return ref;
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerContext* ctx,
                                                          const grpc::ByteBuffer* in,
                                                          grpc::ByteBuffer* out) {
@@ -66,11 +98,16 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerCon
       ctx, in, out, kMaxAdminRequestBytes, "CreateTenant",
       [&](const std::string& identity, const v1::CreateTenantRequest& req,
           v1::CreateTenantResponse* resp) -> absl::Status {
-        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kCreateTenant, req.tenant_id()));
-        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.CreateTenant(tenant));
-        FillTenant(info, resp->mutable_tenant());
-        LogEvent(spdlog::level::info, "tenant_created", {{"tenant", tenant.str()}, {"by", identity}});
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kCreateTenant,
+                                                        req.tenant_id(), req.key_name()));
+        absl::StatusOr<keys::TenantInfo> info = keys_.CreateTenant(ref.storage_id());
+        if (absl::IsAlreadyExists(info.status()) && ref.is_named_key()) {
+          return absl::AlreadyExistsError("named key already exists");
+        }
+        if (!info.ok()) return info.status();
+        FillTenant(*info, resp->mutable_tenant());
+        LogEvent(spdlog::level::info, ref.is_named_key() ? "named_key_created" : "tenant_created",
+                 {KeyField(ref), {"by", identity}});
         return absl::OkStatus();
       });
 }
@@ -82,10 +119,14 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContex
       ctx, in, out, kMaxAdminRequestBytes, "GetTenant",
       [&](const std::string& identity, const v1::GetTenantRequest& req,
           v1::GetTenantResponse* resp) -> absl::Status {
-        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kGetTenant, req.tenant_id()));
-        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.GetTenant(tenant));
-        FillTenant(info, resp->mutable_tenant());
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kGetTenant,
+                                                        req.tenant_id(), req.key_name()));
+        absl::StatusOr<keys::TenantInfo> info = keys_.GetTenant(ref.storage_id());
+        if (absl::IsNotFound(info.status()) && ref.is_named_key()) {
+          return absl::NotFoundError("named key not found");
+        }
+        if (!info.ok()) return info.status();
+        FillTenant(*info, resp->mutable_tenant());
         return absl::OkStatus();
       });
 }
@@ -97,23 +138,49 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListTenants(grpc::CallbackServerCont
       ctx, in, out, kMaxAdminRequestBytes, "ListTenants",
       [&](const std::string& identity, const v1::ListTenantsRequest& req,
           v1::ListTenantsResponse* resp) -> absl::Status {
-        KMS_RETURN_IF_ERROR(
-            gate_.Admit(identity, authz::Operation::kListTenants, CallGate::kEveryTenant));
+        // Named keys: the grant of every named key ("key:*", or "*").
+        KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kListTenants,
+                                        req.named_keys() ? kEveryNamedKey : CallGate::kEveryTenant));
         const int page_size = req.page_size() == 0 ? kDefaultPageSize : req.page_size();
         if (page_size < 0 || page_size > kMaxPageSize) {
           return absl::InvalidArgumentError("page_size must be between 0 and 1000");
         }
-        // The page token is the last tenant id of the previous page.
+        if (req.named_keys()) return ListNamedKeys(req, page_size, resp);
+        // The page token is the last row id of the previous page (a tenant's, or a
+        // reserved one's: rows of named and blind-index keys are left out of the page).
         if (!req.page_token().empty()) {
-          KMS_RETURN_IF_ERROR(keys::TenantId::Parse(req.page_token()).status());
+          KMS_RETURN_IF_ERROR(keys::TenantId::ParseStored(req.page_token()).status());
         }
         KMS_ASSIGN_OR_RETURN(store::TenantPage page, keys_.ListTenants(req.page_token(), page_size));
         for (store::TenantRecord& t : page.tenants) {
+          if (keys::IsReservedStorageId(t.id)) continue;
           FillTenant(keys::TenantInfo{.tenant = std::move(t)}, resp->add_tenants());
         }
         resp->set_next_page_token(page.next_after);
         return absl::OkStatus();
       });
+}
+
+absl::Status AdminServiceImpl::ListNamedKeys(const v1::ListTenantsRequest& req, int page_size,
+                                             v1::ListTenantsResponse* resp) {
+  // Named keys are the rows "key:NAME", contiguous in the store's id order; the page
+  // token is the last name of the previous page.
+  std::string after(keys::kNamedKeyPrefix);
+  if (!req.page_token().empty()) {
+    KMS_ASSIGN_OR_RETURN(keys::KeyRef last, keys::KeyRef::ForNamedKey(req.page_token()));
+    after = last.storage_id().str();
+  }
+  KMS_ASSIGN_OR_RETURN(store::TenantPage page, keys_.ListTenants(after, page_size));
+  for (store::TenantRecord& t : page.tenants) {
+    if (!t.id.starts_with(keys::kNamedKeyPrefix)) {  // past the last named key
+      resp->clear_next_page_token();
+      return absl::OkStatus();
+    }
+    std::string name = t.id.substr(keys::kNamedKeyPrefix.size());
+    FillTenant(keys::TenantInfo{.tenant = std::move(t)}, resp->add_tenants());
+    if (!page.next_after.empty()) resp->set_next_page_token(name);
+  }
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServerContext* ctx,
@@ -123,12 +190,14 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServer
       ctx, in, out, kMaxAdminRequestBytes, "RotateTenantKey",
       [&](const std::string& identity, const v1::RotateTenantKeyRequest& req,
           v1::RotateTenantKeyResponse* resp) -> absl::Status {
-        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kRotate, req.tenant_id()));
-        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.RotateTenantDek(tenant));
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kRotate,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info,
+                             NamedKeyStatus(ref, keys_.RotateTenantDek(ref.storage_id())));
         FillTenant(info, resp->mutable_tenant());
-        LogEvent(spdlog::level::info, "tenant_dek_rotated",
-                 {{"tenant", tenant.str()},
+        LogEvent(spdlog::level::info,
+                 ref.is_named_key() ? "named_key_dek_rotated" : "tenant_dek_rotated",
+                 {KeyField(ref),
                   {"dek_version", std::to_string(info.tenant.primary_dek_version)},
                   {"by", identity}});
         return absl::OkStatus();
@@ -142,13 +211,18 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ShredTenant(grpc::CallbackServerCont
       ctx, in, out, kMaxAdminRequestBytes, "ShredTenant",
       [&](const std::string& identity, const v1::ShredTenantRequest& req,
           v1::ShredTenantResponse* resp) -> absl::Status {
-        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kShred, req.tenant_id()));
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kShred,
+                                                        req.tenant_id(), req.key_name()));
         if (req.confirm_tenant_id() != req.tenant_id()) {
           return absl::InvalidArgumentError("confirm_tenant_id must repeat tenant_id");
         }
-        KMS_ASSIGN_OR_RETURN(keys::ShredResult shred, keys_.ShredTenant(tenant));
-        if (!shred.already_shredded) spdlog::warn("tenant {} shredded by {}", tenant.str(), identity);
+        if (req.confirm_key_name() != req.key_name()) {
+          return absl::InvalidArgumentError("confirm_key_name must repeat key_name");
+        }
+        const keys::TenantId& tenant = ref.storage_id();
+        KMS_ASSIGN_OR_RETURN(keys::ShredResult shred,
+                             NamedKeyStatus(ref, keys_.ShredTenant(tenant)));
+        if (!shred.already_shredded) spdlog::warn("{} shredded by {}", ref.Describe(), identity);
         // Signed after the shred: when signing fails (JWT keys not loaded), the shred
         // stands and a repeated ShredTenant returns the receipt.
         KMS_ASSIGN_OR_RETURN(
@@ -278,12 +352,14 @@ grpc::ServerUnaryReactor* AdminServiceImpl::SetMinDecryptVersion(grpc::CallbackS
       [&](const std::string& identity, const v1::SetMinDecryptVersionRequest& req,
           v1::SetMinDecryptVersionResponse* resp) -> absl::Status {
         // Retiring DEK versions is key lifecycle management, like a rotation.
-        KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kRotate, req.tenant_id()));
-        KMS_ASSIGN_OR_RETURN(keys::TenantInfo info,
-                             keys_.SetMinDecryptVersion(tenant, req.min_decrypt_version()));
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kRotate,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(
+            keys::TenantInfo info,
+            NamedKeyStatus(ref, keys_.SetMinDecryptVersion(ref.storage_id(),
+                                                           req.min_decrypt_version())));
         FillTenant(info, resp->mutable_tenant());
-        spdlog::warn("tenant {}: DEK versions below {} retired by {}", tenant.str(),
+        spdlog::warn("{}: DEK versions below {} retired by {}", ref.Describe(),
                      info.tenant.min_decrypt_version, identity);
         return absl::OkStatus();
       });
@@ -320,7 +396,12 @@ absl::Status AdminServiceImpl::Keys(const v1::ListKeysRequest& req, v1::ListKeys
   auto add_tenant = [&](const keys::TenantId& id, uint32_t primary) -> absl::Status {
     KMS_ASSIGN_OR_RETURN(std::vector<store::DekRecord> deks, keys_.ListDekVersions(id));
     v1::TenantKeys* tk = resp->add_tenants();
-    tk->set_tenant_id(id.str());
+    absl::StatusOr<keys::KeyRef> ref = keys::KeyRef::FromStorageId(id.str());
+    if (ref.ok() && ref->is_named_key()) {
+      tk->set_key_name(ref->name());
+    } else {
+      tk->set_tenant_id(id.str());
+    }
     for (const store::DekRecord& d : deks) {
       v1::DekVersionInfo* info = tk->add_dek_versions();
       info->set_version(d.version);
@@ -333,21 +414,25 @@ absl::Status AdminServiceImpl::Keys(const v1::ListKeysRequest& req, v1::ListKeys
     }
     return absl::OkStatus();
   };
-  if (!req.tenant_id().empty()) {
-    KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::Parse(req.tenant_id()));
-    KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.GetTenant(id));
-    return add_tenant(id, info.tenant.primary_dek_version);
+  if (!req.tenant_id().empty() || !req.key_name().empty()) {
+    KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, keys::KeyRef::FromRequest(req.tenant_id(), req.key_name()));
+    KMS_ASSIGN_OR_RETURN(keys::TenantInfo info,
+                         NamedKeyStatus(ref, keys_.GetTenant(ref.storage_id())));
+    return add_tenant(ref.storage_id(), info.tenant.primary_dek_version);
   }
   const int page_size = req.page_size() == 0 ? kDefaultPageSize : req.page_size();
   if (page_size < 0 || page_size > kMaxPageSize) {
     return absl::InvalidArgumentError("page_size must be between 0 and 1000");
   }
   if (!req.page_token().empty()) {
-    KMS_RETURN_IF_ERROR(keys::TenantId::Parse(req.page_token()).status());
+    KMS_RETURN_IF_ERROR(keys::TenantId::ParseStored(req.page_token()).status());
   }
   KMS_ASSIGN_OR_RETURN(store::TenantPage page, keys_.ListTenants(req.page_token(), page_size));
   for (const store::TenantRecord& t : page.tenants) {
-    KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::Parse(t.id));
+    // Tenants and named keys; blind-index key sets are listed with nothing (their
+    // DEK-like versions are not DEKs a caller could use).
+    if (keys::IsIndexKeyId(t.id)) continue;
+    KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::ParseStored(t.id));
     KMS_RETURN_IF_ERROR(add_tenant(id, t.primary_dek_version));
   }
   resp->set_next_page_token(page.next_after);
@@ -362,11 +447,13 @@ grpc::ServerUnaryReactor* AdminServiceImpl::ListKeys(grpc::CallbackServerContext
       [&](const std::string& identity, const v1::ListKeysRequest& req,
           v1::ListKeysResponse* resp) -> absl::Status {
         // One tenant: that tenant's read grant; a page: the grant to list every tenant.
-        if (req.tenant_id().empty()) {
+        if (req.tenant_id().empty() && req.key_name().empty()) {
           KMS_RETURN_IF_ERROR(
               gate_.Admit(identity, authz::Operation::kListTenants, CallGate::kEveryTenant));
         } else {
-          KMS_RETURN_IF_ERROR(Admit(identity, authz::Operation::kGetTenant, req.tenant_id()).status());
+          KMS_RETURN_IF_ERROR(AdmitKey(identity, authz::Operation::kGetTenant, req.tenant_id(),
+                                       req.key_name())
+                                  .status());
         }
         return Keys(req, resp);
       });
@@ -463,6 +550,42 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
           v1::GetStatusResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kGetStatus, ""));
         return Status(resp);
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::RotateBlindIndexKey(grpc::CallbackServerContext* ctx,
+                                                                const grpc::ByteBuffer* in,
+                                                                grpc::ByteBuffer* out) {
+  return ServeUnary<v1::RotateBlindIndexKeyRequest, v1::RotateBlindIndexKeyResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "RotateBlindIndexKey",
+      [&](const std::string& identity, const v1::RotateBlindIndexKeyRequest& req,
+          v1::RotateBlindIndexKeyResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kRotate,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexVersions v, keys_.RotateBlindIndexKey(ref));
+        resp->set_index_key_version(v.current);
+        resp->set_previous_index_key_version(v.previous);
+        LogEvent(spdlog::level::warn, "blind_index_key_rotated",
+                 {KeyField(ref), {"index_key_version", std::to_string(v.current)},
+                  {"by", identity}});
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::FinishBlindIndexRotation(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return ServeUnary<v1::FinishBlindIndexRotationRequest, v1::FinishBlindIndexRotationResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "FinishBlindIndexRotation",
+      [&](const std::string& identity, const v1::FinishBlindIndexRotationRequest& req,
+          v1::FinishBlindIndexRotationResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitKey(identity, authz::Operation::kRotate,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexVersions v, keys_.FinishBlindIndexRotation(ref));
+        resp->set_index_key_version(v.current);
+        LogEvent(spdlog::level::warn, "blind_index_reindex_finished",
+                 {KeyField(ref), {"index_key_version", std::to_string(v.current)},
+                  {"by", identity}});
+        return absl::OkStatus();
       });
 }
 

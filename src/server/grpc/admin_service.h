@@ -13,6 +13,7 @@
 #include "src/jwt/jwt_service.h"
 #include "src/keys/kek_ring.h"
 #include "src/keys/key_manager.h"
+#include "src/keys/key_ref.h"
 #include "src/sched/health_state.h"
 #include "src/sched/rotation.h"
 #include "src/sched/scheduler_status.h"
@@ -42,7 +43,9 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                                             v1::AdminService::WithRawCallbackMethod_ListKeys<
                                                 v1::AdminService::WithRawCallbackMethod_GetRotationJob<
                                                     v1::AdminService::WithRawCallbackMethod_ReadAudit<
-                                                        v1::AdminService::Service>>>>>>>>>>>>>>;
+                                                        v1::AdminService::WithRawCallbackMethod_RotateBlindIndexKey<
+                                                            v1::AdminService::WithRawCallbackMethod_FinishBlindIndexRotation<
+                                                                v1::AdminService::Service>>>>>>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -86,6 +89,12 @@ class AdminServiceImpl final : public AdminServiceRaw {
                                                  grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* ListKeys(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                      grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* RotateBlindIndexKey(grpc::CallbackServerContext* ctx,
+                                                const grpc::ByteBuffer* req,
+                                                grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* FinishBlindIndexRotation(grpc::CallbackServerContext* ctx,
+                                                     const grpc::ByteBuffer* req,
+                                                     grpc::ByteBuffer* resp) override;
 
   // The health source GetStatus reports (ready, degraded, backends); set before serving.
   // Without one, GetStatus probes the backends itself on the request thread.
@@ -105,9 +114,15 @@ class AdminServiceImpl final : public AdminServiceRaw {
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
   absl::Status Keys(const v1::ListKeysRequest& req, v1::ListKeysResponse* resp);
+  absl::Status ListNamedKeys(const v1::ListTenantsRequest& req, int page_size,
+                             v1::ListTenantsResponse* resp);
   // The tenant checked and admitted for `op`.
   absl::StatusOr<keys::TenantId> Admit(const std::string& identity, authz::Operation op,
                                        const std::string& tenant) const;
+  // The tenant or named key (exactly one of the request's two fields) admitted for `op`.
+  absl::StatusOr<keys::KeyRef> AdmitKey(const std::string& identity, authz::Operation op,
+                                        const std::string& tenant_id,
+                                        const std::string& key_name) const;
 
   keys::KeyManager& keys_;
   keys::HsmKekRing& kek_ring_;

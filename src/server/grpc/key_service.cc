@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <optional>
+#include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "src/common/big_endian.h"
+#include "src/common/crc32c.h"
+#include "src/keys/blind_index.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/gate/request_limits.h"
 #include "src/server/grpc/unary.h"
@@ -26,6 +31,46 @@ constexpr size_t kMaxJwtRequestBytes = jwt::kMaxTokenBytes + 1024;
 
 std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+// The canonical bytes of a context (key_service.proto, "Integrity fields").
+std::string CanonicalContext(const google::protobuf::Map<std::string, std::string>& context) {
+  std::vector<std::pair<std::string_view, std::string_view>> sorted;
+  sorted.reserve(context.size());
+  for (const auto& pair : context) sorted.emplace_back(pair.first, pair.second);
+  std::sort(sorted.begin(), sorted.end());  // keys are unique in a map
+  std::vector<uint8_t> out;
+  AppendU32(out, static_cast<uint32_t>(sorted.size()));
+  for (const auto& [key, value] : sorted) {
+    AppendLengthPrefixed(out, key);
+    AppendLengthPrefixed(out, value);
+  }
+  return std::string(out.begin(), out.end());
+}
+
+// INVALID_ARGUMENT when the caller's checksum is set and is not the data's.
+absl::Status VerifyCrc32c(const std::optional<uint32_t>& expected, std::string_view data,
+                          std::string_view field) {
+  if (!expected.has_value() || Crc32c(data) == *expected) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat(std::string(field), " does not match (the request was corrupted; nothing was done)"));
+}
+
+absl::Status VerifyContextCrc32c(const std::optional<uint32_t>& expected,
+                                 const google::protobuf::Map<std::string, std::string>& context) {
+  if (!expected.has_value()) return absl::OkStatus();
+  return VerifyCrc32c(expected, CanonicalContext(context), "context_crc32c");
+}
+
+template <typename M>
+RequestChecksums PlaintextChecksums(const M& m) {
+  return {m.has_plaintext_crc32c() ? std::optional<uint32_t>(m.plaintext_crc32c()) : std::nullopt,
+          m.has_context_crc32c() ? std::optional<uint32_t>(m.context_crc32c()) : std::nullopt};
+}
+template <typename M>
+RequestChecksums CiphertextChecksums(const M& m) {
+  return {m.has_ciphertext_crc32c() ? std::optional<uint32_t>(m.ciphertext_crc32c()) : std::nullopt,
+          m.has_context_crc32c() ? std::optional<uint32_t>(m.context_crc32c()) : std::nullopt};
 }
 
 template <typename Result>
@@ -57,31 +102,51 @@ KeyServiceRequestLimits KeyServiceRequestLimits::From(const config::LimitsConfig
 
 absl::StatusOr<keys::TenantId> KeyServiceImpl::Admit(const std::string& identity,
                                                      authz::Operation op,
-                                                     const std::string& tenant) const {
-  KMS_ASSIGN_OR_RETURN(keys::TenantId id, keys::TenantId::Parse(tenant));
-  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, id.str()));
-  return id;
+                                                     const std::string& tenant,
+                                                     const std::string& key_name) const {
+  KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, keys::KeyRef::FromRequest(tenant, key_name));
+  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, ref.storage_id().str()));
+  return ref.storage_id();
+}
+
+absl::StatusOr<keys::KeyRef> KeyServiceImpl::AdmitRef(const std::string& identity,
+                                                      authz::Operation op,
+                                                      const std::string& tenant,
+                                                      const std::string& key_name) const {
+  KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, keys::KeyRef::FromRequest(tenant, key_name));
+  KMS_RETURN_IF_ERROR(gate_.Admit(identity, op, ref.storage_id().str()));
+  return ref;
 }
 
 absl::Status KeyServiceImpl::EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
                                         const google::protobuf::Map<std::string, std::string>& context,
-                                        v1::EncryptResponse* out) {
+                                        v1::EncryptResponse* out, const RequestChecksums& crc) {
   KMS_RETURN_IF_ERROR(ValidatePlaintext(plaintext, limits_));
   KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(context, limits_));
+  KMS_RETURN_IF_ERROR(VerifyCrc32c(crc.data, plaintext, "plaintext_crc32c"));
+  KMS_RETURN_IF_ERROR(VerifyContextCrc32c(crc.context, context));
   KMS_ASSIGN_OR_RETURN(keys::EncryptResult result, keys_.Encrypt(tenant, ctx, Bytes(plaintext)));
   out->set_ciphertext(std::move(result.ciphertext));
   out->set_dek_version(result.dek_version);
+  out->set_ciphertext_crc32c(Crc32c(out->ciphertext()));
+  out->set_verified_plaintext_crc32c(crc.data.has_value());
+  out->set_verified_context_crc32c(crc.context.has_value());
   return absl::OkStatus();
 }
 
 absl::Status KeyServiceImpl::DecryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
                                         const google::protobuf::Map<std::string, std::string>& context,
-                                        v1::DecryptResponse* out) {
+                                        v1::DecryptResponse* out, const RequestChecksums& crc) {
   KMS_RETURN_IF_ERROR(ValidateCiphertext(ciphertext, limits_));
   KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(context, limits_));
+  KMS_RETURN_IF_ERROR(VerifyCrc32c(crc.data, ciphertext, "ciphertext_crc32c"));
+  KMS_RETURN_IF_ERROR(VerifyContextCrc32c(crc.context, context));
   KMS_ASSIGN_OR_RETURN(keys::DecryptResult result, keys_.Decrypt(tenant, ctx, Bytes(ciphertext)));
+  out->set_plaintext_crc32c(Crc32c(result.plaintext));
   out->set_plaintext(std::move(result.plaintext));
   out->set_dek_version(result.dek_version);
+  out->set_verified_ciphertext_crc32c(crc.data.has_value());
+  out->set_verified_context_crc32c(crc.context.has_value());
   return absl::OkStatus();
 }
 
@@ -89,9 +154,11 @@ absl::Status KeyServiceImpl::ReEncryptOne(
     const keys::TenantId& tenant, const std::string& ciphertext,
     const google::protobuf::Map<std::string, std::string>& context, bool replace_context,
     const google::protobuf::Map<std::string, std::string>& new_context,
-    v1::ReEncryptResponse* out) {
+    v1::ReEncryptResponse* out, const RequestChecksums& crc) {
   KMS_RETURN_IF_ERROR(ValidateCiphertext(ciphertext, limits_));
   KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(context, limits_));
+  KMS_RETURN_IF_ERROR(VerifyCrc32c(crc.data, ciphertext, "ciphertext_crc32c"));
+  KMS_RETURN_IF_ERROR(VerifyContextCrc32c(crc.context, context));
   if (!replace_context && !new_context.empty()) {
     return absl::InvalidArgumentError("new_context is set but replace_context is false");
   }
@@ -105,6 +172,9 @@ absl::Status KeyServiceImpl::ReEncryptOne(
   out->set_ciphertext(std::move(result.ciphertext));
   out->set_dek_version(result.dek_version);
   out->set_source_dek_version(result.source_dek_version);
+  out->set_ciphertext_crc32c(Crc32c(out->ciphertext()));
+  out->set_verified_ciphertext_crc32c(crc.data.has_value());
+  out->set_verified_context_crc32c(crc.context.has_value());
   return absl::OkStatus();
 }
 
@@ -114,8 +184,9 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Encrypt(grpc::CallbackServerContext* c
       ctx, in, out, request_limits_.item, "Encrypt",
       [&](const std::string& identity, const EncryptRequest& req, EncryptResponse* resp) {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id()));
-        return EncryptOne(tenant, req.plaintext(), req.context(), resp);
+                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id(),
+                                   req.key_name()));
+        return EncryptOne(tenant, req.plaintext(), req.context(), resp, PlaintextChecksums(req));
       });
 }
 
@@ -125,8 +196,9 @@ grpc::ServerUnaryReactor* KeyServiceImpl::Decrypt(grpc::CallbackServerContext* c
       ctx, in, out, request_limits_.item, "Decrypt",
       [&](const std::string& identity, const DecryptRequest& req, DecryptResponse* resp) {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id()));
-        return DecryptOne(tenant, req.ciphertext(), req.context(), resp);
+                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id(),
+                                   req.key_name()));
+        return DecryptOne(tenant, req.ciphertext(), req.context(), resp, CiphertextChecksums(req));
       });
 }
 
@@ -138,13 +210,15 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
       [&](const std::string& identity, const EncryptBatchRequest& req,
           EncryptBatchResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kEncrypt, req.tenant_id(),
+                                   req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
         resp->mutable_results()->Reserve(req.items_size());
         for (const v1::EncryptBatchItem& item : req.items()) {
           v1::EncryptBatchResult* result = resp->add_results();
           absl::Status item_status =
-              EncryptOne(tenant, item.plaintext(), item.context(), result->mutable_ok());
+              EncryptOne(tenant, item.plaintext(), item.context(), result->mutable_ok(),
+                         PlaintextChecksums(item));
           if (!item_status.ok()) SetItemError(result, item_status, "EncryptBatch");
         }
         return absl::OkStatus();
@@ -159,13 +233,15 @@ grpc::ServerUnaryReactor* KeyServiceImpl::DecryptBatch(grpc::CallbackServerConte
       [&](const std::string& identity, const DecryptBatchRequest& req,
           DecryptBatchResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kDecrypt, req.tenant_id(),
+                                   req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
         resp->mutable_results()->Reserve(req.items_size());
         for (const v1::DecryptBatchItem& item : req.items()) {
           v1::DecryptBatchResult* result = resp->add_results();
           absl::Status item_status =
-              DecryptOne(tenant, item.ciphertext(), item.context(), result->mutable_ok());
+              DecryptOne(tenant, item.ciphertext(), item.context(), result->mutable_ok(),
+                         CiphertextChecksums(item));
           if (!item_status.ok()) SetItemError(result, item_status, "DecryptBatch");
         }
         return absl::OkStatus();
@@ -180,9 +256,10 @@ grpc::ServerUnaryReactor* KeyServiceImpl::ReEncrypt(grpc::CallbackServerContext*
       [&](const std::string& identity, const v1::ReEncryptRequest& req,
           v1::ReEncryptResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id(),
+                                   req.key_name()));
         return ReEncryptOne(tenant, req.ciphertext(), req.context(), req.replace_context(),
-                            req.new_context(), resp);
+                            req.new_context(), resp, CiphertextChecksums(req));
       });
 }
 
@@ -194,14 +271,15 @@ grpc::ServerUnaryReactor* KeyServiceImpl::ReEncryptBatch(grpc::CallbackServerCon
       [&](const std::string& identity, const v1::ReEncryptBatchRequest& req,
           v1::ReEncryptBatchResponse* resp) -> absl::Status {
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
-                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id()));
+                             Admit(identity, authz::Operation::kReEncrypt, req.tenant_id(),
+                                   req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
         resp->mutable_results()->Reserve(req.items_size());
         for (const v1::ReEncryptBatchItem& item : req.items()) {
           v1::ReEncryptBatchResult* result = resp->add_results();
           absl::Status item_status =
               ReEncryptOne(tenant, item.ciphertext(), item.context(), item.replace_context(),
-                           item.new_context(), result->mutable_ok());
+                           item.new_context(), result->mutable_ok(), CiphertextChecksums(item));
           if (!item_status.ok()) SetItemError(result, item_status, "ReEncryptBatch");
         }
         return absl::OkStatus();
@@ -252,6 +330,167 @@ grpc::ServerUnaryReactor* KeyServiceImpl::GetJwks(grpc::CallbackServerContext* c
         KMS_ASSIGN_OR_RETURN(jwt::JwksDocument jwks, jwt_.Jwks());
         resp->set_jwks_json(jwks.json);
         resp->set_max_age_seconds(jwks.max_age_seconds);
+        return absl::OkStatus();
+      });
+}
+
+namespace {
+
+// KeyManager answers an unknown key set with "tenant not found"; a named key's caller
+// should read what it asked for.
+absl::Status ForKeySet(const std::string& key_name, absl::Status status) {
+  if (!key_name.empty() && absl::IsNotFound(status)) {
+    return absl::NotFoundError("named key not found");
+  }
+  return status;
+}
+
+std::string AsString(const SecretBytes& secret) {
+  return std::string(reinterpret_cast<const char*>(secret.data()), secret.size());
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KeyServiceImpl::GenerateDataKey(grpc::CallbackServerContext* ctx,
+                                                          const grpc::ByteBuffer* in,
+                                                          grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GenerateDataKeyRequest, v1::GenerateDataKeyResponse>(
+      ctx, in, out, request_limits_.item, "GenerateDataKey",
+      [&](const std::string& identity, const v1::GenerateDataKeyRequest& req,
+          v1::GenerateDataKeyResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId key, Admit(identity, authz::Operation::kGenerateDataKey,
+                                                       req.tenant_id(), req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        const std::optional<uint32_t> context_crc =
+            req.has_context_crc32c() ? std::optional<uint32_t>(req.context_crc32c()) : std::nullopt;
+        KMS_RETURN_IF_ERROR(VerifyContextCrc32c(context_crc, req.context()));
+        absl::StatusOr<keys::DataKey> data_key = keys_.GenerateDataKey(key, ctx);
+        if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
+        // The response's copy is wiped by ServeUnary once it is serialized (unary.h).
+        resp->set_plaintext(AsString(data_key->plaintext));
+        resp->set_plaintext_crc32c(Crc32c(data_key->plaintext.span()));
+        resp->set_wrapped_key(std::move(data_key->wrapped));
+        resp->set_wrapped_key_crc32c(Crc32c(resp->wrapped_key()));
+        resp->set_verified_context_crc32c(context_crc.has_value());
+        resp->set_dek_version(data_key->dek_version);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::GenerateDataKeyWithoutPlaintext(
+    grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
+  return ServeUnary<v1::GenerateDataKeyWithoutPlaintextRequest,
+                    v1::GenerateDataKeyWithoutPlaintextResponse>(
+      ctx, in, out, request_limits_.item, "GenerateDataKeyWithoutPlaintext",
+      [&](const std::string& identity, const v1::GenerateDataKeyWithoutPlaintextRequest& req,
+          v1::GenerateDataKeyWithoutPlaintextResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(
+            keys::TenantId key,
+            Admit(identity, authz::Operation::kGenerateDataKeyWithoutPlaintext, req.tenant_id(),
+                  req.key_name()));
+        KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        const std::optional<uint32_t> context_crc =
+            req.has_context_crc32c() ? std::optional<uint32_t>(req.context_crc32c()) : std::nullopt;
+        KMS_RETURN_IF_ERROR(VerifyContextCrc32c(context_crc, req.context()));
+        absl::StatusOr<keys::DataKey> data_key =
+            keys_.GenerateDataKey(key, ctx, /*with_plaintext=*/false);
+        if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
+        resp->set_wrapped_key(std::move(data_key->wrapped));
+        resp->set_wrapped_key_crc32c(Crc32c(resp->wrapped_key()));
+        resp->set_verified_context_crc32c(context_crc.has_value());
+        resp->set_dek_version(data_key->dek_version);
+        return absl::OkStatus();
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::DecryptDataKey(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* in,
+                                                         grpc::ByteBuffer* out) {
+  return ServeUnary<v1::DecryptDataKeyRequest, v1::DecryptDataKeyResponse>(
+      ctx, in, out, request_limits_.item, "DecryptDataKey",
+      [&](const std::string& identity, const v1::DecryptDataKeyRequest& req,
+          v1::DecryptDataKeyResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::TenantId key, Admit(identity, authz::Operation::kDecryptDataKey,
+                                                       req.tenant_id(), req.key_name()));
+        KMS_RETURN_IF_ERROR(ValidateCiphertext(req.wrapped_key(), limits_));
+        KMS_ASSIGN_OR_RETURN(keys::EncryptionContext ctx, ValidateContext(req.context(), limits_));
+        const std::optional<uint32_t> wrapped_crc =
+            req.has_wrapped_key_crc32c() ? std::optional<uint32_t>(req.wrapped_key_crc32c())
+                                         : std::nullopt;
+        const std::optional<uint32_t> context_crc =
+            req.has_context_crc32c() ? std::optional<uint32_t>(req.context_crc32c()) : std::nullopt;
+        KMS_RETURN_IF_ERROR(VerifyCrc32c(wrapped_crc, req.wrapped_key(), "wrapped_key_crc32c"));
+        KMS_RETURN_IF_ERROR(VerifyContextCrc32c(context_crc, req.context()));
+        absl::StatusOr<keys::DataKey> data_key =
+            keys_.DecryptDataKey(key, ctx, Bytes(req.wrapped_key()));
+        if (!data_key.ok()) return ForKeySet(req.key_name(), data_key.status());
+        resp->set_plaintext(AsString(data_key->plaintext));
+        resp->set_plaintext_crc32c(Crc32c(data_key->plaintext.span()));
+        resp->set_verified_wrapped_key_crc32c(wrapped_crc.has_value());
+        resp->set_verified_context_crc32c(context_crc.has_value());
+        resp->set_dek_version(data_key->dek_version);
+        return absl::OkStatus();
+      });
+}
+
+absl::Status KeyServiceImpl::BlindIndexOne(const keys::BlindIndexKeys& index_keys,
+                                           const std::string& normalization,
+                                           const std::string& value,
+                                           v1::ComputeBlindIndexResponse* out) {
+  KMS_RETURN_IF_ERROR(ValidatePlaintext(value, limits_));
+  KMS_ASSIGN_OR_RETURN(std::string normalized, keys::NormalizeForIndex(normalization, value));
+  auto fill = [&](const keys::DekEntry& key, v1::BlindIndexValue* v) -> absl::Status {
+    KMS_ASSIGN_OR_RETURN(keys::BlindIndex index,
+                         keys::ComputeBlindIndex(*key.mac_key, normalization, normalized));
+    v->set_index(std::string(index.begin(), index.end()));
+    v->set_index_key_version(key.version);
+    return absl::OkStatus();
+  };
+  absl::Status status = fill(*index_keys.current, out->mutable_current());
+  if (status.ok() && index_keys.previous != nullptr) {
+    status = fill(*index_keys.previous, out->mutable_previous());
+  }
+  CleanseString(&normalized);
+  return status;
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::ComputeBlindIndex(grpc::CallbackServerContext* ctx,
+                                                            const grpc::ByteBuffer* in,
+                                                            grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ComputeBlindIndexRequest, v1::ComputeBlindIndexResponse>(
+      ctx, in, out, request_limits_.item, "ComputeBlindIndex",
+      [&](const std::string& identity, const v1::ComputeBlindIndexRequest& req,
+          v1::ComputeBlindIndexResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitRef(identity,
+                                                        authz::Operation::kComputeBlindIndex,
+                                                        req.tenant_id(), req.key_name()));
+        // The value is checked before any key is made or loaded.
+        KMS_RETURN_IF_ERROR(ValidatePlaintext(req.value(), limits_));
+        KMS_RETURN_IF_ERROR(keys::NormalizeForIndex(req.normalization(), req.value()).status());
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexKeys index_keys, keys_.GetBlindIndexKeys(ref));
+        return BlindIndexOne(index_keys, req.normalization(), req.value(), resp);
+      });
+}
+
+grpc::ServerUnaryReactor* KeyServiceImpl::ComputeBlindIndexBatch(grpc::CallbackServerContext* ctx,
+                                                                 const grpc::ByteBuffer* in,
+                                                                 grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ComputeBlindIndexBatchRequest, v1::ComputeBlindIndexBatchResponse>(
+      ctx, in, out, request_limits_.batch, "ComputeBlindIndexBatch",
+      [&](const std::string& identity, const v1::ComputeBlindIndexBatchRequest& req,
+          v1::ComputeBlindIndexBatchResponse* resp) -> absl::Status {
+        KMS_ASSIGN_OR_RETURN(keys::KeyRef ref, AdmitRef(identity,
+                                                        authz::Operation::kComputeBlindIndex,
+                                                        req.tenant_id(), req.key_name()));
+        KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
+        KMS_ASSIGN_OR_RETURN(keys::BlindIndexKeys index_keys, keys_.GetBlindIndexKeys(ref));
+        resp->mutable_results()->Reserve(req.items_size());
+        for (const v1::ComputeBlindIndexBatchItem& item : req.items()) {
+          v1::ComputeBlindIndexBatchResult* result = resp->add_results();
+          absl::Status item_status =
+              BlindIndexOne(index_keys, item.normalization(), item.value(), result->mutable_ok());
+          if (!item_status.ok()) SetItemError(result, item_status, "ComputeBlindIndexBatch");
+        }
         return absl::OkStatus();
       });
 }

@@ -4,10 +4,13 @@
 // which wait on one single-flight load.
 #pragma once
 
+#include <optional>
+
 #include "kms/v1/key_service.grpc.pb.h"
 #include "src/config/config.h"
 #include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
+#include "src/keys/key_ref.h"
 #include "src/server/gate/call_gate.h"
 
 namespace kms::server {
@@ -21,7 +24,12 @@ using KeyServiceRaw = v1::KeyService::WithRawCallbackMethod_Encrypt<
                         v1::KeyService::WithRawCallbackMethod_GetJwks<
                             v1::KeyService::WithRawCallbackMethod_ReEncrypt<
                                 v1::KeyService::WithRawCallbackMethod_ReEncryptBatch<
-                                    v1::KeyService::Service>>>>>>>>>;
+                                    v1::KeyService::WithRawCallbackMethod_GenerateDataKey<
+                                        v1::KeyService::WithRawCallbackMethod_GenerateDataKeyWithoutPlaintext<
+                                            v1::KeyService::WithRawCallbackMethod_DecryptDataKey<
+                                                v1::KeyService::WithRawCallbackMethod_ComputeBlindIndex<
+                                                    v1::KeyService::WithRawCallbackMethod_ComputeBlindIndexBatch<
+                                                        v1::KeyService::Service>>>>>>>>>>>>>>;
 
 // The largest request each method accepts, in bytes, derived from the config's limits
 // (a maximal item: plaintext or ciphertext, context, tenant id, framing).
@@ -32,6 +40,13 @@ struct KeyServiceRequestLimits {
   size_t reencrypt = 0;        // ReEncrypt: an item with a second context
   size_t reencrypt_batch = 0;  // ReEncryptBatch
   static KeyServiceRequestLimits From(const config::LimitsConfig& limits);
+};
+
+// The CRC32C a request item carries (key_service.proto, "Integrity fields"): of its
+// plaintext or ciphertext, and of its context's canonical bytes; unset when not sent.
+struct RequestChecksums {
+  std::optional<uint32_t> data;
+  std::optional<uint32_t> context;
 };
 
 class KeyServiceImpl final : public KeyServiceRaw {
@@ -65,22 +80,45 @@ class KeyServiceImpl final : public KeyServiceRaw {
   grpc::ServerUnaryReactor* ReEncryptBatch(grpc::CallbackServerContext* ctx,
                                            const grpc::ByteBuffer* req,
                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GenerateDataKey(grpc::CallbackServerContext* ctx,
+                                            const grpc::ByteBuffer* req,
+                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* GenerateDataKeyWithoutPlaintext(grpc::CallbackServerContext* ctx,
+                                                            const grpc::ByteBuffer* req,
+                                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* DecryptDataKey(grpc::CallbackServerContext* ctx,
+                                           const grpc::ByteBuffer* req,
+                                           grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ComputeBlindIndex(grpc::CallbackServerContext* ctx,
+                                              const grpc::ByteBuffer* req,
+                                              grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* ComputeBlindIndexBatch(grpc::CallbackServerContext* ctx,
+                                                   const grpc::ByteBuffer* req,
+                                                   grpc::ByteBuffer* resp) override;
 
  private:
-  // The tenant checked and admitted for `op`.
+  // The key set (the request's tenant_id or key_name, exactly one) checked and admitted
+  // for `op`: its store row id (key_ref.h).
   absl::StatusOr<keys::TenantId> Admit(const std::string& identity, authz::Operation op,
-                                       const std::string& tenant) const;
+                                       const std::string& tenant,
+                                       const std::string& key_name) const;
+  absl::StatusOr<keys::KeyRef> AdmitRef(const std::string& identity, authz::Operation op,
+                                        const std::string& tenant,
+                                        const std::string& key_name) const;
+  absl::Status BlindIndexOne(const keys::BlindIndexKeys& index_keys,
+                             const std::string& normalization, const std::string& value,
+                             v1::ComputeBlindIndexResponse* out);
   absl::Status EncryptOne(const keys::TenantId& tenant, const std::string& plaintext,
                           const google::protobuf::Map<std::string, std::string>& context,
-                          v1::EncryptResponse* out);
+                          v1::EncryptResponse* out, const RequestChecksums& crc);
   absl::Status DecryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
                           const google::protobuf::Map<std::string, std::string>& context,
-                          v1::DecryptResponse* out);
+                          v1::DecryptResponse* out, const RequestChecksums& crc);
   absl::Status ReEncryptOne(const keys::TenantId& tenant, const std::string& ciphertext,
                             const google::protobuf::Map<std::string, std::string>& context,
                             bool replace_context,
                             const google::protobuf::Map<std::string, std::string>& new_context,
-                            v1::ReEncryptResponse* out);
+                            v1::ReEncryptResponse* out, const RequestChecksums& crc);
 
   keys::KeyManager& keys_;
   jwt::JwtService& jwt_;

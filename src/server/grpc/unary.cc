@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "openssl/crypto.h"
 #include "grpcpp/support/proto_buffer_writer.h"
 #include "src/server/gate/identity.h"
 
@@ -69,6 +70,12 @@ absl::Status DecodeRequest(const grpc::ByteBuffer& bytes, size_t max_bytes,
         absl::StrCat("request is not a valid ", request.GetTypeName(), " message"));
   }
   return absl::OkStatus();
+}
+
+void CleanseString(std::string* s) {
+  if (s->empty()) return;
+  OPENSSL_cleanse(s->data(), s->size());
+  s->clear();
 }
 
 absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc::ByteBuffer* bytes) {

@@ -58,6 +58,17 @@ absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc:
 // The identity of the verified client certificate; empty when it names none.
 std::string CallerIdentity(const grpc::CallbackServerContext& ctx);
 
+// Wipes a response's `plaintext` field (Decrypt's PII, a data key) as soon as it has
+// been serialized; responses without one are left alone. The serialized copy in the
+// gRPC buffer is gRPC's (docs/architecture.md, "Known limits").
+void CleanseString(std::string* s);
+template <typename Response>
+void WipePlaintext(Response& response) {
+  if constexpr (requires { response.mutable_plaintext(); }) {
+    CleanseString(response.mutable_plaintext());
+  }
+}
+
 // The call's request id: the client's `x-request-id` metadata when it is 1-64 characters
 // of [A-Za-z0-9._-], else 16 new hex digits. Also sent back as initial metadata.
 std::string TakeRequestId(grpc::CallbackServerContext& ctx);
@@ -162,6 +173,7 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grp
       if (status.ok()) call->key_versions = AuditKeyVersions(response);
       if (call->gate != nullptr) status = call->gate->Report(*call, status);
       if (status.ok()) status = EncodeResponse(response, out);
+      WipePlaintext(response);
     }
     RecordRpc(method, status, started);
     FinishUnary(ctx, reactor, status, method);

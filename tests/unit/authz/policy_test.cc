@@ -38,6 +38,15 @@ constexpr std::string_view kPolicy = R"({
      "operations": ["get_status", "list_tenants"]},
     {"identity": "spiffe://kmsd.dev/migrator",
      "operations": ["reencrypt"],
+     "tenants": ["acme"]},
+    {"identity": "spiffe://kmsd.dev/backup",
+     "operations": ["generate_data_key"],
+     "tenants": ["key:backup", "k*"]},
+    {"identity": "spiffe://kmsd.dev/restore",
+     "operations": ["decrypt_data_key"],
+     "tenants": ["key:*"]},
+    {"identity": "spiffe://kmsd.dev/search",
+     "operations": ["compute_blind_index"],
      "tenants": ["acme"]}
   ]
 })";
@@ -53,7 +62,9 @@ TEST(OperationNameTest, EveryOperationHasADistinctNameThatParsesBack) {
   for (Operation op : {Operation::kEncrypt, Operation::kDecrypt, Operation::kCreateTenant,
                        Operation::kGetTenant, Operation::kListTenants, Operation::kGetStatus,
                        Operation::kSignJwt, Operation::kVerifyJwt, Operation::kAdminJwt,
-                       Operation::kRotate, Operation::kShred, Operation::kReEncrypt}) {
+                       Operation::kRotate, Operation::kShred, Operation::kReEncrypt,
+                       Operation::kGenerateDataKey, Operation::kGenerateDataKeyWithoutPlaintext,
+                       Operation::kDecryptDataKey, Operation::kComputeBlindIndex}) {
     std::string_view name = OperationName(op);
     EXPECT_TRUE(names.insert(name).second) << name;
     EXPECT_EQ(OperationFromName(name), op);
@@ -91,6 +102,9 @@ const std::string kEtl = "spiffe://kmsd.dev/etl";
 const std::string kOps = "spiffe://kmsd.dev/ops";
 const std::string kMonitor = "spiffe://kmsd.dev/monitor";
 const std::string kMigrator = "spiffe://kmsd.dev/migrator";
+const std::string kBackup = "spiffe://kmsd.dev/backup";
+const std::string kRestore = "spiffe://kmsd.dev/restore";
+const std::string kSearch = "spiffe://kmsd.dev/search";
 
 INSTANTIATE_TEST_SUITE_P(
     Table, PolicyDecisionTest,
@@ -126,7 +140,27 @@ INSTANTIATE_TEST_SUITE_P(
         Case{"ReEncryptGrantKeepsItsTenants", kMigrator, Operation::kReEncrypt, "globex-eu",
              false},
         Case{"DecryptGrantDoesNotAllowReEncrypt", kEtl, Operation::kReEncrypt, "acme", false},
-        Case{"WildcardOperationAllowsReEncrypt", kOps, Operation::kReEncrypt, "acme", true}),
+        Case{"WildcardOperationAllowsReEncrypt", kOps, Operation::kReEncrypt, "acme", true},
+        // Named keys are "key:NAME": exact, "key:*", or "*"; a prefix never crosses ':'.
+        Case{"NamedKeyExactGrant", kBackup, Operation::kGenerateDataKey, "key:backup", true},
+        Case{"NamedKeyExactGrantIsOnlyThatKey", kBackup, Operation::kGenerateDataKey,
+             "key:clickhouse-disk", false},
+        Case{"PrefixPatternDoesNotReachIntoNamedKeys", kBackup, Operation::kGenerateDataKey,
+             "key:other", false},
+        Case{"PrefixPatternStillMatchesTenants", kBackup, Operation::kGenerateDataKey, "kappa",
+             true},
+        Case{"NamedKeyNamespaceGrant", kRestore, Operation::kDecryptDataKey, "key:anything",
+             true},
+        Case{"NamedKeyNamespaceGrantIsNoTenantGrant", kRestore, Operation::kDecryptDataKey,
+             "acme", false},
+        Case{"GenerateDataKeyIsNotDecryptDataKey", kBackup, Operation::kDecryptDataKey,
+             "key:backup", false},
+        Case{"DecryptDataKeyIsNotDecrypt", kRestore, Operation::kDecrypt, "key:backup", false},
+        Case{"WildcardTenantCoversNamedKeys", kOps, Operation::kGenerateDataKey, "key:backup",
+             true},
+        Case{"BlindIndexNeedsNoDecrypt", kSearch, Operation::kComputeBlindIndex, "acme", true},
+        Case{"BlindIndexGrantIsNoDecrypt", kSearch, Operation::kDecrypt, "acme", false},
+        Case{"DecryptGrantIsNoBlindIndex", kEtl, Operation::kComputeBlindIndex, "acme", false}),
     [](const ::testing::TestParamInfo<Case>& info) { return info.param.name; });
 
 TEST(PolicyAuthorizerTest, DenialMessageNamesTheOperationButNotTheTenantOrPolicy) {
@@ -164,7 +198,7 @@ TEST(PolicyAuthorizerTest, RateLimitIsExposedPerIdentity) {
 
   EXPECT_FALSE(policy->RateLimitFor(kEtl).has_value());
   EXPECT_FALSE(policy->RateLimitFor("spiffe://x/unknown").has_value());
-  EXPECT_EQ(policy->identity_count(), 5u);
+  EXPECT_EQ(policy->identity_count(), 8u);
 }
 
 TEST(PolicyAuthorizerTest, EmptyIdentityListDeniesEverything) {

@@ -5,6 +5,8 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "src/keys/blind_index.h"
+#include "src/keys/key_ref.h"
 
 namespace kms::keys::suite {
 
@@ -584,6 +586,193 @@ TEST_P(KeyManagerSuiteTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
   rig_->store().SetUnavailable(false);
   ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
   EXPECT_EQ(rig_->raw_store().GetTenantDek("outage", 1)->dek.encryptions, 3u);
+}
+
+// --- Named keys and data keys (issue 13)
+
+KeyRef Named(const std::string& name) { return KeyRef::ForNamedKey(name).value(); }
+
+TEST_P(KeyManagerSuiteTest, NamedKeyAndTenantOfTheSameNameAreDifferentKeySets) {
+  const KeyRef named = Named("acme");
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  auto created = keys_->CreateTenant(named.storage_id());
+  ASSERT_TRUE(created.ok()) << created.status();
+  EXPECT_EQ(created->tenant.id, "key:acme");
+  auto tenant_ct = keys_->Encrypt(T("acme"), {}, Bytes("x"));
+  ASSERT_TRUE(tenant_ct.ok());
+  EXPECT_EQ(keys_->Decrypt(named.storage_id(), {}, Bytes(tenant_ct->ciphertext)).status().code(),
+            StatusCode::kInvalidArgument);
+  auto named_ct = keys_->Encrypt(named.storage_id(), {}, Bytes("x"));
+  ASSERT_TRUE(named_ct.ok());
+  EXPECT_EQ(keys_->Decrypt(T("acme"), {}, Bytes(named_ct->ciphertext)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(keys_->Decrypt(named.storage_id(), {}, Bytes(named_ct->ciphertext))->plaintext, "x");
+}
+
+TEST_P(KeyManagerSuiteTest, AutoCreateNeverMakesANamedKey) {
+  ASSERT_NO_FATAL_FAILURE(Open(/*auto_create=*/true));
+  EXPECT_EQ(keys_->GenerateDataKey(Named("backup").storage_id(), {}).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(rig_->raw_store().GetTenant("key:backup").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(KeyManagerSuiteTest, DataKeyIsThirtyTwoRandomBytesWrappedAsAFieldCiphertext) {
+  const TenantId backup = Named("backup").storage_id();
+  ASSERT_TRUE(keys_->CreateTenant(backup).ok());
+  const EncryptionContext ctx = Ctx({{"job", "nightly"}});
+  auto a = keys_->GenerateDataKey(backup, ctx);
+  auto b = keys_->GenerateDataKey(backup, ctx);
+  ASSERT_TRUE(a.ok() && b.ok()) << a.status() << b.status();
+  ASSERT_EQ(a->plaintext.size(), kDataKeySize);
+  EXPECT_NE(std::string(a->plaintext.span().begin(), a->plaintext.span().end()),
+            std::string(b->plaintext.span().begin(), b->plaintext.span().end()));
+  EXPECT_EQ(a->wrapped.size(), kDataKeySize + kCiphertextOverhead);
+  // The wrapped form is Encrypt's output: Decrypt opens it to the key bytes.
+  auto opened = keys_->Decrypt(backup, ctx, Bytes(a->wrapped));
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->plaintext, std::string(a->plaintext.span().begin(), a->plaintext.span().end()));
+  auto unwrapped = keys_->DecryptDataKey(backup, ctx, Bytes(a->wrapped));
+  ASSERT_TRUE(unwrapped.ok()) << unwrapped.status();
+  EXPECT_TRUE(std::equal(unwrapped->plaintext.span().begin(), unwrapped->plaintext.span().end(),
+                         a->plaintext.span().begin(), a->plaintext.span().end()));
+  EXPECT_EQ(unwrapped->dek_version, a->dek_version);
+
+  auto without = keys_->GenerateDataKey(backup, ctx, /*with_plaintext=*/false);
+  ASSERT_TRUE(without.ok());
+  EXPECT_TRUE(without->plaintext.empty());
+  EXPECT_TRUE(keys_->DecryptDataKey(backup, ctx, Bytes(without->wrapped)).ok());
+}
+
+TEST_P(KeyManagerSuiteTest, DecryptDataKeyRefusesAnotherKeySetContextOrANonKeyCiphertext) {
+  const TenantId backup = Named("backup").storage_id();
+  ASSERT_TRUE(keys_->CreateTenant(backup).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const EncryptionContext ctx = Ctx({{"job", "nightly"}});
+  auto key = keys_->GenerateDataKey(backup, ctx);
+  ASSERT_TRUE(key.ok());
+  EXPECT_EQ(keys_->DecryptDataKey(T("acme"), ctx, Bytes(key->wrapped)).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(keys_->DecryptDataKey(backup, Ctx({{"job", "other"}}), Bytes(key->wrapped))
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(keys_->DecryptDataKey(backup, {}, Bytes(key->wrapped)).status().code(),
+            StatusCode::kInvalidArgument);
+  // A field ciphertext of something that is not a 32-byte key is no data key.
+  auto field = keys_->Encrypt(backup, ctx, Bytes("not a key"));
+  ASSERT_TRUE(field.ok());
+  absl::Status not_key = keys_->DecryptDataKey(backup, ctx, Bytes(field->ciphertext)).status();
+  EXPECT_EQ(not_key.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(not_key.message(), "decryption failed");
+  EXPECT_EQ(keys_->DecryptDataKey(Named("nobody").storage_id(), ctx, Bytes(key->wrapped))
+                .status()
+                .code(),
+            StatusCode::kNotFound);
+}
+
+TEST_P(KeyManagerSuiteTest, NamedKeyDataKeysSurviveRotationAndDieWithAShred) {
+  const TenantId backup = Named("backup").storage_id();
+  ASSERT_TRUE(keys_->CreateTenant(backup).ok());
+  auto key = keys_->GenerateDataKey(backup, {});
+  ASSERT_TRUE(key.ok());
+  ASSERT_TRUE(keys_->RotateTenantDek(backup).ok());
+  auto after = keys_->DecryptDataKey(backup, {}, Bytes(key->wrapped));
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->dek_version, 1u);
+  EXPECT_EQ(keys_->GenerateDataKey(backup, {})->dek_version, 2u);
+  ASSERT_TRUE(keys_->ShredTenant(backup).ok());
+  EXPECT_EQ(keys_->DecryptDataKey(backup, {}, Bytes(key->wrapped)).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+// --- Blind-index keys (issue 13)
+
+std::string IndexOf(KeyManager& keys, const KeyRef& ref, const std::string& value,
+                    uint32_t* version = nullptr, std::string* previous = nullptr) {
+  auto index_keys = keys.GetBlindIndexKeys(ref);
+  EXPECT_TRUE(index_keys.ok()) << index_keys.status();
+  if (!index_keys.ok()) return "";
+  auto n = NormalizeForIndex("email", value);
+  auto index = ComputeBlindIndex(*index_keys->current->mac_key, "email", *n);
+  if (version != nullptr) *version = index_keys->current->version;
+  if (previous != nullptr) {
+    previous->clear();
+    if (index_keys->previous != nullptr) {
+      auto old = ComputeBlindIndex(*index_keys->previous->mac_key, "email", *n);
+      previous->assign(old->begin(), old->end());
+    }
+  }
+  return std::string(index->begin(), index->end());
+}
+
+TEST_P(KeyManagerSuiteTest, BlindIndexKeysArePerKeySetStableAndKeptApartFromDeks) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  const KeyRef acme = KeyRef::ForTenant("acme").value();
+  const KeyRef globex = KeyRef::ForTenant("globex").value();
+  const std::string a1 = IndexOf(*keys_, acme, " Alice@Example.COM ");
+  EXPECT_EQ(a1.size(), kBlindIndexSize);
+  EXPECT_EQ(IndexOf(*keys_, acme, "alice@example.com"), a1);
+  EXPECT_NE(IndexOf(*keys_, globex, "alice@example.com"), a1);
+  // Stored wrapped like a DEK in a row of its own, never due for scheduled rotation,
+  // and the tenant's DEK versions are untouched.
+  EXPECT_EQ(rig_->raw_store().GetTenant("bidx:acme")->primary_dek_version, 1u);
+  EXPECT_GT(*rig_->raw_store().GetTenantRotationPeriod("bidx:acme"), int64_t{50} * 365 * 86400);
+  EXPECT_EQ(rig_->raw_store().ListDeks("acme")->size(), 1u);
+  // The same after a restart (a new cache, the key unwrapped again) and a DEK rotation.
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(IndexOf(*keys_, acme, "alice@example.com"), a1);
+  // Unknown key sets are not given one.
+  EXPECT_EQ(keys_->GetBlindIndexKeys(KeyRef::ForTenant("nobody").value()).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(rig_->raw_store().GetTenant("bidx:nobody").status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(KeyManagerSuiteTest, BlindIndexRotationReturnsOldAndNewUntilFinished) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const KeyRef acme = KeyRef::ForTenant("acme").value();
+  uint32_t version = 0;
+  std::string previous;
+  const std::string v1 = IndexOf(*keys_, acme, "alice@example.com", &version, &previous);
+  EXPECT_EQ(version, 1u);
+  EXPECT_TRUE(previous.empty());
+  EXPECT_EQ(keys_->FinishBlindIndexRotation(acme).status().code(),
+            StatusCode::kFailedPrecondition);
+
+  auto rotated = keys_->RotateBlindIndexKey(acme);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_EQ(rotated->current, 2u);
+  EXPECT_EQ(rotated->previous, 1u);
+  const std::string v2 = IndexOf(*keys_, acme, "alice@example.com", &version, &previous);
+  EXPECT_EQ(version, 2u);
+  EXPECT_NE(v2, v1);
+  EXPECT_EQ(previous, v1);  // the re-index window: the old index still comes back
+  // Another replica sees the window too.
+  auto other = AnotherReplica();
+  EXPECT_EQ(IndexOf(*other, acme, "alice@example.com", &version, &previous), v2);
+  EXPECT_EQ(previous, v1);
+  EXPECT_EQ(keys_->RotateBlindIndexKey(acme).status().code(), StatusCode::kFailedPrecondition);
+
+  auto finished = keys_->FinishBlindIndexRotation(acme);
+  ASSERT_TRUE(finished.ok()) << finished.status();
+  EXPECT_EQ(finished->current, 2u);
+  EXPECT_EQ(IndexOf(*keys_, acme, "alice@example.com", &version, &previous), v2);
+  EXPECT_TRUE(previous.empty());
+}
+
+TEST_P(KeyManagerSuiteTest, ShreddingAKeySetShredsItsBlindIndexKeys) {
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  const KeyRef acme = KeyRef::ForTenant("acme").value();
+  IndexOf(*keys_, acme, "alice@example.com");
+  ASSERT_TRUE(keys_->ShredTenant(T("acme")).ok());
+  EXPECT_EQ(rig_->raw_store().GetTenant("bidx:acme")->state, store::TenantState::kShredded);
+  EXPECT_EQ(keys_->GetBlindIndexKeys(acme).status().code(), StatusCode::kFailedPrecondition);
+  // A key set shredded before its first index gets none.
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  ASSERT_TRUE(keys_->ShredTenant(T("globex")).ok());
+  EXPECT_EQ(keys_->GetBlindIndexKeys(KeyRef::ForTenant("globex").value()).status().code(),
+            StatusCode::kFailedPrecondition);
 }
 
 }  // namespace

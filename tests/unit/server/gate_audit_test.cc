@@ -121,6 +121,24 @@ TEST_F(GateAuditTest, ReadsOfTheAdminPlaneAreAggregated) {
   EXPECT_FALSE(sink_.events[0].admin);
 }
 
+TEST_F(GateAuditTest, DataKeysAndBlindIndexesAreDataPlaneAndIndexKeyRotationIsAChange) {
+  for (auto [method, op] : std::vector<std::pair<std::string_view, authz::Operation>>{
+           {"GenerateDataKey", authz::Operation::kGenerateDataKey},
+           {"GenerateDataKeyWithoutPlaintext", authz::Operation::kGenerateDataKeyWithoutPlaintext},
+           {"DecryptDataKey", authz::Operation::kDecryptDataKey},
+           {"ComputeBlindIndex", authz::Operation::kComputeBlindIndex}}) {
+    EXPECT_TRUE(Call(method, "spiffe://kmsd.dev/ops", op, "key:backup", absl::OkStatus(), "dek:1")
+                    .ok());
+  }
+  EXPECT_TRUE(Call("RotateBlindIndexKey", "spiffe://kmsd.dev/ops", authz::Operation::kRotate,
+                   "acme", absl::OkStatus())
+                  .ok());
+  ASSERT_EQ(sink_.events.size(), 5u);
+  for (int i = 0; i < 4; ++i) EXPECT_FALSE(sink_.events[i].admin) << sink_.events[i].operation;
+  EXPECT_EQ(sink_.events[0].tenant, "key:backup");
+  EXPECT_TRUE(sink_.events[4].admin);
+}
+
 TEST_F(GateAuditTest, AChangeIsRefusedWhileTheAuditLogCannotTakeIt) {
   sink_.admit = absl::UnavailableError("audit backlog full");
   EXPECT_TRUE(absl::IsUnavailable(gate_->Admit("spiffe://kmsd.dev/ops",
