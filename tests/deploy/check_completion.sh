@@ -7,7 +7,7 @@ completion=$root/deploy/bash_completion/kmsctl
 bash -n "$completion"
 # Commands kmsctl --help lists (CLI11: "Subcommands:" then "  name  description").
 help_cmds=$("$kmsctl" --help | awk 'tolower($0) ~ /^subcommands:/{s=1; next} s && NF == 0 {exit} s && /^  [a-z]/{print $1}' | sort)
-script_cmds=$(sed -n 's/.*"") words_now="\([a-z ]*\) \$global".*/\1/p' "$completion" | head -1 \
+script_cmds=$(sed -n 's/.*"") words_now="\([a-z -]*\) \$global".*/\1/p' "$completion" | head -1 \
   | tr ' ' '\n' | sort)
 if [[ "$help_cmds" != "$script_cmds" ]]; then
   echo "completion commands differ from kmsctl --help:"
