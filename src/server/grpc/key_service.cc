@@ -139,12 +139,44 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
         KMS_ASSIGN_OR_RETURN(keys::TenantId tenant,
                              Admit(identity, authz::Operation::kEncrypt, req.tenant_id()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
+        // Items are checked here and encrypted in one KeyManager call (the DEK resolved
+        // once, nonces drawn at once), straight into the response's strings.
+        const size_t n = static_cast<size_t>(req.items_size());
         resp->mutable_results()->Reserve(req.items_size());
-        for (const v1::EncryptBatchItem& item : req.items()) {
-          v1::EncryptBatchResult* result = resp->add_results();
-          absl::Status item_status =
-              EncryptOne(tenant, item.plaintext(), item.context(), result->mutable_ok());
-          if (!item_status.ok()) SetItemError(result, item_status, "EncryptBatch");
+        std::vector<keys::EncryptionContext> contexts(n);
+        std::vector<keys::KeyManager::BatchItem> items;
+        std::vector<std::string*> outs;
+        items.reserve(n);
+        outs.reserve(n);
+        std::vector<v1::EncryptBatchResult*> results(n);
+        for (size_t i = 0; i < n; ++i) {
+          const v1::EncryptBatchItem& item = req.items(static_cast<int>(i));
+          results[i] = resp->add_results();
+          absl::Status valid = ValidatePlaintext(item.plaintext(), limits_);
+          if (valid.ok()) {
+            absl::StatusOr<keys::EncryptionContext> parsed = ValidateContext(item.context(), limits_);
+            if (parsed.ok()) contexts[i] = *std::move(parsed);
+            valid = parsed.status();
+          }
+          if (!valid.ok()) {
+            SetItemError(results[i], valid, "EncryptBatch");
+            continue;
+          }
+          items.push_back({Bytes(item.plaintext()), &contexts[i]});
+          outs.push_back(results[i]->mutable_ok()->mutable_ciphertext());
+        }
+        std::vector<absl::Status> item_status(items.size());
+        absl::StatusOr<uint32_t> version = keys_.EncryptBatch(tenant, items, outs, item_status);
+        size_t k = 0;
+        for (size_t i = 0; i < n; ++i) {
+          if (!results[i]->has_ok()) continue;  // refused above
+          const absl::Status& st = version.ok() ? item_status[k] : version.status();
+          ++k;
+          if (st.ok()) {
+            results[i]->mutable_ok()->set_dek_version(*version);
+          } else {
+            SetItemError(results[i], st, "EncryptBatch");
+          }
         }
         return absl::OkStatus();
       });
