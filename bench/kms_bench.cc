@@ -68,6 +68,7 @@ struct Options {
   int baseline_tenants = 0;  // with --compare: the baseline's hot tenants (0: --tenants)
   double seconds = 10;
   double warmup = 1;
+  uint64_t requests = 0;  // > 0: exactly this many requests instead of --seconds
   int windows = 6;  // with --compare: window pairs
   int inflight = 16;
   int connections = 4;
@@ -92,7 +93,9 @@ void Usage() {
       "  --windows K          with --compare: window pairs                     [6]\n"
       "  --baseline-tenants T with --compare: the baseline draws from the first T\n"
       "                       tenants only (e.g. encrypt on 100000 vs encrypt on 1)\n"
-      "  --warmup S           unmeasured warm-up per workload                  [1]\n"
+      "  --warmup S           unmeasured warm-up per workload (0: none)        [1]\n"
+      "  --requests K         send exactly K requests, not for --seconds (e.g. to\n"
+      "                       divide a profiler's instruction count by them)\n"
       "  --inflight N         requests in flight (closed loop)                 [16]\n"
       "  --connections C      HTTP/2 connections                               [4]\n"
       "  --payload B          plaintext bytes per item                         [32]\n"
@@ -127,6 +130,7 @@ Options Parse(int argc, char** argv) {
     else if (a == "--windows") o.windows = std::stoi(next());
     else if (a == "--baseline-tenants") o.baseline_tenants = std::stoi(next());
     else if (a == "--warmup") o.warmup = std::stod(next());
+    else if (a == "--requests") o.requests = std::stoull(next());
     else if (a == "--inflight") o.inflight = std::stoi(next());
     else if (a == "--connections") o.connections = std::stoi(next());
     else if (a == "--payload") o.payload = std::stoi(next());
@@ -572,11 +576,19 @@ int main(int argc, char** argv) {
 
   const int base_hot = o.baseline_tenants > 0 ? o.baseline_tenants : o.tenants;
   if (base_hot > o.tenants + o.cold_tenants) Die("--baseline-tenants exceeds the tenants made");
-  runner.Run(o.workload + "/warmup", o.warmup, work.PickerFor(o.workload));
-  if (!o.compare.empty()) runner.Run(o.compare + "/warmup", o.warmup, work.PickerFor(o.compare, base_hot));
+  if (o.warmup > 0) {
+    runner.Run(o.workload + "/warmup", o.warmup, work.PickerFor(o.workload));
+    if (!o.compare.empty()) runner.Run(o.compare + "/warmup", o.warmup, work.PickerFor(o.compare, base_hot));
+  }
 
   if (o.compare.empty()) {
-    WindowResult r = runner.Run(o.workload, o.seconds, work.PickerFor(o.workload));
+    Runner::Picker pick = work.PickerFor(o.workload);
+    std::atomic<uint64_t> sent{0};
+    Runner::Picker counted = [&](Slot& s, Call* c) {
+      return sent.fetch_add(1) < o.requests && pick(s, c);
+    };
+    WindowResult r = o.requests > 0 ? runner.Run(o.workload, 1e9, counted)
+                                    : runner.Run(o.workload, o.seconds, pick);
     total_errors += r.errors;
     if (table) {
       PrintHeader();
