@@ -10,7 +10,7 @@
 #   --pg         also run the PostgreSQL rows
 #   --tenants N  the many-tenant rows' tenant count [100000]
 #   --out FILE   also write the report to FILE
-# Environment: KMS_BUILD_DIR (default build/). Benchmarks, not tests: nothing here
+# Environment: KMS_BUILD_DIR (default build/); BENCH_SECONDS, BENCH_WINDOWS (5, 6). Benchmarks, not tests: nothing here
 # asserts a time. On a machine shared with other work, say so beside every figure.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +30,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -x $bench && -x $kmsd ]] || { echo "build first: $bench, $kmsd" >&2; exit 2; }
 if $quick; then secs=1 windows=2 warm=0.5; [[ $tenants -gt 2000 ]] && tenants=2000
-else secs=5 windows=6 warm=2; fi
+else secs=${BENCH_SECONDS:-5} windows=${BENCH_WINDOWS:-6} warm=2; fi
 
 work=$(mktemp -d /tmp/kmsd-bench.XXXXXX)
 report=$work/report.md
