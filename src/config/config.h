@@ -145,7 +145,7 @@ struct HealthConfig {
 
 struct DekCacheConfig {
   int64_t ttl_seconds = 3600;
-  int64_t max_entries = 100000;
+  int64_t max_entries = 500000;  // DEK versions (~640 B each: docs/benchmarks.md)
 };
 
 // The audit log (src/audit/audit_log.h).

@@ -7,8 +7,10 @@
 #include <openssl/rand.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "src/common/ssl_ptr.h"
@@ -42,80 +44,99 @@ bool UpdateAll(UpdateFn update, EVP_CIPHER_CTX* ctx, const uint8_t* in, size_t l
 
 }  // namespace
 
-// Contexts that already hold the expanded key. A context is reset for a new message by
-// setting only its IV, which leaves the key schedule in place, so no call expands the
-// key. `prototype` is never used for a message; new contexts are copies of it
-// (EVP_CIPHER_CTX_copy duplicates the schedule), so the raw key bytes need not be kept.
-struct AesGcmKey::CtxPool {
-  // Enough for every core to have a call in flight; more contexts than that would only
-  // sit idle, so extra ones made under a burst are freed on return.
-  // Computed once: hardware_concurrency() reads sysfs on every call.
-  static size_t MaxIdle() {
-    static const size_t max_idle = std::max(4u, 2 * std::thread::hardware_concurrency());
-    return max_idle;
-  }
+namespace {
 
-  CtxPtr prototype;
+// One thread's EVP contexts, each tagged with the id of the key whose schedule it holds
+// (0: none). `mu` is taken by the owning thread around each call and by a key's
+// destructor to wipe the contexts holding that key.
+struct ThreadContexts {
   Mutex mu;
-  std::vector<CtxPtr> idle ABSL_GUARDED_BY(mu);
-
-  CtxPtr Borrow() {
-    MutexLock lock(&mu);
-    if (!idle.empty()) {
-      CtxPtr ctx = std::move(idle.back());
-      idle.pop_back();
-      return ctx;
-    }
-    // Copied under the lock: the prototype is shared and EVP does not promise that
-    // concurrent copies of one context are safe.
-    CtxPtr ctx(EVP_CIPHER_CTX_new());
-    if (ctx == nullptr || EVP_CIPHER_CTX_copy(ctx.get(), prototype.get()) != 1) return nullptr;
-    return ctx;
-  }
-
-  void Return(CtxPtr ctx) {
-    MutexLock lock(&mu);
-    if (idle.size() < MaxIdle()) idle.push_back(std::move(ctx));
-    // Otherwise it is freed (and cleansed) here.
-  }
-
-  // A borrowed context, returned to the pool on every path out of a call.
-  class Lease {
-   public:
-    explicit Lease(CtxPool& pool) : pool_(pool), ctx_(pool.Borrow()) {}
-    ~Lease() {
-      if (ctx_ != nullptr) pool_.Return(std::move(ctx_));
-    }
-    Lease(const Lease&) = delete;
-    Lease& operator=(const Lease&) = delete;
-    EVP_CIPHER_CTX* get() const { return ctx_.get(); }
-
-   private:
-    CtxPool& pool_;
-    CtxPtr ctx_;
-  };
+  CtxPtr encrypt ABSL_GUARDED_BY(mu);
+  CtxPtr decrypt ABSL_GUARDED_BY(mu);
+  uint64_t encrypt_key ABSL_GUARDED_BY(mu) = 0;
+  uint64_t decrypt_key ABSL_GUARDED_BY(mu) = 0;
 };
+
+// Every live thread's contexts, for the destructors. Never destroyed (used from
+// destructors at exit).
+struct Registry {
+  Mutex mu;
+  std::vector<std::shared_ptr<ThreadContexts>> threads ABSL_GUARDED_BY(mu);
+};
+Registry& TheRegistry() {
+  static Registry* registry = new Registry();
+  return *registry;
+}
+
+std::atomic<uint64_t> g_next_key_id{1};
+
+// This thread's contexts, registered on first use and unregistered at thread exit.
+ThreadContexts* ThisThread() {
+  struct Holder {
+    std::shared_ptr<ThreadContexts> ctx = std::make_shared<ThreadContexts>();
+    Holder() {
+      Registry& r = TheRegistry();
+      MutexLock lock(&r.mu);
+      r.threads.push_back(ctx);
+    }
+    ~Holder() {
+      Registry& r = TheRegistry();
+      MutexLock lock(&r.mu);
+      std::erase(r.threads, ctx);
+      // The contexts are freed (and cleansed) with the last reference.
+    }
+  };
+  thread_local Holder holder;
+  return holder.ctx.get();
+}
+
+// Makes `ctx` (created on first use) hold `key` (tagged `id`) for encryption or
+// decryption, and sets the nonce. One EVP call when the key is already there.
+bool Prepare(CtxPtr& ctx, uint64_t& held, uint64_t id, const SecretBytes& key,
+             const uint8_t* nonce, bool encrypt) {
+  auto init = encrypt ? EVP_EncryptInit_ex : EVP_DecryptInit_ex;
+  if (ctx == nullptr) {
+    ctx.reset(EVP_CIPHER_CTX_new());
+    if (ctx == nullptr || init(ctx.get(), EVP_aes_256_gcm(), nullptr, nullptr, nullptr) != 1) {
+      ctx.reset();
+      return false;
+    }
+    held = 0;
+  }
+  if (held == id) return init(ctx.get(), nullptr, nullptr, nullptr, nonce) == 1;
+  held = 0;
+  if (init(ctx.get(), nullptr, nullptr, key.data(), nonce) != 1) return false;
+  held = id;
+  return true;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<AesGcmKey>> AesGcmKey::Create(const SecretBytes& key) {
   if (key.size() != kAesGcmKeySize) {
     return absl::InvalidArgumentError("AES-256-GCM key must be 32 bytes");
   }
-  auto pool = std::make_unique<CtxPool>();
-  pool->prototype.reset(EVP_CIPHER_CTX_new());
-  if (pool->prototype == nullptr || EVP_EncryptInit_ex(pool->prototype.get(), EVP_aes_256_gcm(),
-                                                       nullptr, key.data(), nullptr) != 1) {
-    return InternalError();
-  }
-  // One ready context up front, so the first call does not pay for the copy.
-  CtxPtr first = pool->Borrow();
-  if (first == nullptr) return InternalError();
-  pool->Return(std::move(first));
-  return std::unique_ptr<AesGcmKey>(new AesGcmKey(std::move(pool)));
+  return std::unique_ptr<AesGcmKey>(
+      new AesGcmKey(key.Clone(), g_next_key_id.fetch_add(1, std::memory_order_relaxed)));
 }
 
-AesGcmKey::AesGcmKey(std::unique_ptr<CtxPool> pool) : pool_(std::move(pool)) {}
-
-AesGcmKey::~AesGcmKey() = default;
+AesGcmKey::~AesGcmKey() {
+  // Wipe the schedules other threads still hold for this key. EVP_CIPHER_CTX_reset
+  // cleanses the context; the next call on that thread initialises it afresh.
+  Registry& r = TheRegistry();
+  MutexLock lock(&r.mu);
+  for (const auto& t : r.threads) {
+    MutexLock tl(&t->mu);
+    if (t->encrypt_key == id_) {
+      t->encrypt.reset();
+      t->encrypt_key = 0;
+    }
+    if (t->decrypt_key == id_) {
+      t->decrypt.reset();
+      t->decrypt_key = 0;
+    }
+  }
+}
 
 absl::Status AesGcmKey::Encrypt(std::span<const uint8_t> nonce, std::span<const uint8_t> plaintext,
                                 std::span<const uint8_t> aad, std::span<uint8_t> out) const {
@@ -125,20 +146,21 @@ absl::Status AesGcmKey::Encrypt(std::span<const uint8_t> nonce, std::span<const 
   if (out.size() != plaintext.size() + kAesGcmTagSize) {
     return absl::InvalidArgumentError("AES-GCM output must be plaintext size + 16 bytes");
   }
-  CtxPool::Lease ctx(*pool_);
-  if (ctx.get() == nullptr) return InternalError();
+  ThreadContexts* t = ThisThread();
+  MutexLock lock(&t->mu);
   const size_t n = plaintext.size();
+  int written = 0;
   const bool ok =
-      EVP_EncryptInit_ex(ctx.get(), nullptr, nullptr, nullptr, nonce.data()) == 1 &&
-      UpdateAll(EVP_EncryptUpdate, ctx.get(), aad.data(), aad.size(), nullptr) &&
-      UpdateAll(EVP_EncryptUpdate, ctx.get(), plaintext.data(), n, out.data()) &&
-      [&] {
-        int written = 0;
-        return EVP_EncryptFinal_ex(ctx.get(), out.data() + n, &written) == 1 && written == 0;
-      }() &&
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_GET_TAG, kAesGcmTagSize, out.data() + n) == 1;
+      Prepare(t->encrypt, t->encrypt_key, id_, key_, nonce.data(), /*encrypt=*/true) &&
+      UpdateAll(EVP_EncryptUpdate, t->encrypt.get(), aad.data(), aad.size(), nullptr) &&
+      UpdateAll(EVP_EncryptUpdate, t->encrypt.get(), plaintext.data(), n, out.data()) &&
+      EVP_EncryptFinal_ex(t->encrypt.get(), out.data() + n, &written) == 1 && written == 0 &&
+      EVP_CIPHER_CTX_ctrl(t->encrypt.get(), EVP_CTRL_GCM_GET_TAG, kAesGcmTagSize,
+                          out.data() + n) == 1;
   if (!ok) {
     OPENSSL_cleanse(out.data(), out.size());
+    t->encrypt.reset();  // a context in an unknown state is not reused
+    t->encrypt_key = 0;
     return InternalError();
   }
   return absl::OkStatus();
@@ -154,22 +176,22 @@ absl::Status AesGcmKey::Decrypt(std::span<const uint8_t> nonce,
       out.size() != ciphertext_and_tag.size() - kAesGcmTagSize) {
     return absl::InvalidArgumentError("AES-GCM output must be input size - 16 bytes");
   }
-  CtxPool::Lease ctx(*pool_);
-  if (ctx.get() == nullptr) return InternalError();
+  ThreadContexts* t = ThisThread();
+  MutexLock lock(&t->mu);
   const size_t n = out.size();
   // EVP's ctrl takes a non-const pointer; the tag is copied rather than cast away.
   uint8_t tag[kAesGcmTagSize];
   std::memcpy(tag, ciphertext_and_tag.data() + n, kAesGcmTagSize);
+  int written = 0;
   const bool ok =
-      EVP_DecryptInit_ex(ctx.get(), nullptr, nullptr, nullptr, nonce.data()) == 1 &&
-      EVP_CIPHER_CTX_ctrl(ctx.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagSize, tag) == 1 &&
-      UpdateAll(EVP_DecryptUpdate, ctx.get(), aad.data(), aad.size(), nullptr) &&
-      UpdateAll(EVP_DecryptUpdate, ctx.get(), ciphertext_and_tag.data(), n, out.data()) && [&] {
-        int written = 0;
-        return EVP_DecryptFinal_ex(ctx.get(), out.data() + n, &written) == 1;
-      }();
+      Prepare(t->decrypt, t->decrypt_key, id_, key_, nonce.data(), /*encrypt=*/false) &&
+      EVP_CIPHER_CTX_ctrl(t->decrypt.get(), EVP_CTRL_GCM_SET_TAG, kAesGcmTagSize, tag) == 1 &&
+      UpdateAll(EVP_DecryptUpdate, t->decrypt.get(), aad.data(), aad.size(), nullptr) &&
+      UpdateAll(EVP_DecryptUpdate, t->decrypt.get(), ciphertext_and_tag.data(), n, out.data()) &&
+      EVP_DecryptFinal_ex(t->decrypt.get(), out.data() + n, &written) == 1;
   if (!ok) {
-    // Unauthenticated plaintext must never reach the caller.
+    // Unauthenticated plaintext must never reach the caller. A failed tag leaves the
+    // context usable (the next call sets a new IV), so it keeps its key.
     OPENSSL_cleanse(out.data(), out.size());
     return absl::DataLossError("decryption failed");
   }
@@ -210,6 +232,15 @@ absl::Status NonceBytes(std::span<uint8_t, kAesGcmNonceSize> out) {
   OPENSSL_cleanse(buffer.bytes + buffer.used, kAesGcmNonceSize);
   buffer.used += kAesGcmNonceSize;
   return absl::OkStatus();
+}
+
+absl::Status NonceBytesBulk(std::span<uint8_t> out) {
+  if (out.size() % kAesGcmNonceSize != 0) {
+    return absl::InvalidArgumentError("nonce bytes must be a multiple of 12");
+  }
+  // Fresh CSPRNG output for the whole span: one RAND_bytes call for all the batch's
+  // nonces, and no per-thread buffer (so no fork check) involved.
+  return RandomBytes(out);
 }
 
 absl::StatusOr<SecretBytes> RandomSecret(size_t size) {

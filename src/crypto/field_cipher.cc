@@ -94,6 +94,23 @@ absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<con
   return status;
 }
 
+absl::Status SealFieldWithNonce(const AesGcmKey& key, uint32_t dek_version,
+                                std::span<const uint8_t> aad,
+                                std::span<const uint8_t, kAesGcmNonceSize> nonce,
+                                std::span<const uint8_t> plaintext, std::string* out) {
+  if (dek_version == 0) return absl::InvalidArgumentError("DEK version 0 is not valid");
+  out->resize(kFieldOverhead + plaintext.size());
+  uint8_t* buf = reinterpret_cast<uint8_t*>(out->data());
+  buf[0] = kFieldFormatV1;
+  StoreU32(std::span<uint8_t, 4>(buf + 1, 4), dek_version);
+  std::copy(nonce.begin(), nonce.end(), buf + 5);
+  absl::Status status =
+      key.Encrypt(std::span<const uint8_t>(buf + 5, kAesGcmNonceSize), plaintext, aad,
+                  std::span<uint8_t>(buf + kFieldHeaderSize, plaintext.size() + kAesGcmTagSize));
+  if (!status.ok()) out->clear();
+  return status;
+}
+
 size_t FieldPlaintextSize(const FieldView& field) {
   return field.ciphertext_and_tag.size() < kAesGcmTagSize
              ? 0

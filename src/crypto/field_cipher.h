@@ -57,6 +57,13 @@ absl::StatusOr<FieldView> ParseField(std::span<const uint8_t> ciphertext);
 absl::Status SealField(const AesGcmKey& key, uint32_t dek_version, std::span<const uint8_t> aad,
                        std::span<const uint8_t> plaintext, std::string* out);
 
+// SealField with the caller's nonce (12 bytes, fresh from the CSPRNG: a batch draws
+// all its nonces in one NonceBytesBulk call). A nonce must never be used twice with a key.
+absl::Status SealFieldWithNonce(const AesGcmKey& key, uint32_t dek_version,
+                                std::span<const uint8_t> aad,
+                                std::span<const uint8_t, kAesGcmNonceSize> nonce,
+                                std::span<const uint8_t> plaintext, std::string* out);
+
 // Authenticates and decrypts; replaces `*out` with the plaintext. DATA_LOSS on any
 // authentication failure (one uniform error: it tells an attacker nothing).
 absl::Status OpenField(const AesGcmKey& key, const FieldView& field, std::span<const uint8_t> aad,

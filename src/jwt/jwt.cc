@@ -241,12 +241,69 @@ std::string HeaderJson(std::string_view kid, std::string_view typ) {
                       kid_json.value_or(R"("")"), "}");
 }
 
+namespace {
+
+// Appends base64url without padding (RFC 7515 §2) of `in` to `out`, in place: no
+// intermediate string per part.
+void AppendBase64Url(std::span<const uint8_t> in, std::string* out) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  const size_t start = out->size();
+  out->resize(start + (in.size() * 4 + 2) / 3);
+  char* p = out->data() + start;
+  size_t i = 0;
+  for (; i + 3 <= in.size(); i += 3) {
+    const uint32_t v = (uint32_t{in[i]} << 16) | (uint32_t{in[i + 1]} << 8) | in[i + 2];
+    *p++ = kAlphabet[(v >> 18) & 63];
+    *p++ = kAlphabet[(v >> 12) & 63];
+    *p++ = kAlphabet[(v >> 6) & 63];
+    *p++ = kAlphabet[v & 63];
+  }
+  if (i + 1 == in.size()) {
+    const uint32_t v = uint32_t{in[i]} << 16;
+    *p++ = kAlphabet[(v >> 18) & 63];
+    *p++ = kAlphabet[(v >> 12) & 63];
+  } else if (i + 2 == in.size()) {
+    const uint32_t v = (uint32_t{in[i]} << 16) | (uint32_t{in[i + 1]} << 8);
+    *p++ = kAlphabet[(v >> 18) & 63];
+    *p++ = kAlphabet[(v >> 12) & 63];
+    *p++ = kAlphabet[(v >> 6) & 63];
+  }
+}
+
+// base64url(HeaderJson(kid, typ)): the same for every token of a key, so each thread
+// keeps the last one it built instead of building JSON and Base64 per token.
+const std::string& EncodedHeader(std::string_view kid, std::string_view typ) {
+  struct Memo {
+    std::string kid, typ, encoded;
+    bool set = false;
+  };
+  thread_local Memo memo;
+  if (!memo.set || memo.kid != kid || memo.typ != typ) {
+    memo.kid.assign(kid);
+    memo.typ.assign(typ);
+    memo.encoded.clear();
+    AppendBase64Url(Bytes(HeaderJson(kid, typ)), &memo.encoded);
+    memo.set = true;
+  }
+  return memo.encoded;
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> EncodeCompact(const Es256PrivateKey& key,
                                           std::string_view payload_json, std::string_view typ) {
-  std::string token = absl::StrCat(Base64UrlEncode(Bytes(HeaderJson(key.kid(), typ))), ".",
-                                   Base64UrlEncode(Bytes(payload_json)));
+  // One buffer, sized once: header.payload, signed in place, then .signature appended.
+  const std::string& header = EncodedHeader(key.kid(), typ);
+  std::string token;
+  token.reserve(header.size() + 1 + (payload_json.size() * 4 + 2) / 3 + 1 +
+                (kEs256SignatureSize * 4 + 2) / 3);
+  token.append(header);
+  token.push_back('.');
+  AppendBase64Url(Bytes(payload_json), &token);
   KMS_ASSIGN_OR_RETURN(Es256Signature sig, key.Sign(Bytes(token)));
-  absl::StrAppend(&token, ".", Base64UrlEncode(sig));
+  token.push_back('.');
+  AppendBase64Url(sig, &token);
   return token;
 }
 

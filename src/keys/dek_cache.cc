@@ -1,14 +1,31 @@
 #include "src/keys/dek_cache.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace kms::keys {
+
+namespace {
+
+// Entries per shard: an even share of the bound (entries, or bytes at kEntryBytes each),
+// plus, with several shards, 4 standard deviations of a uniform hash's imbalance
+// (binomial: sqrt(share)), so that max_entries uniformly spread keys fit.
+size_t PerShardMax(size_t max_entries, size_t max_bytes, size_t entry_bytes, size_t shards) {
+  shards = std::max<size_t>(1, shards);
+  size_t bound = std::max<size_t>(1, max_entries);
+  if (max_bytes > 0) bound = std::min(bound, std::max<size_t>(1, max_bytes / entry_bytes));
+  const size_t share = (bound + shards - 1) / shards;
+  if (shards == 1) return share;
+  return share + static_cast<size_t>(std::ceil(4 * std::sqrt(static_cast<double>(share))));
+}
+
+}  // namespace
 
 DekCache::DekCache(const Clock& clock, Options options)
     : clock_(clock),
       options_(options),
-      per_shard_max_(std::max<size_t>(1, (options.max_entries + options.shards - 1) /
-                                             std::max<size_t>(1, options.shards))) {
+      per_shard_max_(PerShardMax(options.max_entries, options.max_bytes, kEntryBytes,
+                                 options.shards)) {
   const size_t n = std::max<size_t>(1, options_.shards);
   shards_.reserve(n);
   for (size_t i = 0; i < n; ++i) shards_.push_back(std::make_unique<Shard>());
@@ -41,6 +58,10 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
       }
       if (hit && Fresh(shard, *hit)) {
         hits_.fetch_add(1, std::memory_order_relaxed);
+        // Written only when clear: a hot entry's cache line is not dirtied per hit.
+        if (!hit->referenced.load(std::memory_order_relaxed)) {
+          hit->referenced.store(true, std::memory_order_relaxed);
+        }
         return hit;
       }
       stale = std::move(hit);
@@ -137,47 +158,74 @@ void DekCache::Insert(Shard& shard, uint32_t requested_version,
   {
     TenantSlot& slot = shard.tenants[tenant];
     auto it = slot.versions.find(version);
+    bool added = true;
     if (it == slot.versions.end()) {
       slot.versions.emplace(version, entry);
       ++shard.entries;
     } else if (it->second != entry) {
-      Removed(it->second);
+      Removed(it->second);  // its ring node is dropped when the hand meets it
       it->second = entry;
+    } else {
+      added = false;
     }
     if (requested_version == 0) slot.primary = entry;
+    // Behind the hand: a new entry is examined last, after a full turn.
+    if (added) shard.clock.insert(shard.hand, entry);
   }
+  if (shard.clock.size() > 2 * shard.entries + 64) SweepClock(shard);
   // Eviction may erase other slots (or this one's other versions): no slot reference
   // is held across it, and the entry just inserted is never the one evicted.
   while (shard.entries > per_shard_max_ && EvictOneLocked(shard, tenant, version)) {
   }
 }
 
-bool DekCache::EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version) {
-  // Oldest entry first. Linear in the shard's size, and only on inserts past the bound.
-  const std::string* oldest_tenant = nullptr;
-  uint32_t oldest_version = 0;
-  std::chrono::steady_clock::time_point oldest_at = std::chrono::steady_clock::time_point::max();
-  for (const auto& [tenant, slot] : shard.tenants) {
-    for (const auto& [version, entry] : slot.versions) {
-      if (version == keep_version && tenant == keep_tenant) continue;
-      if (entry->loaded_at < oldest_at) {
-        oldest_at = entry->loaded_at;
-        oldest_tenant = &tenant;
-        oldest_version = version;
-      }
+bool DekCache::IsCached(const Shard& shard, const DekEntry& e) {
+  auto t = shard.tenants.find(e.tenant_id);
+  if (t == shard.tenants.end()) return false;
+  auto v = t->second.versions.find(e.version);
+  return v != t->second.versions.end() && v->second.get() == &e;
+}
+
+void DekCache::SweepClock(Shard& shard) {
+  for (auto it = shard.clock.begin(); it != shard.clock.end();) {
+    std::shared_ptr<const DekEntry> e = it->lock();
+    if (e != nullptr && IsCached(shard, *e)) {
+      ++it;
+      continue;
     }
+    if (it == shard.hand) ++shard.hand;
+    it = shard.clock.erase(it);
   }
-  if (oldest_tenant == nullptr) return false;  // only the kept entry is left
-  auto t = shard.tenants.find(*oldest_tenant);
-  TenantSlot& slot = t->second;
-  if (slot.primary && slot.primary->version == oldest_version) slot.primary.reset();
-  auto v = slot.versions.find(oldest_version);
-  Removed(v->second);
-  slot.versions.erase(v);
-  --shard.entries;
-  evictions_.fetch_add(1, std::memory_order_relaxed);
-  if (slot.versions.empty()) shard.tenants.erase(t);
-  return true;
+}
+
+bool DekCache::EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version) {
+  // CLOCK: each live node is passed at most twice (once to clear its bit), so this is
+  // O(1) amortized per eviction; gone nodes are dropped on the way.
+  for (size_t budget = 2 * shard.clock.size() + 2; budget > 0 && !shard.clock.empty(); --budget) {
+    if (shard.hand == shard.clock.end()) shard.hand = shard.clock.begin();
+    std::shared_ptr<const DekEntry> e = shard.hand->lock();
+    if (e == nullptr || !IsCached(shard, *e)) {
+      shard.hand = shard.clock.erase(shard.hand);
+      continue;
+    }
+    if ((e->version == keep_version && e->tenant_id == keep_tenant) ||
+        e->referenced.exchange(false, std::memory_order_relaxed)) {
+      ++shard.hand;  // kept, or used since the hand last passed: a second chance
+      continue;
+    }
+    shard.hand = shard.clock.erase(shard.hand);
+    auto t = shard.tenants.find(e->tenant_id);
+    TenantSlot& slot = t->second;
+    if (slot.primary == e) slot.primary.reset();
+    auto v = slot.versions.find(e->version);
+    Removed(v->second);
+    slot.versions.erase(v);
+    --shard.entries;
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+    if (slot.versions.empty()) shard.tenants.erase(t);
+    return true;
+  }
+  return false;  // only the kept entry is left
 }
 
 void DekCache::InvalidateTenant(const std::string& tenant_id) {

@@ -2,9 +2,13 @@
 //
 // Keyed by (tenant, version); version 0 is the alias "the tenant's primary version",
 // which points at the same entry as its numbered key. Entries live for the TTL
-// (default 1 h), then the next request reloads them; the cache holds at most
-// `max_entries` numbered entries and evicts the oldest first. An evicted entry's key
-// schedule is wiped as soon as the last request using it finishes (shared ownership).
+// (default 1 h), then the next request reloads them. The cache is bounded in entries
+// (`max_entries`, and `max_bytes` at an estimated kEntryBytes each) and evicts by
+// recency: CLOCK per shard (a hit sets the entry's reference bit; the shard's hand
+// clears set bits and evicts the first entry whose bit is clear), so lookups and
+// evictions are O(1) (amortized) and a busy entry is not evicted for an idle one. An
+// evicted entry's key is wiped as soon as the last request using it finishes (shared
+// ownership).
 //
 // Single-flight: concurrent misses on one key run the loader once; the others wait
 // for its result. A burst of requests for an uncached tenant therefore costs exactly
@@ -25,6 +29,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <map>
 #include <memory>
 #include <string>
@@ -56,13 +61,21 @@ struct DekEntry {
   uint32_t min_version = 0;
   // A blind-index key's bytes, for HMAC (blind_index.h); null for a DEK.
   std::unique_ptr<SecretBytes> mac_key;
+  // The cache's CLOCK reference bit: set by a hit, cleared by the eviction hand.
+  mutable std::atomic<bool> referenced{false};
 };
 
 class DekCache {
  public:
   struct Options {
     std::chrono::seconds ttl{3600};
-    size_t max_entries = 100000;
+    // The bound in numbered entries. Each shard holds max_entries / shards plus room for
+    // the hash's imbalance (4 standard deviations), so a working set of max_entries
+    // uniformly spread keys fits without evictions; the total may pass max_entries by
+    // that room (~5% at 100,000 over 16 shards).
+    size_t max_entries = 500000;
+    // The bound in bytes, at kEntryBytes per entry (0: entries only).
+    size_t max_bytes = 0;
     std::chrono::seconds max_stale{604800};
     size_t shards = 16;
     // Called (under a shard lock: keep it short) with every entry that leaves the cache:
@@ -71,6 +84,9 @@ class DekCache {
     std::function<void(const std::shared_ptr<const DekEntry>&)> on_remove;
   };
   using Loader = std::function<absl::StatusOr<std::shared_ptr<const DekEntry>>()>;
+  // Estimated resident bytes per cached DEK (entry, key, index and recency nodes;
+  // measured in docs/benchmarks.md), for Options::max_bytes.
+  static constexpr size_t kEntryBytes = 640;
 
   DekCache(const Clock& clock, Options options);
 
@@ -123,6 +139,12 @@ class DekCache {
     std::map<std::pair<std::string, uint32_t>, std::shared_ptr<Flight>> flights
         ABSL_GUARDED_BY(mu);
     size_t entries ABSL_GUARDED_BY(mu) = 0;
+    // CLOCK ring of the numbered entries, in insertion order; `hand` is the next to
+    // examine. Entries removed by invalidation or replacement stay here until the hand
+    // (or a sweep once they outnumber the live ones) finds them gone: weak pointers,
+    // so they hold no key.
+    std::list<std::weak_ptr<const DekEntry>> clock ABSL_GUARDED_BY(mu);
+    std::list<std::weak_ptr<const DekEntry>>::iterator hand ABSL_GUARDED_BY(mu) = clock.end();
     // Bumped by every invalidation, so a load that started before one is not cached.
     uint64_t generation ABSL_GUARDED_BY(mu) = 0;
     // Entries inserted before this sequence number are stale (MarkAllStale).
@@ -133,13 +155,18 @@ class DekCache {
   bool Fresh(const Shard& shard, const DekEntry& e) const ABSL_SHARED_LOCKS_REQUIRED(shard.mu);
   void Insert(Shard& shard, uint32_t requested_version, std::shared_ptr<const DekEntry> entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  // Evicts the oldest entry other than (keep_tenant, keep_version); false if none.
+  // Evicts the least recently used entry (CLOCK) other than (keep_tenant, keep_version);
+  // false if none.
   bool EvictOneLocked(Shard& shard, const std::string& keep_tenant, uint32_t keep_version)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void Removed(const std::shared_ptr<const DekEntry>& entry) const;
   // Removes `entry` if it is still the cached one.
   void DropLocked(Shard& shard, const std::shared_ptr<const DekEntry>& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Whether `e` is still the cached entry for its (tenant, version).
+  static bool IsCached(const Shard& shard, const DekEntry& e) ABSL_SHARED_LOCKS_REQUIRED(shard.mu);
+  // Drops ring nodes whose entry has left the cache.
+  static void SweepClock(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   const Clock& clock_;
   const Options options_;

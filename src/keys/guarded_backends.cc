@@ -134,6 +134,14 @@ absl::Status GuardedKeyStore::AddEncryptions(const std::string& tenant_id, uint3
       [=, inner = inner_]() { return inner->AddEncryptions(tenant_id, version, count); });
 }
 
+absl::Status GuardedKeyStore::AddEncryptionsBatch(std::span<const store::EncryptionCount> counts) {
+  // Copied: a call that outlives its deadline still runs on the store's pool.
+  return exec_->Run<absl::Status>(
+      [copy = std::vector<store::EncryptionCount>(counts.begin(), counts.end()), inner = inner_]() {
+        return inner->AddEncryptionsBatch(copy);
+      });
+}
+
 absl::StatusOr<store::DekPage> GuardedKeyStore::ListDeksWrappedUnder(uint32_t kek_version, const store::DekKey& after, int limit) {
   return exec_->Run<absl::StatusOr<store::DekPage>>(
       [=, inner = inner_]() { return inner->ListDeksWrappedUnder(kek_version, after, limit); });

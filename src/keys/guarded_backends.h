@@ -79,6 +79,7 @@ class GuardedKeyStore final : public store::KeyStore, public store::AuditStore {
                                     uint32_t min_version) override;
   absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                               uint64_t count) override;
+  absl::Status AddEncryptionsBatch(std::span<const store::EncryptionCount> counts) override;
   absl::StatusOr<store::DekPage> ListDeksWrappedUnder(uint32_t kek_version,
                                                       const store::DekKey& after,
                                                       int limit) override;

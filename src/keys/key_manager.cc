@@ -1,6 +1,9 @@
 #include "src/keys/key_manager.h"
 
+#include <openssl/crypto.h>
+
 #include <algorithm>
+#include <optional>
 #include <type_traits>
 
 #include "absl/strings/str_cat.h"
@@ -130,10 +133,8 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::GetDek(const std::st
   return result;
 }
 
-absl::StatusOr<EncryptResult> KeyManager::Encrypt(const TenantId& tenant,
-                                                  const EncryptionContext& context,
-                                                  std::span<const uint8_t> plaintext) {
-  const std::string& tenant_id = tenant.str();
+absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::PrimaryDekForEncrypt(
+    const std::string& tenant_id) {
   absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, 0);
   // Auto-creation is for tenants only: named and blind-index keys are made on purpose.
   if (absl::IsNotFound(entry.status()) && options_.auto_create_tenants &&
@@ -143,8 +144,15 @@ absl::StatusOr<EncryptResult> KeyManager::Encrypt(const TenantId& tenant,
     entry = GetDek(tenant_id, 0);
   }
   if (absl::IsNotFound(entry.status())) return absl::NotFoundError("tenant not found");
-  if (!entry.ok()) return entry.status();
-  const DekEntry& dek = **entry;
+  return entry;
+}
+
+absl::StatusOr<EncryptResult> KeyManager::Encrypt(const TenantId& tenant,
+                                                  const EncryptionContext& context,
+                                                  std::span<const uint8_t> plaintext) {
+  const std::string& tenant_id = tenant.str();
+  KMS_ASSIGN_OR_RETURN(std::shared_ptr<const DekEntry> entry, PrimaryDekForEncrypt(tenant_id));
+  const DekEntry& dek = *entry;
   KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> aad,
                        crypto::FieldAad(tenant_id, dek.version, context.pairs()));
   EncryptResult result{.dek_version = dek.version};
@@ -333,22 +341,44 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
   cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
     if (e->encryptions.load(std::memory_order_relaxed) > 0) entries.push_back(e);
   });
-  absl::Status first_error;
-  std::vector<std::string> over_budget;
+  // Every delta in one store call: one transaction, one commit (one fsync) per flush
+  // however many DEKs were active, instead of one each.
+  std::vector<std::shared_ptr<const DekEntry>> flushed;
+  std::vector<store::EncryptionCount> counts;
+  std::vector<uint64_t> deltas;
   for (const auto& e : entries) {
     const uint64_t delta = e->encryptions.exchange(0);
     if (delta == 0) continue;
-    absl::Status added = store_->AddEncryptions(e->tenant_id, e->version, delta);
-    if (!added.ok()) {
-      e->encryptions.fetch_add(delta);  // try again at the next flush
-      {
-        MutexLock lock(&pending_mu_);
-        pending_counts_.push_back(e);  // in case it has left the cache meanwhile
-      }
-      if (first_error.ok()) first_error = added;
+    flushed.push_back(e);
+    counts.push_back({e->tenant_id, e->version, delta});
+    deltas.push_back(delta);
+  }
+  absl::Status first_error;
+  std::vector<bool> added(flushed.size(), false);
+  absl::Status batch = store_->AddEncryptionsBatch(counts);
+  if (batch.ok()) {
+    added.assign(flushed.size(), true);
+  } else if (absl::IsNotFound(batch)) {
+    // A DEK row the batch names is gone (not expected: rows are never deleted); count
+    // the others one by one rather than hold them all back.
+    for (size_t i = 0; i < flushed.size(); ++i) {
+      absl::Status one = store_->AddEncryptions(counts[i].tenant_id, counts[i].version, deltas[i]);
+      added[i] = one.ok() || absl::IsNotFound(one);
+      if (!one.ok() && first_error.ok()) first_error = one;
+    }
+  } else {
+    first_error = batch;
+  }
+  std::vector<std::string> over_budget;
+  for (size_t i = 0; i < flushed.size(); ++i) {
+    const auto& e = flushed[i];
+    if (!added[i]) {
+      e->encryptions.fetch_add(deltas[i]);  // try again at the next flush
+      MutexLock lock(&pending_mu_);
+      pending_counts_.push_back(e);  // in case it has left the cache meanwhile
       continue;
     }
-    if (e->counted.fetch_add(delta) + delta >= options_.dek_encryption_budget) {
+    if (e->counted.fetch_add(deltas[i]) + deltas[i] >= options_.dek_encryption_budget) {
       over_budget.push_back(e->tenant_id);
     }
   }
@@ -508,6 +538,53 @@ KeyManagerStats KeyManager::stats() const {
                          .decryptions = decryptions_.load(),
                          .decrypt_failures = decrypt_failures_.load(),
                          .reencryptions = reencryptions_.load()};
+}
+
+absl::StatusOr<uint32_t> KeyManager::EncryptBatch(const TenantId& tenant,
+                                                  std::span<const BatchItem> items,
+                                                  std::span<std::string* const> out,
+                                                  std::span<absl::Status> status) {
+  if (out.size() != items.size() || status.size() != items.size()) {
+    return absl::InvalidArgumentError("EncryptBatch: one output and one status per item");
+  }
+  const std::string& tenant_id = tenant.str();
+  KMS_ASSIGN_OR_RETURN(std::shared_ptr<const DekEntry> entry, PrimaryDekForEncrypt(tenant_id));
+  const DekEntry& dek = *entry;
+  // Every nonce of the batch in one CSPRNG call; wiped after (they are public, but no
+  // buffer of them outlives the batch).
+  std::vector<uint8_t> nonces(items.size() * crypto::kAesGcmNonceSize);
+  KMS_RETURN_IF_ERROR(crypto::NonceBytesBulk(nonces));
+  // The AAD of an empty context is the same for every item: built once.
+  std::optional<std::vector<uint8_t>> empty_aad;
+  uint64_t sealed = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const BatchItem& item = items[i];
+    absl::StatusOr<std::vector<uint8_t>> own_aad;
+    const std::vector<uint8_t>* aad = nullptr;
+    if (item.context == nullptr || item.context->size() == 0) {
+      if (!empty_aad.has_value()) {
+        KMS_ASSIGN_OR_RETURN(empty_aad, crypto::FieldAad(tenant_id, dek.version, {}));
+      }
+      aad = &*empty_aad;
+    } else {
+      own_aad = crypto::FieldAad(tenant_id, dek.version, item.context->pairs());
+      if (!own_aad.ok()) {
+        status[i] = own_aad.status();
+        continue;
+      }
+      aad = &*own_aad;
+    }
+    status[i] = crypto::SealFieldWithNonce(
+        *dek.key, dek.version, *aad,
+        std::span<const uint8_t, crypto::kAesGcmNonceSize>(
+            nonces.data() + i * crypto::kAesGcmNonceSize, crypto::kAesGcmNonceSize),
+        item.plaintext, out[i]);
+    if (status[i].ok()) ++sealed;
+  }
+  OPENSSL_cleanse(nonces.data(), nonces.size());
+  dek.encryptions.fetch_add(sealed, std::memory_order_relaxed);
+  encryptions_.fetch_add(sealed, std::memory_order_relaxed);
+  return dek.version;
 }
 
 }  // namespace kms::keys

@@ -205,6 +205,22 @@ class KeyManager {
   KeyManagerStats stats() const;
   DekCache& cache() { return cache_; }
 
+  // --- Batches. One item of EncryptBatch; `context` null means an empty context.
+  struct BatchItem {
+    std::span<const uint8_t> plaintext;
+    const EncryptionContext* context = nullptr;
+  };
+  // Encrypt for every item under the tenant's primary DEK, which is resolved once for
+  // the batch (one cache lookup, one count update), with the batch's nonces drawn in
+  // one CSPRNG call. out[i] receives item i's field ciphertext (written in place: the
+  // caller passes e.g. the response's strings) and status[i] its own error
+  // (INVALID_ARGUMENT for a duplicate context key). The returned status is the batch's:
+  // Encrypt's tenant errors (NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE), with no
+  // item encrypted. `out` and `status` must be items.size() long (else INVALID_ARGUMENT).
+  absl::StatusOr<uint32_t> EncryptBatch(const TenantId& tenant, std::span<const BatchItem> items,
+                                        std::span<std::string* const> out,
+                                        std::span<absl::Status> status);
+
  private:
   KeyManager(KekRing* kek_ring, store::TenantKeyStore* store, const Clock* clock,
              KeyManagerOptions options);
@@ -213,6 +229,8 @@ class KeyManager {
   absl::StatusOr<std::shared_ptr<const DekEntry>> LoadDek(const std::string& tenant_id,
                                                           uint32_t version);
   absl::StatusOr<TenantInfo> CreateTenantLocked(const std::string& tenant_id);
+  // The tenant's primary DEK for encrypting, creating the tenant when auto-create is on.
+  absl::StatusOr<std::shared_ptr<const DekEntry>> PrimaryDekForEncrypt(const std::string& tenant_id);
   // The DEK a parsed ciphertext names, with Decrypt's error mapping (counts failures).
   absl::StatusOr<std::shared_ptr<const DekEntry>> DekForCiphertext(const std::string& tenant_id,
                                                                    uint32_t version);

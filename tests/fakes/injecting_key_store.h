@@ -101,6 +101,10 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->AddEncryptions(id, v, n);
   }
+  absl::Status AddEncryptionsBatch(std::span<const store::EncryptionCount> counts) override {
+    if (down_) return Down();
+    return inner_->AddEncryptionsBatch(counts);
+  }
   absl::StatusOr<store::DekPage> ListDeksWrappedUnder(uint32_t kek_version,
                                                       const store::DekKey& after,
                                                       int limit) override {

@@ -56,6 +56,8 @@
               (override));                                                                   \
   MOCK_METHOD(absl::Status, AddEncryptions,                                                  \
               (const std::string& tenant_id, uint32_t version, uint64_t count), (override)); \
+  MOCK_METHOD(absl::Status, AddEncryptionsBatch,                                             \
+              (std::span<const ::kms::store::EncryptionCount> counts), (override));          \
   MOCK_METHOD(absl::StatusOr<::kms::store::DekPage>, ListDeksWrappedUnder,                   \
               (uint32_t kek_version, const ::kms::store::DekKey& after, int limit),          \
               (override));                                                                   \

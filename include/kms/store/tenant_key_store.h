@@ -96,6 +96,13 @@ struct DekKey {
   uint32_t version = 0;
 };
 
+// One DEK version's encryptions to add (TenantKeyStore::AddEncryptionsBatch).
+struct EncryptionCount {
+  std::string tenant_id;
+  uint32_t version = 0;
+  uint64_t count = 0;
+};
+
 struct TenantPage {
   std::vector<TenantRecord> tenants;
   std::string next_after;  // empty when this is the last page
@@ -215,6 +222,12 @@ class TenantKeyStore {
   // its compare-and-set). NOT_FOUND for an unknown tenant or version.
   virtual absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                                       uint64_t count) = 0;
+  // AddEncryptions for many DEK versions in ONE transaction (the periodic flush: one
+  // commit, one fsync, however many tenants were active). All or nothing: NOT_FOUND
+  // when any (tenant, version) is unknown, INVALID_ARGUMENT when any count is out of
+  // range, and then no count moves. A version listed twice gets both counts. An empty
+  // batch is OK and touches nothing.
+  virtual absl::Status AddEncryptionsBatch(std::span<const EncryptionCount> counts) = 0;
 
   // --- For the KEK re-wrap job (resumable: the cursor is a DekKey)
 

@@ -213,13 +213,52 @@ grpc::ServerUnaryReactor* KeyServiceImpl::EncryptBatch(grpc::CallbackServerConte
                              Admit(identity, authz::Operation::kEncrypt, req.tenant_id(),
                                    req.key_name()));
         KMS_RETURN_IF_ERROR(ValidateBatchSize(req.items_size(), limits_));
+        // Items are checked here and encrypted in one KeyManager call (the DEK resolved
+        // once, nonces drawn at once), straight into the response's strings.
+        const size_t n = static_cast<size_t>(req.items_size());
         resp->mutable_results()->Reserve(req.items_size());
-        for (const v1::EncryptBatchItem& item : req.items()) {
-          v1::EncryptBatchResult* result = resp->add_results();
-          absl::Status item_status =
-              EncryptOne(tenant, item.plaintext(), item.context(), result->mutable_ok(),
-                         PlaintextChecksums(item));
-          if (!item_status.ok()) SetItemError(result, item_status, "EncryptBatch");
+        std::vector<keys::EncryptionContext> contexts(n);
+        std::vector<keys::KeyManager::BatchItem> items;
+        std::vector<std::string*> outs;
+        items.reserve(n);
+        outs.reserve(n);
+        std::vector<v1::EncryptBatchResult*> results(n);
+        for (size_t i = 0; i < n; ++i) {
+          const v1::EncryptBatchItem& item = req.items(static_cast<int>(i));
+          results[i] = resp->add_results();
+          const RequestChecksums crc = PlaintextChecksums(item);
+          absl::Status valid = ValidatePlaintext(item.plaintext(), limits_);
+          if (valid.ok()) {
+            absl::StatusOr<keys::EncryptionContext> parsed = ValidateContext(item.context(), limits_);
+            if (parsed.ok()) contexts[i] = *std::move(parsed);
+            valid = parsed.status();
+          }
+          if (valid.ok()) valid = VerifyCrc32c(crc.data, item.plaintext(), "plaintext_crc32c");
+          if (valid.ok()) valid = VerifyContextCrc32c(crc.context, item.context());
+          if (!valid.ok()) {
+            SetItemError(results[i], valid, "EncryptBatch");
+            continue;
+          }
+          v1::EncryptResponse* ok = results[i]->mutable_ok();
+          ok->set_verified_plaintext_crc32c(crc.data.has_value());
+          ok->set_verified_context_crc32c(crc.context.has_value());
+          items.push_back({Bytes(item.plaintext()), &contexts[i]});
+          outs.push_back(ok->mutable_ciphertext());
+        }
+        std::vector<absl::Status> item_status(items.size());
+        absl::StatusOr<uint32_t> version = keys_.EncryptBatch(tenant, items, outs, item_status);
+        size_t k = 0;
+        for (size_t i = 0; i < n; ++i) {
+          if (!results[i]->has_ok()) continue;  // refused above
+          const absl::Status& st = version.ok() ? item_status[k] : version.status();
+          ++k;
+          if (st.ok()) {
+            v1::EncryptResponse* ok = results[i]->mutable_ok();
+            ok->set_dek_version(*version);
+            ok->set_ciphertext_crc32c(Crc32c(ok->ciphertext()));
+          } else {
+            SetItemError(results[i], st, "EncryptBatch");
+          }
         }
         return absl::OkStatus();
       });

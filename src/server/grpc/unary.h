@@ -30,6 +30,7 @@
 #include <string_view>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -165,8 +166,16 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grp
               body = std::forward<Body>(body)]() mutable {
     absl::Status status;
     {
-      Request request;
-      Response response;
+      // Request and response on a protobuf arena whose first block is on this stack: a
+      // batch's items, results and their strings are bump-allocated and freed at once
+      // (issue 12: per-item malloc/free was a third of EncryptBatch's CPU).
+      alignas(16) char first_block[4096];
+      google::protobuf::ArenaOptions arena_options;
+      arena_options.initial_block = first_block;
+      arena_options.initial_block_size = sizeof(first_block);
+      google::protobuf::Arena arena(arena_options);
+      Request& request = *google::protobuf::Arena::CreateMessage<Request>(&arena);
+      Response& response = *google::protobuf::Arena::CreateMessage<Response>(&arena);
       CallScope scope(call.get());
       status = DecodeRequest(*in, max_request_bytes, request);
       if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);

@@ -883,6 +883,30 @@ absl::Status PostgresKeyStore::AddEncryptions(const std::string& tenant_id, uint
   });
 }
 
+absl::Status PostgresKeyStore::AddEncryptionsBatch(std::span<const EncryptionCount> counts) {
+  constexpr absl::string_view kOp = "AddEncryptionsBatch";
+  for (const EncryptionCount& c : counts) KMS_RETURN_IF_ERROR(CheckAddEncryptions(c.count));
+  if (counts.empty()) return absl::OkStatus();
+  // One transaction for the whole flush; retried whole if the session is lost before
+  // COMMIT (see AddEncryptions). A statement per DEK inside it: one round trip each,
+  // but one commit (one WAL flush) in all.
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    for (const EncryptionCount& e : counts) {
+      Params p;
+      p.Text(e.tenant_id).Int(e.version).Int(static_cast<int64_t>(e.count));
+      KMS_ASSIGN_OR_RETURN(Result r,
+                           c.Exec("UPDATE tenant_deks SET encryptions = encryptions + $3 "
+                                  "WHERE tenant_id = $1 AND version = $2",
+                                  p, kOp));
+      if (r.affected() == 0) {
+        return absl::NotFoundError(
+            absl::StrCat("tenant ", e.tenant_id, " has no DEK version ", e.version));
+      }
+    }
+    return absl::OkStatus();
+  });
+}
+
 // --- JWT signing keys
 
 absl::StatusOr<std::vector<JwtKeyRecord>> PostgresKeyStore::ListJwtKeys() {

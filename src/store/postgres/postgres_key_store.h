@@ -95,6 +95,7 @@ class PostgresKeyStore final : public KeyStore, public AuditStore {
                                     uint32_t min_version) override;
   absl::Status AddEncryptions(const std::string& tenant_id, uint32_t version,
                               uint64_t count) override;
+  absl::Status AddEncryptionsBatch(std::span<const EncryptionCount> counts) override;
   absl::StatusOr<DekPage> ListDeksWrappedUnder(uint32_t kek_version, const DekKey& after,
                                                int limit) override;
   // The batch goes in pipeline mode: one round trip, one implicit transaction, rows in

@@ -1021,6 +1021,32 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
   return absl::OkStatus();
 }
 
+absl::Status SqliteKeyStore::AddEncryptionsBatch(std::span<const EncryptionCount> counts) {
+  constexpr absl::string_view kOp = "AddEncryptionsBatch";
+  for (const EncryptionCount& c : counts) KMS_RETURN_IF_ERROR(CheckAddEncryptions(c.count));
+  if (counts.empty()) return absl::OkStatus();
+  // One transaction (one WAL sync) for the whole flush, where a statement per DEK was a
+  // commit and an fdatasync each. Neither the epoch nor any row_version moves (see
+  // AddEncryptions), so this is not a Mutate. Rolled back by Transaction on any error.
+  MutexLock lock(&mu_);
+  Transaction txn(*this, kOp);
+  KMS_RETURN_IF_ERROR(txn.Begin());
+  for (const EncryptionCount& c : counts) {
+    KMS_ASSIGN_OR_RETURN(
+        Stmt s, Prepare("UPDATE tenant_deks SET encryptions = encryptions + ?3 "
+                        "WHERE tenant_id = ?1 AND version = ?2",
+                        kOp));
+    KMS_ASSIGN_OR_RETURN(
+        int64_t changed,
+        s.Bind(1, c.tenant_id).Bind(2, c.version).Bind(3, static_cast<int64_t>(c.count)).Run());
+    if (changed == 0) {
+      return absl::NotFoundError(
+          absl::StrCat("tenant ", c.tenant_id, " has no DEK version ", c.version));
+    }
+  }
+  return txn.Commit();
+}
+
 // --- KEK re-wrap
 
 absl::StatusOr<DekPage> SqliteKeyStore::ListDeksWrappedUnder(uint32_t kek_version,

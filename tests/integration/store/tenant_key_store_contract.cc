@@ -471,6 +471,43 @@ TEST_P(TenantKeyStoreContractTest, AddEncryptionsAccumulatesPerVersion) {
   EXPECT_EQ(v2->dek.encryptions, 1234u);
 }
 
+// The periodic flush: many DEK versions, one call; a version listed twice gets both.
+TEST_P(TenantKeyStoreContractTest, AddEncryptionsBatchAddsEveryCount) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(CreateTestTenant(store(), "globex"));
+  KMS_ASSERT_OK(store().RotateDek("acme", 1, TestDek("acme", 2)));
+  const std::vector<store::EncryptionCount> counts = {
+      {"acme", 1, 5}, {"acme", 2, 1000}, {"globex", 1, 7}, {"acme", 2, 234}};
+  KMS_EXPECT_OK(store().AddEncryptionsBatch(counts));
+  KMS_EXPECT_OK(store().AddEncryptionsBatch({}));
+  auto a1 = store().GetTenantDek("acme", 1);
+  auto a2 = store().GetTenantDek("acme", 2);
+  auto g1 = store().GetTenantDek("globex", 1);
+  ASSERT_TRUE(a1.ok() && a2.ok() && g1.ok());
+  EXPECT_EQ(a1->dek.encryptions, 5u);
+  EXPECT_EQ(a2->dek.encryptions, 1234u);
+  EXPECT_EQ(g1->dek.encryptions, 7u);
+}
+
+// One flush is one transaction: when its last count names an unknown DEK version, the
+// counts before it are rolled back too (a statement per count in autocommit would have
+// kept them). The flush retries the whole batch later, so nothing is counted twice.
+TEST_P(TenantKeyStoreContractTest, OneFlushIsOneTransaction) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(CreateTestTenant(store(), "globex"));
+  const std::vector<store::EncryptionCount> counts = {
+      {"acme", 1, 5}, {"globex", 1, 7}, {"acme", 9, 1}};
+  EXPECT_EQ(store().AddEncryptionsBatch(counts).code(), StatusCode::kNotFound);
+  const std::vector<store::EncryptionCount> too_big = {
+      {"acme", 1, 5}, {"globex", 1, uint64_t{1} << 63}};
+  EXPECT_EQ(store().AddEncryptionsBatch(too_big).code(), StatusCode::kInvalidArgument);
+  auto a1 = store().GetTenantDek("acme", 1);
+  auto g1 = store().GetTenantDek("globex", 1);
+  ASSERT_TRUE(a1.ok() && g1.ok());
+  EXPECT_EQ(a1->dek.encryptions, 0u);
+  EXPECT_EQ(g1->dek.encryptions, 0u);
+}
+
 // Contract decision: the encryption count is usage, not key state. Counting neither
 // moves the epoch (replicas would drop their caches at every flush) nor the tenant's
 // row_version (a rotation racing a flush would lose its compare-and-set).

@@ -187,7 +187,7 @@ TEST_F(ConfigTest, OmittedKeysGetTheirDefaults) {
   EXPECT_EQ(c->limits.max_ciphertext_bytes, 64 * 1024 + kCiphertextOverheadBytes);
   EXPECT_EQ(c->limits.max_batch_items, 1000);
   EXPECT_EQ(c->dek_cache.ttl_seconds, 3600);
-  EXPECT_EQ(c->dek_cache.max_entries, 100000);
+  EXPECT_EQ(c->dek_cache.max_entries, 500000);
   EXPECT_FALSE(c->tenants_auto_create);
   EXPECT_EQ(c->log_level, "info");
   EXPECT_TRUE(c->lock_memory);

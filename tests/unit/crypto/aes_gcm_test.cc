@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <set>
 #include <string>
 #include <thread>
@@ -120,6 +121,65 @@ INSTANTIATE_TEST_SUITE_P(
                               "feedfacedeadbeeffeedfacedeadbeefabaddad2", std::string(kCt15, 120),
                               "76fc6ece0f4e1768cddf8853bb2d551b"}),
     [](const testing::TestParamInfo<GcmVector>& info) { return info.param.name; });
+
+// Keys share each thread's EVP contexts and re-key them on a switch: interleaving keys
+// on one thread, and a key made where a destroyed one lived (same address, maybe),
+// must each use their own key bytes.
+std::vector<uint8_t> Seal(const AesGcmKey& key, const std::vector<uint8_t>& nonce,
+                          const std::vector<uint8_t>& pt) {
+  std::vector<uint8_t> out(pt.size() + kAesGcmTagSize);
+  EXPECT_TRUE(key.Encrypt(nonce, pt, {}, out).ok());
+  return out;
+}
+
+TEST(AesGcmKeyTest, KeysInterleavedOnOneThreadEachUseTheirOwnBytes) {
+  SecretBytes a(32), b(32);
+  a.data()[0] = 1;
+  b.data()[0] = 2;
+  auto ka = AesGcmKey::Create(a).value();
+  auto kb = AesGcmKey::Create(b).value();
+  const std::vector<uint8_t> nonce(12, 7), pt = {1, 2, 3, 4};
+  const auto ca = Seal(*ka, nonce, pt);
+  const auto cb = Seal(*kb, nonce, pt);
+  EXPECT_NE(ca, cb);
+  EXPECT_EQ(Seal(*ka, nonce, pt), ca);  // back to a: re-keyed, same answer
+  std::vector<uint8_t> out(pt.size());
+  EXPECT_TRUE(kb->Decrypt(nonce, cb, {}, out).ok());
+  EXPECT_EQ(out, pt);
+  EXPECT_EQ(ka->Decrypt(nonce, cb, {}, out).code(), absl::StatusCode::kDataLoss);
+  EXPECT_TRUE(ka->Decrypt(nonce, ca, {}, out).ok());
+  EXPECT_EQ(out, pt);
+}
+
+TEST(AesGcmKeyTest, AKeyMadeAfterAnotherDiedDoesNotUseTheDeadKeysSchedule) {
+  const std::vector<uint8_t> nonce(12, 7), pt = {9, 9};
+  std::set<std::vector<uint8_t>> seen;
+  for (uint8_t i = 0; i < 20; ++i) {
+    SecretBytes bytes(32);
+    bytes.data()[5] = i;
+    auto key = AesGcmKey::Create(bytes).value();  // often at the same address as the last
+    EXPECT_TRUE(seen.insert(Seal(*key, nonce, pt)).second) << "key " << int{i};
+  }
+}
+
+TEST(AesGcmKeyTest, OneKeyOnManyThreadsAgrees) {
+  SecretBytes bytes(32);
+  bytes.data()[0] = 3;
+  auto key = AesGcmKey::Create(bytes).value();
+  const std::vector<uint8_t> nonce(12, 1), pt(100, 0x5a);
+  const auto expected = Seal(*key, nonce, pt);
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 200; ++i) {
+        if (Seal(*key, nonce, pt) != expected) ++mismatches;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+}
 
 TEST(AesGcmKeyTest, CreateRejectsKeysThatAreNot32Bytes) {
   for (size_t size : {0, 16, 24, 31, 33, 64}) {

@@ -136,6 +136,53 @@ TEST_F(DekCacheTest, SizeIsBoundedAndOldestEntriesAreEvictedFirst) {
   EXPECT_EQ(loads_, before + 1);
 }
 
+// Recency, not load time: the entry loaded first but used since is kept, and the one
+// not used since its load is evicted (the old cache evicted by load time: "t1" here).
+TEST_F(DekCacheTest, EvictionPicksTheLeastRecentlyUsedEntry) {
+  DekCache cache(clock_, {.max_entries = 3, .shards = 1});
+  for (const char* t : {"t1", "t2", "t3"}) {
+    ASSERT_TRUE(cache.GetOrLoad(t, 1, CountingLoader(t, 1)).ok());
+  }
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());  // t1 used: a hit
+  ASSERT_TRUE(cache.GetOrLoad("t3", 1, CountingLoader("t3", 1)).ok());  // t3 used: a hit
+  EXPECT_EQ(loads_, 3);
+  ASSERT_TRUE(cache.GetOrLoad("t4", 1, CountingLoader("t4", 1)).ok());  // evicts one
+  EXPECT_EQ(cache.size(), 3u);
+  EXPECT_EQ(cache.stats().evictions, 1u);
+  ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+  ASSERT_TRUE(cache.GetOrLoad("t3", 1, CountingLoader("t3", 1)).ok());
+  ASSERT_TRUE(cache.GetOrLoad("t4", 1, CountingLoader("t4", 1)).ok());
+  EXPECT_EQ(loads_, 4);  // t1, t3 and t4 were still cached
+  ASSERT_TRUE(cache.GetOrLoad("t2", 1, CountingLoader("t2", 1)).ok());
+  EXPECT_EQ(loads_, 5);  // t2, the least recently used, was the one evicted
+}
+
+// A working set that fits the bound stays cached under a uniform load: every shard
+// has room for its share however the hash spreads the tenants.
+TEST_F(DekCacheTest, AWorkingSetOfMaxEntriesTenantsFitsAcrossShards) {
+  DekCache cache(clock_, {.max_entries = 20000, .shards = 16});
+  for (int i = 0; i < 20000; ++i) {
+    const std::string t = "tenant-" + std::to_string(i);
+    ASSERT_TRUE(cache.GetOrLoad(t, 1, CountingLoader(t, 1)).ok());
+  }
+  EXPECT_EQ(cache.size(), 20000u);
+  EXPECT_EQ(cache.stats().evictions, 0u);
+}
+
+// Invalidated entries leave nodes in the recency ring; they are dropped, not kept.
+TEST_F(DekCacheTest, ChurnOfInvalidationsDoesNotGrowTheCache) {
+  DekCache cache(clock_, {.max_entries = 8, .shards = 1});
+  for (int round = 0; round < 1000; ++round) {
+    ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());
+    cache.InvalidateTenant("t1");
+  }
+  for (int i = 0; i < 20; ++i) {
+    const std::string t = "u" + std::to_string(i);
+    ASSERT_TRUE(cache.GetOrLoad(t, 1, CountingLoader(t, 1)).ok());
+  }
+  EXPECT_EQ(cache.size(), 8u);
+}
+
 TEST_F(DekCacheTest, InvalidateTenantDropsEveryVersionOfThatTenantOnly) {
   DekCache cache(clock_, {});
   ASSERT_TRUE(cache.GetOrLoad("t1", 0, CountingLoader("t1", 0)).ok());
