@@ -71,9 +71,9 @@ std::string CanonicalQuery(std::string_view query) {
     if (part.empty()) continue;
     size_t eq = part.find('=');
     std::string key, value;
-    PercentEncode(PercentDecode(std::string_view(part.substr(0, eq))), false, &key);
+    PercentEncode(PercentDecode(std::string_view(part.data(), std::min(eq, part.size()))), false, &key);
     if (eq != absl::string_view::npos) {
-      PercentEncode(PercentDecode(std::string_view(part.substr(eq + 1))), false, &value);
+      PercentEncode(PercentDecode(std::string_view(part.data() + eq + 1, part.size() - eq - 1)), false, &value);
     }
     params.emplace_back(std::move(key), std::move(value));
   }
@@ -200,7 +200,7 @@ absl::StatusOr<std::string> CanonicalRequest(const SignedRequest& request,
 
 std::string StringToSign(std::string_view amz_date, std::string_view scope,
                          std::string_view canonical_request) {
-  return absl::StrCat(kAlgorithm, "\n", absl::string_view(amz_date.data(), amz_date.size()), "\n",
+  return absl::StrCat(absl::string_view(kAlgorithm.data(), kAlgorithm.size()), "\n", absl::string_view(amz_date.data(), amz_date.size()), "\n",
                       absl::string_view(scope.data(), scope.size()), "\n",
                       crypto::LowerHex(crypto::Sha256(canonical_request)));
 }
@@ -267,7 +267,7 @@ absl::StatusOr<std::string> SigV4Verifier::Verify(const SignedRequest& request,
   }
   if (!header) return Unauthenticated("no Authorization header");
   absl::StatusOr<SigV4Authorization> auth = ParseAuthorization(*header);
-  if (!auth.ok()) return Unauthenticated(auth.status().message());
+  if (!auth.ok()) return Unauthenticated(std::string(auth.status().message()));
   const SigV4Credential* credential = nullptr;
   for (const SigV4Credential& c : credentials_) {
     if (c.access_key_id == auth->access_key_id) credential = &c;
@@ -282,7 +282,7 @@ absl::StatusOr<std::string> SigV4Verifier::Verify(const SignedRequest& request,
   }
   if (!amz_date) return Unauthenticated("no X-Amz-Date header");
   absl::StatusOr<int64_t> when = ParseAmzDate(*amz_date);
-  if (!when.ok()) return Unauthenticated(when.status().message());
+  if (!when.ok()) return Unauthenticated(std::string(when.status().message()));
   if (amz_date->substr(0, 8) != auth->date) {
     return Unauthenticated("the credential scope's date is not the request's");
   }
@@ -290,9 +290,10 @@ absl::StatusOr<std::string> SigV4Verifier::Verify(const SignedRequest& request,
     return Unauthenticated("the request time is outside the allowed clock skew");
   }
   absl::StatusOr<std::string> canonical = CanonicalRequest(request, sh);
-  if (!canonical.ok()) return Unauthenticated(canonical.status().message());
+  if (!canonical.ok()) return Unauthenticated(std::string(canonical.status().message()));
   const std::string scope =
-      absl::StrCat(auth->date, "/", auth->region, "/", auth->service, "/", kTerminator);
+      absl::StrCat(auth->date, "/", auth->region, "/", auth->service, "/",
+                   absl::string_view(kTerminator.data(), kTerminator.size()));
   const std::string expected =
       Signature(credential->secret_access_key, auth->date, auth->region, auth->service,
                 StringToSign(*amz_date, scope, *canonical));

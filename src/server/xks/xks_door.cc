@@ -4,6 +4,7 @@
 #include <optional>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
@@ -32,8 +33,6 @@ constexpr std::string_view kThrottling = "ThrottlingException";
 constexpr std::string_view kUnsupported = "UnsupportedOperationException";
 constexpr std::string_view kDependencyTimeout = "DependencyTimeoutException";
 constexpr std::string_view kInternal = "InternalException";
-
-std::string_view Sv(const std::string& s) { return s; }
 
 // Printable ASCII only, at most `max` characters: safe in a log line and in the
 // specification's errorMessage.
@@ -93,7 +92,7 @@ class Body {
     auto it = obj.find(key);
     if (it == obj.end() || it->is_null()) return std::optional<std::string>();
     if (!it->is_string()) {
-      return absl::InvalidArgumentError(absl::StrCat(Sv(std::string(key)), " must be a string"));
+      return absl::InvalidArgumentError(absl::StrCat(std::string(key), " must be a string"));
     }
     return std::optional<std::string>(it->get<std::string>());
   }
@@ -160,9 +159,9 @@ bool ValidKeyId(std::string_view id) {
 }  // namespace
 
 XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& record) const {
-  const auto fail = [&](int status, std::string_view name, std::string_view message) {
+  const auto fail = [&](int status, std::string_view name, absl::string_view message) {
     record.error_name = std::string(name);
-    return Outcome{XksError(status, name, message)};
+    return Outcome{XksError(status, name, std::string_view(message.data(), message.size()))};
   };
   const auto fail_with = [&](const Failure& f) { return fail(f.status, f.name, f.message); };
 
@@ -175,14 +174,14 @@ XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& 
   absl::StatusOr<std::string> access_key = verifier_.Verify(signed_request, clock_.UnixSeconds());
   if (!access_key.ok()) {
     spdlog::info("xks: authentication failed from {}: {}", request.peer_address,
-                 Printable(access_key.status().message(), 200));
+                 Printable(std::string(access_key.status().message()), 200));
     return fail(401, kAuthenticationFailed, "the request signature did not verify");
   }
   record.access_key_id = *access_key;
 
   // 2. The URI: {prefix}/kms/xks/v1/health or .../keys/{id}/{operation}.
   std::string_view path = request.path;
-  const std::string base = absl::StrCat(options_.uri_prefix, kApiPath);
+  const std::string base = absl::StrCat(options_.uri_prefix, std::string(kApiPath));
   if (!path.starts_with(base)) return fail(404, kInvalidUriPath, "the URI path is not an XKS API path");
   path.remove_prefix(base.size());
   std::string key_id;
