@@ -504,6 +504,7 @@ absl::Status StartXksDoor(KmsServer::Parts& p, const config::Config& config) {
                               http::ListenerOptions{
                                   .require_client_certificate = !x.tls.client_ca_file.empty(),
                                   .client_common_name = x.client_common_name}));
+  if (p.metrics) p.xks->set_metrics(p.metrics.get());
   xks::XksDoor* door = p.xks.get();
   p.xks_http->HandlePrefix(
       "/", [door](const http::Request& r) { return door->Handle(r); },
@@ -523,6 +524,7 @@ absl::Status StartK8sKmsPlugin(KmsServer::Parts& p, const config::Config& config
   const config::K8sKmsConfig& k = config.k8s_kms;
   KMS_ASSIGN_OR_RETURN(keys::TenantId tenant, keys::TenantId::Parse(k.key));
   p.k8s_kms = std::make_unique<k8s_kms::KmsPluginService>(*p.keys, *p.gate, tenant, k.identity);
+  if (p.metrics) p.k8s_kms->set_metrics(p.metrics.get());
   // A stale socket from an earlier run would make the bind fail.
   struct stat st;
   if (lstat(k.socket_path.c_str(), &st) == 0) {

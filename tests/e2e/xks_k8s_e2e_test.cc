@@ -111,6 +111,7 @@ class DoorsEnv {
     socket = pub->Join("kms.sock");
     Json config = e2e::DevStateConfig(state, dir->Join("doors.db"));
     config["policy_file"] = policy_path;
+    config["http"]["listen"] = "127.0.0.1:0";  // for /metrics
     config["xks"] = {{"listen", "127.0.0.1:0"},
                      {"tls", {{"cert_file", state + "/pki/server.pem"}, {"key_file", state + "/pki/server.key"}}},
                      {"uri_prefix", kPrefix},
@@ -592,6 +593,18 @@ TEST_F(K8sKmsE2eTest, KmsdsOwnServicesAreNotServedOnTheSocket) {
   EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED);
   auto [admin, admin_bytes] = e2e::RawCall(channel, "/kms.v1.AdminService/ListTenants", "");
   EXPECT_EQ(admin.error_code(), grpc::StatusCode::UNIMPLEMENTED);
+}
+
+TEST_F(K8sKmsE2eTest, BothDoorsAreCountedInTheMetrics) {
+  ASSERT_TRUE(Status()["ok"]);
+  auto metrics = RunCommand(absl::StrCat("curl -sS --cacert ", env().state, "/pki/ca.pem https://localhost:",
+                                         env().kmsd->http_port(), "/metrics"));
+  EXPECT_THAT(metrics.out, HasSubstr(R"(kmsd_k8s_kms_requests_total{code="OK",method="Status"})"));
+  EXPECT_THAT(metrics.out, HasSubstr(R"(kmsd_k8s_kms_request_duration_seconds_count{method="Encrypt"})"));
+  EXPECT_THAT(metrics.out, HasSubstr(R"(kmsd_xks_requests_total{error="none",operation="encrypt"})"));
+  EXPECT_THAT(metrics.out,
+              HasSubstr(R"(kmsd_xks_requests_total{error="InvalidKeyUsageException",operation="decrypt"})"));
+  EXPECT_THAT(metrics.out, HasSubstr(R"(kmsd_xks_request_duration_seconds_bucket{operation="health",le=)"));
 }
 
 }  // namespace

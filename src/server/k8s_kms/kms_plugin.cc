@@ -43,7 +43,8 @@ std::string Uid(const std::string& uid) {
 template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                 grpc::ByteBuffer* out, std::string_view method,
-                                const std::string& identity, Body&& body) {
+                                const std::string& identity, metrics::Registry* registry,
+                                Body&& body) {
   const auto started = std::chrono::steady_clock::now();
   Request request;
   Response response;
@@ -58,6 +59,20 @@ grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::By
                  return std::string();
                }()),
                absl::StatusCodeToString(status.code()), ms);
+  if (registry != nullptr) {
+    const std::string name(method.substr(method.find('.') + 1));  // "k8s.Encrypt" -> "Encrypt"
+    registry
+        ->AddCounter("kmsd_k8s_kms_requests_total",
+                     "Kubernetes KMS v2 plugin requests, by method and the gRPC status code the "
+                     "caller received.",
+                     {{"method", name}, {"code", absl::StatusCodeToString(PublicCode(status))}})
+        .Increment();
+    registry
+        ->AddHistogram("kmsd_k8s_kms_request_duration_seconds",
+                       "Time from a received Kubernetes KMS plugin request to its status, by method.",
+                       {{"method", name}}, metrics::LatencyBucketsSeconds())
+        .Observe(ms / 1000.0);
+  }
   return FinishUnary(ctx, status, method);
 }
 
@@ -70,7 +85,7 @@ std::string KeyIdFor(const keys::TenantId& tenant, uint32_t dek_version) {
 grpc::ServerUnaryReactor* KmsPluginService::Status(grpc::CallbackServerContext* ctx,
                                                    const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
   return Serve<::v2::StatusRequest, ::v2::StatusResponse>(
-      ctx, in, out, "k8s.Status", identity_,
+      ctx, in, out, "k8s.Status", identity_, metrics_,
       [&](const ::v2::StatusRequest&, ::v2::StatusResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity_, authz::Operation::kGetStatus, ""));
         resp->set_version("v2");
@@ -103,7 +118,7 @@ grpc::ServerUnaryReactor* KmsPluginService::Status(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* KmsPluginService::Encrypt(grpc::CallbackServerContext* ctx,
                                                     const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
   return Serve<::v2::EncryptRequest, ::v2::EncryptResponse>(
-      ctx, in, out, "k8s.Encrypt", identity_,
+      ctx, in, out, "k8s.Encrypt", identity_, metrics_,
       [&](const ::v2::EncryptRequest& req, ::v2::EncryptResponse* resp) -> absl::Status {
         if (req.plaintext().empty()) return absl::InvalidArgumentError("plaintext is empty");
         if (req.plaintext().size() > kMaxPlaintextBytes) {
@@ -123,7 +138,7 @@ grpc::ServerUnaryReactor* KmsPluginService::Encrypt(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KmsPluginService::Decrypt(grpc::CallbackServerContext* ctx,
                                                     const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
   return Serve<::v2::DecryptRequest, ::v2::DecryptResponse>(
-      ctx, in, out, "k8s.Decrypt", identity_,
+      ctx, in, out, "k8s.Decrypt", identity_, metrics_,
       [&](const ::v2::DecryptRequest& req, ::v2::DecryptResponse* resp) -> absl::Status {
         if (req.ciphertext().empty() || req.ciphertext().size() > kMaxCiphertextBytes) {
           return absl::InvalidArgumentError("ciphertext must be 1 to 1023 bytes");

@@ -22,6 +22,7 @@
 #include <memory>
 #include <string>
 
+#include "kms/metrics/metrics.h"
 #include "src/keys/key_manager.h"
 #include "src/server/gate/call_gate.h"
 #include "third_party/k8s.io/kms/apis/v2/api.grpc.pb.h"
@@ -47,6 +48,10 @@ class KmsPluginService final : public KeyManagementServiceRaw {
                    std::string identity)
       : keys_(keys), gate_(gate), tenant_(std::move(tenant)), identity_(std::move(identity)) {}
 
+  // Counts requests (kmsd_k8s_kms_requests_total{method, code}) and their time
+  // (kmsd_k8s_kms_request_duration_seconds{method}); set before serving.
+  void set_metrics(metrics::Registry* registry) { metrics_ = registry; }
+
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                    grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* Encrypt(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
@@ -59,6 +64,7 @@ class KmsPluginService final : public KeyManagementServiceRaw {
   const CallGate& gate_;
   const keys::TenantId tenant_;
   const std::string identity_;
+  metrics::Registry* metrics_ = nullptr;
 };
 
 }  // namespace kms::server::k8s_kms

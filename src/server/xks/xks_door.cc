@@ -396,6 +396,20 @@ http::Response XksDoor::Handle(const http::Request& request) const {
   record.http_status = outcome.response.status;
   record.latency_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  if (metrics_ != nullptr) {
+    metrics_
+        ->AddCounter("kmsd_xks_requests_total",
+                     "XKS proxy API requests, by operation and the specification's error name "
+                     "(\"none\" on success).",
+                     {{"operation", record.operation},
+                      {"error", record.error_name.empty() ? "none" : record.error_name}})
+        .Increment();
+    metrics_
+        ->AddHistogram("kmsd_xks_request_duration_seconds",
+                       "Time from a received XKS request to its answer, by operation.",
+                       {{"operation", record.operation}}, metrics::LatencyBucketsSeconds())
+        .Observe(record.latency_ms / 1000.0);
+  }
   if (recorder_) {
     recorder_(record);
   } else {

@@ -23,6 +23,7 @@
 #include <string_view>
 
 #include "kms/common/clock.h"
+#include "kms/metrics/metrics.h"
 #include "src/keys/key_manager.h"
 #include "src/server/gate/call_gate.h"
 #include "src/server/http/https_server.h"
@@ -86,6 +87,9 @@ class XksDoor {
   void set_recorder(std::function<void(const XksRequestRecord&)> recorder) {
     recorder_ = std::move(recorder);
   }
+  // Counts requests (kmsd_xks_requests_total{operation, error}) and their time
+  // (kmsd_xks_request_duration_seconds{operation}) in `registry`; set before serving.
+  void set_metrics(metrics::Registry* registry) { metrics_ = registry; }
 
  private:
   struct Outcome;
@@ -97,6 +101,7 @@ class XksDoor {
   const Clock& clock_;
   const XksDoorOptions options_;
   std::function<void(const XksRequestRecord&)> recorder_;
+  metrics::Registry* metrics_ = nullptr;
 };
 
 // The spec's error body: {"errorName": name, "errorMessage": message} (message printable
