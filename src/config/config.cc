@@ -187,7 +187,8 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
                                      "policy_file", "limits", "dek_cache", "tenants",
                                      "redis", "cluster", "jwt", "rotation", "log_level",
-                                     "lock_memory", "metrics", "health", "xks", "k8s_kms"}));
+                                     "lock_memory", "metrics", "health", "audit", "xks",
+                                     "k8s_kms"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -304,7 +305,10 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(top.GetString("policy_file", &c.policy_file));
   KMS_RETURN_IF_ERROR(WithObject(top, "limits", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"max_plaintext_bytes", "max_batch_items",
-                                     "max_context_pairs", "max_context_bytes"}));
+                                     "max_context_pairs", "max_context_bytes",
+                                     "max_inflight_request_bytes"}));
+    KMS_RETURN_IF_ERROR(
+        r.GetInt64("max_inflight_request_bytes", &c.limits.max_inflight_request_bytes));
     KMS_RETURN_IF_ERROR(r.GetInt64("max_plaintext_bytes", &c.limits.max_plaintext_bytes));
     KMS_RETURN_IF_ERROR(r.GetInt("max_batch_items", &c.limits.max_batch_items));
     KMS_RETURN_IF_ERROR(r.GetInt("max_context_pairs", &c.limits.max_context_pairs));
@@ -378,6 +382,15 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(WithObject(top, "tenants", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"auto_create"}));
     return r.GetBool("auto_create", &c.tenants_auto_create);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "audit", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"enabled", "retention_days", "max_backlog",
+                                     "refuse_admin_when_full", "flush_interval_ms"}));
+    KMS_RETURN_IF_ERROR(r.GetBool("enabled", &c.audit.enabled));
+    KMS_RETURN_IF_ERROR(r.GetInt64("retention_days", &c.audit.retention_days));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_backlog", &c.audit.max_backlog));
+    KMS_RETURN_IF_ERROR(r.GetBool("refuse_admin_when_full", &c.audit.refuse_admin_when_full));
+    return r.GetInt64("flush_interval_ms", &c.audit.flush_interval_ms);
   }));
   KMS_RETURN_IF_ERROR(top.GetString("log_level", &c.log_level));
   KMS_RETURN_IF_ERROR(top.GetBool("lock_memory", &c.lock_memory));
@@ -600,7 +613,7 @@ void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
   CheckRange(errors, "jwt.rotation_period_seconds", jwt.rotation_period_seconds, 60,
              int64_t{10} * 365 * 86400);
   CheckRange(errors, "jwt.key_max_age_seconds", jwt.key_max_age_seconds, 1, int64_t{365} * 86400);
-  CheckRange(errors, "jwt.max_claims_bytes", jwt.max_claims_bytes, 16, 1 << 20);
+  CheckRange(errors, "jwt.max_claims_bytes", jwt.max_claims_bytes, 16, 32768);  // jwt::kMaxClaimsBytesLimit
 }
 
 }  // namespace
@@ -682,6 +695,14 @@ absl::Status ValidateConfig(const Config& c) {
              kMaxContextPairsLimit);
   CheckRange(errors, "limits.max_context_bytes", c.limits.max_context_bytes, 0,
              kMaxContextBytesLimit);
+  // At least one maximal request of every method must fit: the server checks that at
+  // start against the sizes its methods accept.
+  CheckRange(errors, "limits.max_inflight_request_bytes", c.limits.max_inflight_request_bytes,
+             int64_t{1} << 20, int64_t{1} << 36);
+
+  CheckRange(errors, "audit.retention_days", c.audit.retention_days, 1, 36500);
+  CheckRange(errors, "audit.max_backlog", c.audit.max_backlog, 1, 100000000);
+  CheckRange(errors, "audit.flush_interval_ms", c.audit.flush_interval_ms, 10, 60000);
 
   CheckRange(errors, "dek_cache.ttl_seconds", c.dek_cache.ttl_seconds, 1, kMaxDekTtlSeconds);
   CheckRange(errors, "dek_cache.max_entries", c.dek_cache.max_entries, 1,

@@ -94,6 +94,12 @@ struct LimitsConfig {
   int max_batch_items = 1000;
   int max_context_pairs = 16;
   int64_t max_context_bytes = 4096;
+  // The bytes of gRPC requests in flight at once, in total (gate/inflight_budget.h):
+  // beyond it a call gets RESOURCE_EXHAUSTED "retry after". At least the largest request
+  // a method accepts (a maximal EncryptBatch: about 68 MiB with the defaults above). The
+  // default keeps kmsd's resident memory under 512 MiB whatever its peers send
+  // (docs/security.md has the measurement).
+  int64_t max_inflight_request_bytes = 96 << 20;
 };
 
 // Bounds of the HTTPS listener (src/server/http): everything a peer that has not
@@ -165,6 +171,15 @@ struct DekCacheConfig {
   int64_t max_entries = 100000;
 };
 
+// The audit log (src/audit/audit_log.h).
+struct AuditConfig {
+  bool enabled = true;
+  int64_t retention_days = 365;          // older records are deleted by a daily job
+  int64_t max_backlog = 100000;          // records waiting to be written
+  bool refuse_admin_when_full = true;    // refuse changes while the backlog is full
+  int64_t flush_interval_ms = 1000;      // data-plane aggregates are written this often
+};
+
 struct Config {
   std::string node_id;             // default: hostname
   std::string grpc_listen = "127.0.0.1:8443";
@@ -184,6 +199,7 @@ struct Config {
   RotationConfig rotation;
   XksConfig xks;
   K8sKmsConfig k8s_kms;
+  AuditConfig audit;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error
   bool lock_memory = true;         // mlock key pages where the process may

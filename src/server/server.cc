@@ -9,9 +9,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "spdlog/spdlog.h"
+#include "src/audit/audit_log.h"
 #include "src/authz/policy.h"
 #include "src/hsm/pkcs11_hsm.h"
 #include "src/jwt/jwt_service.h"
@@ -23,6 +26,10 @@
 #include "src/server/observability.h"
 #include "src/server/grpc/admin_service.h"
 #include "src/server/grpc/key_service.h"
+#include "src/server/grpc/listener_probe.h"
+#include "src/server/grpc/unary.h"
+#include "src/server/gate/inflight_budget.h"
+#include "src/server/open_file_limit.h"
 #include "src/server/http/https_server.h"
 #include "src/server/k8s_kms/kms_plugin.h"
 #include "src/server/xks/xks_door.h"
@@ -49,6 +56,18 @@ namespace kms::server {
 
 void RestrictGrpcToTls13() { setenv("GRPC_SSL_CIPHER_SUITES", "PSK-AES256-GCM-SHA384", 1); }
 
+void RouteGrpcLogsToSpdlog() {
+  gpr_set_log_function([](gpr_log_func_args* args) {
+    const spdlog::level::level_enum level = args->severity == GPR_LOG_SEVERITY_ERROR
+                                                ? spdlog::level::err
+                                                : args->severity == GPR_LOG_SEVERITY_INFO
+                                                      ? spdlog::level::info
+                                                      : spdlog::level::debug;
+    spdlog::log(level, "grpc: {} ({}:{})", args->message != nullptr ? args->message : "",
+                args->file != nullptr ? args->file : "", args->line);
+  });
+}
+
 struct KmsServer::Parts {
   config::Config config;
   std::unique_ptr<http::HttpsServer> http;
@@ -74,11 +93,17 @@ struct KmsServer::Parts {
   std::unique_ptr<sched::KeyManagerSink> invalidations;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<sched::RotationService> rotation;
+  std::unique_ptr<audit::AuditLog> audit;  // null when audit.enabled is false
   std::unique_ptr<CallGate> gate;
   std::unique_ptr<KeyServiceImpl> key_service;
   std::unique_ptr<AdminServiceImpl> admin_service;
   std::unique_ptr<grpc::Server> grpc;
   int grpc_port = 0;
+  std::unique_ptr<InflightBudget> budget;
+  // The gRPC listener probe's verdict (grpc/listener_probe.h): whether the last probe
+  // completed a TLS handshake, and since when (Unix seconds) it has been failing.
+  std::atomic<bool> grpc_accepting{true};
+  std::atomic<int64_t> grpc_failing_since{0};
   // The XKS door (its own HTTPS listener) and the Kubernetes KMS plugin (its own gRPC
   // server on a unix socket); null when not configured.
   std::unique_ptr<xks::XksDoor> xks;
@@ -88,6 +113,35 @@ struct KmsServer::Parts {
 };
 
 namespace {
+
+// The bounds of the gRPC listener against peers that have not authenticated (gRPC 1.51
+// has no connection cap; docs/security.md says what stays unbounded).
+// A connection must finish its TLS handshake (client certificate verified) this soon
+// after accept, else gRPC closes it: an idle or slow TCP peer holds a descriptor this long.
+constexpr int kGrpcHandshakeTimeoutMs = 5000;
+// An authenticated connection with no call for this long is closed (GOAWAY).
+constexpr int kGrpcMaxConnectionIdleMs = 5 * 60 * 1000;
+// Every connection is recycled after this long (plus the grace for calls in flight), so
+// no connection holds server state for ever.
+constexpr int kGrpcMaxConnectionAgeMs = 60 * 60 * 1000;
+constexpr int kGrpcMaxConnectionAgeGraceMs = 30 * 1000;
+// Keepalive pings find dead peers of idle connections.
+constexpr int kGrpcKeepaliveTimeMs = 60 * 1000;
+constexpr int kGrpcKeepaliveTimeoutMs = 20 * 1000;
+// Concurrent calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+constexpr int kGrpcMaxConcurrentStreams = 64;
+// Request metadata per call (HTTP/2 header list).
+constexpr int kGrpcMaxMetadataBytes = 16 * 1024;
+// gRPC's own memory (transport buffers of every connection: received bytes before a
+// handler sees them); under pressure gRPC shrinks flow-control windows and cancels
+// streams ("Buffers full"). Threads: gRPC's resource-quota thread cap.
+constexpr int64_t kGrpcQuotaMemoryBytes = 128 << 20;
+constexpr int kGrpcQuotaMaxThreads = 64;
+// The listener probe: how often, how long one may take, and how long a failure may last
+// before /healthz fails too (gRPC 1.51 does not recover from it: restart the process).
+constexpr std::chrono::seconds kGrpcProbeInterval(5);
+constexpr std::chrono::milliseconds kGrpcProbeTimeout(3000);
+constexpr int64_t kGrpcProbeDeadAfterSeconds = 30;
 
 // Wipes a string holding a private key when the scope ends, on every path.
 class WipeOnExit {
@@ -224,6 +278,17 @@ int KmsServer::http_port() const { return parts_->http ? parts_->http->port() : 
 absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config& config,
                                                            const std::atomic<bool>* stop) {
   KMS_RETURN_IF_ERROR(config::ValidateConfig(config));
+  // Before any descriptor is opened: a limit too low for the backends is the operator's
+  // to fix, said at once.
+  KMS_RETURN_IF_ERROR(RaiseOpenFileLimit(OpenFileNeedsOf(config)).status());
+  // Every method's largest request must fit the door's in-flight budget.
+  const size_t largest_request = KeyServiceRequestLimits::From(config.limits).batch;
+  if (static_cast<int64_t>(largest_request) > config.limits.max_inflight_request_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "limits.max_inflight_request_bytes (", config.limits.max_inflight_request_bytes,
+        ") must be at least the largest batch request (", largest_request,
+        " bytes with these limits)"));
+  }
   std::unique_ptr<KmsServer> server(new KmsServer());
   Parts& p = *server->parts_;
   p.config = config;
@@ -237,11 +302,23 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   if (!config.http_listen.empty()) {
     using http::Response;
     KMS_ASSIGN_OR_RETURN(p.http, http::HttpsServer::Bind(config.http_listen, config.tls, config.http));
-    p.http->Handle("/healthz", [](const http::Request&) { return Response{.body = "ok\n"}; });
-    // 503 until every key is loaded; 200 while serving, saying "degraded" and naming the
-    // backend when the HSM or the store is down (cached keys are still served).
+    p.http->Handle("/healthz", [&p](const http::Request&) {
+      // A gRPC listener that stopped accepting does not recover (gRPC 1.51): once it has
+      // failed for kGrpcProbeDeadAfterSeconds, liveness fails so the process restarts.
+      const int64_t since = p.grpc_failing_since.load();
+      if (since != 0 && RealClock::Instance().UnixSeconds() - since >= kGrpcProbeDeadAfterSeconds) {
+        return Response{.status = 503, .body = "gRPC listener not accepting connections\n"};
+      }
+      return Response{.body = "ok\n"};
+    });
+    // 503 until every key is loaded, and while the gRPC listener does not accept; 200
+    // while serving, saying "degraded" and naming the backend when the HSM or the store
+    // is down (cached keys are still served).
     p.http->Handle("/readyz", [&p](const http::Request&) {
       const sched::HealthSnapshot s = p.health->Snapshot();
+      if (s.serving() && !p.grpc_accepting) {
+        return Response{.status = 503, .body = "gRPC listener not accepting connections\n"};
+      }
       return Response{.status = s.serving() ? 200 : 503, .body = s.Describe()};
     });
     if (p.metrics) {
@@ -394,12 +471,54 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
     KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeRotationCheckJob(*p.rotation)));
     KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeKekRewrapJob(*p.rotation)));
   }
+  KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeJob(
+      "grpc_listener_probe", kGrpcProbeInterval, /*leader_only=*/false,
+      [&p](const sched::JobContext&) -> absl::Status {
+        absl::Status probe = ProbeTlsListener(p.config.grpc_listen, p.grpc_port, kGrpcProbeTimeout);
+        if (probe.ok()) {
+          if (!p.grpc_accepting.exchange(true)) spdlog::info("gRPC listener accepts again");
+          p.grpc_failing_since = 0;
+          return probe;
+        }
+        if (p.grpc_accepting.exchange(false)) {
+          spdlog::error("gRPC listener is not accepting connections ({}); /readyz reports not "
+                        "ready, and /healthz fails after {} s",
+                        std::string(probe.message()), kGrpcProbeDeadAfterSeconds);
+          int64_t expected = 0;
+          p.grpc_failing_since.compare_exchange_strong(expected, RealClock::Instance().UnixSeconds());
+        }
+        return probe;
+      })));
   p.keys->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
   p.kek_ring->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
 
-  p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get());
+  // The audit log: this node's chain in the store, resumed from its last record.
+  store::AuditStore* audit_store = dynamic_cast<store::AuditStore*>(p.store.get());
+  if (audit_store == nullptr) return absl::InternalError("the key store has no audit log");
+  if (config.audit.enabled) {
+    audit::AuditLogOptions audit_options{
+        .node = node_id,
+        .flush_interval = std::chrono::milliseconds(config.audit.flush_interval_ms),
+        .max_backlog = static_cast<size_t>(config.audit.max_backlog),
+        .refuse_admin_when_full = config.audit.refuse_admin_when_full};
+    KMS_ASSIGN_OR_RETURN(
+        p.audit, OpenWithBackoff<std::unique_ptr<audit::AuditLog>>("audit log", stop, [&] {
+          return audit::AuditLog::Create(*audit_store, audit_options);
+        }));
+    const int64_t retention_ms = config.audit.retention_days * 86400 * 1000;
+    KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeJob(
+        "audit-retention", std::chrono::hours(1), /*leader_only=*/true,
+        [audit_store, retention_ms](const sched::JobContext&) -> absl::Status {
+          const int64_t now_ms = RealClock::Instance().UnixSeconds() * 1000;
+          KMS_ASSIGN_OR_RETURN(int64_t deleted, audit_store->DeleteAuditBefore(now_ms - retention_ms));
+          if (deleted > 0) spdlog::info("audit: {} records past retention deleted", deleted);
+          return absl::OkStatus();
+        })));
+    p.audit->Start();
+  }
+  p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get(), p.audit.get());
   if (p.metrics) {
     p.ops = RegisterKmsdMetrics(*p.metrics, MetricSources{.clock = &RealClock::Instance(),
                                                           .keys = p.keys.get(),
@@ -415,6 +534,20 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
         *p.metrics, std::vector<std::string>{"kms.v1.KeyService", "kms.v1.AdminService"});
     RpcMetrics::Install(p.rpc_metrics.get());
   }
+  if (p.metrics && p.audit) {
+    // The audit log's backlog and drops for the metrics (and the AuditRecordsDropped alert).
+    KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeJob(
+        "audit-metrics", std::chrono::seconds(5), /*leader_only=*/false,
+        [&p, reported = uint64_t{0}](const sched::JobContext&) mutable -> absl::Status {
+          const audit::AuditLogStats s = p.audit->stats();
+          if (p.ops.audit_backlog) p.ops.audit_backlog->Set(static_cast<double>(s.backlog));
+          if (p.ops.audit_dropped && s.dropped > reported) {
+            p.ops.audit_dropped->Increment(s.dropped - reported);
+          }
+          reported = s.dropped;
+          return absl::OkStatus();
+        })));
+  }
   p.key_service = std::make_unique<KeyServiceImpl>(*p.keys, *p.jwt, *p.gate, config.limits);
   p.admin_service = std::make_unique<AdminServiceImpl>(
       *p.keys, *p.kek_ring, *p.jwt, *p.store, *p.gate, *p.scheduler, RealClock::Instance(),
@@ -424,6 +557,15 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                .master_key_kind = config.hsm.master_key_kind,
                .started_at_unix = RealClock::Instance().UnixSeconds()});
   p.admin_service->SetRotation(p.rotation.get());
+  p.admin_service->set_audit_store(audit_store);
+  if (p.audit) {
+    p.admin_service->set_audit_health([&p]() -> absl::Status {
+      const audit::AuditLogStats s = p.audit->stats();
+      if (s.full) return absl::ResourceExhaustedError("backlog full");
+      if (s.store_failing) return absl::UnavailableError("not written");
+      return absl::OkStatus();
+    });
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -436,6 +578,21 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   WipeOnExit wipe_option_key(tls.pem_key_cert_pairs[0].private_key);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.grpc_listen, grpc::SslServerCredentials(tls), &p.grpc_port);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, kGrpcHandshakeTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kGrpcMaxConnectionIdleMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, kGrpcMaxConnectionAgeMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, kGrpcMaxConnectionAgeGraceMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kGrpcKeepaliveTimeMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kGrpcKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kGrpcMaxConcurrentStreams);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kGrpcMaxMetadataBytes);
+  grpc::ResourceQuota quota("kmsd-grpc");
+  quota.Resize(kGrpcQuotaMemoryBytes);
+  quota.SetMaxThreads(kGrpcQuotaMaxThreads);
+  builder.SetResourceQuota(quota);
+  // The door's in-flight budget, checked by every raw handler before it decodes.
+  p.budget = std::make_unique<InflightBudget>(config.limits.max_inflight_request_bytes);
+  SetDoorBudget(p.budget.get());
   builder.RegisterService(p.key_service.get());
   builder.RegisterService(p.admin_service.get());
   // gRPC buffers a whole message before a handler sees it: its limit is the largest of
@@ -578,6 +735,8 @@ void KmsServer::Shutdown() {
   if (p.http) p.http->Stop();
   if (p.scheduler) p.scheduler->Stop();
   if (p.rpc_metrics && RpcMetrics::Installed() == p.rpc_metrics.get()) RpcMetrics::Install(nullptr);
+  if (p.audit) p.audit->Stop();  // writes what the last calls left
+  if (p.budget) SetDoorBudget(nullptr);
 }
 
 }  // namespace kms::server

@@ -11,8 +11,10 @@
 #include <sys/stat.h>
 
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -112,6 +114,7 @@ class DoorsEnv {
     Json config = e2e::DevStateConfig(state, dir->Join("doors.db"));
     config["policy_file"] = policy_path;
     config["http"]["listen"] = "127.0.0.1:0";  // for /metrics
+    config["audit"] = {{"flush_interval_ms", 100}};
     config["xks"] = {{"listen", "127.0.0.1:0"},
                      {"tls", {{"cert_file", state + "/pki/server.pem"}, {"key_file", state + "/pki/server.key"}}},
                      {"uri_prefix", kPrefix},
@@ -472,9 +475,21 @@ TEST_F(XksE2eTest, RequestMetadataIsLoggedAndPlaintextNever) {
   XksAnswer opened = Decrypt("xks-key-1", DecryptBody(a.body));
   ASSERT_EQ(opened.status, 200);
   const std::string log = test::ReadFileOrEmpty(env().kmsd->log_path());
-  EXPECT_THAT(log, HasSubstr("kms_request_id=\"req-id-5e1c-logged\""));
-  EXPECT_THAT(log, HasSubstr("aws_principal_arn=\"arn:aws:iam::123456789012:user/Alice\""));
-  EXPECT_THAT(log, HasSubstr("kms_operation=\"GenerateDataKey\""));
+  // The request's line (JSON lines: src/common/log.h) carries the request metadata.
+  bool found = false;
+  for (const std::string& line : absl::StrSplit(log, '\n')) {
+    Json j = Json::parse(line, nullptr, false);
+    if (!j.is_object() || j.value("event", "") != "xks_request") continue;
+    const Json& f = j["fields"];
+    if (f.value("kms_request_id", "") != "req-id-5e1c-logged" || f.value("operation", "") != "encrypt") continue;
+    found = true;
+    EXPECT_EQ(f.value("aws_principal_arn", ""), "arn:aws:iam::123456789012:user/Alice");
+    EXPECT_EQ(f.value("kms_operation", ""), "GenerateDataKey");
+    EXPECT_EQ(f.value("key", ""), "xks-key-1");
+    EXPECT_EQ(f.value("access_key_id", ""), kKey1);
+    EXPECT_EQ(j.value("request_id", ""), "req-id-5e1c-logged");  // the audit's request id
+  }
+  EXPECT_TRUE(found) << log.substr(log.size() > 4000 ? log.size() - 4000 : 0);
   EXPECT_EQ(log.find(secret_text), std::string::npos);
   EXPECT_EQ(log.find(B64(secret_text)), std::string::npos);
 }
@@ -605,6 +620,35 @@ TEST_F(K8sKmsE2eTest, BothDoorsAreCountedInTheMetrics) {
   EXPECT_THAT(metrics.out,
               HasSubstr(R"(kmsd_xks_requests_total{error="InvalidKeyUsageException",operation="decrypt"})"));
   EXPECT_THAT(metrics.out, HasSubstr(R"(kmsd_xks_request_duration_seconds_bucket{operation="health",le=)"));
+}
+
+TEST_F(K8sKmsE2eTest, BothDoorsCallsAreInTheAuditLog) {
+  ASSERT_TRUE(Encrypt("audited seed")["ok"]);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  bool xks = false, k8s = false;
+  while (!(xks && k8s) && std::chrono::steady_clock::now() < deadline) {
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::ReadAuditRequest req;
+    req.set_tail(1000);
+    v1::ReadAuditResponse resp;
+    grpc::Status st = env().Admin()->ReadAudit(&ctx, req, &resp);
+    ASSERT_TRUE(st.ok()) << st.error_message();
+    for (const v1::AuditRecord& r : resp.records()) {
+      if (r.operation() == "XksEncrypt:GenerateDataKey" &&
+          r.identity() == "aws-kms-xks as arn:aws:iam::123456789012:user/Alice" &&
+          r.tenant_id() == "xks-key-1" && r.outcome() == "OK" && r.kind() == "data") {
+        xks = true;
+      }
+      if (r.operation() == "K8sKmsEncrypt" && r.identity() == "k8s-kms-plugin" &&
+          r.tenant_id() == "k8s-secrets" && r.outcome() == "OK") {
+        k8s = true;
+      }
+    }
+    if (!(xks && k8s)) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  EXPECT_TRUE(xks) << "no XKS encrypt record in the audit log";
+  EXPECT_TRUE(k8s) << "no Kubernetes KMS encrypt record in the audit log";
 }
 
 }  // namespace

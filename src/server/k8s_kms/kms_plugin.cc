@@ -1,9 +1,16 @@
 #include "src/server/k8s_kms/kms_plugin.h"
 
+#include <algorithm>
 #include <chrono>
+#include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "spdlog/spdlog.h"
+#include "src/common/log.h"
+#include "src/common/request_context.h"
+#include "src/server/gate/call_record.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/grpc/grpc_status.h"
 #include "src/server/grpc/unary.h"
@@ -30,6 +37,16 @@ keys::EncryptionContext Context(const char* value) {
   return ctx;
 }
 
+// The request's uid when it is a plain id (the apiserver sends UUIDs), else a new one.
+std::string AuditRequestId(const std::string& uid) {
+  const bool plain = !uid.empty() && uid.size() <= 64 && std::all_of(uid.begin(), uid.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
+  });
+  if (plain) return uid;
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("k8s-%016x", rng());
+}
+
 // The caller's uid, printable and bounded, for the log line.
 std::string Uid(const std::string& uid) {
   std::string out;
@@ -48,19 +65,34 @@ grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::By
   const auto started = std::chrono::steady_clock::now();
   Request request;
   Response response;
+  // Audited like the kms.v1 door: the call's record is filled by the gate's decision and
+  // reported with the final status (a data-plane call: aggregated).
+  CallRecord call{.method = method};
   absl::Status status = DecodeRequest(*in, kMaxRequestBytes, request);
-  if (status.ok()) status = body(request, &response);
+  if (status.ok()) {
+    if constexpr (requires { request.uid(); }) call.request_id = AuditRequestId(request.uid());
+    if (call.request_id.empty()) call.request_id = AuditRequestId("");
+    CallScope scope(&call);
+    status = body(request, &response, &call);
+    if (call.gate != nullptr) status = call.gate->Report(call, status);
+  }
   if (status.ok()) status = EncodeResponse(response, out);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-  spdlog::info("k8s-kms request: method={} identity={} uid=\"{}\" result={} latency_ms={:.2f}",
-               method, identity, Uid([&] {
+  {
+    RequestIdScope id(call.request_id);
+    LogEvent(spdlog::level::info, "k8s_kms_request",
+             {{"method", std::string(method)},
+              {"identity", identity},
+              {"uid", Uid([&] {
                  if constexpr (requires { request.uid(); }) return request.uid();
                  return std::string();
-               }()),
-               absl::StatusCodeToString(status.code()), ms);
+               }())},
+              {"result", absl::StatusCodeToString(status.code())},
+              {"latency_ms", absl::StrFormat("%.2f", ms)}});
+  }
   if (registry != nullptr) {
-    const std::string name(method.substr(method.find('.') + 1));  // "k8s.Encrypt" -> "Encrypt"
+    const std::string name(method.substr(6));  // "K8sKmsEncrypt" -> "Encrypt"
     registry
         ->AddCounter("kmsd_k8s_kms_requests_total",
                      "Kubernetes KMS v2 plugin requests, by method and the gRPC status code the "
@@ -85,8 +117,8 @@ std::string KeyIdFor(const keys::TenantId& tenant, uint32_t dek_version) {
 grpc::ServerUnaryReactor* KmsPluginService::Status(grpc::CallbackServerContext* ctx,
                                                    const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
   return Serve<::v2::StatusRequest, ::v2::StatusResponse>(
-      ctx, in, out, "k8s.Status", identity_, metrics_,
-      [&](const ::v2::StatusRequest&, ::v2::StatusResponse* resp) -> absl::Status {
+      ctx, in, out, "K8sKmsStatus", identity_, metrics_,
+      [&](const ::v2::StatusRequest&, ::v2::StatusResponse* resp, CallRecord* call) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity_, authz::Operation::kGetStatus, ""));
         resp->set_version("v2");
         // healthz is "ok" only when a real round trip through the domain works now.
@@ -103,6 +135,7 @@ grpc::ServerUnaryReactor* KmsPluginService::Status(grpc::CallbackServerContext* 
           }
         }
         if (health.ok()) {
+          call->key_versions = absl::StrCat("dek:", sealed->dek_version);
           resp->set_healthz("ok");
           resp->set_key_id(KeyIdFor(tenant_, sealed->dek_version));
         } else {
@@ -118,8 +151,8 @@ grpc::ServerUnaryReactor* KmsPluginService::Status(grpc::CallbackServerContext* 
 grpc::ServerUnaryReactor* KmsPluginService::Encrypt(grpc::CallbackServerContext* ctx,
                                                     const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
   return Serve<::v2::EncryptRequest, ::v2::EncryptResponse>(
-      ctx, in, out, "k8s.Encrypt", identity_, metrics_,
-      [&](const ::v2::EncryptRequest& req, ::v2::EncryptResponse* resp) -> absl::Status {
+      ctx, in, out, "K8sKmsEncrypt", identity_, metrics_,
+      [&](const ::v2::EncryptRequest& req, ::v2::EncryptResponse* resp, CallRecord* call) -> absl::Status {
         if (req.plaintext().empty()) return absl::InvalidArgumentError("plaintext is empty");
         if (req.plaintext().size() > kMaxPlaintextBytes) {
           return absl::InvalidArgumentError(
@@ -131,6 +164,7 @@ grpc::ServerUnaryReactor* KmsPluginService::Encrypt(grpc::CallbackServerContext*
                              keys_.Encrypt(tenant_, Context(kContextValue), Bytes(req.plaintext())));
         resp->set_ciphertext(std::move(sealed.ciphertext));
         resp->set_key_id(KeyIdFor(tenant_, sealed.dek_version));
+        call->key_versions = absl::StrCat("dek:", sealed.dek_version);
         return absl::OkStatus();
       });
 }
@@ -138,8 +172,8 @@ grpc::ServerUnaryReactor* KmsPluginService::Encrypt(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* KmsPluginService::Decrypt(grpc::CallbackServerContext* ctx,
                                                     const grpc::ByteBuffer* in, grpc::ByteBuffer* out) {
   return Serve<::v2::DecryptRequest, ::v2::DecryptResponse>(
-      ctx, in, out, "k8s.Decrypt", identity_, metrics_,
-      [&](const ::v2::DecryptRequest& req, ::v2::DecryptResponse* resp) -> absl::Status {
+      ctx, in, out, "K8sKmsDecrypt", identity_, metrics_,
+      [&](const ::v2::DecryptRequest& req, ::v2::DecryptResponse* resp, CallRecord* call) -> absl::Status {
         if (req.ciphertext().empty() || req.ciphertext().size() > kMaxCiphertextBytes) {
           return absl::InvalidArgumentError("ciphertext must be 1 to 1023 bytes");
         }
@@ -158,6 +192,7 @@ grpc::ServerUnaryReactor* KmsPluginService::Decrypt(grpc::CallbackServerContext*
           std::fill(opened.plaintext.begin(), opened.plaintext.end(), '\0');
           return absl::InvalidArgumentError("key_id does not match the ciphertext's key version");
         }
+        call->key_versions = absl::StrCat("dek:", opened.dek_version);
         resp->set_plaintext(std::move(opened.plaintext));
         return absl::OkStatus();
       });

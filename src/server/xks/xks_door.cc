@@ -1,7 +1,9 @@
 #include "src/server/xks/xks_door.h"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
+#include <random>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -9,7 +11,10 @@
 #include "nlohmann/json.hpp"
 #include "spdlog/spdlog.h"
 #include "src/common/base64.h"
+#include "src/common/log.h"
 #include "src/common/strict_json.h"
+#include "absl/strings/str_format.h"
+#include "src/server/gate/call_record.h"
 #include "src/server/gate/public_status.h"
 
 namespace kms::server::xks {
@@ -52,6 +57,51 @@ std::string Str(const absl::Status& s) { return std::string(s.message()); }
 struct XksDoor::Outcome {
   http::Response response;
 };
+
+// The audit record of one request, and its scope once the request id is known.
+struct XksDoor::Audit {
+  CallRecord call;
+  std::string method;  // the audit operation; `call.method` views it
+  std::optional<CallScope> scope;
+};
+
+namespace {
+
+// kmsRequestId when it is a plain id (UUID-like, at most 64 characters), else a new one.
+std::string AuditRequestId(const std::string& kms_request_id) {
+  const bool plain = !kms_request_id.empty() && kms_request_id.size() <= 64 &&
+                     std::all_of(kms_request_id.begin(), kms_request_id.end(), [](char c) {
+                       return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' ||
+                              c == '.' || c == '_';
+                     });
+  if (plain) return kms_request_id;
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("xks-%016x", rng());
+}
+
+// The status code an XKS error stands for, for the audit record.
+absl::StatusCode CodeFor(const std::string& error_name) {
+  static const std::pair<std::string_view, absl::StatusCode> kCodes[] = {
+      {"", absl::StatusCode::kOk},
+      {"ValidationException", absl::StatusCode::kInvalidArgument},
+      {"InvalidStateException", absl::StatusCode::kFailedPrecondition},
+      {"InvalidCiphertextException", absl::StatusCode::kInvalidArgument},
+      {"InvalidKeyUsageException", absl::StatusCode::kFailedPrecondition},
+      {"AuthenticationFailedException", absl::StatusCode::kUnauthenticated},
+      {"AccessDeniedException", absl::StatusCode::kPermissionDenied},
+      {"KeyNotFoundException", absl::StatusCode::kNotFound},
+      {"InvalidUriPathException", absl::StatusCode::kNotFound},
+      {"ThrottlingException", absl::StatusCode::kResourceExhausted},
+      {"UnsupportedOperationException", absl::StatusCode::kUnimplemented},
+      {"DependencyTimeoutException", absl::StatusCode::kUnavailable},
+  };
+  for (const auto& [name, code] : kCodes) {
+    if (name == error_name) return code;
+  }
+  return absl::StatusCode::kInternal;
+}
+
+}  // namespace
 
 http::Response XksError(int http_status, std::string_view error_name, std::string_view message) {
   Json body = {{"errorName", std::string(error_name)}};
@@ -158,7 +208,8 @@ bool ValidKeyId(std::string_view id) {
 
 }  // namespace
 
-XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& record) const {
+XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& record,
+                                Audit& audit) const {
   const auto fail = [&](int status, std::string_view name, absl::string_view message) {
     record.error_name = std::string(name);
     return Outcome{XksError(status, name, std::string_view(message.data(), message.size()))};
@@ -231,6 +282,17 @@ XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& 
                          md("awsPrincipalArn", key_op, &record.aws_principal_arn),
                          md("kmsKeyArn", false, &kms_key_arn)}) {
     if (!s.ok()) return fail(400, kValidation, s.message());
+  }
+
+  // From here the call may reach the gate: it is audited under the KMS request id.
+  if (record.operation != "health") {
+    audit.call.request_id = AuditRequestId(record.kms_request_id);
+    audit.method = absl::StrCat(record.operation == "metadata"  ? "XksGetKeyMetadata"
+                                : record.operation == "encrypt" ? "XksEncrypt"
+                                                                : "XksDecrypt",
+                                ":", Printable(record.kms_operation, 64));
+    audit.call.method = audit.method;
+    audit.scope.emplace(&audit.call);
   }
 
   // 4. The operation.
@@ -352,6 +414,7 @@ XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& 
                 {"initializationVector", Base64Encode(sealed->iv)},
                 {"authenticationTag", Base64Encode(sealed->tag)}};
     if (want_cdiv) out["ciphertextDataIntegrityValue"] = Base64Encode(sealed->integrity_value);
+    record.key_versions = absl::StrCat("dek:", sealed->dek_version);
     return Outcome{http::Response{.content_type = "application/json", .body = out.dump()}};
   }
 
@@ -382,6 +445,7 @@ XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& 
                               .metadata = metadata ? std::span<const uint8_t>(*metadata)
                                                    : std::span<const uint8_t>()});
   if (!opened.ok()) return fail_with(DomainFailure(opened.status(), true, "xks decrypt"));
+  record.key_versions = absl::StrCat("dek:", opened->dek_version);
   Json out = {{"plaintext", Base64Encode(std::span<const uint8_t>(
                                 reinterpret_cast<const uint8_t*>(opened->plaintext.data()),
                                 opened->plaintext.size()))}};
@@ -392,8 +456,21 @@ XksDoor::Outcome XksDoor::Serve(const http::Request& request, XksRequestRecord& 
 http::Response XksDoor::Handle(const http::Request& request) const {
   const auto started = std::chrono::steady_clock::now();
   XksRequestRecord record{.operation = "unknown"};
-  Outcome outcome = Serve(request, record);
+  Audit audit;
+  Outcome outcome = Serve(request, record, audit);
   record.http_status = outcome.response.status;
+  if (audit.call.gate != nullptr) {
+    // Per AWS principal and KMS operation, so the aggregated audit records say who used
+    // the key for what.
+    audit.call.identity = absl::StrCat(audit.call.identity, " as ",
+                                       Printable(record.aws_principal_arn, kMaxArnBytes));
+    audit.call.key_versions = record.key_versions;
+    const absl::StatusCode code = CodeFor(record.error_name);
+    audit.call.gate
+        ->Report(audit.call, code == absl::StatusCode::kOk ? absl::OkStatus()
+                                                           : absl::Status(code, record.error_name))
+        .IgnoreError();  // data-plane records never fail the call
+  }
   record.latency_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   if (metrics_ != nullptr) {
@@ -413,14 +490,19 @@ http::Response XksDoor::Handle(const http::Request& request) const {
   if (recorder_) {
     recorder_(record);
   } else {
-    spdlog::info(
-        "xks request: operation={} key={} aws_principal_arn=\"{}\" kms_operation=\"{}\" "
-        "kms_request_id=\"{}\" access_key_id={} identity={} result={} http_status={} latency_ms={:.2f}",
-        record.operation, record.key_id, Printable(record.aws_principal_arn, kMaxArnBytes),
-        Printable(record.kms_operation, 128), Printable(record.kms_request_id, 128),
-        Printable(record.access_key_id, 64), options_.identity,
-        record.error_name.empty() ? "ok" : record.error_name, record.http_status, record.latency_ms);
+    LogEvent(spdlog::level::info, "xks_request",
+             {{"operation", record.operation},
+              {"key", record.key_id},
+              {"aws_principal_arn", Printable(record.aws_principal_arn, kMaxArnBytes)},
+              {"kms_operation", Printable(record.kms_operation, 128)},
+              {"kms_request_id", Printable(record.kms_request_id, 128)},
+              {"access_key_id", Printable(record.access_key_id, 64)},
+              {"identity", options_.identity},
+              {"result", record.error_name.empty() ? "ok" : record.error_name},
+              {"http_status", std::to_string(record.http_status)},
+              {"latency_ms", absl::StrFormat("%.2f", record.latency_ms)}});
   }
+  audit.scope.reset();
   return std::move(outcome.response);
 }
 

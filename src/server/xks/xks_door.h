@@ -55,7 +55,14 @@ struct XksDoorOptions {
   std::function<EkmHealth()> backend_health;
 };
 
-// One line per request for the audit trail: operation, key, principal, KMS operation and
+// Audit: every request that reaches the gate (metadata, encrypt, decrypt) is reported
+// through it (CallGate::Report) as a data-plane call: identity "<xks.identity> as
+// <awsPrincipalArn>", operation "XksEncrypt:<kmsOperation>" (and XksDecrypt,
+// XksGetKeyMetadata), request id = kmsRequestId when it is a plain id (else a generated
+// one). The audit log aggregates data-plane calls per second, identity and operation,
+// so the per-request line below keeps every kmsRequestId.
+//
+// One line per request for the log: operation, key, principal, KMS operation and
 // request id, the access key that signed, result and time. Plaintext never.
 struct XksRequestRecord {
   std::string operation;  // metadata | encrypt | decrypt | health | unknown
@@ -65,6 +72,7 @@ struct XksRequestRecord {
   std::string kms_request_id;
   std::string access_key_id;
   std::string error_name;  // empty on success
+  std::string key_versions;  // "dek:N" of a successful encrypt or decrypt
   int http_status = 0;
   double latency_ms = 0;
 };
@@ -93,7 +101,8 @@ class XksDoor {
 
  private:
   struct Outcome;
-  Outcome Serve(const http::Request& request, XksRequestRecord& record) const;
+  struct Audit;
+  Outcome Serve(const http::Request& request, XksRequestRecord& record, Audit& audit) const;
 
   keys::KeyManager& keys_;
   const CallGate& gate_;
