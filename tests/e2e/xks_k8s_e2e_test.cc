@@ -477,7 +477,7 @@ TEST_F(XksE2eTest, RequestMetadataIsLoggedAndPlaintextNever) {
   const std::string log = test::ReadFileOrEmpty(env().kmsd->log_path());
   // The request's line (JSON lines: src/common/log.h) carries the request metadata.
   bool found = false;
-  for (const std::string& line : absl::StrSplit(log, '\n')) {
+  for (const std::string& line : std::vector<std::string>(absl::StrSplit(log, '\n'))) {
     Json j = Json::parse(line, nullptr, false);
     if (!j.is_object() || j.value("event", "") != "xks_request") continue;
     const Json& f = j["fields"];
