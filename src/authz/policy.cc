@@ -71,7 +71,7 @@ class PolicyParser {
 
   static absl::StatusOr<std::unique_ptr<PolicyAuthorizer>> Parse(const Json& root) {
     if (!root.is_object()) return Invalid("top level", TypeMismatch("an object", root));
-    KMS_RETURN_IF_ERROR(CheckKeys(root, "top level", {"version", "identities"}));
+    KMS_RETURN_IF_ERROR(CheckKeys(root, "top level", {"version", "identities", "keys"}));
 
     auto version = root.find("version");
     if (version == root.end()) return Invalid("version", "required (use 1)");
@@ -94,7 +94,12 @@ class PolicyParser {
         return Invalid(where, absl::StrCat("identity '", identity, "' is listed twice"));
       }
     }
-    return std::unique_ptr<PolicyAuthorizer>(new PolicyAuthorizer(std::move(grants)));
+    absl::flat_hash_map<std::string, KeyUsage> key_usage;
+    if (auto keys = root.find("keys"); keys != root.end()) {
+      KMS_ASSIGN_OR_RETURN(key_usage, ParseKeys(*keys));
+    }
+    return std::unique_ptr<PolicyAuthorizer>(
+        new PolicyAuthorizer(std::move(grants), std::move(key_usage)));
   }
 
  private:
@@ -168,6 +173,47 @@ class PolicyParser {
       }
     }
     return absl::OkStatus();
+  }
+
+  static absl::StatusOr<absl::flat_hash_map<std::string, KeyUsage>> ParseKeys(const Json& keys) {
+    if (!keys.is_array()) return Invalid("keys", TypeMismatch("an array", keys));
+    absl::flat_hash_map<std::string, KeyUsage> out;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const Json& entry = keys[i];
+      const std::string where = absl::StrCat("keys[", i, "]");
+      if (!entry.is_object()) return Invalid(where, TypeMismatch("an object", entry));
+      KMS_RETURN_IF_ERROR(CheckKeys(entry, where, {"key", "operations"}));
+      auto key = entry.find("key");
+      if (key == entry.end()) return Invalid(where + ".key", "required");
+      if (!key->is_string()) return Invalid(where + ".key", TypeMismatch("a string", *key));
+      const std::string id = key->get<std::string>();
+      if (id.empty() || id.find('*') != std::string::npos) {
+        return Invalid(where + ".key", "must name one key (no wildcards)");
+      }
+      auto ops = entry.find("operations");
+      if (ops == entry.end()) return Invalid(where + ".operations", "required");
+      if (!ops->is_array() || ops->empty()) {
+        return Invalid(where + ".operations", "must be a non-empty array of \"encrypt\", \"decrypt\"");
+      }
+      KeyUsage usage{.encrypt = false, .decrypt = false};
+      for (size_t j = 0; j < ops->size(); ++j) {
+        const Json& op = (*ops)[j];
+        const std::string item = absl::StrCat(where, ".operations[", j, "]");
+        if (!op.is_string()) return Invalid(item, TypeMismatch("a string", op));
+        const std::string name = op.get<std::string>();
+        if (name == "encrypt") {
+          usage.encrypt = true;
+        } else if (name == "decrypt") {
+          usage.decrypt = true;
+        } else {
+          return Invalid(item, absl::StrCat("'", name, "' is not a key operation (encrypt, decrypt)"));
+        }
+      }
+      if (!out.emplace(id, usage).second) {
+        return Invalid(where, absl::StrCat("key '", id, "' is listed twice"));
+      }
+    }
+    return out;
   }
 
   static absl::StatusOr<RateLimit> ParseRateLimit(const Json& rl, const std::string& where) {
@@ -255,6 +301,11 @@ absl::Status PolicyAuthorizer::Authorize(std::string_view identity, Operation op
 std::optional<RateLimit> PolicyAuthorizer::RateLimitFor(std::string_view identity) const {
   const Grant* grant = Find(identity);
   return grant == nullptr ? std::nullopt : grant->rate_limit;
+}
+
+KeyUsage PolicyAuthorizer::UsageOf(std::string_view tenant_id) const {
+  auto it = key_usage_.find(Av(tenant_id));
+  return it == key_usage_.end() ? KeyUsage{} : it->second;
 }
 
 }  // namespace kms::authz

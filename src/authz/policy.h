@@ -7,7 +7,9 @@
 //      {"identity": "spiffe://kmsd.dev/billing",        // exact match, no wildcards
 //       "operations": ["encrypt", "decrypt"],           // or ["*"] for all operations
 //       "tenants": ["acme", "acme-*", "key:backup", "key:*", "*"],  // exact, prefix*, any
-//       "rate_limit": {"requests_per_second": 500, "burst": 1000}}]}   // optional
+//       "rate_limit": {"requests_per_second": 500, "burst": 1000}}],   // optional
+//    "keys": [                                          // optional: per-key allowed operations
+//      {"key": "xks-export-key", "operations": ["encrypt"]}]}  // encrypt-only / decrypt-only
 //
 // Operation names are those of OperationName(): encrypt, decrypt, create_tenant,
 // get_tenant, list_tenants, get_status, sign_jwt, verify_jwt, admin_jwt, rotate, shred,
@@ -21,6 +23,9 @@
 // prefix pattern never matches across a ':' (so "k*" does not grant "key:backup").
 // Unknown keys, unknown operations, malformed tenant patterns and duplicate identities
 // are INVALID_ARGUMENT at load time.
+// "keys" restricts what a key (a tenant id or "key:NAME", exact) may be used for,
+// whoever is granted it: "operations" is a non-empty subset of ["encrypt", "decrypt"];
+// keys not listed allow both. A key listed twice or another operation is INVALID_ARGUMENT.
 #pragma once
 
 #include <cstdint>
@@ -52,6 +57,7 @@ class PolicyAuthorizer final : public Authorizer {
                          std::string_view tenant_id) const override;
 
   std::optional<RateLimit> RateLimitFor(std::string_view identity) const override;
+  KeyUsage UsageOf(std::string_view tenant_id) const override;
 
   size_t identity_count() const { return grants_.size(); }
 
@@ -67,12 +73,14 @@ class PolicyAuthorizer final : public Authorizer {
   };
   friend class PolicyParser;
 
-  explicit PolicyAuthorizer(absl::flat_hash_map<std::string, Grant> grants)
-      : grants_(std::move(grants)) {}
+  explicit PolicyAuthorizer(absl::flat_hash_map<std::string, Grant> grants,
+                            absl::flat_hash_map<std::string, KeyUsage> key_usage = {})
+      : grants_(std::move(grants)), key_usage_(std::move(key_usage)) {}
 
   const Grant* Find(std::string_view identity) const;
 
   absl::flat_hash_map<std::string, Grant> grants_;
+  absl::flat_hash_map<std::string, KeyUsage> key_usage_;
 };
 
 }  // namespace kms::authz

@@ -134,6 +134,14 @@ class ObjectReader {
     return v;
   }
 
+  // The array under `key`, or nullptr when absent.
+  absl::StatusOr<const Json*> GetArray(std::string_view key) const {
+    const Json* v = Find(key);
+    if (v == nullptr) return nullptr;
+    if (!v->is_array()) return TypeError(key, "an array", *v);
+    return v;
+  }
+
   std::string Path(std::string_view key) const { return KeyPath(prefix_, key); }
 
  private:
@@ -180,7 +188,7 @@ absl::Status ReadConfig(const Json& root, Config& c) {
                                      "policy_file", "limits", "dek_cache", "tenants",
                                      "redis", "cluster", "jwt", "rotation", "log_level",
                                      "lock_memory", "metrics", "health", "audit",
-                                     "backends"}));
+                                     "backends", "xks", "k8s_kms"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -323,6 +331,66 @@ absl::Status ReadConfig(const Json& root, Config& c) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"ttl_seconds", "max_entries"}));
     KMS_RETURN_IF_ERROR(r.GetInt64("ttl_seconds", &c.dek_cache.ttl_seconds));
     return r.GetInt64("max_entries", &c.dek_cache.max_entries);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "xks", [&](ObjectReader& r) {
+    XksConfig& x = c.xks;
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"listen", "tls", "client_common_name", "uri_prefix", "region",
+                                     "credentials", "identity", "max_clock_skew_seconds",
+                                     "deadline_ms", "health_key", "http"}));
+    KMS_RETURN_IF_ERROR(r.GetString("listen", &x.listen));
+    KMS_RETURN_IF_ERROR(WithObject(r, "tls", [&](ObjectReader& t) {
+      KMS_RETURN_IF_ERROR(t.CheckKeys({"cert_file", "key_file", "client_ca_file"}));
+      KMS_RETURN_IF_ERROR(t.GetString("cert_file", &x.tls.cert_file));
+      KMS_RETURN_IF_ERROR(t.GetString("key_file", &x.tls.key_file));
+      return t.GetString("client_ca_file", &x.tls.client_ca_file);
+    }));
+    KMS_RETURN_IF_ERROR(r.GetString("client_common_name", &x.client_common_name));
+    KMS_RETURN_IF_ERROR(r.GetString("uri_prefix", &x.uri_prefix));
+    KMS_RETURN_IF_ERROR(r.GetString("region", &x.region));
+    KMS_RETURN_IF_ERROR(r.GetString("identity", &x.identity));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_clock_skew_seconds", &x.max_clock_skew_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("deadline_ms", &x.deadline_ms));
+    KMS_RETURN_IF_ERROR(r.GetString("health_key", &x.health_key));
+    KMS_RETURN_IF_ERROR(WithObject(r, "http", [&](ObjectReader& h) {
+      HttpConfig& l = x.http;
+      KMS_RETURN_IF_ERROR(h.CheckKeys({"max_connections", "max_connections_per_ip",
+                                       "handshake_timeout_ms", "header_timeout_ms",
+                                       "idle_timeout_ms", "request_timeout_ms", "max_header_bytes",
+                                       "max_body_bytes", "worker_threads", "max_queued_requests"}));
+      KMS_RETURN_IF_ERROR(h.GetInt("max_connections", &l.max_connections));
+      KMS_RETURN_IF_ERROR(h.GetInt("max_connections_per_ip", &l.max_connections_per_ip));
+      KMS_RETURN_IF_ERROR(h.GetInt64("handshake_timeout_ms", &l.handshake_timeout_ms));
+      KMS_RETURN_IF_ERROR(h.GetInt64("header_timeout_ms", &l.header_timeout_ms));
+      KMS_RETURN_IF_ERROR(h.GetInt64("idle_timeout_ms", &l.idle_timeout_ms));
+      KMS_RETURN_IF_ERROR(h.GetInt64("request_timeout_ms", &l.request_timeout_ms));
+      KMS_RETURN_IF_ERROR(h.GetInt64("max_header_bytes", &l.max_header_bytes));
+      KMS_RETURN_IF_ERROR(h.GetInt64("max_body_bytes", &l.max_body_bytes));
+      KMS_RETURN_IF_ERROR(h.GetInt("worker_threads", &l.worker_threads));
+      return h.GetInt("max_queued_requests", &l.max_queued_requests);
+    }));
+    KMS_ASSIGN_OR_RETURN(const Json* creds, r.GetArray("credentials"));
+    if (creds != nullptr) {
+      for (size_t i = 0; i < creds->size(); ++i) {
+        const std::string where = absl::StrCat("xks.credentials[", i, "]");
+        if (!(*creds)[i].is_object()) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": expected an object"));
+        }
+        ObjectReader cr((*creds)[i], where);
+        XksCredentialConfig cred;
+        KMS_RETURN_IF_ERROR(cr.CheckKeys({"access_key_id", "secret_access_key_file"}));
+        KMS_RETURN_IF_ERROR(cr.GetString("access_key_id", &cred.access_key_id));
+        KMS_RETURN_IF_ERROR(cr.GetString("secret_access_key_file", &cred.secret_access_key_file));
+        x.credentials.push_back(std::move(cred));
+      }
+    }
+    return absl::OkStatus();
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "k8s_kms", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"socket_path", "socket_mode", "identity", "key"}));
+    KMS_RETURN_IF_ERROR(r.GetString("socket_path", &c.k8s_kms.socket_path));
+    KMS_RETURN_IF_ERROR(r.GetString("socket_mode", &c.k8s_kms.socket_mode));
+    KMS_RETURN_IF_ERROR(r.GetString("identity", &c.k8s_kms.identity));
+    return r.GetString("key", &c.k8s_kms.key);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "tenants", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"auto_create"}));
@@ -470,21 +538,85 @@ void ValidateRedis(Errors& errors, const RedisConfig& redis) {
   CheckRange(errors, "redis.command_timeout_ms", redis.command_timeout_ms, 1, 60000);
 }
 
-void ValidateHttp(Errors& errors, const HttpConfig& http) {
-  CheckRange(errors, "http.max_connections", http.max_connections, 1, kMaxHttpConnections);
-  CheckRange(errors, "http.max_connections_per_ip", http.max_connections_per_ip, 1,
+void ValidateHttpBounds(Errors& errors, const std::string& prefix, const HttpConfig& http) {
+  CheckRange(errors, prefix + ".max_connections", http.max_connections, 1, kMaxHttpConnections);
+  CheckRange(errors, prefix + ".max_connections_per_ip", http.max_connections_per_ip, 1,
              std::max(1, http.max_connections));
-  CheckRange(errors, "http.handshake_timeout_ms", http.handshake_timeout_ms, 100, 60000);
-  CheckRange(errors, "http.header_timeout_ms", http.header_timeout_ms, 100, 300000);
-  CheckRange(errors, "http.idle_timeout_ms", http.idle_timeout_ms, 100, 3600000);
-  CheckRange(errors, "http.request_timeout_ms", http.request_timeout_ms, 100, 600000);
+  CheckRange(errors, prefix + ".handshake_timeout_ms", http.handshake_timeout_ms, 100, 60000);
+  CheckRange(errors, prefix + ".header_timeout_ms", http.header_timeout_ms, 100, 300000);
+  CheckRange(errors, prefix + ".idle_timeout_ms", http.idle_timeout_ms, 100, 3600000);
+  CheckRange(errors, prefix + ".request_timeout_ms", http.request_timeout_ms, 100, 600000);
   if (http.header_timeout_ms > http.request_timeout_ms) {
-    errors.Add("http.header_timeout_ms", "must not exceed http.request_timeout_ms");
+    errors.Add(prefix + ".header_timeout_ms", "must not exceed " + prefix + ".request_timeout_ms");
   }
-  CheckRange(errors, "http.max_header_bytes", http.max_header_bytes, 1024, 1 << 20);
-  CheckRange(errors, "http.max_body_bytes", http.max_body_bytes, 0, int64_t{64} << 20);
-  CheckRange(errors, "http.worker_threads", http.worker_threads, 1, 64);
-  CheckRange(errors, "http.max_queued_requests", http.max_queued_requests, 1, 100000);
+  CheckRange(errors, prefix + ".max_header_bytes", http.max_header_bytes, 1024, 1 << 20);
+  CheckRange(errors, prefix + ".max_body_bytes", http.max_body_bytes, 0, int64_t{64} << 20);
+  CheckRange(errors, prefix + ".worker_threads", http.worker_threads, 1, 64);
+  CheckRange(errors, prefix + ".max_queued_requests", http.max_queued_requests, 1, 100000);
+}
+
+void ValidateHttp(Errors& errors, const HttpConfig& http) { ValidateHttpBounds(errors, "http", http); }
+
+// The XKS door: only when xks.listen is set.
+void ValidateXks(Errors& errors, const Config& c) {
+  const XksConfig& x = c.xks;
+  if (x.listen.empty()) return;
+  CheckListen(errors, "xks.listen", x.listen);
+  if (x.listen == c.grpc_listen || x.listen == c.http_listen) {
+    if (!x.listen.ends_with(":0")) errors.Add("xks.listen", "must differ from grpc.listen and http.listen");
+  }
+  CheckReadableFile(errors, "xks.tls.cert_file", x.tls.cert_file);
+  CheckReadableFile(errors, "xks.tls.key_file", x.tls.key_file);
+  if (!x.tls.client_ca_file.empty()) CheckReadableFile(errors, "xks.tls.client_ca_file", x.tls.client_ca_file);
+  if (!x.client_common_name.empty() && x.tls.client_ca_file.empty()) {
+    errors.Add("xks.client_common_name", "needs xks.tls.client_ca_file (mTLS)");
+  }
+  // The specification: XksProxyUriPath ({prefix}/kms/xks/v1) is at most 128 characters of
+  // [A-Za-z0-9/_-].
+  if (!x.uri_prefix.empty() &&
+      (x.uri_prefix.front() != '/' || x.uri_prefix.back() == '/' ||
+       x.uri_prefix.size() + 11 > 128 ||
+       x.uri_prefix.find_first_not_of(
+           "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/_-") != std::string::npos)) {
+    errors.Add("xks.uri_prefix",
+               "must be empty or start with '/', not end with '/', use only [A-Za-z0-9/_-], and "
+               "leave {uri_prefix}/kms/xks/v1 at most 128 characters");
+  }
+  if (x.region.empty()) errors.Add("xks.region", "required");
+  if (x.identity.empty()) errors.Add("xks.identity", "required");
+  if (x.credentials.empty() || x.credentials.size() > 2) {
+    errors.Add("xks.credentials", "one or two {access_key_id, secret_access_key_file} pairs");
+  }
+  for (size_t i = 0; i < x.credentials.size(); ++i) {
+    const XksCredentialConfig& cred = x.credentials[i];
+    const std::string key = absl::StrCat("xks.credentials[", i, "]");
+    // The specification: 20-30 characters of A-Z and 2-7.
+    if (cred.access_key_id.size() < 20 || cred.access_key_id.size() > 30 ||
+        cred.access_key_id.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") != std::string::npos) {
+      errors.Add(key + ".access_key_id", "must be 20-30 characters of A-Z and 2-7");
+    }
+    CheckReadableFile(errors, key + ".secret_access_key_file", cred.secret_access_key_file);
+    for (size_t j = 0; j < i; ++j) {
+      if (x.credentials[j].access_key_id == cred.access_key_id) {
+        errors.Add(key + ".access_key_id", "is listed twice");
+      }
+    }
+  }
+  CheckRange(errors, "xks.max_clock_skew_seconds", x.max_clock_skew_seconds, 1, 900);
+  CheckRange(errors, "xks.deadline_ms", x.deadline_ms, 10, 250);
+  ValidateHttpBounds(errors, "xks.http", x.http);
+}
+
+void ValidateK8sKms(Errors& errors, const K8sKmsConfig& k) {
+  if (k.socket_path.empty()) return;
+  if (k.socket_path.front() != '/') errors.Add("k8s_kms.socket_path", "must be an absolute path");
+  if (k.socket_path.size() > 100) errors.Add("k8s_kms.socket_path", "must be at most 100 bytes (a unix socket path)");
+  if (k.socket_mode.size() != 4 || k.socket_mode[0] != '0' ||
+      k.socket_mode.find_first_not_of("01234567") != std::string::npos) {
+    errors.Add("k8s_kms.socket_mode", "must be four octal digits such as \"0600\"");
+  }
+  if (k.identity.empty()) errors.Add("k8s_kms.identity", "required");
+  if (k.key.empty()) errors.Add("k8s_kms.key", "required (the tenant whose key encrypts)");
 }
 
 void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
@@ -549,6 +681,8 @@ absl::Status ValidateConfig(const Config& c) {
   ValidateStore(errors, c.store);
   ValidateRedis(errors, c.redis);
   ValidateHttp(errors, c.http);
+  ValidateXks(errors, c);
+  ValidateK8sKms(errors, c.k8s_kms);
   CheckRange(errors, "cluster.poll_interval_seconds", c.cluster.poll_interval_seconds, 1, 3600);
   CheckRange(errors, "health.probe_interval_seconds", c.health.probe_interval_seconds, 1, 300);
   ValidateJwt(errors, c.jwt);
@@ -616,9 +750,11 @@ absl::StatusOr<Config> ParseConfig(std::string_view json_text, const std::string
   for (std::string* path : {&c.tls.cert_file, &c.tls.key_file, &c.tls.client_ca_file,
                             &c.hsm.pin_file, &c.hsm.softhsm2_conf, &c.store.sqlite_path,
                             &c.store.postgres.password_file, &c.store.postgres.sslrootcert,
-                            &c.redis.password_file, &c.policy_file}) {
+                            &c.redis.password_file, &c.policy_file, &c.xks.tls.cert_file,
+                            &c.xks.tls.key_file, &c.xks.tls.client_ca_file}) {
     ResolvePath(base_dir, *path);
   }
+  for (XksCredentialConfig& cred : c.xks.credentials) ResolvePath(base_dir, cred.secret_access_key_file);
   // A bare library name is for the dynamic loader's search path; only a relative path
   // with a directory in it is relative to the config file.
   if (c.hsm.module_path.find('/') != std::string::npos) ResolvePath(base_dir, c.hsm.module_path);

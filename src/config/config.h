@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "kms/common/status.h"
 
@@ -143,6 +144,43 @@ struct HealthConfig {
   int64_t probe_interval_seconds = 5;
 };
 
+// One SigV4 access key of the XKS door: the id AWS KMS sends, the secret in a file.
+struct XksCredentialConfig {
+  std::string access_key_id;
+  std::string secret_access_key_file;
+};
+
+// The AWS KMS External Key Store door (src/server/xks) on a listener of its own.
+struct XksConfig {
+  std::string listen;  // HOST:PORT; empty: no XKS door
+  // Its TLS: a publicly trusted certificate for AWS (tls.cert_file, tls.key_file);
+  // tls.client_ca_file optional: when set, client certificates are required (mTLS).
+  TlsConfig tls;
+  std::string client_common_name;  // mTLS: required client CN (cks.kms.<region>.amazonaws.com)
+  std::string uri_prefix;          // "" or "/path"; the API is at {uri_prefix}/kms/xks/v1
+  std::string region = "us-east-1";  // the SigV4 region AWS KMS signs for
+  std::vector<XksCredentialConfig> credentials;  // 1 or 2 pairs accepted at once
+  std::string identity = "aws-kms-xks";  // the identity the policy and audit see
+  int64_t max_clock_skew_seconds = 300;  // SigV4 request time window, either way
+  int64_t deadline_ms = 150;             // answer DependencyTimeoutException after this
+  std::string health_key;                // optional test key for the deep health check
+  // The listener's bounds; bodies are small here (the largest request, a decrypt with
+  // 8 KiB of AAD, is under 20 KiB of JSON).
+  HttpConfig http = [] {
+    HttpConfig h;
+    h.max_body_bytes = 64 * 1024;
+    return h;
+  }();
+};
+
+// The Kubernetes KMS v2 plugin (src/server/k8s_kms) on a unix socket.
+struct K8sKmsConfig {
+  std::string socket_path;  // empty: no plugin
+  std::string socket_mode = "0600";  // octal; the socket file's permissions
+  std::string identity = "k8s-kms-plugin";  // the identity the policy and audit see
+  std::string key;  // the kmsd tenant whose DEKs encrypt the cluster's seeds
+};
+
 struct DekCacheConfig {
   int64_t ttl_seconds = 3600;
   int64_t max_entries = 500000;  // DEK versions (~640 B each: docs/benchmarks.md)
@@ -175,6 +213,8 @@ struct Config {
   HealthConfig health;
   BackendsConfig backends;
   RotationConfig rotation;
+  XksConfig xks;
+  K8sKmsConfig k8s_kms;
   AuditConfig audit;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error

@@ -126,6 +126,10 @@ int main(int argc, char** argv) {
     ready_line += " https=" + kms::dev::HostOf(config->http_listen) + ":" +
                   std::to_string((*server)->http_port());
   }
+  if ((*server)->xks_port() != 0) {
+    ready_line += " xks=" + kms::dev::HostOf(config->xks.listen) + ":" +
+                  std::to_string((*server)->xks_port());
+  }
   // In dev mode kmsctl.json is written before the ready line, which scripts wait for.
   const std::string dev_hint =
       dev ? kms::dev::OnDevNodeListening(dev_options.state_dir, grpc_addr) : "";

@@ -10,6 +10,7 @@
 #include "spdlog/spdlog.h"
 #include "src/crypto/field_cipher.h"
 #include "src/keys/key_ref.h"
+#include "src/crypto/raw_aead.h"
 #include "src/keys/tenant_id.h"
 #include "src/keys/wrapped_dek.h"
 
@@ -585,6 +586,65 @@ absl::StatusOr<uint32_t> KeyManager::EncryptBatch(const TenantId& tenant,
   dek.encryptions.fetch_add(sealed, std::memory_order_relaxed);
   encryptions_.fetch_add(sealed, std::memory_order_relaxed);
   return dek.version;
+}
+
+absl::StatusOr<RawCiphertext> KeyManager::RawEncrypt(const TenantId& tenant,
+                                                     std::span<const uint8_t> aad,
+                                                     std::span<const uint8_t> plaintext,
+                                                     bool integrity_value) {
+  const std::string& tenant_id = tenant.str();
+  if (aad.size() > crypto::kMaxRawAadBytes) {
+    return absl::InvalidArgumentError("additional authenticated data is too long");
+  }
+  absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, 0);
+  if (absl::IsNotFound(entry.status())) return TenantNotFound();
+  if (!entry.ok()) return entry.status();
+  const DekEntry& dek = **entry;
+  RawCiphertext out{.metadata = crypto::RawMetadata(dek.version), .dek_version = dek.version};
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> gcm_aad, crypto::RawAad(aad, out.metadata));
+  KMS_ASSIGN_OR_RETURN(crypto::RawSealed sealed, crypto::RawSeal(*dek.key, gcm_aad, plaintext));
+  dek.encryptions.fetch_add(1, std::memory_order_relaxed);
+  encryptions_.fetch_add(1, std::memory_order_relaxed);
+  if (integrity_value) {
+    // Appendix C: the value first, then a decryption of exactly what is returned.
+    const crypto::Sha256Digest cdiv = crypto::RawIntegrityValue(aad, out.metadata, sealed);
+    out.integrity_value.assign(cdiv.begin(), cdiv.end());
+    SecretBytes check(plaintext.size());
+    if (!crypto::RawOpen(*dek.key, gcm_aad, sealed.iv, sealed.ciphertext, sealed.tag,
+                         check.mutable_span())
+             .ok() ||
+        !crypto::ConstantTimeEquals(check.span(), plaintext)) {
+      return absl::InternalError("a raw ciphertext did not decrypt right after encryption");
+    }
+  }
+  out.iv = std::move(sealed.iv);
+  out.ciphertext = std::move(sealed.ciphertext);
+  out.tag = std::move(sealed.tag);
+  return out;
+}
+
+absl::StatusOr<DecryptResult> KeyManager::RawDecrypt(const TenantId& tenant,
+                                                     std::span<const uint8_t> aad,
+                                                     const RawCiphertextView& in) {
+  const std::string& tenant_id = tenant.str();
+  absl::StatusOr<uint32_t> version = crypto::ParseRawMetadata(in.metadata);
+  absl::StatusOr<std::vector<uint8_t>> gcm_aad = crypto::RawAad(aad, in.metadata);
+  if (!version.ok() || !gcm_aad.ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  KMS_ASSIGN_OR_RETURN(std::shared_ptr<const DekEntry> entry, DekForCiphertext(tenant_id, *version));
+  DecryptResult result{.dek_version = entry->version};
+  result.plaintext.resize(in.ciphertext.size());
+  if (!crypto::RawOpen(*entry->key, *gcm_aad, in.iv, in.ciphertext, in.tag,
+                       std::span<uint8_t>(reinterpret_cast<uint8_t*>(result.plaintext.data()),
+                                          result.plaintext.size()))
+           .ok()) {
+    decrypt_failures_.fetch_add(1, std::memory_order_relaxed);
+    return DecryptionFailed();
+  }
+  decryptions_.fetch_add(1, std::memory_order_relaxed);
+  return result;
 }
 
 }  // namespace kms::keys

@@ -60,6 +60,25 @@ struct ReEncryptResult {
   uint32_t source_dek_version = 0;  // the version it was under
 };
 
+// A raw AEAD ciphertext in pieces (src/crypto/raw_aead.h: the AWS XKS proxy API shape).
+struct RawCiphertext {
+  std::vector<uint8_t> iv;          // 12 bytes
+  std::vector<uint8_t> ciphertext;  // as long as the plaintext
+  std::vector<uint8_t> tag;         // 16 bytes
+  std::vector<uint8_t> metadata;    // names the DEK version (raw_aead.h); at most 20 bytes
+  uint32_t dek_version = 0;
+  // SHA-256 of aad || metadata || iv || ciphertext || tag, when asked for (raw_aead.h).
+  std::vector<uint8_t> integrity_value;
+};
+
+// The pieces of a raw AEAD ciphertext to open; views into the caller's bytes.
+struct RawCiphertextView {
+  std::span<const uint8_t> iv;
+  std::span<const uint8_t> ciphertext;
+  std::span<const uint8_t> tag;
+  std::span<const uint8_t> metadata;
+};
+
 struct ShredResult {
   // Every DEK version of the tenant, ordered; all destroyed now.
   std::vector<uint32_t> destroyed_dek_versions;
@@ -255,6 +274,27 @@ class KeyManager {
   std::atomic<uint64_t> decryptions_{0};
   std::atomic<uint64_t> decrypt_failures_{0};
   std::atomic<uint64_t> reencryptions_{0};
+
+ public:
+  // --- Raw AEAD (src/crypto/raw_aead.h), for doors whose protocol wants AES-GCM output
+  // in pieces over the caller's AAD (the AWS XKS proxy API). Same DEKs, cache, budget
+  // and errors as Encrypt/Decrypt; the metadata carries the DEK version, so rotation and
+  // retirement work as for field ciphertexts.
+  //
+  // Seals under the tenant's primary DEK version. With `integrity_value`, also computes
+  // the integrity value and then opens the result once more before returning it (the
+  // specification's Appendix C order), INTERNAL if that fails. INVALID_ARGUMENT when
+  // `aad` is over crypto::kMaxRawAadBytes; NOT_FOUND, FAILED_PRECONDITION, UNAVAILABLE
+  // as Encrypt.
+  absl::StatusOr<RawCiphertext> RawEncrypt(const TenantId& tenant, std::span<const uint8_t> aad,
+                                           std::span<const uint8_t> plaintext,
+                                           bool integrity_value = false);
+  // Opens a raw ciphertext made by RawEncrypt for this tenant and `aad`. The uniform
+  // INVALID_ARGUMENT "decryption failed" for anything that does not open (metadata that
+  // is not kmsd's or names a version the tenant never had, a changed AAD, IV, tag or
+  // ciphertext); RetiredDekVersionError, NOT_FOUND, FAILED_PRECONDITION as Decrypt.
+  absl::StatusOr<DecryptResult> RawDecrypt(const TenantId& tenant, std::span<const uint8_t> aad,
+                                           const RawCiphertextView& in);
 };
 
 }  // namespace kms::keys

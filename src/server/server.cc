@@ -35,6 +35,10 @@
 #include "src/server/gate/inflight_budget.h"
 #include "src/server/open_file_limit.h"
 #include "src/server/http/https_server.h"
+#include "src/server/k8s_kms/kms_plugin.h"
+#include "src/server/xks/xks_door.h"
+#include "src/common/secret_file.h"
+#include <sys/stat.h>
 #include "src/common/text_file.h"
 #include "src/coord/rate_limiters.h"
 #include "src/coord/redis_invalidation_bus.h"
@@ -113,6 +117,12 @@ struct KmsServer::Parts {
   // completed a TLS handshake, and since when (Unix seconds) it has been failing.
   std::atomic<bool> grpc_accepting{true};
   std::atomic<int64_t> grpc_failing_since{0};
+  // The XKS door (its own HTTPS listener) and the Kubernetes KMS plugin (its own gRPC
+  // server on a unix socket); null when not configured.
+  std::unique_ptr<xks::XksDoor> xks;
+  std::unique_ptr<http::HttpsServer> xks_http;
+  std::unique_ptr<k8s_kms::KmsPluginService> k8s_kms;
+  std::unique_ptr<grpc::Server> k8s_grpc;
 };
 
 namespace {
@@ -262,6 +272,12 @@ absl::StatusOr<sched::RotationOptions> RotationOptionsFrom(const config::Config&
                        : std::chrono::seconds(0);
   return o;
 }
+
+// The XKS door on a listener of its own: SigV4 credentials from their files, every path
+// to one blocking handler with the latency budget answered as the specification's
+// DependencyTimeoutException and a full queue as ThrottlingException.
+absl::Status StartXksDoor(KmsServer::Parts& p, const config::Config& config);
+absl::Status StartK8sKmsPlugin(KmsServer::Parts& p, const config::Config& config);
 
 }  // namespace
 
@@ -653,10 +669,105 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
     ApplyGrpcHealth(p.grpc->GetHealthCheckService(), s);
   });
   ApplyGrpcHealth(p.grpc->GetHealthCheckService(), p.health->Snapshot());
+  if (!config.xks.listen.empty()) KMS_RETURN_IF_ERROR(StartXksDoor(p, config));
+  if (!config.k8s_kms.socket_path.empty()) KMS_RETURN_IF_ERROR(StartK8sKmsPlugin(p, config));
   p.scheduler->Start();
   p.ready = true;
   return server;
 }
+
+int KmsServer::xks_port() const { return parts_->xks_http ? parts_->xks_http->port() : 0; }
+
+namespace {
+
+absl::Status StartXksDoor(KmsServer::Parts& p, const config::Config& config) {
+  const config::XksConfig& x = config.xks;
+  std::vector<xks::SigV4Credential> credentials;
+  for (const config::XksCredentialConfig& c : x.credentials) {
+    KMS_ASSIGN_OR_RETURN(SecretBytes secret,
+                         ReadSecretFile(c.secret_access_key_file, "xks secret_access_key_file", 1024));
+    credentials.push_back(xks::SigV4Credential{.access_key_id = c.access_key_id,
+                                               .secret_access_key = std::move(secret)});
+  }
+  KMS_ASSIGN_OR_RETURN(xks::SigV4Verifier verifier,
+                       xks::SigV4Verifier::Create({.region = x.region,
+                                                   .service = "kms-xks-proxy",
+                                                   .max_skew_seconds = x.max_clock_skew_seconds},
+                                                  std::move(credentials)));
+  sched::HealthState* health = p.health.get();
+  p.xks = std::make_unique<xks::XksDoor>(
+      *p.keys, *p.gate, std::move(verifier), RealClock::Instance(),
+      xks::XksDoorOptions{.uri_prefix = x.uri_prefix,
+                          .identity = x.identity,
+                          .node_id = config.node_id,
+                          .version = KMSD_VERSION,
+                          .health_key = x.health_key,
+                          .backend_health = [health] {
+                            const sched::HealthSnapshot s = health->Snapshot();
+                            if (!s.serving()) return xks::EkmHealth::kUnavailable;
+                            return s.degraded ? xks::EkmHealth::kDegraded : xks::EkmHealth::kActive;
+                          }});
+  KMS_ASSIGN_OR_RETURN(
+      p.xks_http,
+      http::HttpsServer::Bind(x.listen, x.tls, x.http,
+                              http::ListenerOptions{
+                                  .require_client_certificate = !x.tls.client_ca_file.empty(),
+                                  .client_common_name = x.client_common_name}));
+  if (p.metrics) p.xks->set_metrics(p.metrics.get());
+  xks::XksDoor* door = p.xks.get();
+  p.xks_http->HandlePrefix(
+      "/", [door](const http::Request& r) { return door->Handle(r); },
+      http::Route{.methods = {"POST"},
+                  .kind = http::HandlerKind::kBlocking,
+                  .handler_deadline_ms = x.deadline_ms,
+                  .deadline_response = xks::XksDoor::DeadlineResponse(),
+                  .busy_response = xks::XksDoor::BusyResponse()});
+  p.xks_http->Start();
+  spdlog::info("XKS proxy API listening on {} (URI path {}/kms/xks/v1, region {}, {} credential(s){})",
+               x.listen, x.uri_prefix, x.region, x.credentials.size(),
+               x.tls.client_ca_file.empty() ? "" : ", mTLS");
+  return absl::OkStatus();
+}
+
+absl::Status StartK8sKmsPlugin(KmsServer::Parts& p, const config::Config& config) {
+  const config::K8sKmsConfig& k = config.k8s_kms;
+  KMS_ASSIGN_OR_RETURN(keys::TenantId tenant, keys::TenantId::Parse(k.key));
+  p.k8s_kms = std::make_unique<k8s_kms::KmsPluginService>(*p.keys, *p.gate, tenant, k.identity);
+  if (p.metrics) p.k8s_kms->set_metrics(p.metrics.get());
+  // A stale socket from an earlier run would make the bind fail.
+  struct stat st;
+  if (lstat(k.socket_path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("k8s_kms.socket_path ", k.socket_path, " exists and is not a socket"));
+    }
+    unlink(k.socket_path.c_str());
+  }
+  const mode_t mode = static_cast<mode_t>(std::stoul(k.socket_mode, nullptr, 8));
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + k.socket_path, grpc::InsecureServerCredentials());
+  builder.RegisterService(p.k8s_kms.get());
+  builder.SetMaxReceiveMessageSize(64 * 1024);
+  builder.SetMaxSendMessageSize(64 * 1024);
+  // The socket is created by BuildAndStart with the process umask: no access for group
+  // and others until the configured mode is set just after.
+  const mode_t old_umask = umask(0177);
+  p.k8s_grpc = builder.BuildAndStart();
+  umask(old_umask);
+  if (!p.k8s_grpc) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot listen on the unix socket ", k.socket_path, " (k8s_kms.socket_path)"));
+  }
+  if (chmod(k.socket_path.c_str(), mode) != 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot set the mode of ", k.socket_path, " (k8s_kms.socket_mode)"));
+  }
+  spdlog::info("Kubernetes KMS v2 plugin listening on unix:{} (mode {}, key {})", k.socket_path,
+               k.socket_mode, k.key);
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 void KmsServer::Wait() {
   if (parts_->grpc) parts_->grpc->Wait();
@@ -671,6 +782,8 @@ void KmsServer::Shutdown() {
     // connections to go, so the grace period is short.
     p.grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   }
+  if (p.k8s_grpc) p.k8s_grpc->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (p.xks_http) p.xks_http->Stop();
   if (p.http) p.http->Stop();
   if (p.scheduler) p.scheduler->Stop();
   if (p.rpc_metrics && RpcMetrics::Installed() == p.rpc_metrics.get()) RpcMetrics::Install(nullptr);

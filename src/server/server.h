@@ -24,6 +24,7 @@ class KmsServer {
 
   int grpc_port() const;
   int http_port() const;  // 0 without an HTTPS listener
+  int xks_port() const;   // 0 without the XKS door
 
   // Blocks until Shutdown() is called from another thread.
   void Wait();

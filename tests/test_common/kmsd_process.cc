@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<KmsdProcess>> KmsdProcess::Start(const std::strin
 
   std::string buffer;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  static const std::regex kReady(R"(kmsd ready: grpc=[^ ]*:(\d+)(?: https=[^ ]*:(\d+))?)");
+  static const std::regex kReady(R"(kmsd ready: grpc=[^ ]*:(\d+)(?: https=[^ ]*:(\d+))?(?: xks=[^ ]*:(\d+))?\n)");
   while (std::chrono::steady_clock::now() < deadline) {
     pollfd pfd{p->stdout_fd_, POLLIN, 0};
     int r = poll(&pfd, 1, 200);
@@ -58,6 +58,7 @@ absl::StatusOr<std::unique_ptr<KmsdProcess>> KmsdProcess::Start(const std::strin
       if (std::regex_search(buffer, m, kReady)) {
         p->grpc_port_ = std::stoi(m[1]);
         if (m[2].matched) p->http_port_ = std::stoi(m[2]);
+        if (m[3].matched) p->xks_port_ = std::stoi(m[3]);
         return p;
       }
     }

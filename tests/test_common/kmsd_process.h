@@ -23,6 +23,7 @@ class KmsdProcess {
 
   int grpc_port() const { return grpc_port_; }
   int http_port() const { return http_port_; }
+  int xks_port() const { return xks_port_; }  // 0 without the XKS door
   std::string grpc_addr() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   pid_t pid() const { return pid_; }
   const std::string& log_path() const { return log_path_; }
@@ -38,6 +39,7 @@ class KmsdProcess {
   int stdout_fd_ = -1;
   int grpc_port_ = 0;
   int http_port_ = 0;
+  int xks_port_ = 0;
   std::string log_path_;
 };
 

@@ -78,6 +78,13 @@ struct RateLimit {
   double burst = 0;  // bucket size, >= 1 (default: max(1, rps))
 };
 
+// What a key (a tenant's DEKs) may be used for, whoever asks: the policy's per-key
+// allowed operations (encrypt-only or decrypt-only keys). By default both.
+struct KeyUsage {
+  bool encrypt = true;
+  bool decrypt = true;
+};
+
 // Thread-safe.
 class Authorizer {
  public:
@@ -89,6 +96,8 @@ class Authorizer {
                                  std::string_view tenant_id) const = 0;
   // The identity's rate limit; nullopt when none is set (not limited).
   virtual std::optional<RateLimit> RateLimitFor(std::string_view identity) const = 0;
+  // What the key `tenant_id` may be used for (independent of the caller).
+  virtual KeyUsage UsageOf(std::string_view /*tenant_id*/) const { return {}; }
 };
 
 }  // namespace kms::authz

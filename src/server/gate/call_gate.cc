@@ -2,7 +2,19 @@
 
 #include <string>
 
+#include "absl/strings/str_cat.h"
+
 namespace kms::server {
+
+absl::Status CheckKeyUsage(const authz::KeyUsage& usage, authz::Operation op) {
+  const bool encrypts = op == authz::Operation::kEncrypt || op == authz::Operation::kReEncrypt;
+  const bool decrypts = op == authz::Operation::kDecrypt || op == authz::Operation::kReEncrypt;
+  if ((encrypts && !usage.encrypt) || (decrypts && !usage.decrypt)) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the key does not allow ", std::string(authz::OperationName(op))));
+  }
+  return absl::OkStatus();
+}
 
 bool CallGate::IsChange(authz::Operation op) {
   switch (op) {
@@ -37,6 +49,9 @@ absl::Status CallGate::Admit(std::string_view identity, authz::Operation op,
   }
   if (identity.empty()) return absl::PermissionDeniedError("the client certificate has no identity");
   KMS_RETURN_IF_ERROR(authorizer_.Authorize(identity, op, tenant_id));
+  if (!tenant_id.empty() && tenant_id != kEveryTenant) {
+    KMS_RETURN_IF_ERROR(CheckKeyUsage(authorizer_.UsageOf(tenant_id), op));
+  }
   if (limiter_ != nullptr) {
     if (std::optional<authz::RateLimit> limit = authorizer_.RateLimitFor(identity)) {
       absl::Status acquired = limiter_->Acquire(identity, limit->rps, limit->burst);

@@ -19,6 +19,10 @@
 
 namespace kms::server {
 
+// FAILED_PRECONDITION "the key does not allow <op>" when `usage` forbids `op` (encrypt,
+// decrypt; reencrypt needs both); OK for every other operation.
+absl::Status CheckKeyUsage(const authz::KeyUsage& usage, authz::Operation op);
+
 // Thread-safe (the authorizer and limiter are).
 class CallGate {
  public:
@@ -34,11 +38,18 @@ class CallGate {
   static constexpr std::string_view kEveryTenant = "*";
 
   // OK, or PERMISSION_DENIED (empty identity: the credential named none; or not
-  // granted), or RESOURCE_EXHAUSTED ("rate limit exceeded; retry after N ms"), or
+  // granted), or FAILED_PRECONDITION when the identity is granted the operation but the
+  // key does not allow it (the policy's per-key operations: an encrypt on a
+  // decrypt-only key; checked only after the grant, so it tells nothing to strangers),
+  // or RESOURCE_EXHAUSTED ("rate limit exceeded; retry after N ms"), or
   // UNAVAILABLE for a change while the audit log cannot record it (AuditSink::AdmitAdmin).
   // Inside a CallScope the decision is noted in the current CallRecord, to be reported.
   absl::Status Admit(std::string_view identity, authz::Operation op,
                      std::string_view tenant_id) const;
+
+  // What the key may be used for (the policy's per-key operations), for doors that
+  // describe a key (the XKS GetKeyMetadata keyUsage).
+  authz::KeyUsage UsageOf(std::string_view tenant_id) const { return authorizer_.UsageOf(tenant_id); }
 
   // Counts every request refused by the rate limit (kmsd_rate_limited_requests_total);
   // set before serving, may stay null.

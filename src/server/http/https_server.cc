@@ -206,7 +206,8 @@ struct RouteEntry {
 
 class HttpsServer::Impl {
  public:
-  Impl(const config::HttpConfig& limits) : limits_(limits), ssl_(ssl::context::tls_server) {}
+  Impl(const config::HttpConfig& limits, ListenerOptions options)
+      : limits_(limits), options_(std::move(options)), ssl_(ssl::context::tls_server) {}
 
   absl::Status Configure(const std::string& listen, const config::TlsConfig& tls);
   void Start();
@@ -216,16 +217,27 @@ class HttpsServer::Impl {
   void Unregister(Connection* conn);
   const RouteEntry* Find(const std::string& path) const {
     auto it = routes_.find(path);
-    return it == routes_.end() ? nullptr : &it->second;
+    if (it != routes_.end()) return &it->second;
+    const RouteEntry* best = nullptr;
+    size_t best_size = 0;
+    for (const auto& [prefix, entry] : prefix_routes_) {
+      if (path.starts_with(prefix) && (best == nullptr || prefix.size() > best_size)) {
+        best = &entry;
+        best_size = prefix.size();
+      }
+    }
+    return best;
   }
 
   asio::io_context io_;  // first: destroyed last, after everything that uses it
   const config::HttpConfig limits_;
+  const ListenerOptions options_;
   ssl::context ssl_;
   tcp::acceptor acceptor_{io_};
   asio::steady_timer accept_retry_{io_};
   // Fixed before Start(); read by the loop and the workers.
   std::map<std::string, RouteEntry> routes_;
+  std::map<std::string, RouteEntry> prefix_routes_;
   std::atomic<int> queued_{0};
   std::atomic<int> open_{0};
   int port_ = 0;
@@ -272,6 +284,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (self->Gone()) return;
       if (ec) return self->Close();
       self->cert_ = VerifiedClientCertificate(self->stream_.native_handle());
+      const ListenerOptions& o = self->server_.options_;
+      if ((o.require_client_certificate && !self->cert_) ||
+          (!o.client_common_name.empty() &&
+           (!self->cert_ || self->cert_->common_name != o.client_common_name))) {
+        return self->Close();
+      }
       self->WaitForRequest();
     });
   }
@@ -305,6 +323,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (state_ == State::kHandling) {
       // The handler runs on; its answer will be dropped (request_gen_ moves on).
       ++request_gen_;
+      if (handling_ != nullptr && handling_->route.handler_deadline_ms > 0 &&
+          SteadyClock::now() < RequestDeadline()) {
+        return Respond(handling_->route.deadline_response);
+      }
       return SendError(503, "request timed out\n");
     }
     Close();
@@ -391,11 +413,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
     if (server_.queued_.fetch_add(1) >= server_.limits_.max_queued_requests) {
       server_.queued_.fetch_sub(1);
+      if (entry->route.busy_response) return Respond(*entry->route.busy_response);
       Response busy{.status = 503, .body = "busy\n"};
       busy.headers.emplace_back("Retry-After", "1");
       return Respond(std::move(busy));
     }
-    Arm(RequestDeadline());
+    handling_ = entry;
+    SteadyClock::time_point deadline = RequestDeadline();
+    if (entry->route.handler_deadline_ms > 0) {
+      deadline = std::min(deadline, SteadyClock::now() + Ms(entry->route.handler_deadline_ms));
+    }
+    Arm(deadline);
     asio::post(*server_.workers_, [self = shared_from_this(), gen = request_gen_, entry,
                                    request = std::move(request)]() mutable {
       Response r = Call(entry->handler, request);
@@ -414,6 +442,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void Respond(Response r) {
+    handling_ = nullptr;
     res_ = {};
     res_.version(11);
     res_.result(static_cast<unsigned>(r.status));
@@ -468,6 +497,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   SteadyClock::time_point idle_since_{};
   SteadyClock::time_point request_start_{};
   std::optional<ClientCertificate> cert_;
+  const RouteEntry* handling_ = nullptr;  // the blocking route now running, if any
   std::string peer_;
   bool keep_alive_ = false;
   bool head_ = false;
@@ -492,14 +522,24 @@ absl::Status HttpsServer::Impl::Configure(const std::string& listen, const confi
   if (ec || SSL_CTX_check_private_key(ctx) != 1) {
     return absl::FailedPreconditionError("HTTPS listener: tls.key_file does not load or match tls.cert_file");
   }
-  // Client certificates: asked for (with the CA names), verified when sent, not required.
-  if (SSL_CTX_load_verify_locations(ctx, tls.client_ca_file.c_str(), nullptr) != 1) {
+  // Client certificates: asked for (with the CA names), verified when sent, not required
+  // (unless the listener requires them). Without a client CA none is asked for.
+  if (tls.client_ca_file.empty()) {
+    if (options_.require_client_certificate || !options_.client_common_name.empty()) {
+      return absl::FailedPreconditionError("HTTPS listener: client certificates need tls.client_ca_file");
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr);
+  } else if (SSL_CTX_load_verify_locations(ctx, tls.client_ca_file.c_str(), nullptr) != 1) {
     return absl::FailedPreconditionError("HTTPS listener: tls.client_ca_file does not load");
+  } else {
+    if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tls.client_ca_file.c_str())) {
+      SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | (options_.require_client_certificate
+                                                   ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                                   : 0),
+                       nullptr);
   }
-  if (STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(tls.client_ca_file.c_str())) {
-    SSL_CTX_set_client_CA_list(ctx, names);
-  }
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   static const unsigned char kSessionContext[] = "kmsd-https";
   SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof(kSessionContext) - 1);
 
@@ -627,14 +667,19 @@ HttpsServer::~HttpsServer() { Stop(); }
 
 absl::StatusOr<std::unique_ptr<HttpsServer>> HttpsServer::Bind(const std::string& listen,
                                                              const config::TlsConfig& tls,
-                                                             const config::HttpConfig& limits) {
-  auto impl = std::make_unique<Impl>(limits);
+                                                             const config::HttpConfig& limits,
+                                                             ListenerOptions options) {
+  auto impl = std::make_unique<Impl>(limits, std::move(options));
   KMS_RETURN_IF_ERROR(impl->Configure(listen, tls));
   return std::unique_ptr<HttpsServer>(new HttpsServer(std::move(impl)));
 }
 
 void HttpsServer::Handle(const std::string& path, Handler handler, Route route) {
   impl_->routes_[path] = RouteEntry{std::move(handler), std::move(route)};
+}
+
+void HttpsServer::HandlePrefix(const std::string& prefix, Handler handler, Route route) {
+  impl_->prefix_routes_[prefix] = RouteEntry{std::move(handler), std::move(route)};
 }
 
 void HttpsServer::Start() { impl_->Start(); }

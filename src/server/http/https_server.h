@@ -77,6 +77,24 @@ struct Route {
   // Methods served; GET also serves HEAD. Other methods on the path get 405 with Allow.
   std::vector<std::string> methods = {"GET"};
   HandlerKind kind = HandlerKind::kNonBlocking;
+  // kBlocking only. When > 0, a request whose handler has not answered this many
+  // milliseconds after it was queued gets `deadline_response` at once (the connection
+  // stays open; the handler's late answer is dropped): a door with a latency budget
+  // answers its protocol's own error rather than late.
+  int64_t handler_deadline_ms = 0;
+  Response deadline_response;
+  // kBlocking only: the answer when http.max_queued_requests are already waiting or
+  // running; unset: 503 with Retry-After.
+  std::optional<Response> busy_response;
+};
+
+// Per-listener TLS choices beyond config::TlsConfig.
+struct ListenerOptions {
+  // A client certificate (chaining to tls.client_ca_file) is required, not only asked for.
+  bool require_client_certificate = false;
+  // When set, a client certificate whose subject CN differs is refused: the connection
+  // is closed right after the handshake, before any request is read.
+  std::string client_common_name;
 };
 
 // The listener's request parsing as a pure function, for the fuzz target and tests: the
@@ -94,17 +112,21 @@ ParsedBytes ParseRequestBytes(std::string_view bytes, const config::HttpConfig& 
 class HttpsServer {
  public:
   // Binds `listen` (HOST:PORT, port 0 picks one) and loads the TLS certificate, key and
-  // client CA of `tls`. INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION for TLS
+  // client CA of `tls` (an empty tls.client_ca_file: client certificates are not asked for). INVALID_ARGUMENT for a bad address, FAILED_PRECONDITION for TLS
   // files that do not load, UNAVAILABLE when the address cannot be bound. `limits` must
   // have passed config::ValidateConfig. Serves nothing until Start().
   static absl::StatusOr<std::unique_ptr<HttpsServer>> Bind(const std::string& listen,
                                                           const config::TlsConfig& tls,
-                                                          const config::HttpConfig& limits);
+                                                          const config::HttpConfig& limits,
+                                                          ListenerOptions options = {});
   ~HttpsServer();  // Stop()s
 
   // Registers `handler` for exactly `path` (no prefix match); call before Start(). Unknown
   // paths get 404.
   void Handle(const std::string& path, Handler handler, Route route = {});
+  // Registers `handler` for every path that starts with `prefix` and has no exact route
+  // (the longest matching prefix wins); call before Start().
+  void HandlePrefix(const std::string& prefix, Handler handler, Route route = {});
 
   // Start the event loop and workers; Stop closes the listener and every connection,
   // waits for the threads, and may be called more than once, from any thread but a

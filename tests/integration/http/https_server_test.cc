@@ -512,5 +512,102 @@ TEST_F(HttpsServerTest, StopClosesOpenConnections) {
   server_->Stop();  // twice is fine
 }
 
+TEST_F(HttpsServerTest, PrefixRoutesTakeEveryPathBelowThemAndExactRoutesWin) {
+  StartServer();
+  server_->Stop();
+  config::TlsConfig tls{.cert_file = File("server.pem"), .key_file = File("server.key"),
+                        .client_ca_file = File("ca.pem")};
+  auto server = HttpsServer::Bind("127.0.0.1:0", tls, TestLimits());
+  ASSERT_TRUE(server.ok());
+  server_ = std::move(*server);
+  server_->HandlePrefix("/", [](const Request& r) { return Response{.body = "root " + r.path}; });
+  server_->HandlePrefix("/api/", [](const Request& r) { return Response{.body = "api " + r.path}; },
+                        Route{.methods = {"POST"}});
+  server_->Handle("/api/exact", [](const Request&) { return Response{.body = "exact"}; });
+  server_->Start();
+  EXPECT_NE(Curl("", "/anything/at/all").out.find("\r\n\r\nroot /anything/at/all"), std::string::npos);
+  EXPECT_NE(Curl("-X POST", "/api/keys/k1/encrypt").out.find("\r\n\r\napi /api/keys/k1/encrypt"),
+            std::string::npos);
+  EXPECT_NE(Curl("", "/api/keys/k1/encrypt").out.find("405 Method Not Allowed"), std::string::npos);
+  EXPECT_NE(Curl("", "/api/exact").out.find("\r\n\r\nexact"), std::string::npos);
+}
+
+TEST_F(HttpsServerTest, ARouteWithAHandlerDeadlineAnswersItsOwnErrorInTimeAndKeepsTheConnection) {
+  config::TlsConfig tls{.cert_file = File("server.pem"), .key_file = File("server.key"),
+                        .client_ca_file = File("ca.pem")};
+  auto server = HttpsServer::Bind("127.0.0.1:0", tls, TestLimits());  // 1 worker, 2 queued
+  ASSERT_TRUE(server.ok());
+  server_ = std::move(*server);
+  server_->Handle("/budget", [](const Request& r) {
+    int ms = 0;
+    if (!absl::SimpleAtoi(r.query, &ms) || ms > 10000) ms = 0;
+    std::this_thread::sleep_for(milliseconds(ms));
+    return Response{.body = "in time\n"};
+  }, Route{.kind = HandlerKind::kBlocking,
+           .handler_deadline_ms = 150,
+           .deadline_response = Response{.status = 503, .content_type = "application/json",
+                                         .body = R"({"errorName":"DependencyTimeoutException"})"},
+           .busy_response = Response{.status = 429, .body = "throttled"}});
+  server_->Start();
+  auto c = Client();
+  ASSERT_NE(c, nullptr);
+  const auto started = Clock::now();
+  ASSERT_TRUE(c->Send("GET /budget?1000 HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  std::string late = c->ReadResponse();
+  EXPECT_LT(Clock::now() - started, milliseconds(600));
+  EXPECT_EQ(late.rfind("HTTP/1.1 503 Service Unavailable\r\n", 0), 0u) << late;
+  EXPECT_NE(late.find("DependencyTimeoutException"), std::string::npos) << late;
+  // The queue: the first request's handler still runs (1000 ms) and holds the only worker.
+  auto second = Client();
+  auto third = Client();
+  ASSERT_NE(second, nullptr);
+  ASSERT_NE(third, nullptr);
+  ASSERT_TRUE(second->Send("GET /budget?0 HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  std::this_thread::sleep_for(milliseconds(50));
+  ASSERT_TRUE(third->Send("GET /budget?0 HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  std::string busy = third->ReadResponse(milliseconds(500));
+  EXPECT_EQ(busy.rfind("HTTP/1.1 429", 0), 0u) << busy;
+  // The deadline answer left the first connection usable: a fast request on it is served.
+  std::this_thread::sleep_for(milliseconds(1200));
+  ASSERT_TRUE(c->Send("GET /budget?0 HTTP/1.1\r\nHost: localhost\r\n\r\n"));
+  EXPECT_NE(c->ReadResponse().find("in time"), std::string::npos);
+}
+
+TEST_F(HttpsServerTest, AListenerMayRequireAClientCertificateWithAGivenCommonName) {
+  config::TlsConfig tls{.cert_file = File("server.pem"), .key_file = File("server.key"),
+                        .client_ca_file = File("ca.pem")};
+  auto server = HttpsServer::Bind("127.0.0.1:0", tls, TestLimits(),
+                                  ListenerOptions{.require_client_certificate = true,
+                                                  .client_common_name = "billing"});
+  ASSERT_TRUE(server.ok());
+  server_ = std::move(*server);
+  server_->Handle("/whoami", [](const Request& r) {
+    return Response{.body = r.authenticated() ? r.client_certificate->common_name : "anonymous"};
+  });
+  server_->Start();
+  auto anonymous = Curl("", "/whoami");
+  EXPECT_EQ(anonymous.out.find("anonymous"), std::string::npos) << anonymous.out;
+  EXPECT_NE(anonymous.exit_code, 0);
+  auto known = Curl(absl::StrCat("--cert ", File("client.pem"), " --key ", File("client.key")), "/whoami");
+  EXPECT_NE(known.out.find("\r\n\r\nbilling"), std::string::npos) << known.out;
+  auto other_name = HttpsServer::Bind("127.0.0.1:0", tls, TestLimits(),
+                                      ListenerOptions{.require_client_certificate = true,
+                                                      .client_common_name = "cks.kms.eu-west-1.amazonaws.com"});
+  ASSERT_TRUE(other_name.ok());
+  server_->Stop();
+  server_ = std::move(*other_name);
+  server_->Handle("/whoami", [](const Request&) { return Response{.body = "served"}; });
+  server_->Start();
+  auto refused = Curl(absl::StrCat("--cert ", File("client.pem"), " --key ", File("client.key")), "/whoami");
+  EXPECT_EQ(refused.out.find("served"), std::string::npos) << refused.out;
+  // Without a client CA, no certificate is asked for and requiring one is a set-up error.
+  config::TlsConfig no_ca = tls;
+  no_ca.client_ca_file.clear();
+  EXPECT_TRUE(HttpsServer::Bind("127.0.0.1:0", no_ca, TestLimits()).ok());
+  EXPECT_FALSE(HttpsServer::Bind("127.0.0.1:0", no_ca, TestLimits(),
+                                 ListenerOptions{.require_client_certificate = true})
+                   .ok());
+}
+
 }  // namespace
 }  // namespace kms::server::http

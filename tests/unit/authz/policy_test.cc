@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gmock/gmock.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace kms::authz {
@@ -334,6 +335,35 @@ TEST_F(PolicyFileTest, ErrorsNameTheFile) {
   ASSERT_FALSE(policy.ok());
   EXPECT_THAT(std::string(policy.status().message()),
               HasSubstr((dir_ / "policy.json").string() + ": policy: identities: required"));
+}
+
+TEST(PolicyAuthorizerTest, KeysListTheirAllowedOperations) {
+  auto policy = PolicyAuthorizer::FromJson(R"({"version": 1, "identities": [],
+    "keys": [{"key": "export-only", "operations": ["encrypt"]},
+             {"key": "archive", "operations": ["decrypt"]},
+             {"key": "both", "operations": ["decrypt", "encrypt"]}]})");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  EXPECT_TRUE((*policy)->UsageOf("export-only").encrypt);
+  EXPECT_FALSE((*policy)->UsageOf("export-only").decrypt);
+  EXPECT_FALSE((*policy)->UsageOf("archive").encrypt);
+  EXPECT_TRUE((*policy)->UsageOf("archive").decrypt);
+  EXPECT_TRUE((*policy)->UsageOf("both").encrypt && (*policy)->UsageOf("both").decrypt);
+  // Keys not listed allow both.
+  EXPECT_TRUE((*policy)->UsageOf("acme").encrypt && (*policy)->UsageOf("acme").decrypt);
+}
+
+TEST(PolicyAuthorizerTest, MalformedKeyEntriesAreRefusedAtLoad) {
+  for (const char* keys : {R"("keys": {})", R"("keys": [{"key": "k"}])",
+                           R"("keys": [{"key": "k", "operations": []}])",
+                           R"("keys": [{"key": "k", "operations": ["sign_jwt"]}])",
+                           R"("keys": [{"key": "k*", "operations": ["encrypt"]}])",
+                           R"("keys": [{"key": "k", "operations": ["encrypt"], "x": 1}])",
+                           R"("keys": [{"key": "k", "operations": ["encrypt"]},
+                                       {"key": "k", "operations": ["decrypt"]}])"}) {
+    auto policy = PolicyAuthorizer::FromJson(
+        absl::StrCat(R"({"version": 1, "identities": [], )", keys, "}"));
+    EXPECT_EQ(policy.status().code(), absl::StatusCode::kInvalidArgument) << keys;
+  }
 }
 
 }  // namespace

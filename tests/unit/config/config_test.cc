@@ -609,5 +609,61 @@ TEST(ConfigOverflowTest, HugePlaintextLimitIsRejectedWithoutOverflow) {
   EXPECT_EQ(std::string(s.message()).find("limits.max_ciphertext_bytes"), std::string::npos);
 }
 
+TEST_F(ConfigTest, XksAndK8sKmsSectionsParseWithRelativePathsResolved) {
+  Json j = MinimalConfig();
+  j["xks"] = {{"listen", "127.0.0.1:9445"},
+              {"tls", {{"cert_file", Path("tls/server.pem")}, {"key_file", Path("tls/server.key")}}},
+              {"uri_prefix", "/keystores/abc-1"},
+              {"region", "eu-west-1"},
+              {"credentials",
+               {{{"access_key_id", "AKIAI2SFODNN7EXAMPLE"}, {"secret_access_key_file", Path("hsm/pin")}},
+                {{"access_key_id", "HGIE2BUAFNDMBCMSQVWLGCEXAMPLE"}, {"secret_access_key_file", Path("hsm/pin")}}}},
+              {"identity", "aws-kms"},
+              {"deadline_ms", 120},
+              {"http", {{"worker_threads", 4}}}};
+  j["k8s_kms"] = {{"socket_path", "/run/kmsd/kms.sock"}, {"socket_mode", "0660"}, {"key", "k8s"}};
+  absl::StatusOr<Config> c = Parse(j);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->xks.listen, "127.0.0.1:9445");
+  EXPECT_EQ(c->xks.uri_prefix, "/keystores/abc-1");
+  EXPECT_EQ(c->xks.region, "eu-west-1");
+  ASSERT_EQ(c->xks.credentials.size(), 2u);
+  EXPECT_EQ(c->xks.credentials[1].access_key_id, "HGIE2BUAFNDMBCMSQVWLGCEXAMPLE");
+  EXPECT_EQ(c->xks.identity, "aws-kms");
+  EXPECT_EQ(c->xks.deadline_ms, 120);
+  EXPECT_EQ(c->xks.max_clock_skew_seconds, 300);
+  EXPECT_EQ(c->xks.http.worker_threads, 4);
+  EXPECT_EQ(c->xks.http.max_body_bytes, 64 * 1024);
+  EXPECT_EQ(c->k8s_kms.socket_mode, "0660");
+  EXPECT_EQ(c->k8s_kms.identity, "k8s-kms-plugin");
+  // Both are off unless configured.
+  absl::StatusOr<Config> minimal = Parse(MinimalConfig());
+  ASSERT_TRUE(minimal.ok());
+  EXPECT_TRUE(minimal->xks.listen.empty());
+  EXPECT_TRUE(minimal->k8s_kms.socket_path.empty());
+}
+
+TEST_F(ConfigTest, XksAndK8sKmsMistakesAreNamed) {
+  Json j = MinimalConfig();
+  j["xks"] = {{"listen", "127.0.0.1:9445"},
+              {"tls", {{"cert_file", Path("tls/server.pem")}, {"key_file", Path("tls/server.key")}}},
+              {"uri_prefix", "keystores/"},
+              {"credentials",
+               {{{"access_key_id", "lowercase-id"}, {"secret_access_key_file", Path("absent")}},
+                {{"access_key_id", "lowercase-id"}, {"secret_access_key_file", Path("hsm/pin")}},
+                {{"access_key_id", "AKIAI2SFODNN7EXAMPLE"}, {"secret_access_key_file", Path("hsm/pin")}}}},
+              {"deadline_ms", 400},
+              {"client_common_name", "cks.kms.eu-west-1.amazonaws.com"}};
+  j["k8s_kms"] = {{"socket_path", "relative.sock"}, {"socket_mode", "600"}};
+  const std::string m = Message(Parse(j).status());
+  for (const char* part : {"xks.uri_prefix", "xks.credentials: one or two", "xks.credentials[0].access_key_id",
+                           "xks.credentials[0].secret_access_key_file", "xks.credentials[1].access_key_id: is listed twice",
+                           "xks.deadline_ms", "xks.client_common_name", "k8s_kms.socket_path",
+                           "k8s_kms.socket_mode", "k8s_kms.key"}) {
+    EXPECT_THAT(m, HasSubstr(part));
+  }
+  EXPECT_THAT(Message(ParseWith("/xks/unknown", 1).status()), HasSubstr("unknown key 'xks.unknown'"));
+}
+
 }  // namespace
 }  // namespace kms::config

@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "src/keys/blind_index.h"
 #include "src/keys/key_ref.h"
+#include "src/crypto/digest.h"
+#include "src/crypto/raw_aead.h"
 
 namespace kms::keys::suite {
 
@@ -773,6 +775,151 @@ TEST_P(KeyManagerSuiteTest, ShreddingAKeySetShredsItsBlindIndexKeys) {
   ASSERT_TRUE(keys_->ShredTenant(T("globex")).ok());
   EXPECT_EQ(keys_->GetBlindIndexKeys(KeyRef::ForTenant("globex").value()).status().code(),
             StatusCode::kFailedPrecondition);
+}
+
+
+// --- Raw AEAD (src/crypto/raw_aead.h: the XKS proxy API shape)
+
+std::vector<uint8_t> V(const std::string& s) { return {s.begin(), s.end()}; }
+
+RawCiphertextView View(const RawCiphertext& c) {
+  return RawCiphertextView{.iv = c.iv, .ciphertext = c.ciphertext, .tag = c.tag, .metadata = c.metadata};
+}
+
+TEST_P(KeyManagerSuiteTest, RawCiphertextsRoundTripWithAndWithoutAad) {
+  ASSERT_TRUE(keys_->CreateTenant(T("xks")).ok());
+  for (const std::string aad : {std::string(), std::string("project=nile,department=marketing")}) {
+    auto sealed = keys_->RawEncrypt(T("xks"), Bytes(aad), Bytes("Hello World!"));
+    ASSERT_TRUE(sealed.ok()) << sealed.status();
+    EXPECT_EQ(sealed->iv.size(), 12u);
+    EXPECT_EQ(sealed->tag.size(), 16u);
+    EXPECT_EQ(sealed->ciphertext.size(), 12u);  // as long as the plaintext
+    EXPECT_LE(sealed->metadata.size(), 20u);
+    EXPECT_NE(std::string(sealed->ciphertext.begin(), sealed->ciphertext.end()), "Hello World!");
+    auto opened = keys_->RawDecrypt(T("xks"), Bytes(aad), View(*sealed));
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    EXPECT_EQ(opened->plaintext, "Hello World!");
+    EXPECT_EQ(opened->dek_version, sealed->dek_version);
+  }
+}
+
+TEST_P(KeyManagerSuiteTest, RawCiphertextsFollowRotationThroughTheirMetadata) {
+  ASSERT_TRUE(keys_->CreateTenant(T("xks")).ok());
+  auto before = keys_->RawEncrypt(T("xks"), Bytes("aad"), Bytes("one"));
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(keys_->RotateTenantDek(T("xks")).ok());
+  auto after = keys_->RawEncrypt(T("xks"), Bytes("aad"), Bytes("two"));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(before->dek_version, 1u);
+  EXPECT_EQ(after->dek_version, 2u);
+  EXPECT_NE(before->metadata, after->metadata);
+  EXPECT_EQ(keys_->RawDecrypt(T("xks"), Bytes("aad"), View(*before))->plaintext, "one");
+  EXPECT_EQ(keys_->RawDecrypt(T("xks"), Bytes("aad"), View(*after))->plaintext, "two");
+  // Retiring version 1 refuses the old ciphertext with the retired status.
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("xks"), 2).ok());
+  auto retired = keys_->RawDecrypt(T("xks"), Bytes("aad"), View(*before));
+  EXPECT_EQ(retired.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(keys_->RawDecrypt(T("xks"), Bytes("aad"), View(*after)).ok());
+}
+
+TEST_P(KeyManagerSuiteTest, RawDecryptRefusesAnyChangedPieceWithOneAnswer) {
+  ASSERT_TRUE(keys_->CreateTenant(T("xks")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("other")).ok());
+  auto sealed = keys_->RawEncrypt(T("xks"), Bytes("aad"), Bytes("secret bytes"));
+  ASSERT_TRUE(sealed.ok());
+  const auto expect_failed = [&](const std::string& tenant, const std::string& aad,
+                                 const RawCiphertext& c) {
+    auto opened = keys_->RawDecrypt(T(tenant), Bytes(aad), View(c));
+    EXPECT_EQ(opened.status().code(), StatusCode::kInvalidArgument) << opened.status();
+    EXPECT_EQ(opened.status().message(), "decryption failed");
+  };
+  expect_failed("xks", "AAD", *sealed);    // other AAD
+  expect_failed("xks", "", *sealed);       // no AAD
+  expect_failed("other", "aad", *sealed);  // another tenant's key
+  for (auto field : {&RawCiphertext::iv, &RawCiphertext::ciphertext, &RawCiphertext::tag}) {
+    RawCiphertext changed = *sealed;
+    (changed.*field)[0] ^= 1;
+    expect_failed("xks", "aad", changed);
+  }
+  RawCiphertext no_metadata = *sealed;
+  no_metadata.metadata.clear();
+  expect_failed("xks", "aad", no_metadata);
+  RawCiphertext other_version = *sealed;
+  other_version.metadata = V(std::string("\x01\x00\x00\x00\x07", 5));  // a version never made
+  expect_failed("xks", "aad", other_version);
+  RawCiphertext garbage = *sealed;
+  garbage.metadata = V("key_version=1");
+  expect_failed("xks", "aad", garbage);
+  // Still intact.
+  EXPECT_TRUE(keys_->RawDecrypt(T("xks"), Bytes("aad"), View(*sealed)).ok());
+}
+
+TEST_P(KeyManagerSuiteTest, RawMetadataCannotBeMovedIntoTheAad) {
+  // The specification's example of why the lengths are in the GCM AAD: encrypt without
+  // AAD, then decrypt with the metadata given as AAD and no metadata.
+  ASSERT_TRUE(keys_->CreateTenant(T("xks")).ok());
+  auto sealed = keys_->RawEncrypt(T("xks"), {}, Bytes("data key"));
+  ASSERT_TRUE(sealed.ok());
+  RawCiphertext moved = *sealed;
+  moved.metadata.clear();
+  EXPECT_FALSE(keys_->RawDecrypt(T("xks"), sealed->metadata, View(moved)).ok());
+}
+
+TEST_P(KeyManagerSuiteTest, RawIntegrityValueIsTheSha256OfThePiecesAfterAVerifiedDecrypt) {
+  ASSERT_TRUE(keys_->CreateTenant(T("xks")).ok());
+  auto plain = keys_->RawEncrypt(T("xks"), Bytes("aad"), Bytes("data key"));
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->integrity_value.empty());
+  auto sealed = keys_->RawEncrypt(T("xks"), Bytes("aad"), Bytes("data key"), true);
+  ASSERT_TRUE(sealed.ok());
+  std::string all = "aad";
+  for (const auto* part : {&sealed->metadata, &sealed->iv, &sealed->ciphertext, &sealed->tag}) {
+    all.append(part->begin(), part->end());
+  }
+  const crypto::Sha256Digest expected = crypto::Sha256(all);
+  EXPECT_EQ(sealed->integrity_value, std::vector<uint8_t>(expected.begin(), expected.end()));
+}
+
+TEST_P(KeyManagerSuiteTest, RawCallsKnowUnknownAndShreddedKeys) {
+  auto missing = keys_->RawEncrypt(T("nobody"), {}, Bytes("x"));
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(keys_->CreateTenant(T("xks")).ok());
+  auto sealed = keys_->RawEncrypt(T("xks"), {}, Bytes("x"));
+  ASSERT_TRUE(sealed.ok());
+  EXPECT_EQ(keys_->RawDecrypt(T("nobody"), {}, View(*sealed)).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(keys_->ShredTenant(T("xks")).ok());
+  EXPECT_EQ(keys_->RawEncrypt(T("xks"), {}, Bytes("x")).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(keys_->RawDecrypt(T("xks"), {}, View(*sealed)).status().code(),
+            StatusCode::kFailedPrecondition);
+  // AAD over the raw limit is the caller's error.
+  ASSERT_TRUE(keys_->CreateTenant(T("big")).ok());
+  std::string aad(crypto::kMaxRawAadBytes + 1, 'a');
+  EXPECT_EQ(keys_->RawEncrypt(T("big"), Bytes(aad), Bytes("x")).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+TEST_P(KeyManagerSuiteTest, RawAndFieldCiphertextsDoNotCross) {
+  ASSERT_TRUE(keys_->CreateTenant(T("xks")).ok());
+  // A field ciphertext cut into raw pieces (v1: 0x01 | u32 version | nonce 12 | ct | tag 16).
+  const std::string field = Encrypt("xks", "same plaintext");
+  ASSERT_EQ(field.size(), 33u + 14u);
+  const std::vector<uint8_t> f(field.begin(), field.end());
+  RawCiphertextView view{.iv = std::span<const uint8_t>(f).subspan(5, 12),
+                         .ciphertext = std::span<const uint8_t>(f).subspan(17, 14),
+                         .tag = std::span<const uint8_t>(f).subspan(31, 16),
+                         .metadata = {}};
+  const std::vector<uint8_t> metadata = V(std::string("\x01\x00\x00\x00\x01", 5));
+  view.metadata = metadata;
+  EXPECT_FALSE(keys_->RawDecrypt(T("xks"), {}, view).ok());
+  // And a raw ciphertext is no field ciphertext.
+  auto sealed = keys_->RawEncrypt(T("xks"), {}, Bytes("same plaintext"));
+  ASSERT_TRUE(sealed.ok());
+  std::string as_field("\x01\x00\x00\x00\x01", 5);
+  as_field.append(sealed->iv.begin(), sealed->iv.end());
+  as_field.append(sealed->ciphertext.begin(), sealed->ciphertext.end());
+  as_field.append(sealed->tag.begin(), sealed->tag.end());
+  EXPECT_FALSE(Decrypt("xks", as_field).ok());
 }
 
 }  // namespace

@@ -232,5 +232,32 @@ TEST(PublicStatusTest, DataLossReachesCallersAsInternalAndOtherCodesPassThrough)
   }
 }
 
+TEST(CallGateKeyUsageTest, AKeysAllowedOperationsBindEveryCallerButOnlyAfterTheGrant) {
+  auto policy = authz::PolicyAuthorizer::FromJson(R"({"version": 1,
+    "identities": [{"identity": "xks", "operations": ["encrypt", "decrypt", "reencrypt"],
+                    "tenants": ["*"]}],
+    "keys": [{"key": "encrypt-only", "operations": ["encrypt"]},
+             {"key": "decrypt-only", "operations": ["decrypt"]}]})");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  CallGate gate(**policy, nullptr);
+  using authz::Operation;
+  EXPECT_TRUE(gate.Admit("xks", Operation::kEncrypt, "encrypt-only").ok());
+  EXPECT_EQ(gate.Admit("xks", Operation::kDecrypt, "encrypt-only").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(gate.Admit("xks", Operation::kDecrypt, "decrypt-only").ok());
+  EXPECT_EQ(gate.Admit("xks", Operation::kEncrypt, "decrypt-only").code(),
+            absl::StatusCode::kFailedPrecondition);
+  // ReEncrypt opens and seals: it needs both.
+  EXPECT_EQ(gate.Admit("xks", Operation::kReEncrypt, "decrypt-only").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(gate.Admit("xks", Operation::kReEncrypt, "encrypt-only").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(gate.Admit("xks", Operation::kReEncrypt, "acme").ok());
+  // A stranger learns nothing about the key's configuration: the denial comes first.
+  EXPECT_EQ(gate.Admit("stranger", Operation::kDecrypt, "encrypt-only").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE(gate.UsageOf("encrypt-only").decrypt);
+}
+
 }  // namespace
 }  // namespace kms::server

@@ -1,0 +1,29 @@
+// SHA-256 (FIPS 180-4) and HMAC-SHA-256 (RFC 2104), for formats and protocols that need a
+// digest: AWS SigV4 request signing, the XKS ciphertext data integrity value. Pure
+// functions, thread-safe.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace kms::crypto {
+
+using Sha256Digest = std::array<uint8_t, 32>;
+
+Sha256Digest Sha256(std::span<const uint8_t> data);
+Sha256Digest Sha256(std::string_view data);
+
+// HMAC-SHA-256 of `data` under `key` (any length).
+Sha256Digest HmacSha256(std::span<const uint8_t> key, std::string_view data);
+
+// Lower-case hex of `bytes`.
+std::string LowerHex(std::span<const uint8_t> bytes);
+
+// Constant-time equality of two byte strings of the same length (false when they differ
+// in length; the length is not secret).
+bool ConstantTimeEquals(std::span<const uint8_t> a, std::span<const uint8_t> b);
+
+}  // namespace kms::crypto
