@@ -179,7 +179,7 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
                                      "policy_file", "limits", "dek_cache", "tenants",
                                      "redis", "cluster", "jwt", "rotation", "log_level",
-                                     "lock_memory", "metrics", "health"}));
+                                     "lock_memory", "metrics", "health", "vault"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -254,6 +254,16 @@ absl::Status ReadConfig(const Json& root, Config& c) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"enabled", "require_client_cert"}));
     KMS_RETURN_IF_ERROR(r.GetBool("enabled", &c.metrics.enabled));
     return r.GetBool("require_client_cert", &c.metrics.require_client_cert);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "vault", [&](ObjectReader& r) {
+    VaultConfig& v = c.vault;
+    KMS_RETURN_IF_ERROR(r.CheckKeys(
+        {"enabled", "mount", "token_ttl_seconds", "max_body_bytes", "max_batch_items"}));
+    KMS_RETURN_IF_ERROR(r.GetBool("enabled", &v.enabled));
+    KMS_RETURN_IF_ERROR(r.GetString("mount", &v.mount));
+    KMS_RETURN_IF_ERROR(r.GetInt64("token_ttl_seconds", &v.token_ttl_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_body_bytes", &v.max_body_bytes));
+    return r.GetInt("max_batch_items", &v.max_batch_items);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "health", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"probe_interval_seconds"}));
@@ -461,6 +471,18 @@ void ValidateHttp(Errors& errors, const HttpConfig& http) {
   CheckRange(errors, "http.max_queued_requests", http.max_queued_requests, 1, 100000);
 }
 
+void ValidateVault(Errors& errors, const Config& c) {
+  const VaultConfig& v = c.vault;
+  const bool mount_ok = !v.mount.empty() && v.mount.size() <= 64 &&
+                        v.mount.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+                            std::string::npos &&
+                        v.mount != "sys" && v.mount != "auth";
+  if (!mount_ok) errors.Add("vault.mount", "1-64 of [A-Za-z0-9_-], not sys or auth");
+  CheckRange(errors, "vault.token_ttl_seconds", v.token_ttl_seconds, 1, c.jwt.max_ttl_seconds);
+  CheckRange(errors, "vault.max_body_bytes", v.max_body_bytes, 1024, int64_t{64} << 20);
+  CheckRange(errors, "vault.max_batch_items", v.max_batch_items, 1, c.limits.max_batch_items);
+}
+
 void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
   CheckRange(errors, "jwt.max_ttl_seconds", jwt.max_ttl_seconds, 1, 86400);
   CheckRange(errors, "jwt.clock_skew_seconds", jwt.clock_skew_seconds, 0, 3600);
@@ -515,6 +537,7 @@ absl::Status ValidateConfig(const Config& c) {
   ValidateStore(errors, c.store);
   ValidateRedis(errors, c.redis);
   ValidateHttp(errors, c.http);
+  ValidateVault(errors, c);
   CheckRange(errors, "cluster.poll_interval_seconds", c.cluster.poll_interval_seconds, 1, 3600);
   CheckRange(errors, "health.probe_interval_seconds", c.health.probe_interval_seconds, 1, 300);
   ValidateJwt(errors, c.jwt);

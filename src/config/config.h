@@ -112,6 +112,15 @@ struct HttpConfig {
 };
 
 // The /metrics endpoint on the HTTPS listener (Prometheus text format).
+// The Vault-compatible transit door on the HTTPS listener (docs/vault.md).
+struct VaultConfig {
+  bool enabled = true;                  // routes under /v1/ on the HTTPS listener
+  std::string mount = "transit";        // transit routes at /v1/<mount>/...
+  int64_t token_ttl_seconds = 900;      // auth/cert/login tokens; at most jwt.max_ttl_seconds
+  int64_t max_body_bytes = 1 << 20;     // request body of a Vault route (413 beyond)
+  int max_batch_items = 1000;           // batch_input items; at most limits.max_batch_items
+};
+
 struct MetricsConfig {
   bool enabled = true;               // false: no /metrics and no RPC metrics at all
   bool require_client_cert = false;  // true: /metrics answers 403 without a verified client cert
@@ -144,6 +153,7 @@ struct Config {
   MetricsConfig metrics;
   HealthConfig health;
   RotationConfig rotation;
+  VaultConfig vault;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error
   bool lock_memory = true;         // mlock key pages where the process may

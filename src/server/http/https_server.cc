@@ -93,6 +93,11 @@ std::optional<ClientCertificate> VerifiedClientCertificate(SSL* ssl) {
     }
     GENERAL_NAMES_free(names);
   }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  if (X509_digest(peer, EVP_sha256(), digest, &digest_len) == 1) {
+    cert.sha256.assign(reinterpret_cast<const char*>(digest), digest_len);
+  }
   X509_NAME* subject = X509_get_subject_name(peer);
   int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
   if (at >= 0) {
@@ -153,7 +158,16 @@ class HttpsServer::Impl {
   void Unregister(Connection* conn);
   const RouteEntry* Find(const std::string& path) const {
     auto it = routes_.find(path);
-    return it == routes_.end() ? nullptr : &it->second;
+    if (it != routes_.end()) return &it->second;
+    const RouteEntry* best = nullptr;
+    size_t best_size = 0;
+    for (const auto& [prefix, entry] : prefixes_) {  // a handful: the doors' roots
+      if (prefix.size() >= best_size && path.compare(0, prefix.size(), prefix) == 0) {
+        best = &entry;
+        best_size = prefix.size();
+      }
+    }
+    return best;
   }
 
   asio::io_context io_;  // first: destroyed last, after everything that uses it
@@ -163,6 +177,7 @@ class HttpsServer::Impl {
   asio::steady_timer accept_retry_{io_};
   // Fixed before Start(); read by the loop and the workers.
   std::map<std::string, RouteEntry> routes_;
+  std::map<std::string, RouteEntry> prefixes_;
   std::atomic<int> queued_{0};
   std::atomic<int> open_{0};
   int port_ = 0;
@@ -274,8 +289,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                if (self->Gone()) return;
                                if (ec) return self->OnReadError(ec);
                                if (self->parser_->is_done()) return self->Dispatch();
+                               self->ApplyRouteBodyLimit();
                                self->ReadBody();
                              });
+  }
+
+  // A route may take more or less body than the listener's default.
+  void ApplyRouteBodyLimit() {
+    beast::string_view target = parser_->get().target();
+    std::string path(target.data(), std::min(target.size(), target.find('?')));
+    const RouteEntry* entry = server_.Find(path);
+    if (entry != nullptr && entry->route.max_body_bytes > 0) {
+      parser_->body_limit(static_cast<uint64_t>(entry->route.max_body_bytes));
+    }
   }
 
   void ReadBody() {
@@ -578,6 +604,10 @@ absl::StatusOr<std::unique_ptr<HttpsServer>> HttpsServer::Bind(const std::string
 
 void HttpsServer::Handle(const std::string& path, Handler handler, Route route) {
   impl_->routes_[path] = RouteEntry{std::move(handler), std::move(route)};
+}
+
+void HttpsServer::HandlePrefix(const std::string& prefix, Handler handler, Route route) {
+  impl_->prefixes_[prefix] = RouteEntry{std::move(handler), std::move(route)};
 }
 
 void HttpsServer::Start() { impl_->Start(); }

@@ -34,6 +34,9 @@ struct ClientCertificate {
   std::vector<std::string> uri_sans;
   std::vector<std::string> dns_sans;
   std::string common_name;  // empty when the subject has none
+  // SHA-256 of the certificate's DER encoding (32 bytes): what a credential bound to
+  // this certificate records (RFC 8705 "x5t#S256").
+  std::string sha256;
 };
 
 struct Request {
@@ -77,6 +80,9 @@ struct Route {
   // Methods served; GET also serves HEAD. Other methods on the path get 405 with Allow.
   std::vector<std::string> methods = {"GET"};
   HandlerKind kind = HandlerKind::kNonBlocking;
+  // The largest request body this route takes (413 beyond); 0: http.max_body_bytes.
+  // Applied once the header has named the route, before the body is read.
+  int64_t max_body_bytes = 0;
 };
 
 class HttpsServer {
@@ -93,6 +99,9 @@ class HttpsServer {
   // Registers `handler` for exactly `path` (no prefix match); call before Start(). Unknown
   // paths get 404.
   void Handle(const std::string& path, Handler handler, Route route = {});
+  // Registers `handler` for every path that starts with `prefix` and has no exact route
+  // (the longest prefix wins); the handler reads Request::path. Call before Start().
+  void HandlePrefix(const std::string& prefix, Handler handler, Route route = {});
 
   // Start the event loop and workers; Stop closes the listener and every connection,
   // waits for the threads, and may be called more than once, from any thread but a
