@@ -178,6 +178,7 @@ class HttpsServer::Impl {
   // Fixed before Start(); read by the loop and the workers.
   std::map<std::string, RouteEntry> routes_;
   std::map<std::string, RouteEntry> prefixes_;
+  int64_t max_route_body_ = 0;  // the largest body limit of the listener and its routes
   std::atomic<int> queued_{0};
   std::atomic<int> open_{0};
   int port_ = 0;
@@ -263,9 +264,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void WaitForRequest() {
+    route_ = nullptr;
     parser_.emplace();
     parser_->header_limit(static_cast<uint32_t>(server_.limits_.max_header_bytes));
-    parser_->body_limit(static_cast<uint64_t>(server_.limits_.max_body_bytes));
+    parser_->body_limit(static_cast<uint64_t>(server_.max_route_body_));
     if (buffer_.size() > 0) return ReadHeader();  // a pipelined request is waiting
     state_ = State::kIdle;
     idle_since_ = SteadyClock::now();
@@ -289,19 +291,26 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                if (self->Gone()) return;
                                if (ec) return self->OnReadError(ec);
                                if (self->parser_->is_done()) return self->Dispatch();
-                               self->ApplyRouteBodyLimit();
-                               self->ReadBody();
+                               if (self->ApplyRouteBodyLimit()) self->ReadBody();
                              });
   }
 
-  // A route may take more or less body than the listener's default.
-  void ApplyRouteBodyLimit() {
+  // A route may take more or less body than the listener's default. The parser read the
+  // header under the largest limit of any route; now the route's own applies (false:
+  // the declared Content-Length is over it, and a 413 is on its way).
+  bool ApplyRouteBodyLimit() {
     beast::string_view target = parser_->get().target();
     std::string path(target.data(), std::min(target.size(), target.find('?')));
     const RouteEntry* entry = server_.Find(path);
-    if (entry != nullptr && entry->route.max_body_bytes > 0) {
-      parser_->body_limit(static_cast<uint64_t>(entry->route.max_body_bytes));
+    route_ = entry;
+    int64_t limit = server_.limits_.max_body_bytes;
+    if (entry != nullptr && entry->route.max_body_bytes > 0) limit = entry->route.max_body_bytes;
+    if (auto length = parser_->content_length(); length && *length > static_cast<uint64_t>(limit)) {
+      SendError(413, "request body too large");
+      return false;
     }
+    parser_->body_limit(static_cast<uint64_t>(limit));
+    return true;
   }
 
   void ReadBody() {
@@ -346,13 +355,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     head_ = req.method() == bhttp::verb::head;
 
     const RouteEntry* entry = server_.Find(request.path);
+    route_ = entry;
     if (entry == nullptr) return Respond(Response{.status = 404, .body = "not found\n"});
     bool allowed = false;
     for (const std::string& m : entry->route.methods) {
       allowed = allowed || m == request.method || (head_ && m == "GET");
     }
     if (!allowed) {
-      Response r{.status = 405, .body = "method not allowed\n"};
+      Response r = Refusal(405, "method not allowed");
       r.headers.emplace_back("Allow", absl::StrJoin(entry->route.methods, ", "));
       return Respond(std::move(r));
     }
@@ -360,7 +370,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
     if (server_.queued_.fetch_add(1) >= server_.limits_.max_queued_requests) {
       server_.queued_.fetch_sub(1);
-      Response busy{.status = 503, .body = "busy\n"};
+      Response busy = Refusal(503, "busy");
       busy.headers.emplace_back("Retry-After", "1");
       return Respond(std::move(busy));
     }
@@ -376,10 +386,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
+  // A refusal of the listener's own, in the route's error shape.
+  Response Refusal(int status, const std::string& text) const {
+    if (route_ != nullptr && route_->route.json_errors) {
+      return Response{.status = status,
+                      .content_type = "application/json",
+                      .body = absl::StrCat("{\"errors\":[\"", text, "\"]}")};
+    }
+    return Response{.status = status, .body = absl::StrCat(text, "\n")};
+  }
+
   void SendError(int status, std::string body) {
     keep_alive_ = false;
     linger_ = true;
-    Respond(Response{.status = status, .body = std::move(body)});
+    while (!body.empty() && body.back() == '\n') body.pop_back();
+    Respond(Refusal(status, body));
   }
 
   void Respond(Response r) {
@@ -437,6 +458,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   SteadyClock::time_point idle_since_{};
   SteadyClock::time_point request_start_{};
   std::optional<ClientCertificate> cert_;
+  const RouteEntry* route_ = nullptr;  // of the request being read or served, once known
   std::string peer_;
   bool keep_alive_ = false;
   bool head_ = false;
@@ -493,6 +515,12 @@ absl::Status HttpsServer::Impl::Configure(const std::string& listen, const confi
 
 void HttpsServer::Impl::Start() {
   if (started_.exchange(true)) return;
+  max_route_body_ = limits_.max_body_bytes;
+  for (const auto* table : {&routes_, &prefixes_}) {
+    for (const auto& [path, entry] : *table) {
+      max_route_body_ = std::max(max_route_body_, entry.route.max_body_bytes);
+    }
+  }
   workers_.emplace(static_cast<size_t>(limits_.worker_threads));
   Accept();
   loop_ = std::thread([this] { io_.run(); });

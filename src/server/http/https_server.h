@@ -83,6 +83,9 @@ struct Route {
   // The largest request body this route takes (413 beyond); 0: http.max_body_bytes.
   // Applied once the header has named the route, before the body is read.
   int64_t max_body_bytes = 0;
+  // The listener's own refusals on this route (413, 405, 503 busy/timed out) as
+  // {"errors":["..."]} in application/json (Vault's error shape) instead of plain text.
+  bool json_errors = false;
 };
 
 class HttpsServer {

@@ -377,6 +377,7 @@ http::Response VaultDoor::Impl::Serve(const http::Request& req) {
   std::string_view path = req.path;
   if (path == "/v1/sys/health") return Health(req, false);
   if (path == "/v1/sys/seal-status") return Health(req, true);
+  if (path == "/v1/sys/init") return JsonResponse(200, Json{{"initialized", true}});
   const bool write = req.method == "POST" || req.method == "PUT";
 
   absl::StatusOr<std::string> identity = CertIdentity(req);
@@ -1039,15 +1040,17 @@ http::Response VaultDoor::Serve(const http::Request& request) {
 
 void VaultDoor::Register(http::HttpsServer& server) {
   // Health and seal status answer from memory: on the event loop, like /readyz.
-  for (const char* path : {"/v1/sys/health", "/v1/sys/seal-status"}) {
+  for (const char* path : {"/v1/sys/health", "/v1/sys/seal-status", "/v1/sys/init"}) {
     server.Handle(path, [this](const http::Request& r) { return Serve(r); },
-                  http::Route{.methods = {"GET"}, .kind = http::HandlerKind::kNonBlocking});
+                  http::Route{.methods = {"GET"}, .kind = http::HandlerKind::kNonBlocking,
+                              .json_errors = true});
   }
   // The rest may wait on the store or the HSM: the worker pool, with the door's body limit.
   server.HandlePrefix("/v1/", [this](const http::Request& r) { return Serve(r); },
                       http::Route{.methods = {"GET", "POST", "PUT", "DELETE", "LIST"},
                                   .kind = http::HandlerKind::kBlocking,
-                                  .max_body_bytes = max_body_bytes_});
+                                  .max_body_bytes = max_body_bytes_,
+                                  .json_errors = true});
 }
 
 }  // namespace kms::server::vault
