@@ -295,13 +295,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
                              });
   }
 
+  const RouteEntry* RouteOf(beast::string_view target) const {
+    std::string path(target.data(), std::min(target.size(), target.find('?')));
+    return server_.Find(path);
+  }
+
   // A route may take more or less body than the listener's default. The parser read the
   // header under the largest limit of any route; now the route's own applies (false:
   // the declared Content-Length is over it, and a 413 is on its way).
   bool ApplyRouteBodyLimit() {
-    beast::string_view target = parser_->get().target();
-    std::string path(target.data(), std::min(target.size(), target.find('?')));
-    const RouteEntry* entry = server_.Find(path);
+    const RouteEntry* entry = RouteOf(parser_->get().target());
     route_ = entry;
     int64_t limit = server_.limits_.max_body_bytes;
     if (entry != nullptr && entry->route.max_body_bytes > 0) limit = entry->route.max_body_bytes;
@@ -331,7 +334,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
       return SendError(431, "request header too large\n");
     }
-    if (ec == bhttp::error::body_limit) return SendError(413, "request body too large\n");
+    if (ec == bhttp::error::body_limit) {
+      // A Content-Length over every route's limit is refused with the header: answer in
+      // the shape of the route it named.
+      if (route_ == nullptr) route_ = RouteOf(parser_->get().target());
+      return SendError(413, "request body too large\n");
+    }
     if (IsParseError(ec)) return SendError(400, "malformed request\n");
     Close();  // end of stream, reset, or a closed socket
   }
