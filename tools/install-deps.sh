@@ -12,7 +12,7 @@ packages=(
 )
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev postgresql-15 redis-server clang
-             prometheus python3-grpcio python3-hvac curl)
+             prometheus python3-grpcio python3-hvac curl yamllint)
   # The image may already carry a newer Node.js with npm; Debian's nodejs conflicts with it.
   command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 fi

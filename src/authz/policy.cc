@@ -23,6 +23,7 @@ constexpr Operation kAllOperations[] = {
     Operation::kGetTenant, Operation::kListTenants, Operation::kGetStatus,
     Operation::kSignJwt,   Operation::kVerifyJwt,   Operation::kAdminJwt,
     Operation::kRotate,    Operation::kShred,       Operation::kReEncrypt,
+    Operation::kReadAudit,
 };
 
 uint32_t Bit(Operation op) { return uint32_t{1} << static_cast<uint32_t>(op); }

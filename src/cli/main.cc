@@ -4,8 +4,11 @@
 // KMSCTL_CONFIG or --config (dev mode writes DIR/kmsctl.json), then --addr/--ca/--cert/--key.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
+#include <thread>
 #include <iostream>
 #include <iterator>
 #include <sstream>
@@ -18,6 +21,7 @@
 #include "kms/v1/key_service.grpc.pb.h"
 #include "nlohmann/json.hpp"
 #include "src/cli/key_views.h"
+#include "src/audit/audit_chain.h"
 #include "src/common/base64.h"
 
 namespace {
@@ -82,6 +86,65 @@ std::shared_ptr<grpc::Channel> Dial(const Connection& c) {
   return grpc::CreateChannel(c.addr, grpc::SslCredentials(tls));
 }
 
+// What an operator can do about a failed call, by its code.
+std::string WhatToDo(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::UNAVAILABLE:
+      return "\n  kmsd or one of its backends cannot be reached: check --addr, then `kmsctl status` "
+             "and the kmsd log; retry with backoff";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "\n  kmsd did not answer in time: check the node (`kmsctl status`) or raise --timeout";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "\n  the policy does not grant this identity that operation: ask for a grant in the "
+             "policy file (docs/api.md lists each RPC's operation)";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "\n  the TLS handshake failed: check --cert/--key and that kmsd trusts their CA";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "\n  rate limited: retry after the time given";
+    case grpc::StatusCode::INTERNAL:
+      return "\n  kmsd logged the detail under this call's request id: check the kmsd log";
+    default:
+      return "";
+  }
+}
+
+// "2026-01-02T03:04:05Z" (RFC 3339, UTC).
+std::string Rfc3339(int64_t unix_seconds) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// "3 d 4 h", "5 min 2 s", ...: the two largest units.
+std::string Span(int64_t seconds) {
+  static constexpr std::pair<int64_t, const char*> kUnits[] = {
+      {86400, "d"}, {3600, "h"}, {60, "min"}, {1, "s"}};
+  std::string out;
+  int shown = 0;
+  for (const auto& [size, name] : kUnits) {
+    if (seconds >= size || (size == 1 && shown == 0)) {
+      out += (out.empty() ? "" : " ") + std::to_string(seconds / size) + " " + name;
+      seconds %= size;
+      if (++shown == 2) break;
+    } else if (shown > 0) {
+      break;
+    }
+  }
+  return out;
+}
+
+// A time as operators read it: RFC 3339 with its age (or how far ahead it is) beside it.
+// 0 is "never".
+std::string When(int64_t unix_seconds) {
+  if (unix_seconds == 0) return "never";
+  const int64_t now = std::time(nullptr);
+  const int64_t d = now - unix_seconds;
+  return Rfc3339(unix_seconds) + (d >= 0 ? " (" + Span(d) + " ago)" : " (in " + Span(-d) + ")");
+}
+
 void Check(const grpc::Status& s) {
   if (!s.ok()) {
     static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT",
@@ -91,7 +154,7 @@ void Check(const grpc::Status& s) {
                                    "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
     int code = s.error_code();
     std::string name = code >= 0 && code <= 16 ? kNames[code] : std::to_string(code);
-    throw Failure{1, name + ": " + s.error_message()};
+    throw Failure{1, name + ": " + s.error_message() + WhatToDo(s.error_code())};
   }
 }
 
@@ -104,6 +167,7 @@ json TenantJson(const kms::v1::Tenant& t) {
           {"state", t.state()},
           {"primary_dek_version", t.primary_dek_version()},
           {"min_decrypt_version", t.min_decrypt_version()},
+          {"created_at", Rfc3339(t.created_at_unix())},
           {"created_at_unix", t.created_at_unix()},
           {"dek_created_at_unix", t.dek_created_at_unix()}};
 }
@@ -115,7 +179,10 @@ void PrintTenant(const kms::v1::Tenant& t, bool as_json) {
     std::cout << "tenant " << t.tenant_id() << "\n  state: " << t.state()
               << "\n  primary DEK version: " << t.primary_dek_version()
               << "\n  minimum decryption version: " << t.min_decrypt_version()
-              << "\n  created: " << kms::cli::Rfc3339(t.created_at_unix()) << "\n";
+              << "\n  created: " << When(t.created_at_unix()) << "\n";
+    if (t.dek_created_at_unix() != 0) {
+      std::cout << "  primary DEK created: " << When(t.dek_created_at_unix()) << "\n";
+    }
   }
 }
 
@@ -129,6 +196,68 @@ void ParseContext(const std::vector<std::string>& pairs,
     }
     (*out)[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
+}
+
+// --- kmsctl audit
+
+kms::store::AuditRecord FromProto(const kms::v1::AuditRecord& a) {
+  kms::store::AuditRecord r;
+  r.id = a.id();
+  r.node = a.node_id();
+  r.seq = a.seq();
+  r.at_ms = a.at_unix_ms();
+  r.kind = a.kind();
+  r.identity = a.identity();
+  r.operation = a.operation();
+  r.tenant = a.tenant_id();
+  r.tenants = a.tenants();
+  r.calls = a.calls();
+  r.key_versions = a.key_versions();
+  r.outcome = a.outcome();
+  r.request_id = a.request_id();
+  r.prev_hash.assign(a.prev_hash().begin(), a.prev_hash().end());
+  r.hash.assign(a.hash().begin(), a.hash().end());
+  return r;
+}
+
+std::string Hex(const std::string& bytes) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 15];
+  }
+  return out;
+}
+
+std::string Rfc3339Ms(int64_t unix_ms) {
+  char ms[8];
+  std::snprintf(ms, sizeof ms, ".%03d", static_cast<int>(unix_ms % 1000));
+  std::string s = Rfc3339(unix_ms / 1000);
+  return s.substr(0, s.size() - 1) + ms + "Z";
+}
+
+// One record: a JSON line, or one line of text.
+void PrintAuditRecord(const kms::v1::AuditRecord& a, bool as_json) {
+  if (as_json) {
+    std::cout << json{{"id", a.id()}, {"time", Rfc3339Ms(a.at_unix_ms())},
+                      {"node_id", a.node_id()}, {"seq", a.seq()}, {"kind", a.kind()},
+                      {"identity", a.identity()}, {"operation", a.operation()},
+                      {"tenant_id", a.tenant_id()}, {"tenants", a.tenants()},
+                      {"calls", a.calls()}, {"key_versions", a.key_versions()},
+                      {"outcome", a.outcome()}, {"request_id", a.request_id()},
+                      {"prev_hash", Hex(a.prev_hash())}, {"hash", Hex(a.hash())}}
+                     .dump()
+              << "\n";
+    return;
+  }
+  std::cout << Rfc3339Ms(a.at_unix_ms()) << " " << a.node_id() << "#" << a.seq() << " "
+            << a.kind() << " " << a.operation() << " by " << (a.identity().empty() ? "-" : a.identity())
+            << " " << a.outcome();
+  if (!a.tenant_id().empty()) std::cout << " tenant=" << a.tenant_id();
+  if (a.kind() == "data") std::cout << " calls=" << a.calls() << " tenants=" << a.tenants();
+  if (!a.key_versions().empty()) std::cout << " keys=" << a.key_versions();
+  std::cout << " request=" << a.request_id() << "\n";
 }
 
 std::string Trim(std::string s) {
@@ -341,7 +470,42 @@ int main(int argc, char** argv) {
   reencrypt->add_option("--new-context", new_context,
                         "Bind the new ciphertext to this context instead, key=value (repeatable)");
 
-  CLI11_PARSE(app, argc, argv);
+  auto* audit = app.add_subcommand("audit", "The hash-chained audit log");
+  audit->require_subcommand(1);
+  audit->fallthrough();
+  std::string audit_node;
+  int audit_lines = 20;
+  bool audit_follow = false;
+  auto* audit_tail = audit->add_subcommand(
+      "tail", "Print the last audit records (-o json: JSON lines, for export)");
+  audit_tail->add_option("-n,--lines", audit_lines, "How many records (1-1000)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  audit_tail->add_flag("-f,--follow", audit_follow, "Keep printing new records as they are written");
+  audit_tail->add_option("--node", audit_node, "Only this node's records");
+  auto* audit_verify = audit->add_subcommand(
+      "verify", "Check every node's hash chain here, on this machine; names the first broken record");
+  audit_verify->add_option("--node", audit_node, "Only this node's chain");
+
+  app.footer(R"(Examples:
+  kmsctl --config /etc/kmsd/kmsctl.json status
+  kmsctl tenant create acme
+  kmsctl tenant list --all -o json
+  echo -n 'alice@example.com' | kmsctl encrypt --tenant acme --context field=email
+  kmsctl tenant shred acme --confirm acme
+  kmsctl audit tail -f -o json >> audit-export.jsonl
+  kmsctl audit verify
+
+Connection: --config FILE or $KMSCTL_CONFIG (JSON: addr, ca, cert, key), or the four flags.
+Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or local input error.)");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are "errors" with exit code 0; every real usage error exits 2.
+    const int rc = app.exit(e);
+    return rc == 0 ? 0 : 2;
+  }
   const bool as_json = output == "json";
 
   try {
@@ -359,6 +523,7 @@ int main(int argc, char** argv) {
         json keks = json::array();
         for (const auto& k : resp.kek_versions()) {
           keks.push_back({{"version", k.version()}, {"state", k.state()},
+                          {"created_at", Rfc3339(k.created_at_unix())},
                           {"created_at_unix", k.created_at_unix()}, {"age_seconds", k.age_seconds()},
                           {"wrap_mechanism", k.wrap_mechanism()}});
         }
@@ -386,13 +551,13 @@ int main(int argc, char** argv) {
                   << "\n";
       } else {
         std::cout << "kmsd " << resp.version() << " on " << resp.node_id()
-                  << (resp.ready() ? " (ready)" : " (NOT ready)") << ", up " << resp.uptime_seconds()
-                  << " s" << (resp.leader() ? ", leader" : "") << "\nmaster key: " << resp.master_key_kind()
+                  << (resp.ready() ? " (ready)" : " (NOT ready)") << ", up " << Span(resp.uptime_seconds())
+                  << (resp.leader() ? ", leader" : "") << "\nmaster key: " << resp.master_key_kind()
                   << "\nstore: " << resp.store_backend() << "\nJWT signing keys: " << resp.jwt_state()
                   << "\nprimary KEK: v" << resp.primary_kek_version() << "\n";
         for (const auto& k : resp.kek_versions()) {
-          std::cout << "  KEK v" << k.version() << " " << k.state() << ", age " << k.age_seconds()
-                    << " s, wrapped with " << k.wrap_mechanism() << "\n";
+          std::cout << "  KEK v" << k.version() << " " << k.state() << ", created "
+                    << When(k.created_at_unix()) << ", wrapped with " << k.wrap_mechanism() << "\n";
         }
         std::cout << "tenants: " << resp.tenant_count() << ", cached DEKs: " << resp.dek_cache_entries()
                   << "\n";
@@ -614,8 +779,8 @@ int main(int argc, char** argv) {
         std::cout << json{{"kid", resp.kid()}, {"claims", json::parse(resp.claims_json())},
                           {"expires_at_unix", resp.expires_at_unix()}}.dump(2) << "\n";
       } else {
-        std::cout << "valid, kid " << resp.kid() << ", expires " << resp.expires_at_unix()
-                  << " (unix)\n" << resp.claims_json() << "\n";
+        std::cout << "valid, kid " << resp.kid() << ", expires " << When(resp.expires_at_unix())
+                  << "\n" << resp.claims_json() << "\n";
       }
     } else if (*jwt_status) {
       grpc::ClientContext ctx;
@@ -637,14 +802,14 @@ int main(int argc, char** argv) {
       } else {
         std::cout << "state: " << resp.state() << "\nsigning kid: " << resp.signing_kid() << "\n";
         for (const auto& k : resp.keys()) {
-          std::cout << "  " << k.kid() << " " << k.phase() << ", activates " << k.activate_at_unix()
-                    << (k.retire_at_unix() ? ", retires " + std::to_string(k.retire_at_unix()) : "")
+          std::cout << "  " << k.kid() << " " << k.phase() << ", activates " << When(k.activate_at_unix())
+                    << (k.retire_at_unix() ? ", retires " + When(k.retire_at_unix()) : "")
                     << "\n";
         }
         if (resp.degraded_since_unix()) {
-          std::cout << "degraded since " << resp.degraded_since_unix() << ": " << resp.last_error() << "\n";
+          std::cout << "degraded since " << When(resp.degraded_since_unix()) << ": " << resp.last_error() << "\n";
         }
-        std::cout << "next rotation: " << resp.next_rotation_at_unix() << " (unix)\n";
+        std::cout << "next rotation: " << When(resp.next_rotation_at_unix()) << "\n";
       }
     } else if (*jwt_rotate) {
       grpc::ClientContext ctx;
@@ -656,8 +821,8 @@ int main(int argc, char** argv) {
                           {"old_kid", resp.old_kid()}, {"old_retire_at_unix", resp.old_retire_at_unix()}}
                          .dump(2) << "\n";
       } else {
-        std::cout << "published " << resp.new_kid() << "; it signs from " << resp.new_activate_at_unix()
-                  << "; " << resp.old_kid() << " verifies until " << resp.old_retire_at_unix() << "\n";
+        std::cout << "published " << resp.new_kid() << "; it signs from " << When(resp.new_activate_at_unix())
+                  << "; " << resp.old_kid() << " verifies until " << When(resp.old_retire_at_unix()) << "\n";
       }
     } else if (*jwt_ack) {
       grpc::ClientContext ctx;
@@ -708,6 +873,88 @@ int main(int argc, char** argv) {
         std::cout << json{{"ciphertext", b64}, {"dek_version", resp.dek_version()}}.dump(2) << "\n";
       } else {
         std::cout << b64 << "\n";
+      }
+    } else if (*audit_tail) {
+      int64_t last_id = 0;
+      {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        kms::v1::ReadAuditRequest req;
+        req.set_tail(audit_lines);
+        req.set_node_id(audit_node);
+        kms::v1::ReadAuditResponse resp;
+        Check(admin->ReadAudit(&ctx, req, &resp));
+        for (const auto& a : resp.records()) {
+          PrintAuditRecord(a, as_json);
+          last_id = a.id();
+        }
+        std::cout.flush();
+      }
+      while (audit_follow) {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        kms::v1::ReadAuditRequest req;
+        req.set_after_id(last_id);
+        req.set_limit(1000);
+        req.set_node_id(audit_node);
+        kms::v1::ReadAuditResponse resp;
+        Check(admin->ReadAudit(&ctx, req, &resp));
+        for (const auto& a : resp.records()) {
+          PrintAuditRecord(a, as_json);
+          last_id = a.id();
+        }
+        std::cout.flush();
+        if (resp.records_size() < 1000) std::this_thread::sleep_for(std::chrono::seconds(1));
+      }
+    } else if (*audit_verify) {
+      // Verified here, from the records as stored: an auditor need not trust kmsd's word.
+      kms::audit::ChainVerifier verifier;
+      int64_t last_id = 0;
+      absl::Status broken;
+      while (broken.ok()) {
+        grpc::ClientContext ctx;
+        SetDeadline(ctx, conn);
+        kms::v1::ReadAuditRequest req;
+        req.set_after_id(last_id);
+        req.set_limit(1000);
+        req.set_node_id(audit_node);
+        kms::v1::ReadAuditResponse resp;
+        Check(admin->ReadAudit(&ctx, req, &resp));
+        if (resp.records_size() == 0) break;
+        for (const auto& a : resp.records()) {
+          broken = verifier.Add(FromProto(a));
+          last_id = a.id();
+          if (!broken.ok()) break;
+        }
+      }
+      if (!broken.ok()) {
+        throw Failure{1, "audit chain BROKEN at " + std::string(broken.message()) +
+                             "\n  the audit store was changed outside kmsd: keep the database as "
+                             "it is for investigation, compare with your exported audit "
+                             "(kmsctl audit tail -o json) and backups"};
+      }
+      json nodes = json::object();
+      for (const auto& [node, n] : verifier.nodes()) {
+        const bool from_start = n.first_seq == 1;
+        if (as_json) {
+          nodes[node] = {{"first_seq", n.first_seq}, {"last_seq", n.last_seq},
+                         {"records", n.records},
+                         {"first_prev_hash", Hex(std::string(n.first_prev_hash.begin(), n.first_prev_hash.end()))},
+                         {"last_hash", Hex(std::string(n.last_hash.begin(), n.last_hash.end()))}};
+        } else {
+          std::cout << "node " << node << ": " << n.records << " records, seq " << n.first_seq
+                    << ".." << n.last_seq << " intact"
+                    << (from_start ? " from the chain's start"
+                                   : " (older records removed by retention; verified from seq " +
+                                         std::to_string(n.first_seq) + ", prev hash " +
+                                         Hex(std::string(n.first_prev_hash.begin(), n.first_prev_hash.end())) + ")")
+                    << "\n  head hash " << Hex(std::string(n.last_hash.begin(), n.last_hash.end())) << "\n";
+        }
+      }
+      if (as_json) {
+        std::cout << json{{"intact", true}, {"nodes", nodes}}.dump(2) << "\n";
+      } else if (verifier.nodes().empty()) {
+        std::cout << "no audit records\n";
       }
     } else if (*decrypt) {
       std::string b64 = Trim(decrypt->count("--data") ? data : ReadStdin());

@@ -179,7 +179,7 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(top.CheckKeys({"node_id", "grpc", "http", "tls", "hsm", "store",
                                      "policy_file", "limits", "dek_cache", "tenants",
                                      "redis", "cluster", "jwt", "rotation", "log_level",
-                                     "lock_memory", "metrics", "health", "vault"}));
+                                     "lock_memory", "metrics", "health", "audit", "vault"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -320,6 +320,15 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(WithObject(top, "tenants", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"auto_create"}));
     return r.GetBool("auto_create", &c.tenants_auto_create);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "audit", [&](ObjectReader& r) {
+    KMS_RETURN_IF_ERROR(r.CheckKeys({"enabled", "retention_days", "max_backlog",
+                                     "refuse_admin_when_full", "flush_interval_ms"}));
+    KMS_RETURN_IF_ERROR(r.GetBool("enabled", &c.audit.enabled));
+    KMS_RETURN_IF_ERROR(r.GetInt64("retention_days", &c.audit.retention_days));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_backlog", &c.audit.max_backlog));
+    KMS_RETURN_IF_ERROR(r.GetBool("refuse_admin_when_full", &c.audit.refuse_admin_when_full));
+    return r.GetInt64("flush_interval_ms", &c.audit.flush_interval_ms);
   }));
   KMS_RETURN_IF_ERROR(top.GetString("log_level", &c.log_level));
   KMS_RETURN_IF_ERROR(top.GetBool("lock_memory", &c.lock_memory));
@@ -571,6 +580,10 @@ absl::Status ValidateConfig(const Config& c) {
              kMaxContextPairsLimit);
   CheckRange(errors, "limits.max_context_bytes", c.limits.max_context_bytes, 0,
              kMaxContextBytesLimit);
+
+  CheckRange(errors, "audit.retention_days", c.audit.retention_days, 1, 36500);
+  CheckRange(errors, "audit.max_backlog", c.audit.max_backlog, 1, 100000000);
+  CheckRange(errors, "audit.flush_interval_ms", c.audit.flush_interval_ms, 10, 60000);
 
   CheckRange(errors, "dek_cache.ttl_seconds", c.dek_cache.ttl_seconds, 1, kMaxDekTtlSeconds);
   CheckRange(errors, "dek_cache.max_entries", c.dek_cache.max_entries, 1,

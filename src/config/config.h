@@ -136,6 +136,15 @@ struct DekCacheConfig {
   int64_t max_entries = 100000;
 };
 
+// The audit log (src/audit/audit_log.h).
+struct AuditConfig {
+  bool enabled = true;
+  int64_t retention_days = 365;          // older records are deleted by a daily job
+  int64_t max_backlog = 100000;          // records waiting to be written
+  bool refuse_admin_when_full = true;    // refuse changes while the backlog is full
+  int64_t flush_interval_ms = 1000;      // data-plane aggregates are written this often
+};
+
 struct Config {
   std::string node_id;             // default: hostname
   std::string grpc_listen = "127.0.0.1:8443";
@@ -153,6 +162,7 @@ struct Config {
   MetricsConfig metrics;
   HealthConfig health;
   RotationConfig rotation;
+  AuditConfig audit;
   VaultConfig vault;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error

@@ -9,8 +9,8 @@
 
 #include "CLI/CLI.hpp"
 #include "kms/common/secret.h"
-#include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
+#include "src/common/log.h"
 #include "src/common/sync.h"
 #include "src/config/config.h"
 #include "src/dev/dev_mode.h"
@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"kmsd: the key-management daemon (HSM -> KEK -> DEK, field encryption over mTLS)"};
   bool dev = false;
-  std::string config_path, issue_cert, log_level;
+  std::string config_path, issue_cert, log_level, log_format;
   kms::dev::DevOptions dev_options;
   app.add_flag("--dev", dev, "Run a self-contained dev node (SQLite, SoftHSM2, dev CA) in --state-dir");
   app.add_option("--state-dir", dev_options.state_dir, "Dev mode state directory (created on first run)");
@@ -49,11 +49,15 @@ int main(int argc, char** argv) {
   app.add_option("--issue-client-cert", issue_cert,
                  "Dev mode: issue a client certificate spiffe://kmsd.dev/NAME from the dev CA, then exit");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error (overrides the config)");
+  app.add_option("--log-format", log_format,
+                 "json (JSON lines) or text; default: text on a terminal, json otherwise")
+      ->check(CLI::IsMember({"json", "text"}));
   CLI11_PARSE(app, argc, argv);
 
-  auto logger = spdlog::stderr_color_mt("kmsd");
-  spdlog::set_default_logger(logger);
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  kms::LogFormat format = kms::DefaultLogFormat();
+  kms::ParseLogFormat(log_format, &format);  // checked by CLI11 above
+  kms::SetUpLogging(format);
+  kms::server::RouteGrpcLogsToSpdlog();
 
   if (!kms::HardenProcess()) spdlog::warn("could not disable core dumps for this process");
 
@@ -99,6 +103,7 @@ int main(int argc, char** argv) {
     std::cerr << "kmsd: configuration: " << config.status().message() << "\n";
     return kExitConfig;
   }
+  kms::SetLogNode(config->node_id);
   const std::string level = log_level.empty() ? config->log_level : log_level;
   spdlog::set_level(spdlog::level::from_str(level));
 

@@ -9,9 +9,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "spdlog/spdlog.h"
+#include "src/audit/audit_log.h"
 #include "src/authz/policy.h"
 #include "src/hsm/pkcs11_hsm.h"
 #include "src/jwt/jwt_service.h"
@@ -46,6 +48,18 @@ namespace kms::server {
 
 void RestrictGrpcToTls13() { setenv("GRPC_SSL_CIPHER_SUITES", "PSK-AES256-GCM-SHA384", 1); }
 
+void RouteGrpcLogsToSpdlog() {
+  gpr_set_log_function([](gpr_log_func_args* args) {
+    const spdlog::level::level_enum level = args->severity == GPR_LOG_SEVERITY_ERROR
+                                                ? spdlog::level::err
+                                                : args->severity == GPR_LOG_SEVERITY_INFO
+                                                      ? spdlog::level::info
+                                                      : spdlog::level::debug;
+    spdlog::log(level, "grpc: {} ({}:{})", args->message != nullptr ? args->message : "",
+                args->file != nullptr ? args->file : "", args->line);
+  });
+}
+
 struct KmsServer::Parts {
   config::Config config;
   std::unique_ptr<http::HttpsServer> http;
@@ -73,6 +87,7 @@ struct KmsServer::Parts {
   std::unique_ptr<sched::KeyManagerSink> invalidations;
   std::unique_ptr<sched::Scheduler> scheduler;
   std::unique_ptr<sched::RotationService> rotation;
+  std::unique_ptr<audit::AuditLog> audit;  // null when audit.enabled is false
   std::unique_ptr<CallGate> gate;
   std::unique_ptr<KeyServiceImpl> key_service;
   std::unique_ptr<AdminServiceImpl> admin_service;
@@ -392,7 +407,31 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   p.kek_ring->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
 
-  p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get());
+  // The audit log: this node's chain in the store, resumed from its last record.
+  store::AuditStore* audit_store = dynamic_cast<store::AuditStore*>(p.store.get());
+  if (audit_store == nullptr) return absl::InternalError("the key store has no audit log");
+  if (config.audit.enabled) {
+    audit::AuditLogOptions audit_options{
+        .node = node_id,
+        .flush_interval = std::chrono::milliseconds(config.audit.flush_interval_ms),
+        .max_backlog = static_cast<size_t>(config.audit.max_backlog),
+        .refuse_admin_when_full = config.audit.refuse_admin_when_full};
+    KMS_ASSIGN_OR_RETURN(
+        p.audit, OpenWithBackoff<std::unique_ptr<audit::AuditLog>>("audit log", stop, [&] {
+          return audit::AuditLog::Create(*audit_store, audit_options);
+        }));
+    const int64_t retention_ms = config.audit.retention_days * 86400 * 1000;
+    KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeJob(
+        "audit-retention", std::chrono::hours(1), /*leader_only=*/true,
+        [audit_store, retention_ms](const sched::JobContext&) -> absl::Status {
+          const int64_t now_ms = RealClock::Instance().UnixSeconds() * 1000;
+          KMS_ASSIGN_OR_RETURN(int64_t deleted, audit_store->DeleteAuditBefore(now_ms - retention_ms));
+          if (deleted > 0) spdlog::info("audit: {} records past retention deleted", deleted);
+          return absl::OkStatus();
+        })));
+    p.audit->Start();
+  }
+  p.gate = std::make_unique<CallGate>(*p.authz, p.limiter.get(), p.audit.get());
   if (p.metrics) {
     p.ops = RegisterKmsdMetrics(*p.metrics, MetricSources{.clock = &RealClock::Instance(),
                                                           .keys = p.keys.get(),
@@ -408,6 +447,20 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
         *p.metrics, std::vector<std::string>{"kms.v1.KeyService", "kms.v1.AdminService"});
     RpcMetrics::Install(p.rpc_metrics.get());
   }
+  if (p.metrics && p.audit) {
+    // The audit log's backlog and drops for the metrics (and the AuditRecordsDropped alert).
+    KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeJob(
+        "audit-metrics", std::chrono::seconds(5), /*leader_only=*/false,
+        [&p, reported = uint64_t{0}](const sched::JobContext&) mutable -> absl::Status {
+          const audit::AuditLogStats s = p.audit->stats();
+          if (p.ops.audit_backlog) p.ops.audit_backlog->Set(static_cast<double>(s.backlog));
+          if (p.ops.audit_dropped && s.dropped > reported) {
+            p.ops.audit_dropped->Increment(s.dropped - reported);
+          }
+          reported = s.dropped;
+          return absl::OkStatus();
+        })));
+  }
   p.key_service = std::make_unique<KeyServiceImpl>(*p.keys, *p.jwt, *p.gate, config.limits);
   p.admin_service = std::make_unique<AdminServiceImpl>(
       *p.keys, *p.kek_ring, *p.jwt, *p.store, *p.gate, *p.scheduler, RealClock::Instance(),
@@ -417,6 +470,15 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                .master_key_kind = config.hsm.master_key_kind,
                .started_at_unix = RealClock::Instance().UnixSeconds()});
   p.admin_service->SetRotation(p.rotation.get());
+  p.admin_service->set_audit_store(audit_store);
+  if (p.audit) {
+    p.admin_service->set_audit_health([&p]() -> absl::Status {
+      const audit::AuditLogStats s = p.audit->stats();
+      if (s.full) return absl::ResourceExhaustedError("backlog full");
+      if (s.store_failing) return absl::UnavailableError("not written");
+      return absl::OkStatus();
+    });
+  }
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -477,6 +539,7 @@ void KmsServer::Shutdown() {
   if (p.http) p.http->Stop();
   if (p.scheduler) p.scheduler->Stop();
   if (p.rpc_metrics && RpcMetrics::Installed() == p.rpc_metrics.get()) RpcMetrics::Install(nullptr);
+  if (p.audit) p.audit->Stop();  // writes what the last calls left
 }
 
 }  // namespace kms::server

@@ -42,4 +42,8 @@ class KmsServer {
 // (PLATFORM.md). Must run before gRPC is first used in the process.
 void RestrictGrpcToTls13();
 
+// gRPC's own log lines (handshake failures, ...) go through spdlog, so they are in the
+// process's log format (JSON lines or text) instead of gRPC's raw stderr lines.
+void RouteGrpcLogsToSpdlog();
+
 }  // namespace kms::server

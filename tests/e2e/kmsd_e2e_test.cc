@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/generic/generic_stub.h"
@@ -394,6 +395,64 @@ TEST_F(KmsdE2eTest, NoPlaintextOrKeyMaterialReachesTheLog) {
   const std::string log = Read(kmsd_->log_path());
   EXPECT_EQ(log.find(marker), std::string::npos);
   std::string pin = Read(state_ + "/secrets/hsm-user.pin");
+  ASSERT_FALSE(pin.empty());
+  EXPECT_EQ(log.find(pin), std::string::npos);
+
+  // stderr is a file here, so the log is JSON lines: every line is one object with the
+  // documented keys, and a call's lines carry its request id.
+  std::istringstream lines(log);
+  std::string line;
+  int parsed = 0;
+  bool created_with_request_id = false;
+  while (std::getline(lines, line)) {
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << line;
+    for (const char* key : {"time", "level", "node", "request_id", "event", "fields"}) {
+      EXPECT_TRUE(j.contains(key)) << key << " missing in " << line;
+    }
+    if (j["event"] == "tenant_created" && j["fields"]["tenant"] == "acme" &&
+        !j["request_id"].get<std::string>().empty()) {
+      created_with_request_id = true;
+    }
+    ++parsed;
+  }
+  EXPECT_GT(parsed, 0);
+  EXPECT_TRUE(created_with_request_id) << log;
+}
+
+TEST_F(KmsdE2eTest, NoPlaintextOrPinReachesTheTextLogEither) {
+  const std::string config = dir_->Write(
+      "text-log.json", e2e::DevStateConfig(state_, dir_->Join("text-log.db")).dump(2), 0644);
+  auto p = test::KmsdProcess::Start(KMSD_BINARY, {"--config", config, "--log-format", "text"},
+                                    dir_->Join("text-log.log"));
+  ASSERT_TRUE(p.ok()) << p.status();
+  auto keys = v1::KeyService::NewStub(e2e::DevChannel(state_, (*p)->grpc_addr(), "billing"));
+  auto admin = v1::AdminService::NewStub(e2e::DevChannel(state_, (*p)->grpc_addr(), "operator"));
+  {
+    grpc::ClientContext ctx;
+    Deadline(ctx);
+    v1::CreateTenantRequest req;
+    req.set_tenant_id("text-acme");
+    v1::CreateTenantResponse resp;
+    ASSERT_TRUE(admin->CreateTenant(&ctx, req, &resp).ok());
+  }
+  const std::string marker = "pii-marker-text-8d1e";
+  grpc::ClientContext ctx;
+  Deadline(ctx);
+  v1::EncryptRequest req;
+  req.set_tenant_id("text-acme");
+  req.set_plaintext(marker);
+  v1::EncryptResponse enc;
+  ASSERT_TRUE(keys->Encrypt(&ctx, req, &enc).ok());
+  EXPECT_EQ((*p)->Stop(), 0);
+  const std::string log = Read(dir_->Join("text-log.log"));
+  EXPECT_NE(log.find(" info "), std::string::npos) << log;
+  const size_t event = log.find(" tenant_created ");
+  ASSERT_NE(event, std::string::npos) << log;
+  EXPECT_NE(log.find("tenant=text-acme", event), std::string::npos) << log;
+  EXPECT_NE(log.rfind("{\"time\"", 0), 0u) << "text, not JSON: " << log;
+  EXPECT_EQ(log.find(marker), std::string::npos);
+  const std::string pin = Read(state_ + "/secrets/hsm-user.pin");
   ASSERT_FALSE(pin.empty());
   EXPECT_EQ(log.find(pin), std::string::npos);
 }

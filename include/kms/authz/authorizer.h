@@ -23,6 +23,7 @@ enum class Operation {
   kRotate,    // manual key rotation
   kShred,     // crypto-shredding
   kReEncrypt,  // ReEncrypt: a ciphertext moved to the primary DEK; needs no kDecrypt
+  kReadAudit,  // read the audit log (kmsctl audit tail / verify); needs every tenant ("*")
 };
 // "encrypt", "create_tenant", ... (the policy file's spelling).
 inline std::string_view OperationName(Operation op) {
@@ -51,6 +52,8 @@ inline std::string_view OperationName(Operation op) {
       return "shred";
     case Operation::kReEncrypt:
       return "reencrypt";
+    case Operation::kReadAudit:
+      return "read_audit";
   }
   return "unknown";
 }

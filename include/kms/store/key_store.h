@@ -22,7 +22,10 @@
 // FAILED_PRECONDITION (a change the row's state forbids, e.g. of a shredded tenant),
 // INVALID_ARGUMENT (arguments refused before anything is written), UNAVAILABLE
 // (backend unreachable, locked or out of resources: retry later), INTERNAL (anything
-// else). Messages name the operation and keys, never blob contents.
+// else). Messages never hold blob contents. Messages of the codes callers may read
+// (NOT_FOUND, ALREADY_EXISTS, ABORTED, FAILED_PRECONDITION) name the keys and not the
+// store function ("tenant acme not found"): doors pass them through as they are. Backend
+// failures (UNAVAILABLE, INTERNAL) also name the operation, for the log only.
 #pragma once
 
 #include "kms/store/jwt_key_store.h"

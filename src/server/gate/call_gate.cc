@@ -4,8 +4,31 @@
 
 namespace kms::server {
 
+bool CallGate::IsChange(authz::Operation op) {
+  switch (op) {
+    case authz::Operation::kEncrypt:
+    case authz::Operation::kDecrypt:
+    case authz::Operation::kSignJwt:
+    case authz::Operation::kVerifyJwt:
+    case authz::Operation::kGetTenant:
+    case authz::Operation::kListTenants:
+    case authz::Operation::kGetStatus:
+    case authz::Operation::kReadAudit:
+    case authz::Operation::kReEncrypt:  // the data plane: no key or tenant changes
+      return false;
+    default:
+      return true;  // every other operation (and any added later) is recorded durably
+  }
+}
+
 absl::Status CallGate::Admit(std::string_view identity, authz::Operation op,
                              std::string_view tenant_id) const {
+  if (CallRecord* call = CallScope::Current()) {
+    call->gate = this;
+    call->identity = std::string(identity);
+    call->tenant = std::string(tenant_id);
+    call->durable = IsChange(op);
+  }
   if (identity.empty()) return absl::PermissionDeniedError("the client certificate has no identity");
   KMS_RETURN_IF_ERROR(authorizer_.Authorize(identity, op, tenant_id));
   if (limiter_ != nullptr) {
@@ -17,7 +40,27 @@ absl::Status CallGate::Admit(std::string_view identity, authz::Operation op,
       }
     }
   }
+  if (audit_ != nullptr && IsChange(op)) KMS_RETURN_IF_ERROR(audit_->AdmitAdmin());
   return absl::OkStatus();
+}
+
+absl::Status CallGate::Report(const CallRecord& call, const absl::Status& status) const {
+  if (audit_ == nullptr) return status;
+  const audit::AuditEvent event{.request_id = call.request_id,
+                                .identity = call.identity,
+                                .operation = call.method,
+                                .tenant = call.tenant,
+                                .key_versions = call.key_versions,
+                                .outcome = status.code()};
+  // A change that did not happen (refused, failed) changed nothing: it is aggregated
+  // like a read, so a flood of refused admin calls cannot stall on the audit store.
+  if (!call.durable || !status.ok()) {
+    audit_->RecordData(event);
+    return status;
+  }
+  absl::Status recorded = audit_->RecordAdmin(event);
+  if (!recorded.ok() && status.ok()) return recorded;
+  return status;
 }
 
 }  // namespace kms::server

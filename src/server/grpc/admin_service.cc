@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "src/common/log.h"
 #include "src/keys/tenant_id.h"
 #include "src/server/grpc/unary.h"
 
@@ -69,7 +70,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerCon
                              Admit(identity, authz::Operation::kCreateTenant, req.tenant_id()));
         KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.CreateTenant(tenant));
         FillTenant(info, resp->mutable_tenant());
-        spdlog::info("tenant {} created by {}", tenant.str(), identity);
+        LogEvent(spdlog::level::info, "tenant_created", {{"tenant", tenant.str()}, {"by", identity}});
         return absl::OkStatus();
       });
 }
@@ -126,8 +127,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateTenantKey(grpc::CallbackServer
                              Admit(identity, authz::Operation::kRotate, req.tenant_id()));
         KMS_ASSIGN_OR_RETURN(keys::TenantInfo info, keys_.RotateTenantDek(tenant));
         FillTenant(info, resp->mutable_tenant());
-        spdlog::info("tenant {} DEK rotated to version {} by {}", tenant.str(),
-                     info.tenant.primary_dek_version, identity);
+        LogEvent(spdlog::level::info, "tenant_dek_rotated",
+                 {{"tenant", tenant.str()},
+                  {"dek_version", std::to_string(info.tenant.primary_dek_version)},
+                  {"by", identity}});
         return absl::OkStatus();
       });
 }
@@ -244,8 +247,10 @@ grpc::ServerUnaryReactor* AdminServiceImpl::RotateJwtKey(grpc::CallbackServerCon
         resp->set_new_activate_at_unix(rotated.new_activate_at);
         resp->set_old_kid(rotated.old_kid);
         resp->set_old_retire_at_unix(rotated.old_retire_at);
-        spdlog::info("JWT signing key rotation by {}: {} signs from {}", identity,
-                     rotated.new_kid, rotated.new_activate_at);
+        LogEvent(spdlog::level::info, "jwt_rotation_started",
+                 {{"by", identity},
+                  {"new_kid", rotated.new_kid},
+                  {"signs_from", std::to_string(rotated.new_activate_at)}});
         return absl::OkStatus();
       });
 }
@@ -259,7 +264,7 @@ grpc::ServerUnaryReactor* AdminServiceImpl::AckJwtCritical(grpc::CallbackServerC
           v1::AckJwtCriticalResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kAdminJwt, ""));
         KMS_RETURN_IF_ERROR(jwt_.Ack());
-        spdlog::info("JWT Critical state acknowledged by {}", identity);
+        LogEvent(spdlog::level::info, "jwt_critical_acknowledged", {{"by", identity}});
         resp->set_state(jwt_.Status().state_name);
         return absl::OkStatus();
       });
@@ -410,6 +415,13 @@ absl::Status AdminServiceImpl::Status(v1::GetStatusResponse* resp) {
     resp->set_ready(true);
     resp->set_degraded(!hsm_health.ok() || !store_health.ok());
   }
+  if (audit_health_) {
+    const absl::Status audit = audit_health_();
+    v1::BackendState* b = resp->add_backends();
+    b->set_name("audit");
+    b->set_healthy(audit.ok());
+    b->set_detail(audit.ok() ? "ok" : std::string(audit.message()));
+  }
   resp->set_leader(scheduler_.is_leader());
   resp->set_jwt_state(jwt_.Status().state_name);
   if (rotation_ != nullptr) {
@@ -451,6 +463,47 @@ grpc::ServerUnaryReactor* AdminServiceImpl::GetStatus(grpc::CallbackServerContex
           v1::GetStatusResponse* resp) -> absl::Status {
         KMS_RETURN_IF_ERROR(gate_.Admit(identity, authz::Operation::kGetStatus, ""));
         return Status(resp);
+      });
+}
+
+grpc::ServerUnaryReactor* AdminServiceImpl::ReadAudit(grpc::CallbackServerContext* ctx,
+                                                      const grpc::ByteBuffer* in,
+                                                      grpc::ByteBuffer* out) {
+  return ServeUnary<v1::ReadAuditRequest, v1::ReadAuditResponse>(
+      ctx, in, out, kMaxAdminRequestBytes, "ReadAudit",
+      [&](const std::string& identity, const v1::ReadAuditRequest& req,
+          v1::ReadAuditResponse* resp) -> absl::Status {
+        KMS_RETURN_IF_ERROR(
+            gate_.Admit(identity, authz::Operation::kReadAudit, CallGate::kEveryTenant));
+        if (audit_store_ == nullptr) return absl::UnavailableError("the audit log is off");
+        const int limit = req.limit() == 0 ? kDefaultPageSize : req.limit();
+        if (limit < 0 || limit > kMaxPageSize || req.tail() < 0 || req.tail() > kMaxPageSize) {
+          return absl::InvalidArgumentError("limit and tail must be between 0 and 1000");
+        }
+        if (req.after_id() < 0) return absl::InvalidArgumentError("after_id must not be negative");
+        KMS_ASSIGN_OR_RETURN(std::vector<store::AuditRecord> records,
+                             req.tail() > 0
+                                 ? audit_store_->TailAudit(req.tail(), req.node_id())
+                                 : audit_store_->ReadAudit(req.after_id(), limit, req.node_id()));
+        for (store::AuditRecord& r : records) {
+          v1::AuditRecord* a = resp->add_records();
+          a->set_id(r.id);
+          a->set_node_id(std::move(r.node));
+          a->set_seq(r.seq);
+          a->set_at_unix_ms(r.at_ms);
+          a->set_kind(std::move(r.kind));
+          a->set_identity(std::move(r.identity));
+          a->set_operation(std::move(r.operation));
+          a->set_tenant_id(std::move(r.tenant));
+          a->set_tenants(r.tenants);
+          a->set_calls(r.calls);
+          a->set_key_versions(std::move(r.key_versions));
+          a->set_outcome(std::move(r.outcome));
+          a->set_request_id(std::move(r.request_id));
+          a->set_prev_hash(r.prev_hash.data(), r.prev_hash.size());
+          a->set_hash(r.hash.data(), r.hash.size());
+        }
+        return absl::OkStatus();
       });
 }
 

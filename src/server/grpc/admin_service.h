@@ -3,9 +3,11 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <string>
 
 #include "kms/common/clock.h"
+#include "kms/store/audit_store.h"
 #include "kms/store/key_store.h"
 #include "kms/v1/admin_service.grpc.pb.h"
 #include "src/jwt/jwt_service.h"
@@ -39,7 +41,8 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                                         v1::AdminService::WithRawCallbackMethod_SetMinDecryptVersion<
                                             v1::AdminService::WithRawCallbackMethod_ListKeys<
                                                 v1::AdminService::WithRawCallbackMethod_GetRotationJob<
-                                                    v1::AdminService::Service>>>>>>>>>>>>>;
+                                                    v1::AdminService::WithRawCallbackMethod_ReadAudit<
+                                                        v1::AdminService::Service>>>>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -91,6 +94,13 @@ class AdminServiceImpl final : public AdminServiceRaw {
   // The rotation service (RotateKek, GetRotationJob, GetStatus's rotations); set before
   // serving. Without it those RPCs are UNAVAILABLE.
   void SetRotation(sched::RotationService* rotation) { rotation_ = rotation; }
+  grpc::ServerUnaryReactor* ReadAudit(grpc::CallbackServerContext* ctx,
+                                      const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+
+  // The audit store ReadAudit reads (null: ReadAudit is UNAVAILABLE). Set before serving.
+  void set_audit_store(store::AuditStore* audit_store) { audit_store_ = audit_store; }
+  // The audit log's health for GetStatus (backend "audit"); unset: not shown.
+  void set_audit_health(std::function<absl::Status()> health) { audit_health_ = std::move(health); }
 
  private:
   absl::Status Status(v1::GetStatusResponse* resp);
@@ -109,6 +119,8 @@ class AdminServiceImpl final : public AdminServiceRaw {
   const NodeInfo node_;
   const sched::HealthState* health_ = nullptr;
   sched::RotationService* rotation_ = nullptr;
+  store::AuditStore* audit_store_ = nullptr;
+  std::function<absl::Status()> audit_health_;
 };
 
 }  // namespace kms::server

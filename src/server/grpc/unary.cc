@@ -1,6 +1,11 @@
 #include "src/server/grpc/unary.h"
 
+#include <algorithm>
+#include <random>
 #include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/support/proto_buffer_reader.h"
@@ -32,6 +37,27 @@ absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc:
     return absl::InternalError("response does not serialize");
   }
   return absl::OkStatus();
+}
+
+std::string TakeRequestId(grpc::CallbackServerContext& ctx) {
+  std::string id;
+  const auto& metadata = ctx.client_metadata();
+  if (auto it = metadata.find("x-request-id"); it != metadata.end()) {
+    const grpc::string_ref v = it->second;
+    const bool well_formed =
+        !v.empty() && v.size() <= 64 && std::all_of(v.begin(), v.end(), [](char c) {
+          return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+                 c == '-';
+        });
+    if (well_formed) id.assign(v.data(), v.size());
+  }
+  if (id.empty()) {
+    // Not a secret: unique enough to find a call in logs and the audit log.
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    id = absl::StrFormat("%016x", rng());
+  }
+  ctx.AddInitialMetadata("x-request-id", id);
+  return id;
 }
 
 std::string CallerIdentity(const grpc::CallbackServerContext& ctx) {

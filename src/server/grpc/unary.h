@@ -8,6 +8,11 @@
 //     empty message when it decodes them: grpc/grpc#30454.)
 //   - the body gets the caller's identity (gate/identity.h), the decoded request and the
 //     response to fill; it asks the CallGate and calls the domain;
+//   - the call runs inside a CallScope (gate/call_record.h): its request id (the
+//     client's `x-request-id` metadata when well-formed, else a new one; sent back as
+//     initial metadata) is in every log line and its audit record; the gate notes its
+//     decision; the key versions of the answer are read from the response
+//     (AuditKeyVersions) and the final status is reported to the gate once;
 //   - the response is serialized into the raw buffer and the status mapped once
 //     (grpc_status.h);
 //   - the request's method, final code and latency are recorded (rpc_metrics.h).
@@ -15,14 +20,20 @@
 #pragma once
 
 #include <chrono>
+#include <algorithm>
 #include <cstddef>
+#include <vector>
 #include <string>
 #include <string_view>
 
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "kms/common/status.h"
+#include "src/server/gate/call_gate.h"
+#include "src/server/gate/call_record.h"
 #include "src/server/grpc/grpc_status.h"
 #include "src/server/grpc/rpc_metrics.h"
 
@@ -38,16 +49,54 @@ absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc:
 // The identity of the verified client certificate; empty when it names none.
 std::string CallerIdentity(const grpc::CallbackServerContext& ctx);
 
+// The call's request id: the client's `x-request-id` metadata when it is 1-64 characters
+// of [A-Za-z0-9._-], else 16 new hex digits. Also sent back as initial metadata.
+std::string TakeRequestId(grpc::CallbackServerContext& ctx);
+
+// The key versions an answer names, for its audit record: "dek:N" (Encrypt, Decrypt,
+// a tenant's primary DEK), "kek:N" (a KEK rotation), "dek:1,2" (a batch); "" when none.
+template <typename Response>
+std::string AuditKeyVersions(const Response& r) {
+  if constexpr (requires { r.dek_version(); }) {
+    return absl::StrCat("dek:", r.dek_version());
+  } else if constexpr (requires { r.primary_kek_version(); }) {
+    return absl::StrCat("kek:", r.primary_kek_version());
+  } else if constexpr (requires { r.tenant().primary_dek_version(); }) {
+    return absl::StrCat("dek:", r.tenant().primary_dek_version());
+  } else if constexpr (requires { r.results(0).ok().dek_version(); }) {
+    std::vector<uint32_t> versions;
+    for (const auto& result : r.results()) {
+      if (!result.has_ok()) continue;
+      const uint32_t v = result.ok().dek_version();
+      if (std::find(versions.begin(), versions.end(), v) == versions.end() && versions.size() < 8) {
+        versions.push_back(v);
+      }
+    }
+    if (versions.empty()) return "";
+    std::sort(versions.begin(), versions.end());
+    return absl::StrCat("dek:", absl::StrJoin(versions, ","));
+  } else {
+    return "";
+  }
+}
+
 // Body: absl::Status(const std::string& identity, const Request&, Response*).
 template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                      grpc::ByteBuffer* out, size_t max_request_bytes,
                                      std::string_view method, Body&& body) {
   const auto started = std::chrono::steady_clock::now();
+  CallRecord call{.request_id = TakeRequestId(*ctx), .method = method};
   Request request;
   Response response;
-  absl::Status status = DecodeRequest(*in, max_request_bytes, request);
-  if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
+  absl::Status status;
+  {
+    CallScope scope(&call);
+    status = DecodeRequest(*in, max_request_bytes, request);
+    if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
+    if (status.ok()) call.key_versions = AuditKeyVersions(response);
+    if (call.gate != nullptr) status = call.gate->Report(call, status);
+  }
   if (status.ok()) status = EncodeResponse(response, out);
   RecordRpc(method, status, started);
   return FinishUnary(ctx, status, method);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <random>
 #include <optional>
 #include <set>
 #include <span>
@@ -9,7 +10,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -19,6 +22,7 @@
 #include "src/common/base64.h"
 #include "src/crypto/aes_gcm.h"
 #include "src/crypto/mac.h"
+#include "src/server/gate/call_record.h"
 #include "src/server/gate/identity.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/gate/request_limits.h"
@@ -96,6 +100,54 @@ std::string VaultMessage(const absl::Status& s, std::string_view op) {
 
 http::Response FromStatus(const absl::Status& s, std::string_view op) {
   return Error(VaultStatus(s), VaultMessage(s, op));
+}
+
+// The status a Vault answer stands for (the audit record's outcome).
+absl::Status StatusOfAnswer(const http::Response& r) {
+  if (r.status < 300) return absl::OkStatus();
+  switch (r.status) {
+    case 400: return absl::InvalidArgumentError("bad request");
+    case 403: return absl::PermissionDeniedError("permission denied");
+    case 404: return absl::NotFoundError("not found");
+    case 429: return absl::ResourceExhaustedError("rate limited");
+    case 503: return absl::UnavailableError("unavailable");
+    default: return absl::InternalError("internal error");
+  }
+}
+
+// The caller's X-Request-Id when well formed (as the gRPC door takes x-request-id), else
+// a new one: to find a call in the logs and the audit log.
+std::string RequestIdOf(const http::Request& req) {
+  std::optional<std::string_view> id = req.Header("X-Request-Id");
+  if (id.has_value() && !id->empty() && id->size() <= 64 &&
+      std::all_of(id->begin(), id->end(), [](char c) {
+        return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+      })) {
+    return std::string(*id);
+  }
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("%016x", rng());
+}
+
+// The audit operation of a Vault request (a static string: CallRecord keeps a view).
+std::string_view AuditMethod(std::string_view method, const std::vector<std::string>& seg) {
+  const std::string_view what = seg.empty() ? "" : std::string_view(seg[0]);
+  if (what == "keys") {
+    if (seg.size() == 1) return "VaultListKeys";
+    if (seg.size() == 3 && seg[2] == "rotate") return "VaultRotateKey";
+    if (seg.size() == 3 && seg[2] == "config") return "VaultConfigKey";
+    if (method == "DELETE") return "VaultDeleteKey";
+    if (method == "GET" || method == "HEAD") return "VaultReadKey";
+    return "VaultCreateKey";
+  }
+  if (what == "encrypt") return "VaultEncrypt";
+  if (what == "decrypt") return "VaultDecrypt";
+  if (what == "rewrap") return "VaultRewrap";
+  if (what == "hmac") return "VaultHmac";
+  if (what == "verify") return "VaultVerify";
+  if (what == "random") return "VaultRandom";
+  if (what == "hash") return "VaultHash";
+  return "Vault";
 }
 
 // Vault's response envelope around `data`.
@@ -249,6 +301,20 @@ absl::Status ParseVersioned(std::string_view text, std::string_view what, uint32
 
 std::string Versioned(uint32_t version, std::span<const uint8_t> bytes) {
   return absl::StrCat("vault:v", version, ":", Base64Encode(bytes));
+}
+
+// The DEK versions an answer used (key_version of its items, at most 8), for the audit
+// record of the current call.
+void NoteKeyVersions(const Json& results) {
+  CallRecord* call = CallScope::Current();
+  if (call == nullptr) return;
+  std::set<uint32_t> versions;
+  for (const Json& r : results) {
+    if (auto it = r.find("key_version"); it != r.end() && it->is_number_unsigned() && versions.size() < 8) {
+      versions.insert(it->get<uint32_t>());
+    }
+  }
+  if (!versions.empty()) call->key_versions = absl::StrCat("dek:", absl::StrJoin(versions, ","));
 }
 
 // The outcome of one batch item (or of the single request).
@@ -405,8 +471,25 @@ http::Response VaultDoor::Impl::Serve(const http::Request& req) {
     if (req.method != "GET" && !write) return Error(405, "unsupported operation");
     return LookupSelf(caller);
   }
-  if (path.starts_with(root_)) return Transit(req, caller, path.substr(root_.size()));
-  return Error(404, "unsupported path");
+  if (!path.starts_with(root_)) return Error(404, "unsupported path");
+  // One audit record per decided call, as the gRPC door does (grpc/unary.h): the gate
+  // fills the record when it decides; the answer's status is reported once.
+  std::string_view rest = path.substr(root_.size());
+  std::vector<std::string> seg = absl::StrSplit(absl::string_view(rest.data(), rest.size()), '/');
+  CallRecord call{.request_id = RequestIdOf(req), .method = AuditMethod(req.method, seg)};
+  http::Response answer;
+  {
+    CallScope scope(&call);
+    answer = Transit(req, caller, rest);
+    if (call.gate != nullptr) {
+      const absl::Status outcome = StatusOfAnswer(answer);
+      const absl::Status reported = call.gate->Report(call, outcome);
+      // A change that succeeded but could not be recorded in time is not answered OK.
+      if (outcome.ok() && !reported.ok()) answer = FromStatus(reported, call.method);
+    }
+  }
+  answer.headers.emplace_back("X-Request-Id", call.request_id);
+  return answer;
 }
 
 http::Response VaultDoor::Impl::Login(const http::Request& req) {
@@ -821,6 +904,7 @@ http::Response VaultDoor::Impl::Items(const Caller& c, ItemOp op, const keys::Te
   if (!batch) {
     ItemResult r = Item(op, id, p, key_version, algorithm);
     if (!r.status.ok()) return FromStatus(r.status, name);
+    NoteKeyVersions(Json::array({r.value}));
     return JsonResponse(200, Envelope(std::move(r.value), warnings));
   }
   Json results = Json::array();
@@ -840,6 +924,7 @@ http::Response VaultDoor::Impl::Items(const Caller& c, ItemOp op, const keys::Te
     if (reference.has_value()) r.value["reference"] = *reference;
     results.push_back(std::move(r.value));
   }
+  NoteKeyVersions(results);
   Json envelope = Envelope(Json{{"batch_results", std::move(results)}}, warnings);
   if (failed == 0) return JsonResponse(200, envelope);
   int status = VaultStatus(first_error);

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kms/common/clock.h"
+#include "src/store/audit_checks.h"
 #include "src/store/record_checks.h"
 #include "src/store/postgres/connection_pool.h"
 #include "src/store/postgres/pg_connection.h"
@@ -123,6 +124,29 @@ UPDATE kek_versions SET retired_at = EXTRACT(EPOCH FROM now())::bigint WHERE sta
 ALTER TABLE tenants ADD COLUMN rotation_period_seconds BIGINT
   CHECK (rotation_period_seconds IS NULL OR rotation_period_seconds >= 0);
 )sql",
+    // 4: the hash-chained audit log (include/kms/store/audit_store.h): one chain per node.
+    R"sql(
+DROP TABLE audit_log;
+CREATE TABLE audit_log (
+  id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  node         TEXT COLLATE "C" NOT NULL CHECK (length(node) > 0),
+  seq          BIGINT NOT NULL CHECK (seq > 0),
+  at_ms        BIGINT NOT NULL,
+  kind         TEXT   NOT NULL CHECK (kind IN ('admin', 'data')),
+  identity     TEXT   NOT NULL,
+  operation    TEXT   NOT NULL,
+  tenant       TEXT   NOT NULL,
+  tenants      BIGINT NOT NULL CHECK (tenants >= 0),
+  calls        BIGINT NOT NULL CHECK (calls > 0),
+  key_versions TEXT   NOT NULL,
+  outcome      TEXT   NOT NULL,
+  request_id   TEXT   NOT NULL,
+  prev_hash    BYTEA  NOT NULL CHECK (length(prev_hash) = 32),
+  hash         BYTEA  NOT NULL CHECK (length(hash) = 32),
+  UNIQUE (node, seq)
+);
+CREATE INDEX audit_log_by_time ON audit_log (at_ms);
+)sql",
 };
 
 constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -216,15 +240,15 @@ absl::Status DiagnoseTenantCas(Connection& c, const std::string& tenant_id,
   KMS_ASSIGN_OR_RETURN(Result r,
                        c.Exec("SELECT state, row_version FROM tenants WHERE id = $1", p, op));
   if (r.rows() == 0) {
-    return absl::NotFoundError(absl::StrCat(op, ": tenant ", tenant_id, " not found"));
+    return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   }
   if (r.Int(0, 1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": tenant ", tenant_id,
+    return absl::AbortedError(absl::StrCat("tenant ", tenant_id,
                                            " changed concurrently (row_version ", r.Int(0, 1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (r.Text(0, 0) == TenantStateName(TenantState::kShredded)) {
-    return absl::FailedPreconditionError(absl::StrCat(op, ": tenant ", tenant_id, " is shredded"));
+    return absl::FailedPreconditionError(absl::StrCat("tenant ", tenant_id, " is shredded"));
   }
   return absl::OkStatus();
 }
@@ -234,9 +258,9 @@ absl::Status DiagnoseJwtKeyCas(Connection& c, const std::string& kid, int64_t ex
   Params p;
   p.Text(kid);
   KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT row_version FROM jwt_keys WHERE kid = $1", p, op));
-  if (r.rows() == 0) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
+  if (r.rows() == 0) return absl::NotFoundError(absl::StrCat("JWT key ", kid, " not found"));
   if (r.Int(0, 0) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
+    return absl::AbortedError(absl::StrCat("JWT key ", kid,
                                            " changed concurrently (row_version ", r.Int(0, 0),
                                            ", expected ", expected_row_version, ")"));
   }
@@ -250,16 +274,16 @@ absl::Status DiagnoseRotationJobCas(Connection& c, int64_t id, int64_t expected_
   KMS_ASSIGN_OR_RETURN(Result r,
                        c.Exec("SELECT state, row_version FROM rotation_jobs WHERE id = $1", p, op));
   if (r.rows() == 0) {
-    return absl::NotFoundError(absl::StrCat(op, ": rotation job ", id, " not found"));
+    return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
   }
   if (r.Int(0, 1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": rotation job ", id,
+    return absl::AbortedError(absl::StrCat("rotation job ", id,
                                            " changed concurrently (row_version ", r.Int(0, 1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (r.Text(0, 0) != RotationJobStateName(RotationJobState::kRunning)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(op, ": rotation job ", id, " is ", r.Text(0, 0), ", not running"));
+        absl::StrCat("rotation job ", id, " is ", r.Text(0, 0), ", not running"));
   }
   return absl::OkStatus();
 }
@@ -460,7 +484,7 @@ absl::Status PostgresKeyStore::InsertKek(const KekRecord& kek) {
             .status();
     if (absl::IsAlreadyExists(st)) {
       return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": KEK version ", kek.version, " already exists"));
+          absl::StrCat("KEK version ", kek.version, " already exists"));
     }
     KMS_RETURN_IF_ERROR(st);
     return BumpEpoch(c, kOp);
@@ -481,9 +505,9 @@ absl::Status PostgresKeyStore::UpdateKekState(uint32_t version, KekState from, K
       KMS_ASSIGN_OR_RETURN(Result s,
                            c.Exec("SELECT state FROM kek_versions WHERE version = $1", q, kOp));
       if (s.rows() == 0) {
-        return absl::NotFoundError(absl::StrCat(kOp, ": KEK version ", version, " not found"));
+        return absl::NotFoundError(absl::StrCat("KEK version ", version, " not found"));
       }
-      return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ", s.Text(0, 0),
+      return absl::AbortedError(absl::StrCat("KEK version ", version, " is ", s.Text(0, 0),
                                              ", not ", std::string(KekStateName(from))));
     }
     return BumpEpoch(c, kOp);
@@ -602,7 +626,7 @@ absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
                kOp)
             .status();
     if (absl::IsAlreadyExists(st)) {
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": tenant ", tenant.id, " already exists"));
+      return absl::AlreadyExistsError(absl::StrCat("tenant ", tenant.id, " already exists"));
     }
     KMS_RETURN_IF_ERROR(st);
     KMS_RETURN_IF_ERROR(InsertDek(c, tenant.id, first_dek, kOp));
@@ -621,7 +645,7 @@ absl::StatusOr<TenantRecord> PostgresKeyStore::GetTenant(const std::string& tena
         c.Exec(absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = $1").c_str(), p,
                kOp));
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+      return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
     }
     KMS_ASSIGN_OR_RETURN(out, ReadTenant(r, 0, 0));
     return absl::OkStatus();
@@ -701,11 +725,11 @@ absl::StatusOr<TenantDek> PostgresKeyStore::GetTenantDek(const std::string& tena
                          "WHERE t.id = $1",
                          p, kOp));
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+      return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
     }
     if (r.IsNull(0, 7)) {
       return absl::NotFoundError(
-          absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+          absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
     }
     TenantDek td;
     KMS_ASSIGN_OR_RETURN(td.tenant, ReadTenant(r, 0, 0));
@@ -730,7 +754,7 @@ absl::StatusOr<std::vector<DekRecord>> PostgresKeyStore::ListDeks(const std::str
                                 p, kOp));
     // Every tenant has at least its first DEK, so no rows means no tenant.
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+      return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
     }
     std::vector<DekRecord> deks;
     deks.reserve(r.rows());
@@ -760,13 +784,13 @@ absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id, int64_t e
     if (r.affected() == 0) {
       KMS_RETURN_IF_ERROR(DiagnoseTenantCas(c, tenant_id, expected_row_version, kOp));
       return absl::FailedPreconditionError(
-          absl::StrCat(kOp, ": DEK version ", new_dek.version,
+          absl::StrCat("DEK version ", new_dek.version,
                        " is not above the primary version of tenant ", tenant_id));
     }
     absl::Status st = InsertDek(c, tenant_id, new_dek, kOp);
     if (absl::IsAlreadyExists(st)) {
       return absl::AlreadyExistsError(
-          absl::StrCat(kOp, ": tenant ", tenant_id, " already has DEK version ", new_dek.version));
+          absl::StrCat("tenant ", tenant_id, " already has DEK version ", new_dek.version));
     }
     KMS_RETURN_IF_ERROR(st);
     return BumpEpoch(c, kOp);
@@ -853,7 +877,7 @@ absl::Status PostgresKeyStore::AddEncryptions(const std::string& tenant_id, uint
                                           p, kOp));
     if (r.affected() == 0) {
       return absl::NotFoundError(
-          absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+          absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
     }
     return absl::OkStatus();
   });
@@ -890,7 +914,7 @@ absl::Status PostgresKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
     KMS_RETURN_IF_ERROR(c.ExecScript("LOCK TABLE jwt_keys IN SHARE ROW EXCLUSIVE MODE", kOp));
     KMS_ASSIGN_OR_RETURN(Result r, c.Exec("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
     if (r.Int(0, 0) != 0) {
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+      return absl::AlreadyExistsError(absl::StrCat("a JWT key already exists"));
     }
     KMS_RETURN_IF_ERROR(InsertJwtKey(c, key, kOp));
     return BumpEpoch(c, kOp);
@@ -916,7 +940,7 @@ absl::Status PostgresKeyStore::RotateJwtKey(const std::string& current_kid,
     absl::Status st = InsertJwtKey(c, next, kOp);
     if (absl::IsAlreadyExists(st)) {
       // The transaction rolls back: the current key's retire_at is not changed either.
-      return absl::AlreadyExistsError(absl::StrCat(kOp, ": JWT key ", next.kid, " already exists"));
+      return absl::AlreadyExistsError(absl::StrCat("JWT key ", next.kid, " already exists"));
     }
     KMS_RETURN_IF_ERROR(st);
     return BumpEpoch(c, kOp);
@@ -1219,7 +1243,7 @@ absl::StatusOr<RotationJobRecord> PostgresKeyStore::CreateRotationJob(
         p, kOp);
     if (absl::IsAlreadyExists(r.status())) {
       return absl::AlreadyExistsError(absl::StrCat(
-          kOp, ": a ", std::string(RotationJobKindName(out.kind)), " job is already running"));
+          "a ", std::string(RotationJobKindName(out.kind)), " job is already running"));
     }
     KMS_RETURN_IF_ERROR(r.status());
     if (r->rows() != 1) return absl::InternalError(absl::StrCat(kOp, ": no id returned"));
@@ -1241,7 +1265,7 @@ absl::StatusOr<RotationJobRecord> PostgresKeyStore::GetRotationJob(int64_t id) {
                    .c_str(),
                p, kOp));
     if (r.rows() == 0) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": rotation job ", id, " not found"));
+      return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
     }
     KMS_ASSIGN_OR_RETURN(out, ReadRotationJob(r, 0));
     return absl::OkStatus();
@@ -1262,7 +1286,7 @@ absl::StatusOr<RotationJobRecord> PostgresKeyStore::GetRunningRotationJob(Rotati
                                           p, kOp));
     if (r.rows() == 0) {
       return absl::NotFoundError(absl::StrCat(
-          kOp, ": no ", std::string(RotationJobKindName(kind)), " job is running"));
+          "no ", std::string(RotationJobKindName(kind)), " job is running"));
     }
     KMS_ASSIGN_OR_RETURN(out, ReadRotationJob(r, 0));
     return absl::OkStatus();
@@ -1354,6 +1378,148 @@ absl::Status PostgresKeyStore::FinishRotationJob(int64_t id, int64_t expected_ro
     KMS_RETURN_IF_ERROR(DiagnoseRotationJobCas(c, id, expected_row_version, kOp));
     return absl::InternalError(absl::StrCat(kOp, ": update matched no row"));
   });
+}
+
+// --- Audit log (no epoch bump: audit_store.h)
+
+namespace {
+
+AuditRecord ReadAuditRow(const Result& r, int row) {
+  AuditRecord a;
+  a.id = r.Int(row, 0);
+  a.node = r.Text(row, 1);
+  a.seq = r.Int(row, 2);
+  a.at_ms = r.Int(row, 3);
+  a.kind = r.Text(row, 4);
+  a.identity = r.Text(row, 5);
+  a.operation = r.Text(row, 6);
+  a.tenant = r.Text(row, 7);
+  a.tenants = static_cast<uint64_t>(r.Int(row, 8));
+  a.calls = static_cast<uint64_t>(r.Int(row, 9));
+  a.key_versions = r.Text(row, 10);
+  a.outcome = r.Text(row, 11);
+  a.request_id = r.Text(row, 12);
+  a.prev_hash = r.Bytes(row, 13);
+  a.hash = r.Bytes(row, 14);
+  return a;
+}
+
+}  // namespace
+
+absl::Status PostgresKeyStore::AppendAudit(std::span<const AuditRecord> records) {
+  constexpr absl::string_view kOp = "AppendAudit";
+  KMS_RETURN_IF_ERROR(CheckAppendAudit(records));
+  if (records.empty()) return absl::OkStatus();
+  const std::string insert =
+      absl::StrCat("INSERT INTO audit_log (", kAuditColumns.substr(kAuditColumns.find(',') + 2),
+                   ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)");
+  return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
+    // Appends of all replicas take turns, so ids are assigned in commit order and a
+    // reader paging by id (kmsctl audit tail --follow) never skips a late commit.
+    // Readers are not blocked (EXCLUSIVE allows ACCESS SHARE).
+    KMS_RETURN_IF_ERROR(c.ExecScript("LOCK TABLE audit_log IN EXCLUSIVE MODE", kOp));
+    for (const AuditRecord& r : records) {
+      Params p;
+      p.Text(r.node)
+          .Int(r.seq)
+          .Int(r.at_ms)
+          .Text(r.kind)
+          .Text(r.identity)
+          .Text(r.operation)
+          .Text(r.tenant)
+          .Int(static_cast<int64_t>(r.tenants))
+          .Int(static_cast<int64_t>(r.calls))
+          .Text(r.key_versions)
+          .Text(r.outcome)
+          .Text(r.request_id)
+          .Bytes(r.prev_hash)
+          .Bytes(r.hash);
+      absl::StatusOr<Result> result = c.Exec(insert.c_str(), p, kOp);
+      if (absl::IsAlreadyExists(result.status())) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("audit record ", r.node, "/", r.seq, " already exists"));
+      }
+      KMS_RETURN_IF_ERROR(result.status());
+    }
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<AuditRecord>> PostgresKeyStore::ReadAudit(int64_t after_id, int limit,
+                                                                     const std::string& node) {
+  constexpr absl::string_view kOp = "ReadAudit";
+  KMS_RETURN_IF_ERROR(CheckAuditLimit(limit));
+  std::vector<AuditRecord> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Int(after_id).Text(node).Int(limit);
+    KMS_ASSIGN_OR_RETURN(
+        Result r, c.Exec(absl::StrCat("SELECT ", kAuditColumns,
+                                      " FROM audit_log WHERE id > $1 AND ($2 = '' OR node = $2) "
+                                      "ORDER BY id LIMIT $3")
+                             .c_str(),
+                         p, kOp));
+    std::vector<AuditRecord> rows;
+    rows.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) rows.push_back(ReadAuditRow(r, i));
+    out = std::move(rows);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<std::vector<AuditRecord>> PostgresKeyStore::TailAudit(int count,
+                                                                     const std::string& node) {
+  constexpr absl::string_view kOp = "TailAudit";
+  KMS_RETURN_IF_ERROR(CheckAuditLimit(count));
+  std::vector<AuditRecord> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(node).Int(count);
+    KMS_ASSIGN_OR_RETURN(
+        Result r, c.Exec(absl::StrCat("SELECT ", kAuditColumns,
+                                      " FROM audit_log WHERE $1 = '' OR node = $1 "
+                                      "ORDER BY id DESC LIMIT $2")
+                             .c_str(),
+                         p, kOp));
+    std::vector<AuditRecord> rows;
+    rows.reserve(r.rows());
+    for (int i = r.rows() - 1; i >= 0; --i) rows.push_back(ReadAuditRow(r, i));
+    out = std::move(rows);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<AuditRecord> PostgresKeyStore::LastAudit(const std::string& node) {
+  constexpr absl::string_view kOp = "LastAudit";
+  AuditRecord out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Text(node);
+    KMS_ASSIGN_OR_RETURN(
+        Result r, c.Exec(absl::StrCat("SELECT ", kAuditColumns,
+                                      " FROM audit_log WHERE node = $1 ORDER BY seq DESC LIMIT 1")
+                             .c_str(),
+                         p, kOp));
+    if (r.rows() == 0) return absl::NotFoundError(absl::StrCat("node ", node, " has no audit record"));
+    out = ReadAuditRow(r, 0);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
+absl::StatusOr<int64_t> PostgresKeyStore::DeleteAuditBefore(int64_t before_ms) {
+  constexpr absl::string_view kOp = "DeleteAuditBefore";
+  int64_t deleted = 0;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    Params p;
+    p.Int(before_ms);
+    KMS_ASSIGN_OR_RETURN(Result r, c.Exec("DELETE FROM audit_log WHERE at_ms < $1", p, kOp));
+    deleted = r.affected();
+    return absl::OkStatus();
+  }));
+  return deleted;
 }
 
 }  // namespace kms::store

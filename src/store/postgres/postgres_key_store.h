@@ -43,6 +43,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "kms/common/status.h"
+#include "kms/store/audit_store.h"
 #include "kms/store/key_store.h"
 #include "src/store/postgres/postgres_options.h"
 
@@ -53,7 +54,7 @@ class Connection;
 class ConnectionPool;
 }  // namespace pg
 
-class PostgresKeyStore final : public KeyStore {
+class PostgresKeyStore final : public KeyStore, public AuditStore {
  public:
   // Connects (one session, kept in the pool), creates the schema if missing, migrates.
   // Errors: INVALID_ARGUMENT (options), FAILED_PRECONDITION (password file, schema newer
@@ -129,6 +130,14 @@ class PostgresKeyStore final : public KeyStore {
   absl::Status FinishRotationJob(int64_t id, int64_t expected_row_version, RotationJobState state,
                                  const RotationJobProgress& progress, const std::string& error,
                                  int64_t finished_at) override;
+
+  // AuditStore
+  absl::Status AppendAudit(std::span<const AuditRecord> records) override;
+  absl::StatusOr<std::vector<AuditRecord>> ReadAudit(int64_t after_id, int limit,
+                                                     const std::string& node) override;
+  absl::StatusOr<std::vector<AuditRecord>> TailAudit(int count, const std::string& node) override;
+  absl::StatusOr<AuditRecord> LastAudit(const std::string& node) override;
+  absl::StatusOr<int64_t> DeleteAuditBefore(int64_t before_ms) override;
 
   // StoreHealth
   absl::StatusOr<int64_t> GetEpoch() override;

@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kms/common/clock.h"
+#include "src/store/audit_checks.h"
 #include "src/store/record_checks.h"
 
 namespace kms::store {
@@ -122,6 +123,31 @@ UPDATE kek_versions SET retired_at = CAST(strftime('%s', 'now') AS INTEGER)
   WHERE state = 'retired';
 ALTER TABLE tenants ADD COLUMN rotation_period_seconds INTEGER
   CHECK (rotation_period_seconds IS NULL OR rotation_period_seconds >= 0);
+)sql",
+    // 4: the hash-chained audit log (include/kms/store/audit_store.h). The table of
+    // migration 1 was never written; it is replaced by one chain per node, (node, seq)
+    // unique, and an id that orders appends for readers paging through it.
+    R"sql(
+DROP TABLE audit_log;
+CREATE TABLE audit_log (
+  id           INTEGER PRIMARY KEY AUTOINCREMENT,
+  node         TEXT    NOT NULL CHECK (length(node) > 0),
+  seq          INTEGER NOT NULL CHECK (seq > 0),
+  at_ms        INTEGER NOT NULL,
+  kind         TEXT    NOT NULL CHECK (kind IN ('admin', 'data')),
+  identity     TEXT    NOT NULL,
+  operation    TEXT    NOT NULL,
+  tenant       TEXT    NOT NULL,
+  tenants      INTEGER NOT NULL CHECK (tenants >= 0),
+  calls        INTEGER NOT NULL CHECK (calls > 0),
+  key_versions TEXT    NOT NULL,
+  outcome      TEXT    NOT NULL,
+  request_id   TEXT    NOT NULL,
+  prev_hash    BLOB    NOT NULL CHECK (length(prev_hash) = 32),
+  hash         BLOB    NOT NULL CHECK (length(hash) = 32),
+  UNIQUE (node, seq)
+) STRICT;
+CREATE INDEX audit_log_by_time ON audit_log (at_ms);
 )sql",
 };
 
@@ -276,6 +302,8 @@ class SqliteKeyStore::Stmt {
     return k;
   }
 
+  // An audit row selected with kAuditColumns.
+  absl::StatusOr<AuditRecord> ReadAudit() const;
   absl::StatusOr<RotationJobRecord> ReadRotationJob(int first_col) const {
     RotationJobRecord j;
     j.id = Int(first_col);
@@ -493,15 +521,15 @@ absl::Status SqliteKeyStore::DiagnoseTenantCas(const std::string& tenant_id,
   KMS_ASSIGN_OR_RETURN(Stmt s,
                        Prepare("SELECT state, row_version FROM tenants WHERE id = ?1", op));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(op, ": tenant ", tenant_id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   if (s.Int(1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": tenant ", tenant_id,
+    return absl::AbortedError(absl::StrCat("tenant ", tenant_id,
                                            " changed concurrently (row_version ", s.Int(1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (s.Text(0) == TenantStateName(TenantState::kShredded)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(op, ": tenant ", tenant_id, " is shredded"));
+        absl::StrCat("tenant ", tenant_id, " is shredded"));
   }
   return absl::OkStatus();
 }
@@ -511,9 +539,9 @@ absl::Status SqliteKeyStore::DiagnoseJwtKeyCas(const std::string& kid,
                                                absl::string_view op) {
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT row_version FROM jwt_keys WHERE kid = ?1", op));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, kid).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(op, ": JWT key ", kid, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("JWT key ", kid, " not found"));
   if (s.Int(0) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": JWT key ", kid,
+    return absl::AbortedError(absl::StrCat("JWT key ", kid,
                                            " changed concurrently (row_version ", s.Int(0),
                                            ", expected ", expected_row_version, ")"));
   }
@@ -525,15 +553,15 @@ absl::Status SqliteKeyStore::DiagnoseRotationJobCas(int64_t id, int64_t expected
   KMS_ASSIGN_OR_RETURN(Stmt s,
                        Prepare("SELECT state, row_version FROM rotation_jobs WHERE id = ?1", op));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(op, ": rotation job ", id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
   if (s.Int(1) != expected_row_version) {
-    return absl::AbortedError(absl::StrCat(op, ": rotation job ", id,
+    return absl::AbortedError(absl::StrCat("rotation job ", id,
                                            " changed concurrently (row_version ", s.Int(1),
                                            ", expected ", expected_row_version, ")"));
   }
   if (s.Text(0) != RotationJobStateName(RotationJobState::kRunning)) {
     return absl::FailedPreconditionError(
-        absl::StrCat(op, ": rotation job ", id, " is ", s.Text(0), ", not running"));
+        absl::StrCat("rotation job ", id, " is ", s.Text(0), ", not running"));
   }
   return absl::OkStatus();
 }
@@ -574,7 +602,7 @@ absl::Status SqliteKeyStore::InsertKek(const KekRecord& kek) {
   KMS_RETURN_IF_ERROR(CheckInsertKek(kek));
   return Mutate(
       {.op = kOp,
-       .on_duplicate = absl::StrCat(kOp, ": KEK version ", kek.version, " already exists")},
+       .on_duplicate = absl::StrCat("KEK version ", kek.version, " already exists")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
         KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO kek_versions (",
@@ -607,9 +635,9 @@ absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, Kek
     KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT state FROM kek_versions WHERE version = ?1", kOp));
     KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, version).Step());
     if (!row) {
-      return absl::NotFoundError(absl::StrCat(kOp, ": KEK version ", version, " not found"));
+      return absl::NotFoundError(absl::StrCat("KEK version ", version, " not found"));
     }
-    return absl::AbortedError(absl::StrCat(kOp, ": KEK version ", version, " is ", s.Text(0),
+    return absl::AbortedError(absl::StrCat("KEK version ", version, " is ", s.Text(0),
                                            ", not ", std::string(KekStateName(from))));
   });
 }
@@ -714,7 +742,7 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
   constexpr absl::string_view kOp = "CreateTenant";
   KMS_RETURN_IF_ERROR(CheckCreateTenant(tenant, first_dek));
   return Mutate(
-      {.op = kOp, .on_duplicate = absl::StrCat(kOp, ": tenant ", tenant.id, " already exists")},
+      {.op = kOp, .on_duplicate = absl::StrCat("tenant ", tenant.id, " already exists")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
         {
@@ -757,7 +785,7 @@ absl::StatusOr<TenantRecord> SqliteKeyStore::GetTenant(const std::string& tenant
       Stmt s, Prepare(absl::StrCat("SELECT ", kTenantColumns, " FROM tenants WHERE id = ?1"),
                       kOp));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   return s.ReadTenant(0);
 }
 
@@ -820,10 +848,10 @@ absl::StatusOr<TenantDek> SqliteKeyStore::GetTenantDek(const std::string& tenant
               "WHERE t.id = ?1",
               kOp));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, tenant_id).Bind(2, version).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   if (s.IsNull(7)) {
     return absl::NotFoundError(
-        absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+        absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
   }
   TenantDek out;
   KMS_ASSIGN_OR_RETURN(out.tenant, s.ReadTenant(0));
@@ -848,7 +876,7 @@ absl::StatusOr<std::vector<DekRecord>> SqliteKeyStore::ListDeks(const std::strin
   }
   // Every tenant has at least its first DEK, so no rows means no tenant.
   if (deks.empty()) {
-    return absl::NotFoundError(absl::StrCat(kOp, ": tenant ", tenant_id, " not found"));
+    return absl::NotFoundError(absl::StrCat("tenant ", tenant_id, " not found"));
   }
   return deks;
 }
@@ -860,7 +888,7 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
   KMS_RETURN_IF_ERROR(CheckRotateDek(tenant_id, new_dek));
   return Mutate(
       {.op = kOp,
-       .on_duplicate = absl::StrCat(kOp, ": tenant ", tenant_id, " already has DEK version ",
+       .on_duplicate = absl::StrCat("tenant ", tenant_id, " already has DEK version ",
                                     new_dek.version)},
       [&]() -> absl::Status {
         mu_.AssertHeld();
@@ -881,7 +909,7 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
         if (changed == 0) {
           KMS_RETURN_IF_ERROR(DiagnoseTenantCas(tenant_id, expected_row_version, kOp));
           return absl::FailedPreconditionError(
-              absl::StrCat(kOp, ": DEK version ", new_dek.version,
+              absl::StrCat("DEK version ", new_dek.version,
                            " is not above the primary version of tenant ", tenant_id));
         }
         return InsertDek(tenant_id, new_dek, kOp);
@@ -988,7 +1016,7 @@ absl::Status SqliteKeyStore::AddEncryptions(const std::string& tenant_id, uint32
       s.Bind(1, tenant_id).Bind(2, version).Bind(3, static_cast<int64_t>(count)).Run());
   if (changed == 0) {
     return absl::NotFoundError(
-        absl::StrCat(kOp, ": tenant ", tenant_id, " has no DEK version ", version));
+        absl::StrCat("tenant ", tenant_id, " has no DEK version ", version));
   }
   return absl::OkStatus();
 }
@@ -1179,7 +1207,7 @@ absl::Status SqliteKeyStore::InsertFirstJwtKey(const JwtKeyRecord& key) {
       KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("SELECT EXISTS (SELECT 1 FROM jwt_keys)", kOp));
       KMS_ASSIGN_OR_RETURN(bool row, s.Step());
       if (row && s.Int(0) != 0) {
-        return absl::AlreadyExistsError(absl::StrCat(kOp, ": a JWT key already exists"));
+        return absl::AlreadyExistsError(absl::StrCat("a JWT key already exists"));
       }
     }
     return InsertJwtKey(key, kOp);
@@ -1194,7 +1222,7 @@ absl::Status SqliteKeyStore::RotateJwtKey(const std::string& current_kid,
   // An existing next.kid rolls the whole transaction back: the current key's retire_at
   // is not changed either.
   return Mutate(
-      {.op = kOp, .on_duplicate = absl::StrCat(kOp, ": JWT key ", next.kid, " already exists")},
+      {.op = kOp, .on_duplicate = absl::StrCat("JWT key ", next.kid, " already exists")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
         int64_t changed = 0;
@@ -1255,7 +1283,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::CreateRotationJob(const Rotati
   KMS_RETURN_IF_ERROR(Mutate(
       {.op = kOp,
        .bump_epoch = false,
-       .on_duplicate = absl::StrCat(kOp, ": a ", std::string(RotationJobKindName(job.kind)),
+       .on_duplicate = absl::StrCat("a ", std::string(RotationJobKindName(job.kind)),
                                     " job is already running")},
       [&]() -> absl::Status {
         mu_.AssertHeld();
@@ -1298,7 +1326,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRotationJob(int64_t id) {
                                    " FROM rotation_jobs WHERE id = ?1"),
                       kOp));
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, id).Step());
-  if (!row) return absl::NotFoundError(absl::StrCat(kOp, ": rotation job ", id, " not found"));
+  if (!row) return absl::NotFoundError(absl::StrCat("rotation job ", id, " not found"));
   return s.ReadRotationJob(0);
 }
 
@@ -1312,7 +1340,7 @@ absl::StatusOr<RotationJobRecord> SqliteKeyStore::GetRunningRotationJob(Rotation
   KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, RotationJobKindName(kind)).Step());
   if (!row) {
     return absl::NotFoundError(
-        absl::StrCat(kOp, ": no ", std::string(RotationJobKindName(kind)), " job is running"));
+        absl::StrCat("no ", std::string(RotationJobKindName(kind)), " job is running"));
   }
   return s.ReadRotationJob(0);
 }
@@ -1423,6 +1451,135 @@ absl::Status SqliteKeyStore::Ping() {
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
   if (!row) return absl::InternalError("Ping: store_epoch row missing");
   return absl::OkStatus();
+}
+
+
+// --- Audit log (no epoch bump: audit_store.h)
+
+absl::StatusOr<AuditRecord> SqliteKeyStore::Stmt::ReadAudit() const {
+  AuditRecord r;
+  r.id = Int(0);
+  r.node = Text(1);
+  r.seq = Int(2);
+  r.at_ms = Int(3);
+  r.kind = Text(4);
+  r.identity = Text(5);
+  r.operation = Text(6);
+  r.tenant = Text(7);
+  r.tenants = static_cast<uint64_t>(Int(8));
+  r.calls = static_cast<uint64_t>(Int(9));
+  r.key_versions = Text(10);
+  r.outcome = Text(11);
+  r.request_id = Text(12);
+  r.prev_hash = Blob(13);
+  r.hash = Blob(14);
+  return r;
+}
+
+absl::Status SqliteKeyStore::AppendAudit(std::span<const AuditRecord> records) {
+  constexpr absl::string_view kOp = "AppendAudit";
+  KMS_RETURN_IF_ERROR(CheckAppendAudit(records));
+  if (records.empty()) return absl::OkStatus();
+  return Mutate(
+      {.op = kOp,
+       .bump_epoch = false,
+       .on_duplicate = absl::StrCat("audit record ", records.front().node, "/",
+                                    records.front().seq, " or a later one already exists")},
+      [&]() -> absl::Status {
+        mu_.AssertHeld();
+        for (const AuditRecord& r : records) {
+          KMS_ASSIGN_OR_RETURN(
+              Stmt s, Prepare(absl::StrCat("INSERT INTO audit_log (",
+                                           kAuditColumns.substr(kAuditColumns.find(',') + 2),
+                                           ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+                                           "?11, ?12, ?13, ?14)"),
+                              kOp));
+          KMS_RETURN_IF_ERROR(s.Bind(1, r.node)
+                                  .Bind(2, r.seq)
+                                  .Bind(3, r.at_ms)
+                                  .Bind(4, r.kind)
+                                  .Bind(5, r.identity)
+                                  .Bind(6, r.operation)
+                                  .Bind(7, r.tenant)
+                                  .Bind(8, static_cast<int64_t>(r.tenants))
+                                  .Bind(9, static_cast<int64_t>(r.calls))
+                                  .Bind(10, r.key_versions)
+                                  .Bind(11, r.outcome)
+                                  .Bind(12, r.request_id)
+                                  .Bind(13, r.prev_hash)
+                                  .Bind(14, r.hash)
+                                  .Run()
+                                  .status());
+        }
+        return absl::OkStatus();
+      });
+}
+
+absl::StatusOr<std::vector<AuditRecord>> SqliteKeyStore::ReadAudit(int64_t after_id, int limit,
+                                                                   const std::string& node) {
+  constexpr absl::string_view kOp = "ReadAudit";
+  KMS_RETURN_IF_ERROR(CheckAuditLimit(limit));
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kAuditColumns,
+                                   " FROM audit_log WHERE id > ?1 AND (?2 = '' OR node = ?2) "
+                                   "ORDER BY id LIMIT ?3"),
+                      kOp));
+  s.Bind(1, after_id).Bind(2, node).Bind(3, int64_t{limit});
+  std::vector<AuditRecord> out;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KMS_ASSIGN_OR_RETURN(AuditRecord r, s.ReadAudit());
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<AuditRecord>> SqliteKeyStore::TailAudit(int count,
+                                                                   const std::string& node) {
+  constexpr absl::string_view kOp = "TailAudit";
+  KMS_RETURN_IF_ERROR(CheckAuditLimit(count));
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kAuditColumns,
+                                   " FROM audit_log WHERE ?1 = '' OR node = ?1 "
+                                   "ORDER BY id DESC LIMIT ?2"),
+                      kOp));
+  s.Bind(1, node).Bind(2, int64_t{count});
+  std::vector<AuditRecord> out;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KMS_ASSIGN_OR_RETURN(AuditRecord r, s.ReadAudit());
+    out.push_back(std::move(r));
+  }
+  std::reverse(out.begin(), out.end());
+  return out;
+}
+
+absl::StatusOr<AuditRecord> SqliteKeyStore::LastAudit(const std::string& node) {
+  constexpr absl::string_view kOp = "LastAudit";
+  MutexLock lock(&mu_);
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(absl::StrCat("SELECT ", kAuditColumns,
+                                   " FROM audit_log WHERE node = ?1 ORDER BY seq DESC LIMIT 1"),
+                      kOp));
+  KMS_ASSIGN_OR_RETURN(bool row, s.Bind(1, node).Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("node ", node, " has no audit record"));
+  return s.ReadAudit();
+}
+
+absl::StatusOr<int64_t> SqliteKeyStore::DeleteAuditBefore(int64_t before_ms) {
+  constexpr absl::string_view kOp = "DeleteAuditBefore";
+  int64_t deleted = 0;
+  KMS_RETURN_IF_ERROR(Mutate({.op = kOp, .bump_epoch = false}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    KMS_ASSIGN_OR_RETURN(Stmt s, Prepare("DELETE FROM audit_log WHERE at_ms < ?1", kOp));
+    KMS_ASSIGN_OR_RETURN(deleted, s.Bind(1, before_ms).Run());
+    return absl::OkStatus();
+  }));
+  return deleted;
 }
 
 }  // namespace kms::store

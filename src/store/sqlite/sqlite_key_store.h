@@ -25,6 +25,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/string_view.h"
 #include "kms/common/status.h"
+#include "kms/store/audit_store.h"
 #include "kms/store/key_store.h"
 #include "src/common/sync.h"
 
@@ -33,7 +34,7 @@ struct sqlite3_stmt;
 
 namespace kms::store {
 
-class SqliteKeyStore final : public KeyStore {
+class SqliteKeyStore final : public KeyStore, public AuditStore {
  public:
   struct Options {
     // How long a writer waits for another process's lock before UNAVAILABLE.
@@ -120,6 +121,14 @@ class SqliteKeyStore final : public KeyStore {
   absl::Status FinishRotationJob(int64_t id, int64_t expected_row_version, RotationJobState state,
                                  const RotationJobProgress& progress, const std::string& error,
                                  int64_t finished_at) override;
+
+  // AuditStore
+  absl::Status AppendAudit(std::span<const AuditRecord> records) override;
+  absl::StatusOr<std::vector<AuditRecord>> ReadAudit(int64_t after_id, int limit,
+                                                     const std::string& node) override;
+  absl::StatusOr<std::vector<AuditRecord>> TailAudit(int count, const std::string& node) override;
+  absl::StatusOr<AuditRecord> LastAudit(const std::string& node) override;
+  absl::StatusOr<int64_t> DeleteAuditBefore(int64_t before_ms) override;
 
   // StoreHealth
   absl::StatusOr<int64_t> GetEpoch() override;

@@ -26,6 +26,7 @@ using contract::KekStoreContractTest;
 using contract::KeyStoreBackend;
 using contract::RotationJobStoreContractTest;
 using contract::StoreHealthContractTest;
+using contract::AuditStoreContractTest;
 using contract::TenantKeyStoreContractTest;
 using contract::TestBlob;
 using contract::TestDek;

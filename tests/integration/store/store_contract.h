@@ -5,6 +5,7 @@
 //   jwt_key_store_contract.cc     JwtKeyStoreContractTest
 //   rotation_job_contract.cc      RotationJobStoreContractTest
 //   store_health_contract.cc      StoreHealthContractTest (the epoch across all seams)
+//   audit_store_contract.cc       AuditStoreContractTest (the backend's AuditStore side)
 // Each fixture's store() is its seam only, so a test shows what the seam promises;
 // keys() is the whole KeyStore, for setting up what another seam owns.
 //
@@ -27,6 +28,7 @@
 
 #include "gtest/gtest.h"
 #include "kms/common/status.h"
+#include "kms/store/audit_store.h"
 #include "kms/store/key_store.h"
 
 namespace kms::store {
@@ -94,6 +96,11 @@ class StoreHealthContractTest : public StoreContractTest {
  protected:
   StoreHealth& store() { return *store_; }
 };
+// Every backend's KeyStore class is also its AuditStore (audit_store.h).
+class AuditStoreContractTest : public StoreContractTest {
+ protected:
+  AuditStore& store() { return dynamic_cast<AuditStore&>(*store_); }
+};
 
 // Instantiates every suite above for the backends in `...` (KeyStoreBackend values).
 // gtest pastes the suite names into identifiers, so they must be unqualified here: use
@@ -112,6 +119,9 @@ class StoreHealthContractTest : public StoreContractTest {
                            ::testing::Values(__VA_ARGS__),                             \
                            ::kms::store::contract::KeyStoreBackendName);               \
   INSTANTIATE_TEST_SUITE_P(prefix, StoreHealthContractTest,                             \
+                           ::testing::Values(__VA_ARGS__),                             \
+                           ::kms::store::contract::KeyStoreBackendName);               \
+  INSTANTIATE_TEST_SUITE_P(prefix, AuditStoreContractTest,                              \
                            ::testing::Values(__VA_ARGS__),                             \
                            ::kms::store::contract::KeyStoreBackendName)
 
