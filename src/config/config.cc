@@ -306,7 +306,10 @@ absl::Status ReadConfig(const Json& root, Config& c) {
   KMS_RETURN_IF_ERROR(top.GetString("policy_file", &c.policy_file));
   KMS_RETURN_IF_ERROR(WithObject(top, "limits", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"max_plaintext_bytes", "max_batch_items",
-                                     "max_context_pairs", "max_context_bytes"}));
+                                     "max_context_pairs", "max_context_bytes",
+                                     "max_inflight_request_bytes"}));
+    KMS_RETURN_IF_ERROR(
+        r.GetInt64("max_inflight_request_bytes", &c.limits.max_inflight_request_bytes));
     KMS_RETURN_IF_ERROR(r.GetInt64("max_plaintext_bytes", &c.limits.max_plaintext_bytes));
     KMS_RETURN_IF_ERROR(r.GetInt("max_batch_items", &c.limits.max_batch_items));
     KMS_RETURN_IF_ERROR(r.GetInt("max_context_pairs", &c.limits.max_context_pairs));
@@ -490,6 +493,9 @@ void ValidateVault(Errors& errors, const Config& c) {
   CheckRange(errors, "vault.token_ttl_seconds", v.token_ttl_seconds, 1, c.jwt.max_ttl_seconds);
   CheckRange(errors, "vault.max_body_bytes", v.max_body_bytes, 1024, int64_t{64} << 20);
   CheckRange(errors, "vault.max_batch_items", v.max_batch_items, 1, c.limits.max_batch_items);
+  if (v.max_body_bytes > c.limits.max_inflight_request_bytes) {
+    errors.Add("vault.max_body_bytes", "must not exceed limits.max_inflight_request_bytes");
+  }
 }
 
 void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
@@ -499,7 +505,7 @@ void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
   CheckRange(errors, "jwt.rotation_period_seconds", jwt.rotation_period_seconds, 60,
              int64_t{10} * 365 * 86400);
   CheckRange(errors, "jwt.key_max_age_seconds", jwt.key_max_age_seconds, 1, int64_t{365} * 86400);
-  CheckRange(errors, "jwt.max_claims_bytes", jwt.max_claims_bytes, 16, 1 << 20);
+  CheckRange(errors, "jwt.max_claims_bytes", jwt.max_claims_bytes, 16, 32768);  // jwt::kMaxClaimsBytesLimit
 }
 
 }  // namespace
@@ -580,6 +586,10 @@ absl::Status ValidateConfig(const Config& c) {
              kMaxContextPairsLimit);
   CheckRange(errors, "limits.max_context_bytes", c.limits.max_context_bytes, 0,
              kMaxContextBytesLimit);
+  // At least one maximal request of every method must fit: the server checks that at
+  // start against the sizes its methods accept.
+  CheckRange(errors, "limits.max_inflight_request_bytes", c.limits.max_inflight_request_bytes,
+             int64_t{1} << 20, int64_t{1} << 36);
 
   CheckRange(errors, "audit.retention_days", c.audit.retention_days, 1, 36500);
   CheckRange(errors, "audit.max_backlog", c.audit.max_backlog, 1, 100000000);

@@ -93,6 +93,12 @@ struct LimitsConfig {
   int max_batch_items = 1000;
   int max_context_pairs = 16;
   int64_t max_context_bytes = 4096;
+  // The bytes of gRPC requests in flight at once, in total (gate/inflight_budget.h):
+  // beyond it a call gets RESOURCE_EXHAUSTED "retry after". At least the largest request
+  // a method accepts (a maximal EncryptBatch: about 68 MiB with the defaults above). The
+  // default keeps kmsd's resident memory under 512 MiB whatever its peers send
+  // (docs/security.md has the measurement).
+  int64_t max_inflight_request_bytes = 96 << 20;
 };
 
 // Bounds of the HTTPS listener (src/server/http): everything a peer that has not

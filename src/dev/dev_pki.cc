@@ -183,7 +183,11 @@ absl::Status AddExtension(X509* cert, X509V3_CTX* ctx, int nid, const char* valu
 }
 
 absl::Status AddSubjectAltNames(X509* cert, const std::vector<std::string>& dns_names,
-                                const std::vector<std::string>& ips, std::string_view uri) {
+                                const std::vector<std::string>& ips, std::string_view uri,
+                                const std::vector<std::string>& more_uris = {}) {
+  if (dns_names.empty() && ips.empty() && uri.empty() && more_uris.empty()) {
+    return absl::OkStatus();  // no subjectAltName at all (test certificates only)
+  }
   NamesPtr names(sk_GENERAL_NAME_new_null());
   if (!names) return OpensslError("sk_GENERAL_NAME_new_null");
   auto push_ia5 = [&](int type, std::string_view value) -> absl::Status {
@@ -215,6 +219,7 @@ absl::Status AddSubjectAltNames(X509* cert, const std::vector<std::string>& dns_
     name.release();
   }
   if (!uri.empty()) KMS_RETURN_IF_ERROR(push_ia5(GEN_URI, uri));
+  for (const std::string& more : more_uris) KMS_RETURN_IF_ERROR(push_ia5(GEN_URI, more));
   if (X509_add1_ext_i2d(cert, NID_subject_alt_name, names.get(), 0, X509V3_ADD_DEFAULT) != 1) {
     return OpensslError("subjectAltName");
   }
@@ -242,6 +247,12 @@ struct Subject {
   std::vector<std::string> dns_names;
   std::vector<std::string> ips;
   std::string_view uri;
+  // Test certificates (IssueTestClientCert): more URI SANs, and the validity as offsets
+  // from now in seconds when set (else -kBackdateSeconds .. days).
+  std::vector<std::string> more_uris;
+  bool explicit_validity = false;
+  int64_t not_before_offset = 0;
+  int64_t not_after_offset = 0;
 };
 
 // Builds and signs a certificate for a fresh key. `issuer` is null for the self-signed CA.
@@ -252,9 +263,12 @@ absl::StatusOr<IssuedCert> Issue(Kind kind, const Subject& subject, const Issuer
   if (!cert) return OpensslError("X509_new");
   if (X509_set_version(cert.get(), X509_VERSION_3) != 1) return OpensslError("X509_set_version");
   KMS_RETURN_IF_ERROR(SetRandomSerial(cert.get()));
-  if (X509_gmtime_adj(X509_getm_notBefore(cert.get()), -kBackdateSeconds) == nullptr ||
-      X509_gmtime_adj(X509_getm_notAfter(cert.get()), static_cast<long>(days) * 86400) ==
-          nullptr) {
+  const long not_before =
+      subject.explicit_validity ? static_cast<long>(subject.not_before_offset) : -kBackdateSeconds;
+  const long not_after = subject.explicit_validity ? static_cast<long>(subject.not_after_offset)
+                                                   : static_cast<long>(days) * 86400;
+  if (X509_gmtime_adj(X509_getm_notBefore(cert.get()), not_before) == nullptr ||
+      X509_gmtime_adj(X509_getm_notAfter(cert.get()), not_after) == nullptr) {
     return OpensslError("validity");
   }
   X509_NAME* name = X509_get_subject_name(cert.get());
@@ -283,7 +297,8 @@ absl::StatusOr<IssuedCert> Issue(Kind kind, const Subject& subject, const Issuer
     KMS_RETURN_IF_ERROR(AddExtension(cert.get(), &ctx, NID_ext_key_usage,
                                      kind == Kind::kServer ? "serverAuth" : "clientAuth"));
     KMS_RETURN_IF_ERROR(
-        AddSubjectAltNames(cert.get(), subject.dns_names, subject.ips, subject.uri));
+        AddSubjectAltNames(cert.get(), subject.dns_names, subject.ips, subject.uri,
+                           subject.more_uris));
   }
   // The subject key identifier first: for the self-signed CA the authority key
   // identifier is read from it.
@@ -329,6 +344,20 @@ absl::StatusOr<IssuedCert> IssueServerCert(const IssuedCert& ca,
   Subject subject{.dns_names = std::move(dns_names), .ips = std::move(ips)};
   subject.common_name = subject.dns_names.front();
   return Issue(Kind::kServer, subject, &issuer, days);
+}
+
+absl::StatusOr<IssuedCert> IssueTestClientCert(const IssuedCert& ca, const TestClientCert& spec) {
+  if (spec.not_after_offset_seconds <= spec.not_before_offset_seconds) {
+    return absl::InvalidArgumentError("not_after must be after not_before");
+  }
+  KMS_ASSIGN_OR_RETURN(Issuer issuer, ParseIssuer(ca));
+  return Issue(Kind::kClient,
+               Subject{.common_name = spec.common_name,
+                       .more_uris = spec.uri_sans,
+                       .explicit_validity = true,
+                       .not_before_offset = spec.not_before_offset_seconds,
+                       .not_after_offset = spec.not_after_offset_seconds},
+               &issuer, 1);
 }
 
 absl::StatusOr<IssuedCert> IssueClientCert(const IssuedCert& ca, std::string_view common_name,

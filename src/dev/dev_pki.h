@@ -43,6 +43,17 @@ absl::StatusOr<IssuedCert> IssueServerCert(const IssuedCert& ca,
 absl::StatusOr<IssuedCert> IssueClientCert(const IssuedCert& ca, std::string_view common_name,
                                            std::string_view spiffe_uri, int days);
 
+// For tests of what kmsd refuses: a client certificate (clientAuth, signed by `ca`) with
+// any URI SANs (none, one, several; no DNS or IP SAN), any CN, and a validity given as
+// offsets from now in seconds (both in the past: an expired certificate).
+struct TestClientCert {
+  std::string common_name;
+  std::vector<std::string> uri_sans;
+  int64_t not_before_offset_seconds = -300;
+  int64_t not_after_offset_seconds = 86400;
+};
+absl::StatusOr<IssuedCert> IssueTestClientCert(const IssuedCert& ca, const TestClientCert& spec);
+
 // Writes `data` to `path` atomically: a temporary file in the same directory, created
 // (O_CREAT|O_EXCL) with `mode` so it is never more open than `mode`, then fsync,
 // rename over `path`, fsync of the directory. The final mode is exactly `mode`

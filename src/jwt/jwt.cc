@@ -1,5 +1,6 @@
 #include "src/jwt/jwt.h"
 
+#include <charconv>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -9,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "src/common/base64.h"
+#include "src/jwt/i_json.h"
 
 namespace kms::jwt {
 namespace {
@@ -37,6 +39,103 @@ std::optional<std::string> Dump(const Json& value) {
   try {
     return value.dump();
   } catch (const Json::exception&) {  // invalid UTF-8; the parser rejects it already
+    return std::nullopt;
+  }
+}
+
+// A finite double as the shortest decimal that reads back as it, laid out as
+// ECMAScript's Number::toString does (fixed for 1e-6 <= |v| < 1e21, else exponent), and
+// always with a fraction or exponent so that every reader keeps it a float ("1.0").
+std::string FormatDouble(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), v, std::chars_format::scientific);
+  if (ec != std::errc()) return "0.0";  // not reached: CheckIJson refuses non-finite numbers
+  const std::string_view sci(buf, end - buf);  // [-]d[.ddd]e(+|-)XX
+  std::string out;
+  size_t i = 0;
+  if (sci[0] == '-') {
+    out += '-';
+    i = 1;
+  }
+  const size_t e_pos = sci.find('e');
+  std::string digits;
+  for (size_t j = i; j < e_pos; ++j) {
+    if (sci[j] != '.') digits += sci[j];
+  }
+  int exp10 = 0;
+  std::from_chars(sci.data() + e_pos + (sci[e_pos + 1] == '+' ? 2 : 1), sci.data() + sci.size(),
+                  exp10);
+  const int k = static_cast<int>(digits.size());
+  const int n = exp10 + 1;  // v = 0.digits x 10^n
+  if (k <= n && n <= 21) {
+    out += digits;
+    out.append(n - k, '0');
+    out += ".0";
+  } else if (0 < n && n <= 21) {
+    out += digits.substr(0, n);
+    out += '.';
+    out += digits.substr(n);
+  } else if (-6 < n && n <= 0) {
+    out += "0.";
+    out.append(-n, '0');
+    out += digits;
+  } else {
+    out += digits[0];
+    if (k > 1) {
+      out += '.';
+      out += digits.substr(1);
+    }
+    out += absl::StrCat("e", n - 1 >= 0 ? "+" : "-", std::abs(n - 1));
+  }
+  return out;
+}
+
+// The signed payload's text: members sorted by name (nlohmann's object order), no
+// whitespace, strings escaped by nlohmann, and every float in its shortest round-trip
+// form (FormatDouble), so a faithful number is written with the digits it was given.
+// (nlohmann's own dump prints some doubles with more digits than they were given:
+// 10.00000000001 as 10.000000000009999; the same double, another text.) Throws
+// nlohmann::json::type_error on invalid UTF-8 (checked before).
+void AppendClaimsJson(const Json& value, std::string& out) {
+  switch (value.type()) {
+    case Json::value_t::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& [k, v] : value.items()) {
+        if (!first) out += ',';
+        first = false;
+        out += Json(k).dump();
+        out += ':';
+        AppendClaimsJson(v, out);
+      }
+      out += '}';
+      return;
+    }
+    case Json::value_t::array: {
+      out += '[';
+      bool first = true;
+      for (const Json& v : value) {
+        if (!first) out += ',';
+        first = false;
+        AppendClaimsJson(v, out);
+      }
+      out += ']';
+      return;
+    }
+    case Json::value_t::number_float:
+      out += FormatDouble(value.get<double>());
+      return;
+    default:
+      out += value.dump();
+  }
+}
+
+std::optional<std::string> SerializeClaims(const Json& value) {
+  try {
+    std::string out;
+    AppendClaimsJson(value, out);
+    return out;
+  } catch (const Json::exception&) {
     return std::nullopt;
   }
 }
@@ -78,10 +177,13 @@ absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t tt
     return absl::InvalidArgumentError(
         absl::StrCat("claims exceed ", policy.max_claims_bytes, " bytes"));
   }
+  // Faithful or refused: what kmsd checks below is what every verifier will read.
+  KMS_RETURN_IF_ERROR(CheckIJson(claims_json, kMaxClaimsDepth));
   std::optional<Json> claims = ParseJson(claims_json);
   if (!claims.has_value() || !claims->is_object()) {
     return absl::InvalidArgumentError("claims must be a JSON object");
   }
+  const Json given = *claims;
   for (const char* reserved : {"iat", "exp"}) {
     if (claims->contains(reserved)) {
       return absl::InvalidArgumentError(
@@ -108,8 +210,23 @@ absl::StatusOr<BuiltClaims> BuildClaims(std::string_view claims_json, int64_t tt
   }
   (*claims)["iat"] = out.issued_at;
   (*claims)["exp"] = out.expires_at;
-  std::optional<std::string> text = Dump(*claims);
+  std::optional<std::string> text = SerializeClaims(*claims);
   if (!text.has_value()) return absl::InvalidArgumentError("claims are not valid UTF-8");
+  // The limit holds on what is signed, iat/exp/iss included.
+  if (text->size() > policy.max_claims_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "claims with iat, exp and iss exceed ", policy.max_claims_bytes, " bytes"));
+  }
+  // What is signed reads back as exactly the claims given plus kmsd's own: a check of
+  // the serializer, never expected to fail.
+  std::optional<Json> reread = ParseJson(*text);
+  if (!reread.has_value() || !CheckIJson(*text, kMaxClaimsDepth).ok()) {
+    return absl::InternalError("jwt: signed claims do not read back");
+  }
+  for (const char* own : {"iat", "exp", "iss"}) {
+    if (!given.contains(own)) reread->erase(own);
+  }
+  if (*reread != given) return absl::InternalError("jwt: signed claims differ from the given");
   out.payload_json = std::move(*text);
   return out;
 }
@@ -160,6 +277,14 @@ absl::StatusOr<ParsedJwt> ParseCompact(std::string_view token) {
   out.signing_input = std::string(token.substr(0, dot2));
   out.signature = std::move(*sig);
 
+  // Header and payload must be I-JSON: a duplicate "exp" or an integer beyond 2^53 could
+  // read differently here and at another verifier.
+  if (!CheckIJson(out.header_json, kMaxClaimsDepth).ok()) {
+    return malformed("header is not I-JSON (RFC 7493)");
+  }
+  if (!CheckIJson(out.payload_json, kMaxClaimsDepth).ok()) {
+    return malformed("payload is not I-JSON (RFC 7493)");
+  }
   std::optional<Json> h = ParseJson(out.header_json);
   if (!h.has_value() || !h->is_object()) return malformed("header is not a JSON object");
   auto alg = h->find("alg");

@@ -3,12 +3,20 @@
 //
 // Token layout: BASE64URL(header) "." BASE64URL(payload) "." BASE64URL(r || s), where
 // the header is exactly {"alg":"ES256","typ":"JWT","kid":"<kid>"} and the payload is
-// the claims object serialized by nlohmann_json (members sorted by name, no whitespace).
+// the claims object serialized by kmsd (members sorted by name, no whitespace, numbers in
+// their shortest round-trip form: a faithful number keeps the digits it was given).
 //
 // Claims rules (BuildClaims), strict on purpose, so a caller can never make kmsd sign a
 // token whose lifetime it did not choose:
-//  - the input must be the JSON text of an object, at most max_claims_bytes long, nested
-//    at most kMaxClaimsDepth deep;
+//  - the input must be the I-JSON text (i_json.h, RFC 7493) of an object, nested at most
+//    kMaxClaimsDepth deep: no duplicate names, no integer beyond 2^53, no number a
+//    double does not hold faithfully, no invalid UTF-8, lone surrogate or noncharacter.
+//    kmsd signs the claims it was given unchanged in value (never rounded or
+//    rewritten: what it cannot represent faithfully it refuses), plus iat, exp and,
+//    when absent, iss;
+//  - the input, and the payload that is signed (iat, exp, iss added), are at most
+//    max_claims_bytes long, so every token kmsd issues is within kMaxTokenBytes and
+//    passes its own VerifyCompact (max_claims_bytes <= kMaxClaimsBytesLimit);
 //  - "iat" and "exp" must NOT be present: kmsd sets iat = now and exp = iat + ttl;
 //  - "nbf", if present, must be a number not after exp;
 //  - "iss", if present, must be a string, and equal the configured issuer when one is
@@ -16,11 +24,11 @@
 //  - ttl 0 means the default TTL; a negative ttl or one above max_ttl_seconds is refused.
 // Every violation is INVALID_ARGUMENT; messages name the claim, never echo values.
 //
-// Verification (VerifyCompact) accepts only what it must: three base64url parts, a
-// header object with "alg":"ES256" (so "none", HS256, ... are refused), a "typ", if
-// present, of "JWT" (case-insensitively, RFC 7515 §4.1.9; so another document kmsd
-// signs, a shred receipt with typ "kmsd-shred-receipt+jwt", is never taken for an
-// access token), a "kid" (if
+// Verification (VerifyCompact) accepts only what it must: at most kMaxTokenBytes, three
+// base64url parts whose header and payload are I-JSON, a header object with
+// "alg":"ES256" (so "none", HS256, ... are refused), a "typ", if present, of "JWT"
+// (case-insensitively, RFC 7515 §4.1.9; so another document kmsd signs, a shred receipt
+// with typ "kmsd-shred-receipt+jwt", is never taken for an access token), a "kid" (if
 // present, a non-empty string; absent: "") for which the lookup has a key, no "crit" or "b64" member, a payload object with a numeric
 // "exp". It checks the signature, then exp and nbf (and iat, if present, not in the
 // future) with a leeway. Every rejection is UNAUTHENTICATED "token rejected: <reason>".
@@ -43,6 +51,9 @@ namespace kms::jwt {
 
 inline constexpr int kMaxClaimsDepth = 32;
 inline constexpr size_t kMaxTokenBytes = 64 * 1024;
+// The largest max_claims_bytes a policy may set: its token (base64url of header,
+// payload and signature, about 4/3 of the bytes plus 200) stays within kMaxTokenBytes.
+inline constexpr size_t kMaxClaimsBytesLimit = 32 * 1024;
 
 struct ClaimsPolicy {
   std::string issuer;  // empty: none configured

@@ -58,8 +58,8 @@ absl::Status ValidateOptions(const JwtServiceOptions& o) {
     return OutOfRange("key_max_age_seconds", 1, kTenYears);
   }
   // Our own tokens must stay under the verifier's size cap (base64 grows by 4/3).
-  if (o.max_claims_bytes < 2 || o.max_claims_bytes > 32768) {
-    return OutOfRange("max_claims_bytes", 2, 32768);
+  if (o.max_claims_bytes < 2 || o.max_claims_bytes > kMaxClaimsBytesLimit) {
+    return OutOfRange("max_claims_bytes", 2, kMaxClaimsBytesLimit);
   }
   return absl::OkStatus();
 }

@@ -12,6 +12,7 @@
 #include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/resource_quota.h"
 #include "spdlog/spdlog.h"
 #include "src/audit/audit_log.h"
 #include "src/authz/policy.h"
@@ -25,6 +26,10 @@
 #include "src/server/observability.h"
 #include "src/server/grpc/admin_service.h"
 #include "src/server/grpc/key_service.h"
+#include "src/server/grpc/listener_probe.h"
+#include "src/server/grpc/unary.h"
+#include "src/server/gate/inflight_budget.h"
+#include "src/server/open_file_limit.h"
 #include "src/server/http/https_server.h"
 #include "src/server/vault/vault_door.h"
 #include "src/common/text_file.h"
@@ -93,9 +98,43 @@ struct KmsServer::Parts {
   std::unique_ptr<AdminServiceImpl> admin_service;
   std::unique_ptr<grpc::Server> grpc;
   int grpc_port = 0;
+  std::unique_ptr<InflightBudget> budget;
+  // The gRPC listener probe's verdict (grpc/listener_probe.h): whether the last probe
+  // completed a TLS handshake, and since when (Unix seconds) it has been failing.
+  std::atomic<bool> grpc_accepting{true};
+  std::atomic<int64_t> grpc_failing_since{0};
 };
 
 namespace {
+
+// The bounds of the gRPC listener against peers that have not authenticated (gRPC 1.51
+// has no connection cap; docs/security.md says what stays unbounded).
+// A connection must finish its TLS handshake (client certificate verified) this soon
+// after accept, else gRPC closes it: an idle or slow TCP peer holds a descriptor this long.
+constexpr int kGrpcHandshakeTimeoutMs = 5000;
+// An authenticated connection with no call for this long is closed (GOAWAY).
+constexpr int kGrpcMaxConnectionIdleMs = 5 * 60 * 1000;
+// Every connection is recycled after this long (plus the grace for calls in flight), so
+// no connection holds server state for ever.
+constexpr int kGrpcMaxConnectionAgeMs = 60 * 60 * 1000;
+constexpr int kGrpcMaxConnectionAgeGraceMs = 30 * 1000;
+// Keepalive pings find dead peers of idle connections.
+constexpr int kGrpcKeepaliveTimeMs = 60 * 1000;
+constexpr int kGrpcKeepaliveTimeoutMs = 20 * 1000;
+// Concurrent calls per connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS).
+constexpr int kGrpcMaxConcurrentStreams = 64;
+// Request metadata per call (HTTP/2 header list).
+constexpr int kGrpcMaxMetadataBytes = 16 * 1024;
+// gRPC's own memory (transport buffers of every connection: received bytes before a
+// handler sees them); under pressure gRPC shrinks flow-control windows and cancels
+// streams ("Buffers full"). Threads: gRPC's resource-quota thread cap.
+constexpr int64_t kGrpcQuotaMemoryBytes = 128 << 20;
+constexpr int kGrpcQuotaMaxThreads = 64;
+// The listener probe: how often, how long one may take, and how long a failure may last
+// before /healthz fails too (gRPC 1.51 does not recover from it: restart the process).
+constexpr std::chrono::seconds kGrpcProbeInterval(5);
+constexpr std::chrono::milliseconds kGrpcProbeTimeout(3000);
+constexpr int64_t kGrpcProbeDeadAfterSeconds = 30;
 
 // Wipes a string holding a private key when the scope ends, on every path.
 class WipeOnExit {
@@ -226,6 +265,17 @@ int KmsServer::http_port() const { return parts_->http ? parts_->http->port() : 
 absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config& config,
                                                            const std::atomic<bool>* stop) {
   KMS_RETURN_IF_ERROR(config::ValidateConfig(config));
+  // Before any descriptor is opened: a limit too low for the backends is the operator's
+  // to fix, said at once.
+  KMS_RETURN_IF_ERROR(RaiseOpenFileLimit(OpenFileNeedsOf(config)).status());
+  // Every method's largest request must fit the door's in-flight budget.
+  const size_t largest_request = KeyServiceRequestLimits::From(config.limits).batch;
+  if (static_cast<int64_t>(largest_request) > config.limits.max_inflight_request_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "limits.max_inflight_request_bytes (", config.limits.max_inflight_request_bytes,
+        ") must be at least the largest batch request (", largest_request,
+        " bytes with these limits)"));
+  }
   std::unique_ptr<KmsServer> server(new KmsServer());
   Parts& p = *server->parts_;
   p.config = config;
@@ -239,11 +289,23 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   if (!config.http_listen.empty()) {
     using http::Response;
     KMS_ASSIGN_OR_RETURN(p.http, http::HttpsServer::Bind(config.http_listen, config.tls, config.http));
-    p.http->Handle("/healthz", [](const http::Request&) { return Response{.body = "ok\n"}; });
-    // 503 until every key is loaded; 200 while serving, saying "degraded" and naming the
-    // backend when the HSM or the store is down (cached keys are still served).
+    p.http->Handle("/healthz", [&p](const http::Request&) {
+      // A gRPC listener that stopped accepting does not recover (gRPC 1.51): once it has
+      // failed for kGrpcProbeDeadAfterSeconds, liveness fails so the process restarts.
+      const int64_t since = p.grpc_failing_since.load();
+      if (since != 0 && RealClock::Instance().UnixSeconds() - since >= kGrpcProbeDeadAfterSeconds) {
+        return Response{.status = 503, .body = "gRPC listener not accepting connections\n"};
+      }
+      return Response{.body = "ok\n"};
+    });
+    // 503 until every key is loaded, and while the gRPC listener does not accept; 200
+    // while serving, saying "degraded" and naming the backend when the HSM or the store
+    // is down (cached keys are still served).
     p.http->Handle("/readyz", [&p](const http::Request&) {
       const sched::HealthSnapshot s = p.health->Snapshot();
+      if (s.serving() && !p.grpc_accepting) {
+        return Response{.status = 503, .body = "gRPC listener not accepting connections\n"};
+      }
       return Response{.status = s.serving() ? 200 : 503, .body = s.Describe()};
     });
     if (p.metrics) {
@@ -402,6 +464,24 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
     KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeRotationCheckJob(*p.rotation)));
     KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeKekRewrapJob(*p.rotation)));
   }
+  KMS_RETURN_IF_ERROR(p.scheduler->AddJob(sched::MakeJob(
+      "grpc_listener_probe", kGrpcProbeInterval, /*leader_only=*/false,
+      [&p](const sched::JobContext&) -> absl::Status {
+        absl::Status probe = ProbeTlsListener(p.config.grpc_listen, p.grpc_port, kGrpcProbeTimeout);
+        if (probe.ok()) {
+          if (!p.grpc_accepting.exchange(true)) spdlog::info("gRPC listener accepts again");
+          p.grpc_failing_since = 0;
+          return probe;
+        }
+        if (p.grpc_accepting.exchange(false)) {
+          spdlog::error("gRPC listener is not accepting connections ({}); /readyz reports not "
+                        "ready, and /healthz fails after {} s",
+                        std::string(probe.message()), kGrpcProbeDeadAfterSeconds);
+          int64_t expected = 0;
+          p.grpc_failing_since.compare_exchange_strong(expected, RealClock::Instance().UnixSeconds());
+        }
+        return probe;
+      })));
   p.keys->SetChangeListener(
       [&p](const coord::InvalidationEvent& event) { p.scheduler->Publish(event); });
   p.kek_ring->SetChangeListener(
@@ -491,6 +571,21 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   WipeOnExit wipe_option_key(tls.pem_key_cert_pairs[0].private_key);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.grpc_listen, grpc::SslServerCredentials(tls), &p.grpc_port);
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, kGrpcHandshakeTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kGrpcMaxConnectionIdleMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, kGrpcMaxConnectionAgeMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, kGrpcMaxConnectionAgeGraceMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kGrpcKeepaliveTimeMs);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kGrpcKeepaliveTimeoutMs);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kGrpcMaxConcurrentStreams);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kGrpcMaxMetadataBytes);
+  grpc::ResourceQuota quota("kmsd-grpc");
+  quota.Resize(kGrpcQuotaMemoryBytes);
+  quota.SetMaxThreads(kGrpcQuotaMaxThreads);
+  builder.SetResourceQuota(quota);
+  // The door's in-flight budget, checked by every raw handler before it decodes.
+  p.budget = std::make_unique<InflightBudget>(config.limits.max_inflight_request_bytes);
+  SetDoorBudget(p.budget.get());
   builder.RegisterService(p.key_service.get());
   builder.RegisterService(p.admin_service.get());
   // gRPC buffers a whole message before a handler sees it: its limit is the largest of
@@ -540,6 +635,7 @@ void KmsServer::Shutdown() {
   if (p.scheduler) p.scheduler->Stop();
   if (p.rpc_metrics && RpcMetrics::Installed() == p.rpc_metrics.get()) RpcMetrics::Install(nullptr);
   if (p.audit) p.audit->Stop();  // writes what the last calls left
+  if (p.budget) SetDoorBudget(nullptr);
 }
 
 }  // namespace kms::server

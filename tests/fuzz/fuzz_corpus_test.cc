@@ -28,6 +28,9 @@ constexpr Target kTargets[] = {
     {"base64", FuzzBase64},          {"field", FuzzField},        {"config", FuzzConfig},
     {"policy", FuzzPolicy},          {"jwt_token", FuzzJwtToken}, {"jwt_claims", FuzzJwtClaims},
     {"wrapped_dek", FuzzWrappedDek},
+    {"grpc_request", FuzzGrpcRequest}, {"invalidation", FuzzInvalidationEvent},
+    {"wrapped_kek", FuzzWrappedKek},   {"jwk", FuzzJwk},
+    {"http_request", FuzzHttpRequest},
 };
 
 // So that test names and ctest show "base64", not the struct's bytes.

@@ -18,5 +18,10 @@ int FuzzPolicy(const uint8_t* data, size_t size);      // PolicyAuthorizer::From
 int FuzzJwtToken(const uint8_t* data, size_t size);    // jwt::ParseCompact, VerifyCompact
 int FuzzJwtClaims(const uint8_t* data, size_t size);   // jwt::BuildClaims (+ sign, verify)
 int FuzzWrappedDek(const uint8_t* data, size_t size);  // keys::WrappedDekKekVersion
+int FuzzGrpcRequest(const uint8_t* data, size_t size);  // every RPC: DecodeRequest + checks
+int FuzzInvalidationEvent(const uint8_t* data, size_t size);  // coord::DecodeInvalidationEvent
+int FuzzWrappedKek(const uint8_t* data, size_t size);  // hsm::WrappedKekMechanismName
+int FuzzJwk(const uint8_t* data, size_t size);         // Es256PublicKey::FromJwk
+int FuzzHttpRequest(const uint8_t* data, size_t size);  // http::ParseRequestBytes
 
 }  // namespace kms::fuzz

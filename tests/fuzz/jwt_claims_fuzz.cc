@@ -1,6 +1,8 @@
 // The claims a SignJwt caller sends: jwt::BuildClaims on arbitrary JSON text, then, for
 // what it accepts, the full path a token takes: EncodeCompact with the fixed key,
-// ParseCompact and VerifyCompact at the same instant.
+// ParseCompact and VerifyCompact at the same instant. Accepted claims must be signed
+// unchanged in value (I-JSON: a number, a string, a member is never rewritten) and within
+// the size limit.
 //
 // Input layout: byte 0 picks the ttl (0 = default; 1..250 = that many seconds times 4,
 // so some exceed the 900 s maximum; 251..255 = negative), byte 1 bit 0 configures an
@@ -8,6 +10,7 @@
 #include <string>
 
 #include "nlohmann/json.hpp"
+#include "src/jwt/i_json.h"
 #include "src/jwt/jwt.h"
 #include "tests/fuzz/fuzz_targets.h"
 #include "tests/fuzz/jwt_fuzz_common.h"
@@ -42,6 +45,18 @@ int FuzzJwtClaims(const uint8_t* data, size_t size) {
   if (!policy.issuer.empty()) {
     FUZZ_CHECK(payload.contains("iss") && payload["iss"] == policy.issuer);
   }
+
+  // Signed exactly as given (I-JSON, never rewritten): the payload minus kmsd's own
+  // members equals the claims as parsed, and the limit holds on the payload.
+  FUZZ_CHECK(built->payload_json.size() <= policy.max_claims_bytes);
+  auto given = nlohmann::json::parse(claims, nullptr, /*allow_exceptions=*/false);
+  FUZZ_CHECK(given.is_object());
+  nlohmann::json rest = payload;
+  for (const char* own : {"iat", "exp", "iss"}) {
+    if (!given.contains(own)) rest.erase(own);
+  }
+  FUZZ_CHECK(rest == given);
+  FUZZ_CHECK(jwt::CheckIJson(built->payload_json, jwt::kMaxClaimsDepth).ok());
 
   auto token = jwt::EncodeCompact(key, built->payload_json);
   FUZZ_CHECK(token.ok());

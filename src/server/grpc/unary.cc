@@ -1,7 +1,9 @@
 #include "src/server/grpc/unary.h"
 
 #include <algorithm>
+#include <atomic>
 #include <random>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -14,12 +16,46 @@
 
 namespace kms::server {
 
+namespace {
+std::atomic<InflightBudget*> door_budget{nullptr};
+
+// Holds a share of the door's budget until gRPC is done with the call.
+class HoldingReactor final : public grpc::ServerUnaryReactor {
+ public:
+  explicit HoldingReactor(InflightBudget::Ticket ticket) : ticket_(std::move(ticket)) {}
+  void OnDone() override { delete this; }
+
+ private:
+  InflightBudget::Ticket ticket_;
+};
+}  // namespace
+
+void SetDoorBudget(InflightBudget* budget) { door_budget.store(budget); }
+
+absl::StatusOr<InflightBudget::Ticket> AdmitToDoor(size_t bytes) {
+  InflightBudget* budget = door_budget.load();
+  if (budget == nullptr) return InflightBudget::Ticket();
+  return budget->Admit(static_cast<int64_t>(bytes));
+}
+
+grpc::ServerUnaryReactor* FinishUnaryHolding(grpc::CallbackServerContext* ctx,
+                                             const absl::Status& status,
+                                             std::string_view operation,
+                                             InflightBudget::Ticket ticket) {
+  if (ticket.bytes() == 0) return FinishUnary(ctx, status, operation);
+  auto* reactor = new HoldingReactor(std::move(ticket));
+  reactor->Finish(ToGrpcStatus(status, operation));
+  return reactor;
+}
+
+absl::Status RequestTooLarge(size_t max_bytes) {
+  return absl::InvalidArgumentError(
+      absl::StrCat("request is larger than the ", max_bytes, " bytes this method accepts"));
+}
+
 absl::Status DecodeRequest(const grpc::ByteBuffer& bytes, size_t max_bytes,
                            google::protobuf::MessageLite& request) {
-  if (bytes.Length() > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("request is larger than the ", max_bytes,
-                                                   " bytes this method accepts"));
-  }
+  if (bytes.Length() > max_bytes) return RequestTooLarge(max_bytes);
   grpc::ByteBuffer copy(bytes);  // shares the slices; the reader needs a mutable buffer
   grpc::ProtoBufferReader reader(&copy);
   if (!reader.status().ok() || !request.ParseFromZeroCopyStream(&reader)) {

@@ -6,6 +6,9 @@
 //     proto3 string that is not UTF-8) get INVALID_ARGUMENT naming the message type and
 //     no input byte. (gRPC 1.51 answers such requests itself with UNIMPLEMENTED and an
 //     empty message when it decodes them: grpc/grpc#30454.)
+//   - within its size limit, a request is admitted by the door's in-flight budget
+//     (gate/inflight_budget.h, SetDoorBudget) before it is decoded: RESOURCE_EXHAUSTED
+//     with a retry hint beyond it; the call holds its share until its response is sent;
 //   - the body gets the caller's identity (gate/identity.h), the decoded request and the
 //     response to fill; it asks the CallGate and calls the domain;
 //   - the call runs inside a CallScope (gate/call_record.h): its request id (the
@@ -26,6 +29,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/message_lite.h"
 #include "grpcpp/server_context.h"
 #include "grpcpp/support/byte_buffer.h"
@@ -34,6 +38,7 @@
 #include "kms/common/status.h"
 #include "src/server/gate/call_gate.h"
 #include "src/server/gate/call_record.h"
+#include "src/server/gate/inflight_budget.h"
 #include "src/server/grpc/grpc_status.h"
 #include "src/server/grpc/rpc_metrics.h"
 
@@ -43,6 +48,8 @@ namespace kms::server {
 // `request`.
 absl::Status DecodeRequest(const grpc::ByteBuffer& bytes, size_t max_bytes,
                            google::protobuf::MessageLite& request);
+// INVALID_ARGUMENT: the request is larger than `max_bytes`.
+absl::Status RequestTooLarge(size_t max_bytes);
 // INTERNAL when serialization fails.
 absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc::ByteBuffer* bytes);
 
@@ -79,27 +86,64 @@ std::string AuditKeyVersions(const Response& r) {
     return "";
   }
 }
+// The in-flight budget of the gRPC door: one per process, installed by the server
+// before its listener starts and removed (nullptr) after it stopped. Null: no budget.
+// Thread-safe.
+void SetDoorBudget(InflightBudget* budget);
+
+// The door's admission of a request of `bytes` (OK with an empty ticket when no budget
+// is installed), RESOURCE_EXHAUSTED beyond the budget.
+absl::StatusOr<InflightBudget::Ticket> AdmitToDoor(size_t bytes);
+
+// Finishes like FinishUnary, holding `ticket` until gRPC is done with the call (the
+// response sent or the call cancelled).
+grpc::ServerUnaryReactor* FinishUnaryHolding(grpc::CallbackServerContext* ctx,
+                                             const absl::Status& status,
+                                             std::string_view operation,
+                                             InflightBudget::Ticket ticket);
+
+// How a method answers a request over its size limit: INVALID_ARGUMENT for every method
+// but VerifyJwt, whose request is nothing but the token: a token too long to verify is a
+// rejected token, UNAUTHENTICATED ("token rejected: ...") as key_service.proto promises.
+// A request that does not decode is INVALID_ARGUMENT on every method.
+enum class TooLarge { kInvalidArgument, kRejectedToken };
 
 // Body: absl::Status(const std::string& identity, const Request&, Response*).
 template <typename Request, typename Response, typename Body>
 grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* in,
                                      grpc::ByteBuffer* out, size_t max_request_bytes,
-                                     std::string_view method, Body&& body) {
+                                     std::string_view method, Body&& body,
+                                     TooLarge too_large = TooLarge::kInvalidArgument) {
   const auto started = std::chrono::steady_clock::now();
   CallRecord call{.request_id = TakeRequestId(*ctx), .method = method};
-  Request request;
-  Response response;
   absl::Status status;
+  // Size first (no memory spent), then the budget, then decoding. Neither rejection
+  // reaches the gate (no identity is read), so neither is audited; both are counted.
+  if (in->Length() > max_request_bytes) {
+    status = RequestTooLarge(max_request_bytes);
+    if (too_large == TooLarge::kRejectedToken) {
+      status = absl::UnauthenticatedError(absl::StrCat("token rejected: ", status.message()));
+    }
+    RecordRpc(method, status, started);
+    return FinishUnary(ctx, status, method);
+  }
+  absl::StatusOr<InflightBudget::Ticket> ticket = AdmitToDoor(in->Length());
+  if (!ticket.ok()) {
+    RecordRpc(method, ticket.status(), started);
+    return FinishUnary(ctx, ticket.status(), method);
+  }
   {
+    Request request;
+    Response response;
     CallScope scope(&call);
     status = DecodeRequest(*in, max_request_bytes, request);
     if (status.ok()) status = body(CallerIdentity(*ctx), request, &response);
     if (status.ok()) call.key_versions = AuditKeyVersions(response);
     if (call.gate != nullptr) status = call.gate->Report(call, status);
+    if (status.ok()) status = EncodeResponse(response, out);
   }
-  if (status.ok()) status = EncodeResponse(response, out);
   RecordRpc(method, status, started);
-  return FinishUnary(ctx, status, method);
+  return FinishUnaryHolding(ctx, status, method, std::move(*ticket));
 }
 
 }  // namespace kms::server

@@ -127,7 +127,70 @@ bool IsParseError(const ErrorCode& ec) {
          ec != bhttp::error::end_of_stream && ec != bhttp::error::partial_message;
 }
 
+using RequestParser = bhttp::request_parser<bhttp::string_body>;
+
+// The parser every request is read with: the header and body limits of http.*.
+void ConfigureParser(RequestParser& parser, const config::HttpConfig& limits) {
+  parser.header_limit(static_cast<uint32_t>(limits.max_header_bytes));
+  parser.body_limit(static_cast<uint64_t>(limits.max_body_bytes));
+}
+
+// The status a read error is answered with: 431, 413, 400; 0 when the connection just
+// ends (end of stream, reset).
+int StatusForReadError(const ErrorCode& ec) {
+  if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) return 431;
+  if (ec == bhttp::error::body_limit) return 413;
+  if (IsParseError(ec)) return 400;
+  return 0;
+}
+
+// A parsed message as the handlers see it (no peer fields).
+Request ToRequest(RequestParser& parser) {
+  auto& req = parser.get();
+  Request request;
+  request.method = Str(req.method_string());
+  std::string_view target(req.target().data(), req.target().size());
+  size_t q = target.find('?');
+  request.path = std::string(target.substr(0, q));
+  if (q != std::string_view::npos) request.query = std::string(target.substr(q + 1));
+  for (const auto& field : req) {
+    request.headers.emplace_back(Str(field.name_string()), Str(field.value()));
+  }
+  request.body = std::move(req.body());
+  return request;
+}
+
 }  // namespace
+
+ParsedBytes ParseRequestBytes(std::string_view bytes, const config::HttpConfig& limits) {
+  RequestParser parser;
+  ConfigureParser(parser, limits);
+  ParsedBytes out;
+  // Given everything received so far, as the listener's buffer holds it.
+  size_t offset = 0;
+  while (!parser.is_done()) {
+    ErrorCode ec;
+    const size_t used =
+        parser.put(asio::buffer(bytes.data() + offset, bytes.size() - offset), ec);
+    offset += used;
+    if (ec == bhttp::error::need_more || (!ec && used == 0)) {
+      // Needs more bytes (Beast may also say so by consuming nothing, e.g. inside a
+      // chunk whose data has not all arrived).
+      if (used == 0 || offset == bytes.size()) return out;
+      continue;
+    }
+    if (ec) {
+      const int status = StatusForReadError(ec);
+      out.status = status == 0 ? 400 : status;
+      return out;
+    }
+  }
+  out.complete = true;
+  out.consumed = offset;
+  out.keep_alive = parser.get().keep_alive();
+  out.request = ToRequest(parser);
+  return out;
+}
 
 std::optional<std::string_view> Request::Header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
@@ -266,7 +329,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void WaitForRequest() {
     route_ = nullptr;
     parser_.emplace();
-    parser_->header_limit(static_cast<uint32_t>(server_.limits_.max_header_bytes));
+    ConfigureParser(*parser_, server_.limits_);
+    // The header is read under the largest body limit of any route; once it names its
+    // route, that route's own applies (ApplyRouteBodyLimit).
     parser_->body_limit(static_cast<uint64_t>(server_.max_route_body_));
     if (buffer_.size() > 0) return ReadHeader();  // a pipelined request is waiting
     state_ = State::kIdle;
@@ -331,36 +396,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void OnReadError(const ErrorCode& ec) {
-    if (ec == bhttp::error::header_limit || ec == bhttp::error::buffer_overflow) {
-      return SendError(431, "request header too large\n");
+    switch (StatusForReadError(ec)) {
+      case 431:
+        return SendError(431, "request header too large\n");
+      case 413:
+        // A Content-Length over every route's limit is refused with the header: answer
+        // in the shape of the route it named.
+        if (route_ == nullptr) route_ = RouteOf(parser_->get().target());
+        return SendError(413, "request body too large\n");
+      case 400:
+        return SendError(400, "malformed request\n");
+      default:
+        Close();  // end of stream, reset, or a closed socket
     }
-    if (ec == bhttp::error::body_limit) {
-      // A Content-Length over every route's limit is refused with the header: answer in
-      // the shape of the route it named.
-      if (route_ == nullptr) route_ = RouteOf(parser_->get().target());
-      return SendError(413, "request body too large\n");
-    }
-    if (IsParseError(ec)) return SendError(400, "malformed request\n");
-    Close();  // end of stream, reset, or a closed socket
   }
 
   void Dispatch() {
     state_ = State::kHandling;
     auto& req = parser_->get();
-    Request request;
-    request.method = Str(req.method_string());
-    std::string_view target(req.target().data(), req.target().size());
-    size_t q = target.find('?');
-    request.path = std::string(target.substr(0, q));
-    if (q != std::string_view::npos) request.query = std::string(target.substr(q + 1));
-    for (const auto& field : req) {
-      request.headers.emplace_back(Str(field.name_string()), Str(field.value()));
-    }
-    request.body = std::move(req.body());
-    request.peer_address = peer_;
-    request.client_certificate = cert_;
     keep_alive_ = req.keep_alive();
     head_ = req.method() == bhttp::verb::head;
+    Request request = ToRequest(*parser_);
+    request.peer_address = peer_;
+    request.client_certificate = cert_;
 
     const RouteEntry* entry = server_.Find(request.path);
     route_ = entry;
@@ -457,7 +515,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   HttpsServer::Impl& server_;
   ssl::stream<tcp::socket> stream_;
   beast::flat_buffer buffer_;
-  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::optional<RequestParser> parser_;
   bhttp::response<bhttp::string_body> res_;
   asio::steady_timer timer_;
   uint64_t timer_gen_ = 0;

@@ -88,6 +88,18 @@ struct Route {
   bool json_errors = false;
 };
 
+// The listener's request parsing as a pure function, for the fuzz target and tests: the
+// bytes a peer sent on one connection, parsed with the listener's parser and limits (fed
+// in the pieces it reads) into the Request its handlers see (no peer fields).
+struct ParsedBytes {
+  bool complete = false;  // a whole request parsed; false with status 0: needs more bytes
+  int status = 0;         // the error the listener answers instead (400, 413, 431), or 0
+  size_t consumed = 0;    // bytes of the request (a pipelined next one may follow)
+  bool keep_alive = false;
+  Request request;
+};
+ParsedBytes ParseRequestBytes(std::string_view bytes, const config::HttpConfig& limits);
+
 class HttpsServer {
  public:
   // Binds `listen` (HOST:PORT, port 0 picks one) and loads the TLS certificate, key and

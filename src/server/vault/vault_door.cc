@@ -24,6 +24,7 @@
 #include "src/crypto/mac.h"
 #include "src/server/gate/call_record.h"
 #include "src/server/gate/identity.h"
+#include "src/server/gate/inflight_budget.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/gate/request_limits.h"
 
@@ -329,7 +330,8 @@ class VaultDoor::Impl {
  public:
   Impl(const config::Config& config, VaultDoorInfo info, const Clock& clock)
       : config_(config), info_(std::move(info)), clock_(clock),
-        root_(absl::StrCat("/v1/", config.vault.mount, "/")) {}
+        root_(absl::StrCat("/v1/", config.vault.mount, "/")),
+        budget_(config.limits.max_inflight_request_bytes) {}
 
   void Attach(keys::KeyManager& keys, const jwt::JwtService& jwt, const CallGate& gate,
               std::function<bool()> serving) {
@@ -387,6 +389,9 @@ class VaultDoor::Impl {
   const CallGate* gate_ = nullptr;
   std::function<bool()> serving_;
   std::unique_ptr<VaultTokens> tokens_;
+  // The door's memory bound (gate/inflight_budget.h), as the gRPC door has its own: the
+  // body bytes of the requests being served, checked before the body is parsed.
+  InflightBudget budget_;
 };
 
 absl::StatusOr<std::string> VaultDoor::Impl::CertIdentity(const http::Request& req) const {
@@ -445,6 +450,12 @@ http::Response VaultDoor::Impl::Serve(const http::Request& req) {
   if (path == "/v1/sys/seal-status") return Health(req, true);
   if (path == "/v1/sys/init") return JsonResponse(200, Json{{"initialized", true}});
   const bool write = req.method == "POST" || req.method == "PUT";
+  absl::StatusOr<InflightBudget::Ticket> ticket = budget_.Admit(static_cast<int64_t>(req.body.size()));
+  if (!ticket.ok()) {
+    http::Response busy = FromStatus(ticket.status(), "vault");
+    busy.headers.emplace_back("Retry-After", "1");
+    return busy;
+  }
 
   absl::StatusOr<std::string> identity = CertIdentity(req);
   if (path == "/v1/auth/cert/login") {

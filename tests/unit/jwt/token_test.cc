@@ -125,9 +125,17 @@ TEST(ClaimsTest, ClaimsMustBeAJsonObject) {
 TEST(ClaimsTest, ClaimsAboveTheSizeLimitAreInvalidAndTheLimitIsConfigurable) {
   const std::string big = R"({"pad":")" + std::string(8192, 'x') + R"("})";
   EXPECT_EQ(BuildCode(big), StatusCode::kInvalidArgument);
-  const std::string exact = R"({"pad":")" + std::string(8192 - 10, 'x') + R"("})";
-  ASSERT_EQ(exact.size(), 8192u);
-  EXPECT_EQ(BuildCode(exact), StatusCode::kOk);
+  // The limit holds on what is signed: the claims plus iat, exp and iss.
+  auto empty = BuildClaims(R"({"pad":""})", 0, kNow, Policy());
+  ASSERT_TRUE(empty.ok());
+  const size_t added = empty->payload_json.size() - std::string(R"({"pad":""})").size();
+  const std::string exact = R"({"pad":")" + std::string(8192 - 10 - added, 'x') + R"("})";
+  auto built = BuildClaims(exact, 0, kNow, Policy());
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_EQ(built->payload_json.size(), 8192u);
+  const std::string one_more = R"({"pad":")" + std::string(8192 - 9 - added, 'x') + R"("})";
+  ASSERT_LE(one_more.size(), 8192u);
+  EXPECT_EQ(BuildCode(one_more), StatusCode::kInvalidArgument);
   ClaimsPolicy small = Policy();
   small.max_claims_bytes = 16;
   EXPECT_EQ(BuildCode(R"({"sub":"a-long-subject"})", 0, small), StatusCode::kInvalidArgument);
@@ -165,6 +173,142 @@ TEST(ClaimsTest, DeepNestingAndInvalidUtf8AreInvalid) {
   std::string ok = R"({"a":)" + std::string(20, '[') + std::string(20, ']') + "}";
   EXPECT_EQ(BuildCode(ok), StatusCode::kOk);
   EXPECT_EQ(BuildCode("{\"a\":\"\xff\xfe\"}"), StatusCode::kInvalidArgument);
+}
+
+// --- Faithful claims (I-JSON, RFC 7493): refused, never rewritten
+
+TEST(ClaimsTest, AnIntegerBeyond2To53IsRefusedNotRounded) {
+  auto built = BuildClaims(R"({"sub":"u1","uid":123456789012345678901234567890})", 0, kNow,
+                           Policy());
+  ASSERT_EQ(built.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(built.status().message().find("2^53"), std::string::npos) << built.status();
+  EXPECT_EQ(built.status().message().find("12345"), std::string::npos) << built.status();
+  EXPECT_EQ(BuildCode(R"({"n":9007199254740991})"), StatusCode::kOk);
+  EXPECT_EQ(BuildCode(R"({"n":-9007199254740991})"), StatusCode::kOk);
+  EXPECT_EQ(BuildCode(R"({"n":9007199254740992})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCode(R"({"n":-9007199254740992})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCode(R"({"n":18446744073709551615})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCode(R"({"a":[{"n":99999999999999999999}]})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCode(R"({"nbf":123456789012345678901234567890})"), StatusCode::kInvalidArgument);
+}
+
+TEST(ClaimsTest, NumbersADoubleDoesNotHoldFaithfullyAreRefused) {
+  for (const char* ok : {R"({"x":1.5})", R"({"x":0.1})", R"({"x":-0.0})", R"({"x":1e300})",
+                         R"({"x":1.2345678901234568e+29})", R"({"x":2.5E-3})",
+                         R"({"x":5e-324})", R"({"x":100.000})"}) {
+    EXPECT_EQ(BuildCode(ok), StatusCode::kOk) << ok;
+  }
+  for (const char* bad : {R"({"x":0.10000000000000000001})", R"({"x":1e-400})", R"({"x":1e400})",
+                          R"({"x":-1E400})", R"({"x":123456789012345678901234567890.0})",
+                          R"({"x":3.141592653589793238462643383279})"}) {
+    EXPECT_EQ(BuildCode(bad), StatusCode::kInvalidArgument) << bad;
+  }
+}
+
+TEST(ClaimsTest, DuplicateMembersAreRefusedAtAnyDepth) {
+  EXPECT_EQ(BuildCode(R"({"sub":"a","sub":"b"})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCode(R"({"nbf":1,"nbf":1})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCode(R"({"o":{"k":1,"k":2}})"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(BuildCode(R"({"a":[{"k":1},{"k":2}]})"), StatusCode::kOk);  // different objects
+  EXPECT_EQ(BuildCode(R"({"k":{"k":1}})"), StatusCode::kOk);
+}
+
+TEST(ClaimsTest, InvalidUtf8LoneSurrogatesAndNoncharactersAreRefused) {
+  for (const std::string bad : {
+           std::string("{\"s\":\"\xff\"}"),              // not UTF-8
+           std::string("{\"s\":\"\xc0\xaf\"}"),         // overlong
+           std::string("{\"s\":\"\xed\xa0\x80\"}"),    // a surrogate, UTF-8 encoded
+           std::string(R"({"s":"\ud800"})"),                // lone high surrogate
+           std::string(R"({"s":"\udc00x"})"),               // lone low surrogate
+           std::string(R"({"s":"\ud800\u0041"})"),          // high surrogate, no low
+           std::string(R"({"s":"\uffff"})"),                // noncharacters
+           std::string(R"({"s":"\ufdd0"})"),
+           std::string(R"({"s":"\ud83f\udffe"})"),          // U+1FFFE
+           std::string("{\"s\":\"\xef\xbf\xbe\"}"),    // U+FFFE, raw
+           std::string(R"({"\uffff":1})"),                  // in a member name
+       }) {
+    auto built = BuildClaims(bad, 0, kNow, Policy());
+    EXPECT_EQ(built.status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(BuildCode(R"({"s":"\ud83d\ude00 caf\u00e9 \u4e2d"})"), StatusCode::kOk);
+  EXPECT_EQ(BuildCode("{\"s\":\"\xf0\x9f\x98\x80 caf\xc3\xa9\"}"), StatusCode::kOk);
+}
+
+TEST(ClaimsTest, TheSignedPayloadHoldsExactlyTheGivenClaimsPlusKmsdsOwn) {
+  const std::string given = R"({"sub":"u1","uid":9007199254740991,"neg":-42,"f":0.1,"big":1e300,
+      "s":"\ud83d\ude00\n\"q\"","b":true,"z":null,"arr":[1,[2,{"k":"v"}],[]],"o":{},
+      "nbf":1700000000.5})";
+  auto built = BuildClaims(given, 600, kNow, Policy());
+  ASSERT_TRUE(built.ok()) << built.status();
+  Json signed_claims = Json::parse(built->payload_json);
+  EXPECT_EQ(signed_claims["iat"], kNow);
+  EXPECT_EQ(signed_claims["exp"], kNow + 600);
+  EXPECT_EQ(signed_claims["iss"], "https://iam.example");
+  signed_claims.erase("iat");
+  signed_claims.erase("exp");
+  signed_claims.erase("iss");
+  EXPECT_EQ(signed_claims, Json::parse(given));
+  // Numbers are written as they were checked: no rounding to another value.
+  EXPECT_NE(built->payload_json.find("\"uid\":9007199254740991"), std::string::npos);
+  EXPECT_NE(built->payload_json.find("\"f\":0.1"), std::string::npos);
+  // Found by the claims fuzzer: a float some serializers print with other digits.
+  auto digits = BuildClaims(R"({"f":10.00000000001000000,"g":1.0,"h":-0.0,"i":1e300})", 0,
+                            kNow, Policy());
+  ASSERT_TRUE(digits.ok()) << digits.status();
+  EXPECT_NE(digits->payload_json.find("\"f\":10.00000000001,"), std::string::npos)
+      << digits->payload_json;
+  EXPECT_NE(digits->payload_json.find("\"g\":1.0,"), std::string::npos) << digits->payload_json;
+  EXPECT_NE(digits->payload_json.find("\"h\":-0.0,"), std::string::npos) << digits->payload_json;
+  EXPECT_NE(digits->payload_json.find("\"i\":1e+300"), std::string::npos) << digits->payload_json;
+  // Found by the claims fuzzer: a float written with an exponent that is a whole number.
+  auto whole = BuildClaims(R"({"n":90071992547419e4,"small":0.000001,"tiny":1e-7,"big":1e21})",
+                           0, kNow, Policy());
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  EXPECT_EQ(Json::parse(whole->payload_json)["n"], Json::parse("90071992547419e4"));
+  EXPECT_NE(whole->payload_json.find("\"n\":900719925474190000.0"), std::string::npos)
+      << whole->payload_json;
+  EXPECT_NE(whole->payload_json.find("\"small\":0.000001,"), std::string::npos);
+  EXPECT_NE(whole->payload_json.find("\"tiny\":1e-7"), std::string::npos);
+  EXPECT_NE(whole->payload_json.find("\"big\":1e+21"), std::string::npos);
+}
+
+TEST_F(TokenTest, EveryTokenKmsdIssuesPassesItsOwnVerificationUpToTheLargestLimit) {
+  ClaimsPolicy p = Policy();
+  p.max_claims_bytes = kMaxClaimsBytesLimit;
+  auto empty = BuildClaims(R"({"pad":""})", 0, kNow, p);
+  ASSERT_TRUE(empty.ok());
+  const size_t added = empty->payload_json.size() - 10;
+  // A payload of exactly the largest limit, signed and verified.
+  const std::string claims =
+      R"({"pad":")" + std::string(kMaxClaimsBytesLimit - 10 - added, '~') + R"("})";
+  auto built = BuildClaims(claims, 0, kNow, p);
+  ASSERT_TRUE(built.ok()) << built.status();
+  auto token = EncodeCompact(*key_, built->payload_json);
+  ASSERT_TRUE(token.ok());
+  EXPECT_LE(token->size(), kMaxTokenBytes);
+  auto verified = VerifyCompact(*token, Lookup(), kNow, 60);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(verified->claims_json, built->payload_json);
+}
+
+TEST_F(TokenTest, SignedTokensThatAreNotIJsonAreRejectedAsUnauthenticated) {
+  const std::string header = R"({"alg":"ES256","typ":"JWT","kid":")" + key_->kid() + R"("})";
+  // Two "exp": one reader takes the first, another the last.
+  EXPECT_EQ(VerifyCode(SignRaw(header, R"({"exp":1,"exp":1800000000})")),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(VerifyCode(SignRaw(header, R"({"exp":1800000000,"uid":123456789012345678901})")),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(VerifyCode(SignRaw(header, "{\"exp\":1800000000,\"s\":\"\\ud800\"}")),
+            StatusCode::kUnauthenticated);
+  const std::string dup_header =
+      R"({"alg":"ES256","alg":"none","kid":")" + key_->kid() + R"("})";
+  EXPECT_EQ(VerifyCode(SignRaw(dup_header, R"({"exp":1800000000})")),
+            StatusCode::kUnauthenticated);
+  EXPECT_EQ(VerifyCode(SignRaw(header, R"({"exp":1800000000})")), StatusCode::kOk);
+  // Too long, empty, not even a token: every rejection is UNAUTHENTICATED.
+  EXPECT_EQ(VerifyCode(std::string(kMaxTokenBytes + 1, 'a')), StatusCode::kUnauthenticated);
+  EXPECT_EQ(VerifyCode(""), StatusCode::kUnauthenticated);
+  EXPECT_EQ(VerifyCode("\xff\xfe"), StatusCode::kUnauthenticated);
 }
 
 // --- Encoding
