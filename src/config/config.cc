@@ -490,10 +490,12 @@ void ValidateVault(Errors& errors, const Config& c) {
                             std::string::npos &&
                         v.mount != "sys" && v.mount != "auth";
   if (!mount_ok) errors.Add("vault.mount", "1-64 of [A-Za-z0-9_-], not sys or auth");
-  CheckRange(errors, "vault.token_ttl_seconds", v.token_ttl_seconds, 1, c.jwt.max_ttl_seconds);
-  CheckRange(errors, "vault.max_body_bytes", v.max_body_bytes, 1024, int64_t{64} << 20);
-  CheckRange(errors, "vault.max_batch_items", v.max_batch_items, 1, c.limits.max_batch_items);
-  if (v.max_body_bytes > c.limits.max_inflight_request_bytes) {
+  CheckRange(errors, "vault.token_ttl_seconds", v.token_ttl_seconds, 0, c.jwt.max_ttl_seconds);
+  if (v.max_body_bytes != 0) {
+    CheckRange(errors, "vault.max_body_bytes", v.max_body_bytes, 1024, int64_t{64} << 20);
+  }
+  CheckRange(errors, "vault.max_batch_items", v.max_batch_items, 0, c.limits.max_batch_items);
+  if (v.MaxBody(c.http) > c.limits.max_inflight_request_bytes) {
     errors.Add("vault.max_body_bytes", "must not exceed limits.max_inflight_request_bytes");
   }
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <string>
 #include <string_view>
 
@@ -122,9 +123,20 @@ struct HttpConfig {
 struct VaultConfig {
   bool enabled = true;                  // routes under /v1/ on the HTTPS listener
   std::string mount = "transit";        // transit routes at /v1/<mount>/...
-  int64_t token_ttl_seconds = 900;      // auth/cert/login tokens; at most jwt.max_ttl_seconds
-  int64_t max_body_bytes = 1 << 20;     // request body of a Vault route (413 beyond)
-  int max_batch_items = 1000;           // batch_input items; at most limits.max_batch_items
+  // 0 (the defaults): derived from the other sections, so no default can contradict them.
+  int64_t token_ttl_seconds = 0;        // auth/cert/login tokens; 0: min(900, jwt.max_ttl_seconds)
+  int64_t max_body_bytes = 0;           // body of a Vault request (413 beyond); 0: http.max_body_bytes
+  int max_batch_items = 0;              // batch_input items; 0: limits.max_batch_items
+
+  int64_t TokenTtl(const JwtConfig& jwt) const {
+    return token_ttl_seconds > 0 ? token_ttl_seconds : std::min<int64_t>(900, jwt.max_ttl_seconds);
+  }
+  int64_t MaxBody(const HttpConfig& http) const {
+    return max_body_bytes > 0 ? max_body_bytes : http.max_body_bytes;
+  }
+  int MaxBatch(const LimitsConfig& limits) const {
+    return max_batch_items > 0 ? max_batch_items : limits.max_batch_items;
+  }
 };
 
 struct MetricsConfig {

@@ -338,7 +338,7 @@ class VaultDoor::Impl {
     keys_ = &keys;
     gate_ = &gate;
     serving_ = std::move(serving);
-    tokens_ = std::make_unique<VaultTokens>(jwt, clock_, config_.vault.token_ttl_seconds);
+    tokens_ = std::make_unique<VaultTokens>(jwt, clock_, config_.vault.TokenTtl(config_.jwt));
     attached_.store(true, std::memory_order_release);
   }
 
@@ -889,8 +889,8 @@ http::Response VaultDoor::Impl::Items(const Caller& c, ItemOp op, const keys::Te
     const Json* input = p.Find("batch_input");
     if (!input->is_array()) return Error(400, "batch_input must be an array of objects");
     if (input->empty()) return Error(400, "missing batch input to process");
-    if (static_cast<int64_t>(input->size()) > config_.vault.max_batch_items) {
-      return Error(400, absl::StrCat("batch_input has more than ", config_.vault.max_batch_items, " items"));
+    if (static_cast<int64_t>(input->size()) > config_.vault.MaxBatch(config_.limits)) {
+      return Error(400, absl::StrCat("batch_input has more than ", config_.vault.MaxBatch(config_.limits), " items"));
     }
     items.reserve(input->size());
     for (const Json& item : *input) {
@@ -1115,7 +1115,7 @@ http::Response VaultDoor::Impl::Hash(Params& p, std::string_view path_algorithm)
 // --- the door
 
 VaultDoor::VaultDoor(const config::Config& config, VaultDoorInfo info, const Clock& clock)
-    : max_body_bytes_(config.vault.max_body_bytes),
+    : max_body_bytes_(config.vault.MaxBody(config.http)),
       impl_(std::make_unique<Impl>(config, std::move(info), clock)) {}
 
 VaultDoor::~VaultDoor() = default;

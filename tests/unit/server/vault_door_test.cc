@@ -114,7 +114,7 @@ TEST_F(VaultDoorTest, TokensExpireOnTheClockAndNeedTheirCertificate) {
   EXPECT_EQ(Body(other), Json({{"errors", {"permission denied"}}}));
   EXPECT_EQ(Call("GET", "/v1/transit/keys/app-1", nullptr, std::nullopt, token).status, 403);
   EXPECT_EQ(Call("GET", "/v1/auth/token/lookup-self", nullptr, Cert("spiffe://t/admin", 'a'), token).status, 200);
-  clock_.Advance(std::chrono::seconds(config_.vault.token_ttl_seconds + 61));  // past exp and leeway
+  clock_.Advance(std::chrono::seconds(config_.vault.TokenTtl(config_.jwt) + 61));  // past exp and leeway
   EXPECT_EQ(Call("GET", "/v1/transit/keys/app-1", nullptr, Cert("spiffe://t/admin", 'a'), token).status, 403);
   // A certificate without an identity cannot log in.
   EXPECT_EQ(Call("POST", "/v1/auth/cert/login", nullptr, Cert("https://not-spiffe", 'c')).status, 403);
