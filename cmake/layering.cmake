@@ -47,7 +47,7 @@ function(kms_check_never target)
 endfunction()
 
 set(_kms_backends kms_hsm kms_store kms_store_sqlite kms_store_postgres kms_coord)
-set(_kms_edge kms_server kms_server_gate kms_server_grpc kms_http_server)
+set(_kms_edge kms_server kms_server_gate kms_server_grpc kms_server_vault kms_http_server)
 kms_check_never(kms_keys ${_kms_backends} ${_kms_edge} kms_jwt kms_sched kms_authz kms_dev)
 kms_check_never(kms_jwt ${_kms_backends} ${_kms_edge} kms_keys kms_sched kms_authz kms_dev)
 kms_check_never(kms_sched ${_kms_backends} ${_kms_edge} kms_authz kms_dev)
@@ -56,6 +56,8 @@ kms_check_never(kms_server_gate ${_kms_backends} kms_server kms_server_grpc kms_
 kms_check_never(kms_server_grpc ${_kms_backends} kms_server kms_http_server kms_authz kms_dev
                 kms_dev_pki)
 kms_check_never(kms_http_server ${_kms_backends} kms_keys kms_jwt kms_server kms_dev)
+kms_check_never(kms_server_vault ${_kms_backends} kms_server kms_server_grpc kms_authz kms_dev
+                kms_dev_pki gRPC::grpc++)
 kms_check_never(kms_server kms_dev kms_dev_pki)
 foreach(seam_user kms_hsm kms_store_sqlite kms_store_postgres kms_coord)
   kms_check_never(${seam_user} kms_keys kms_jwt ${_kms_edge} kms_sched)

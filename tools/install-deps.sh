@@ -12,8 +12,8 @@ packages=(
 )
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev postgresql-15 redis-server clang
-             prometheus python3-grpcio python3-protobuf python3-botocore curl yamllint
-             python3-cryptography python3-crc32c time)
+             prometheus python3-grpcio python3-protobuf python3-botocore python3-hvac curl
+             yamllint python3-cryptography python3-crc32c time)
   # The image may already carry a newer Node.js with npm; Debian's nodejs conflicts with it.
   command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 fi

@@ -81,6 +81,8 @@ stage_begin install
 "$root/tools/install-deps.sh" --test
 # jose, the JWT library outside this project that verifies kmsd's tokens (e2e).
 npm ci --silent --no-audit --no-fund --prefix "$root/tests/e2e/jwt" >/dev/null
+# node-vault, a Vault client outside this project, for the Vault door's e2e test.
+npm ci --silent --no-audit --no-fund --prefix "$root/tests/e2e/vault" >/dev/null
 stage_end
 
 stage_begin build

@@ -188,7 +188,7 @@ absl::Status ReadConfig(const Json& root, Config& c) {
                                      "policy_file", "limits", "dek_cache", "tenants",
                                      "redis", "cluster", "jwt", "rotation", "log_level",
                                      "lock_memory", "metrics", "health", "audit",
-                                     "backends", "xks", "k8s_kms"}));
+                                     "backends", "xks", "k8s_kms", "vault"}));
   KMS_RETURN_IF_ERROR(top.GetString("node_id", &c.node_id));
   KMS_RETURN_IF_ERROR(WithObject(top, "grpc", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"listen"}));
@@ -276,6 +276,16 @@ absl::Status ReadConfig(const Json& root, Config& c) {
     KMS_RETURN_IF_ERROR(r.GetInt("call_timeout_ms", &b.call_timeout_ms));
     KMS_RETURN_IF_ERROR(r.GetInt("open_initial_ms", &b.open_initial_ms));
     return r.GetInt("open_max_ms", &b.open_max_ms);
+  }));
+  KMS_RETURN_IF_ERROR(WithObject(top, "vault", [&](ObjectReader& r) {
+    VaultConfig& v = c.vault;
+    KMS_RETURN_IF_ERROR(r.CheckKeys(
+        {"enabled", "mount", "token_ttl_seconds", "max_body_bytes", "max_batch_items"}));
+    KMS_RETURN_IF_ERROR(r.GetBool("enabled", &v.enabled));
+    KMS_RETURN_IF_ERROR(r.GetString("mount", &v.mount));
+    KMS_RETURN_IF_ERROR(r.GetInt64("token_ttl_seconds", &v.token_ttl_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("max_body_bytes", &v.max_body_bytes));
+    return r.GetInt("max_batch_items", &v.max_batch_items);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "health", [&](ObjectReader& r) {
     KMS_RETURN_IF_ERROR(r.CheckKeys({"probe_interval_seconds"}));
@@ -619,6 +629,23 @@ void ValidateK8sKms(Errors& errors, const K8sKmsConfig& k) {
   if (k.key.empty()) errors.Add("k8s_kms.key", "required (the tenant whose key encrypts)");
 }
 
+void ValidateVault(Errors& errors, const Config& c) {
+  const VaultConfig& v = c.vault;
+  const bool mount_ok = !v.mount.empty() && v.mount.size() <= 64 &&
+                        v.mount.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+                            std::string::npos &&
+                        v.mount != "sys" && v.mount != "auth";
+  if (!mount_ok) errors.Add("vault.mount", "1-64 of [A-Za-z0-9_-], not sys or auth");
+  CheckRange(errors, "vault.token_ttl_seconds", v.token_ttl_seconds, 0, c.jwt.max_ttl_seconds);
+  if (v.max_body_bytes != 0) {
+    CheckRange(errors, "vault.max_body_bytes", v.max_body_bytes, 1024, int64_t{64} << 20);
+  }
+  CheckRange(errors, "vault.max_batch_items", v.max_batch_items, 0, c.limits.max_batch_items);
+  if (v.MaxBody(c.http) > c.limits.max_inflight_request_bytes) {
+    errors.Add("vault.max_body_bytes", "must not exceed limits.max_inflight_request_bytes");
+  }
+}
+
 void ValidateJwt(Errors& errors, const JwtConfig& jwt) {
   CheckRange(errors, "jwt.max_ttl_seconds", jwt.max_ttl_seconds, 1, 86400);
   CheckRange(errors, "jwt.clock_skew_seconds", jwt.clock_skew_seconds, 0, 3600);
@@ -683,6 +710,7 @@ absl::Status ValidateConfig(const Config& c) {
   ValidateHttp(errors, c.http);
   ValidateXks(errors, c);
   ValidateK8sKms(errors, c.k8s_kms);
+  ValidateVault(errors, c);
   CheckRange(errors, "cluster.poll_interval_seconds", c.cluster.poll_interval_seconds, 1, 3600);
   CheckRange(errors, "health.probe_interval_seconds", c.health.probe_interval_seconds, 1, 300);
   ValidateJwt(errors, c.jwt);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <algorithm>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -134,6 +135,26 @@ struct HttpConfig {
 };
 
 // The /metrics endpoint on the HTTPS listener (Prometheus text format).
+// The Vault-compatible transit door on the HTTPS listener (docs/vault.md).
+struct VaultConfig {
+  bool enabled = true;                  // routes under /v1/ on the HTTPS listener
+  std::string mount = "transit";        // transit routes at /v1/<mount>/...
+  // 0 (the defaults): derived from the other sections, so no default can contradict them.
+  int64_t token_ttl_seconds = 0;        // auth/cert/login tokens; 0: min(900, jwt.max_ttl_seconds)
+  int64_t max_body_bytes = 0;           // body of a Vault request (413 beyond); 0: http.max_body_bytes
+  int max_batch_items = 0;              // batch_input items; 0: limits.max_batch_items
+
+  int64_t TokenTtl(const JwtConfig& jwt) const {
+    return token_ttl_seconds > 0 ? token_ttl_seconds : std::min<int64_t>(900, jwt.max_ttl_seconds);
+  }
+  int64_t MaxBody(const HttpConfig& http) const {
+    return max_body_bytes > 0 ? max_body_bytes : http.max_body_bytes;
+  }
+  int MaxBatch(const LimitsConfig& limits) const {
+    return max_batch_items > 0 ? max_batch_items : limits.max_batch_items;
+  }
+};
+
 struct MetricsConfig {
   bool enabled = true;               // false: no /metrics and no RPC metrics at all
   bool require_client_cert = false;  // true: /metrics answers 403 without a verified client cert
@@ -216,6 +237,7 @@ struct Config {
   XksConfig xks;
   K8sKmsConfig k8s_kms;
   AuditConfig audit;
+  VaultConfig vault;
   bool tenants_auto_create = false;
   std::string log_level = "info";  // trace|debug|info|warn|error
   bool lock_memory = true;         // mlock key pages where the process may

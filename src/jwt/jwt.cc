@@ -371,12 +371,17 @@ absl::StatusOr<ParsedJwt> ParseCompact(std::string_view token) {
 }
 
 absl::StatusOr<VerifiedJwt> VerifyCompact(std::string_view token, const KeyLookup& lookup,
-                                          int64_t now, int64_t leeway_seconds) {
+                                          int64_t now, int64_t leeway_seconds,
+                                          std::string_view typ) {
   auto parsed = ParseCompact(token);
   if (!parsed.ok()) return Rejected(parsed.status().message());
-  // Another kind of document signed by the same keys (a shred receipt) is not a token.
-  if (!parsed->typ.empty() && !absl::EqualsIgnoreCase(parsed->typ, "JWT")) {
-    return Rejected("typ is not JWT: not an access token");
+  if (typ == kAccessTokenType) {
+    // Another kind of document signed by the same keys (a shred receipt) is not a token.
+    if (!parsed->typ.empty() && !absl::EqualsIgnoreCase(parsed->typ, "JWT")) {
+      return Rejected("typ is not JWT: not an access token");
+    }
+  } else if (parsed->typ != typ) {
+    return Rejected("typ is not the expected document type");
   }
   const Es256PublicKey* key = lookup ? lookup(parsed->kid) : nullptr;
   if (key == nullptr) return Rejected("unknown kid");

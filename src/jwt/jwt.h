@@ -107,7 +107,11 @@ using KeyLookup = std::function<const Es256PublicKey*(std::string_view kid)>;
 
 // Parses and verifies `token` at time `now`, with `leeway_seconds` of clock skew on
 // exp/nbf/iat. UNAUTHENTICATED for every rejection.
+// `typ` is the header typ required: kAccessTokenType (absent also accepted) for access
+// tokens; another kind of document kmsd signs (a Vault-door token) names its own, which
+// must then be present and equal.
 absl::StatusOr<VerifiedJwt> VerifyCompact(std::string_view token, const KeyLookup& lookup,
-                                          int64_t now, int64_t leeway_seconds);
+                                          int64_t now, int64_t leeway_seconds,
+                                          std::string_view typ = kAccessTokenType);
 
 }  // namespace kms::jwt

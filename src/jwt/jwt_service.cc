@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
@@ -240,8 +241,25 @@ KeyLifecycleState JwtService::state() const {
 
 // --- Serving path
 
-absl::StatusOr<SignedJwt> JwtService::Sign(std::string_view claims_json,
-                                           int64_t ttl_seconds) const {
+absl::StatusOr<SignedJwt> JwtService::SignDocument(std::string_view typ,
+                                                   std::string_view claims_json,
+                                                   int64_t ttl_seconds) const {
+  if (typ.empty() || absl::EqualsIgnoreCase(absl::string_view(typ.data(), typ.size()), "JWT")) {
+    return absl::InvalidArgumentError("a document type must not be an access token's");
+  }
+  return SignAs(typ, claims_json, ttl_seconds);
+}
+
+absl::StatusOr<VerifiedJwt> JwtService::VerifyDocument(std::string_view typ,
+                                                       std::string_view token) const {
+  if (typ.empty() || absl::EqualsIgnoreCase(absl::string_view(typ.data(), typ.size()), "JWT")) {
+    return absl::InvalidArgumentError("a document type must not be an access token's");
+  }
+  return VerifyAs(typ, token);
+}
+
+absl::StatusOr<SignedJwt> JwtService::SignAs(std::string_view typ, std::string_view claims_json,
+                                             int64_t ttl_seconds) const {
   auto view = Snapshot();
   const int64_t now = clock_->UnixSeconds();
   const S state = EffectiveState(*view, now);
@@ -258,7 +276,7 @@ absl::StatusOr<SignedJwt> JwtService::Sign(std::string_view claims_json,
       claims.expires_at + options_.clock_skew_seconds > key->record.retire_at) {
     return absl::InvalidArgumentError("ttl exceeds the signing key's overlap window");
   }
-  KMS_ASSIGN_OR_RETURN(std::string token, EncodeCompact(*key->key, claims.payload_json));
+  KMS_ASSIGN_OR_RETURN(std::string token, EncodeCompact(*key->key, claims.payload_json, typ));
   SignedJwt out;
   out.jwt = std::move(token);
   out.kid = key->record.kid;
@@ -267,7 +285,8 @@ absl::StatusOr<SignedJwt> JwtService::Sign(std::string_view claims_json,
   return out;
 }
 
-absl::StatusOr<VerifiedJwt> JwtService::Verify(std::string_view token) const {
+absl::StatusOr<VerifiedJwt> JwtService::VerifyAs(std::string_view typ,
+                                                 std::string_view token) const {
   auto view = Snapshot();
   const int64_t now = clock_->UnixSeconds();
   if (view->state == S::kLoading) return absl::UnavailableError("jwt: keys not loaded yet");
@@ -277,7 +296,7 @@ absl::StatusOr<VerifiedJwt> JwtService::Verify(std::string_view token) const {
     }
     return nullptr;
   };
-  return VerifyCompact(token, lookup, now, options_.clock_skew_seconds);
+  return VerifyCompact(token, lookup, now, options_.clock_skew_seconds, typ);
 }
 
 absl::StatusOr<JwksDocument> JwtService::Jwks() const {

@@ -182,10 +182,14 @@ class JwtService {
   // Signs `claims_json` (jwt.h rules) for `ttl_seconds` (0: max_ttl). INVALID_ARGUMENT
   // for bad claims or TTL; UNAVAILABLE when not loaded, or Critical with
   // fail_closed_when_critical.
-  absl::StatusOr<SignedJwt> Sign(std::string_view claims_json, int64_t ttl_seconds) const;
+  absl::StatusOr<SignedJwt> Sign(std::string_view claims_json, int64_t ttl_seconds) const {
+    return SignAs(kAccessTokenType, claims_json, ttl_seconds);
+  }
   // Verifies against the keys published now. UNAUTHENTICATED when the token is
   // rejected; UNAVAILABLE when not loaded.
-  absl::StatusOr<VerifiedJwt> Verify(std::string_view token) const;
+  absl::StatusOr<VerifiedJwt> Verify(std::string_view token) const {
+    return VerifyAs(kAccessTokenType, token);
+  }
   // The JWKS to serve now. UNAVAILABLE when not loaded.
   absl::StatusOr<JwksDocument> Jwks() const;
 
@@ -226,7 +230,21 @@ class JwtService {
   KeyLifecycleState state() const;
   const JwtServiceOptions& options() const { return options_; }
 
+  // A token of another kind than an access token, signed like Sign() (same claims rules,
+  // TTL bounds and keys) but with header typ `typ`, which must not be "JWT": so
+  // VerifyCompact, Verify() and any verifier that checks typ refuse it as an access
+  // token. The Vault door's certificate-bound tokens use it. INVALID_ARGUMENT for
+  // typ "JWT"; otherwise errors as Sign.
+  absl::StatusOr<SignedJwt> SignDocument(std::string_view typ, std::string_view claims_json,
+                                         int64_t ttl_seconds) const;
+  // Verifies a token of kind `typ` (header typ exactly `typ`) as Verify() does.
+  absl::StatusOr<VerifiedJwt> VerifyDocument(std::string_view typ, std::string_view token) const;
+
  private:
+  absl::StatusOr<SignedJwt> SignAs(std::string_view typ, std::string_view claims_json,
+                                   int64_t ttl_seconds) const;
+  absl::StatusOr<VerifiedJwt> VerifyAs(std::string_view typ, std::string_view token) const;
+
   struct LoadedKey {
     store::JwtKeyRecord record;  // wrapped_private cleared
     std::shared_ptr<const Es256PrivateKey> key;

@@ -49,6 +49,9 @@ struct DekEntry {
   uint32_t version = 0;
   uint32_t kek_version = 0;
   std::unique_ptr<crypto::AesGcmKey> key;
+  // The DEK version's HMAC key, derived from the DEK when it is loaded
+  // (KeyManager::Hmac documents the derivation). Wiped with the entry.
+  SecretBytes hmac_key;
   std::chrono::steady_clock::time_point loaded_at;
   // Encryptions made with this entry and not yet added to the store's count.
   mutable std::atomic<uint64_t> encryptions{0};

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
+#include "src/common/big_endian.h"
 #include "src/crypto/field_cipher.h"
 #include "src/keys/key_ref.h"
 #include "src/crypto/raw_aead.h"
@@ -115,7 +116,14 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
   KMS_ASSIGN_OR_RETURN(SecretBytes dek,
                        UnwrapDek(*kek_ring_, tenant_id, td->dek.version, td->dek.wrapped));
   KMS_ASSIGN_OR_RETURN(std::unique_ptr<crypto::AesGcmKey> key, crypto::AesGcmKey::Create(dek));
+  // The version's HMAC key (KeyManager::Hmac states the derivation).
+  std::vector<uint8_t> hmac_info;
+  AppendBytes(hmac_info, std::string_view("kmsd:hmac:v1"));
+  AppendLengthPrefixed(hmac_info, tenant_id);
+  AppendU32(hmac_info, td->dek.version);
+  KMS_ASSIGN_OR_RETURN(SecretBytes hmac_key, crypto::HkdfSha256(dek.span(), hmac_info, 32));
   auto entry = std::make_shared<DekEntry>();
+  entry->hmac_key = std::move(hmac_key);
   entry->tenant_id = tenant_id;
   entry->version = td->dek.version;
   entry->kek_version = td->dek.kek_version;
@@ -645,6 +653,39 @@ absl::StatusOr<DecryptResult> KeyManager::RawDecrypt(const TenantId& tenant,
   }
   decryptions_.fetch_add(1, std::memory_order_relaxed);
   return result;
+}
+
+absl::StatusOr<uint32_t> KeyManager::PrimaryDekVersion(const TenantId& tenant) {
+  absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant.str(), 0);
+  if (absl::IsNotFound(entry.status())) return TenantNotFound();
+  if (!entry.ok()) return entry.status();
+  return (*entry)->version;
+}
+
+absl::StatusOr<HmacResult> KeyManager::Hmac(const TenantId& tenant, uint32_t version,
+                                            crypto::HashAlgorithm algorithm,
+                                            std::span<const uint8_t> data) {
+  const std::string& tenant_id = tenant.str();
+  absl::StatusOr<std::shared_ptr<const DekEntry>> entry = GetDek(tenant_id, version);
+  if (absl::IsNotFound(entry.status())) {
+    if (version == 0 || absl::IsNotFound(store_->GetTenant(tenant_id).status())) {
+      return TenantNotFound();
+    }
+    return absl::InvalidArgumentError("key version not found");
+  }
+  if (!entry.ok()) return entry.status();
+  KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> mac,
+                       crypto::Hmac(algorithm, (*entry)->hmac_key.span(), data));
+  return HmacResult{.mac = std::move(mac), .dek_version = (*entry)->version};
+}
+
+absl::StatusOr<bool> KeyManager::VerifyHmac(const TenantId& tenant, uint32_t version,
+                                            crypto::HashAlgorithm algorithm,
+                                            std::span<const uint8_t> data,
+                                            std::span<const uint8_t> mac) {
+  if (version == 0) return absl::InvalidArgumentError("key version not found");
+  KMS_ASSIGN_OR_RETURN(HmacResult expected, Hmac(tenant, version, algorithm, data));
+  return crypto::ConstantTimeEquals(expected.mac, mac);
 }
 
 }  // namespace kms::keys

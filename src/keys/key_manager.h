@@ -23,6 +23,7 @@
 #include "kms/keys/kek_ring.h"
 #include "kms/store/tenant_key_store.h"
 #include "src/common/sync.h"
+#include "src/crypto/mac.h"
 #include "src/keys/dek_cache.h"
 #include "src/keys/encryption_context.h"
 #include "src/keys/key_ref.h"
@@ -117,6 +118,11 @@ struct BlindIndexKeys {
 struct BlindIndexVersions {
   uint32_t current = 0;
   uint32_t previous = 0;  // 0: no re-index window
+};
+
+struct HmacResult {
+  std::vector<uint8_t> mac;
+  uint32_t dek_version = 0;  // the key version whose HMAC key made it
 };
 
 // Counters, for status and for tests that count backend work.
@@ -239,6 +245,26 @@ class KeyManager {
   absl::StatusOr<uint32_t> EncryptBatch(const TenantId& tenant, std::span<const BatchItem> items,
                                         std::span<std::string* const> out,
                                         std::span<absl::Status> status);
+  // --- Versioned HMAC keys and the primary version (the Vault door's hmac/verify, its
+  // key_version checks).
+  // The tenant's primary DEK version, from the cache (a store read and an HSM unwrap on
+  // a miss). Errors as Encrypt (no auto-create).
+  absl::StatusOr<uint32_t> PrimaryDekVersion(const TenantId& tenant);
+  // HMAC-<algorithm> of `data` under the HMAC key of DEK version `version` (0: the
+  // primary). Each DEK version has its own HMAC key, never stored: derived when the DEK
+  // is loaded as HKDF-SHA256 (RFC 5869) of the DEK bytes, empty salt,
+  // info = "kmsd:hmac:v1" ‖ len32(tenant_id) ‖ tenant_id ‖ u32(dek_version), 32 bytes.
+  // So it rotates, retires and is crypto-shredded with its DEK, and every replica
+  // derives the same key. NOT_FOUND for an unknown tenant; INVALID_ARGUMENT
+  // "key version not found" for a version the tenant never had; FAILED_PRECONDITION
+  // RetiredDekVersionError / shredded; UNAVAILABLE as Encrypt.
+  absl::StatusOr<HmacResult> Hmac(const TenantId& tenant, uint32_t version,
+                                  crypto::HashAlgorithm algorithm, std::span<const uint8_t> data);
+  // Whether `mac` is the HMAC of `data` under version `version` (compared in constant
+  // time). Errors as Hmac.
+  absl::StatusOr<bool> VerifyHmac(const TenantId& tenant, uint32_t version,
+                                  crypto::HashAlgorithm algorithm, std::span<const uint8_t> data,
+                                  std::span<const uint8_t> mac);
 
  private:
   KeyManager(KekRing* kek_ring, store::TenantKeyStore* store, const Clock* clock,

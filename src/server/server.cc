@@ -39,6 +39,7 @@
 #include "src/server/xks/xks_door.h"
 #include "src/common/secret_file.h"
 #include <sys/stat.h>
+#include "src/server/vault/vault_door.h"
 #include "src/common/text_file.h"
 #include "src/coord/rate_limiters.h"
 #include "src/coord/redis_invalidation_bus.h"
@@ -75,6 +76,8 @@ void RouteGrpcLogsToSpdlog() {
 struct KmsServer::Parts {
   config::Config config;
   std::unique_ptr<http::HttpsServer> http;
+  // The Vault transit door on the HTTPS listener (config vault.*); attached once loaded.
+  std::unique_ptr<vault::VaultDoor> vault;
   std::atomic<bool> ready{false};
   // Health: /readyz, grpc.health.v1 and GetStatus all read this one source.
   std::unique_ptr<sched::HealthState> health;
@@ -371,6 +374,12 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
                       .body = keys->json,
                       .headers = {{"Cache-Control", keys->CacheControl()}}};
     });
+    if (config.vault.enabled) {
+      p.vault = std::make_unique<vault::VaultDoor>(
+          config, vault::VaultDoorInfo{.node_id = config.node_id, .version = KMSD_VERSION},
+          RealClock::Instance());
+      p.vault->Register(*p.http);
+    }
     p.http->Start();
   }
 
@@ -671,6 +680,9 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   ApplyGrpcHealth(p.grpc->GetHealthCheckService(), p.health->Snapshot());
   if (!config.xks.listen.empty()) KMS_RETURN_IF_ERROR(StartXksDoor(p, config));
   if (!config.k8s_kms.socket_path.empty()) KMS_RETURN_IF_ERROR(StartK8sKmsPlugin(p, config));
+  if (p.vault) {
+    p.vault->Attach(*p.keys, *p.jwt, *p.gate, [&p] { return p.health->Snapshot().serving(); });
+  }
   p.scheduler->Start();
   p.ready = true;
   return server;

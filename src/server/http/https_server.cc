@@ -93,6 +93,11 @@ std::optional<ClientCertificate> VerifiedClientCertificate(SSL* ssl) {
     }
     GENERAL_NAMES_free(names);
   }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int digest_len = 0;
+  if (X509_digest(peer, EVP_sha256(), digest, &digest_len) == 1) {
+    cert.sha256.assign(reinterpret_cast<const char*>(digest), digest_len);
+  }
   X509_NAME* subject = X509_get_subject_name(peer);
   int at = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
   if (at >= 0) {
@@ -238,6 +243,7 @@ class HttpsServer::Impl {
   // Fixed before Start(); read by the loop and the workers.
   std::map<std::string, RouteEntry> routes_;
   std::map<std::string, RouteEntry> prefix_routes_;
+  int64_t max_route_body_ = 0;  // the largest body limit of the listener and its routes
   std::atomic<int> queued_{0};
   std::atomic<int> open_{0};
   int port_ = 0;
@@ -333,8 +339,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void WaitForRequest() {
+    route_ = nullptr;
     parser_.emplace();
     ConfigureParser(*parser_, server_.limits_);
+    // The header is read under the largest body limit of any route; once it names its
+    // route, that route's own applies (ApplyRouteBodyLimit).
+    parser_->body_limit(static_cast<uint64_t>(server_.max_route_body_));
     if (buffer_.size() > 0) return ReadHeader();  // a pipelined request is waiting
     state_ = State::kIdle;
     idle_since_ = SteadyClock::now();
@@ -358,8 +368,29 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                if (self->Gone()) return;
                                if (ec) return self->OnReadError(ec);
                                if (self->parser_->is_done()) return self->Dispatch();
-                               self->ReadBody();
+                               if (self->ApplyRouteBodyLimit()) self->ReadBody();
                              });
+  }
+
+  const RouteEntry* RouteOf(beast::string_view target) const {
+    std::string path(target.data(), std::min(target.size(), target.find('?')));
+    return server_.Find(path);
+  }
+
+  // A route may take more or less body than the listener's default. The parser read the
+  // header under the largest limit of any route; now the route's own applies (false:
+  // the declared Content-Length is over it, and a 413 is on its way).
+  bool ApplyRouteBodyLimit() {
+    const RouteEntry* entry = RouteOf(parser_->get().target());
+    route_ = entry;
+    int64_t limit = server_.limits_.max_body_bytes;
+    if (entry != nullptr && entry->route.max_body_bytes > 0) limit = entry->route.max_body_bytes;
+    if (auto length = parser_->content_length(); length && *length > static_cast<uint64_t>(limit)) {
+      SendError(413, "request body too large");
+      return false;
+    }
+    parser_->body_limit(static_cast<uint64_t>(limit));
+    return true;
   }
 
   void ReadBody() {
@@ -381,6 +412,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case 431:
         return SendError(431, "request header too large\n");
       case 413:
+        // A Content-Length over every route's limit is refused with the header: answer
+        // in the shape of the route it named.
+        if (route_ == nullptr) route_ = RouteOf(parser_->get().target());
         return SendError(413, "request body too large\n");
       case 400:
         return SendError(400, "malformed request\n");
@@ -399,13 +433,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
     request.client_certificate = cert_;
 
     const RouteEntry* entry = server_.Find(request.path);
+    route_ = entry;
     if (entry == nullptr) return Respond(Response{.status = 404, .body = "not found\n"});
     bool allowed = false;
     for (const std::string& m : entry->route.methods) {
       allowed = allowed || m == request.method || (head_ && m == "GET");
     }
     if (!allowed) {
-      Response r{.status = 405, .body = "method not allowed\n"};
+      Response r = Refusal(405, "method not allowed");
       r.headers.emplace_back("Allow", absl::StrJoin(entry->route.methods, ", "));
       return Respond(std::move(r));
     }
@@ -414,7 +449,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (server_.queued_.fetch_add(1) >= server_.limits_.max_queued_requests) {
       server_.queued_.fetch_sub(1);
       if (entry->route.busy_response) return Respond(*entry->route.busy_response);
-      Response busy{.status = 503, .body = "busy\n"};
+      Response busy = Refusal(503, "busy");
       busy.headers.emplace_back("Retry-After", "1");
       return Respond(std::move(busy));
     }
@@ -435,10 +470,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
+  // A refusal of the listener's own, in the route's error shape.
+  Response Refusal(int status, const std::string& text) const {
+    if (route_ != nullptr && route_->route.json_errors) {
+      return Response{.status = status,
+                      .content_type = "application/json",
+                      .body = absl::StrCat("{\"errors\":[\"", text, "\"]}")};
+    }
+    return Response{.status = status, .body = absl::StrCat(text, "\n")};
+  }
+
   void SendError(int status, std::string body) {
     keep_alive_ = false;
     linger_ = true;
-    Respond(Response{.status = status, .body = std::move(body)});
+    while (!body.empty() && body.back() == '\n') body.pop_back();
+    Respond(Refusal(status, body));
   }
 
   void Respond(Response r) {
@@ -498,6 +544,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   SteadyClock::time_point request_start_{};
   std::optional<ClientCertificate> cert_;
   const RouteEntry* handling_ = nullptr;  // the blocking route now running, if any
+  const RouteEntry* route_ = nullptr;  // of the request being read or served, once known
   std::string peer_;
   bool keep_alive_ = false;
   bool head_ = false;
@@ -564,6 +611,12 @@ absl::Status HttpsServer::Impl::Configure(const std::string& listen, const confi
 
 void HttpsServer::Impl::Start() {
   if (started_.exchange(true)) return;
+  max_route_body_ = limits_.max_body_bytes;
+  for (const auto* table : {&routes_, &prefix_routes_}) {
+    for (const auto& [path, entry] : *table) {
+      max_route_body_ = std::max(max_route_body_, entry.route.max_body_bytes);
+    }
+  }
   workers_.emplace(static_cast<size_t>(limits_.worker_threads));
   Accept();
   loop_ = std::thread([this] { io_.run(); });

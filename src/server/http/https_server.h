@@ -34,6 +34,9 @@ struct ClientCertificate {
   std::vector<std::string> uri_sans;
   std::vector<std::string> dns_sans;
   std::string common_name;  // empty when the subject has none
+  // SHA-256 of the certificate's DER encoding (32 bytes): what a credential bound to
+  // this certificate records (RFC 8705 "x5t#S256").
+  std::string sha256;
 };
 
 struct Request {
@@ -95,6 +98,12 @@ struct ListenerOptions {
   // When set, a client certificate whose subject CN differs is refused: the connection
   // is closed right after the handshake, before any request is read.
   std::string client_common_name;
+  // The largest request body this route takes (413 beyond); 0: http.max_body_bytes.
+  // Applied once the header has named the route, before the body is read.
+  int64_t max_body_bytes = 0;
+  // The listener's own refusals on this route (413, 405, 503 busy/timed out) as
+  // {"errors":["..."]} in application/json (Vault's error shape) instead of plain text.
+  bool json_errors = false;
 };
 
 // The listener's request parsing as a pure function, for the fuzz target and tests: the
@@ -125,7 +134,7 @@ class HttpsServer {
   // paths get 404.
   void Handle(const std::string& path, Handler handler, Route route = {});
   // Registers `handler` for every path that starts with `prefix` and has no exact route
-  // (the longest matching prefix wins); call before Start().
+  // (the longest prefix wins); the handler reads Request::path. Call before Start().
   void HandlePrefix(const std::string& prefix, Handler handler, Route route = {});
 
   // Start the event loop and workers; Stop closes the listener and every connection,

@@ -197,6 +197,18 @@ class HttpsServerTest : public ::testing::Test {
       std::this_thread::sleep_for(milliseconds(ms));
       return Response{.body = "slow done\n"};
     }, Route{.kind = HandlerKind::kBlocking});
+    // A door's root (the Vault door's /v1/): prefix routes, a body limit of their own,
+    // refusals in JSON; an exact route and a longer prefix take precedence.
+    auto named = [](std::string name) {
+      return [name](const Request& r) {
+        return Response{.body = absl::StrCat(name, " ", r.method, " ", r.path, " ", r.body.size())};
+      };
+    };
+    server_->HandlePrefix("/v1/", named("prefix"),
+                          Route{.methods = {"GET", "POST", "LIST"}, .kind = HandlerKind::kBlocking,
+                                .max_body_bytes = 4096, .json_errors = true});
+    server_->HandlePrefix("/v1/longer/", named("longer"), Route{.methods = {"GET"}});
+    server_->Handle("/v1/exact", named("exact"));
     server_->Start();
   }
 
@@ -287,6 +299,35 @@ TEST_F(HttpsServerTest, OversizedBodyIs413AndABodyWithinTheLimitIsServed) {
   std::string fits_file = dir_->Write("body-fits", std::string(1024, 'b'), 0644);
   auto fits = Curl(absl::StrCat("-H 'Expect:' --data-binary @", fits_file), "/echo");
   EXPECT_EQ(fits.out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << fits.out.substr(0, 300);
+}
+
+TEST_F(HttpsServerTest, PrefixRoutesHaveTheirOwnBodyLimitAndJsonRefusals) {
+  StartServer();
+  EXPECT_NE(Curl("", "/v1/a/b?x=1").out.find("prefix GET /v1/a/b 0"), std::string::npos);
+  EXPECT_NE(Curl("-X LIST", "/v1/keys").out.find("prefix LIST /v1/keys 0"), std::string::npos);
+  EXPECT_NE(Curl("", "/v1/exact").out.find("exact GET /v1/exact 0"), std::string::npos);
+  EXPECT_NE(Curl("", "/v1/longer/x").out.find("longer GET /v1/longer/x 0"), std::string::npos);
+  EXPECT_EQ(Curl("", "/v1").out.rfind("HTTP/1.1 404", 0), 0u);
+
+  // Over the listener's 1024 bytes but within the route's 4096: served.
+  std::string mid = dir_->Write("body-mid", std::string(3000, 'm'), 0644);
+  auto fits = Curl(absl::StrCat("-H 'Expect:' --data-binary @", mid), "/v1/a");
+  EXPECT_NE(fits.out.find("prefix POST /v1/a 3000"), std::string::npos) << fits.out.substr(0, 300);
+  // Other routes keep the listener's limit, though the header was read under the largest.
+  auto other = Curl(absl::StrCat("-H 'Expect:' --data-binary @", mid), "/echo");
+  EXPECT_EQ(other.out.rfind("HTTP/1.1 413 Payload Too Large\r\n", 0), 0u) << other.out.substr(0, 300);
+  EXPECT_NE(other.out.find("request body too large\n"), std::string::npos);
+
+  std::string big = dir_->Write("body-over", std::string(4097, 'o'), 0644);
+  for (const char* extra : {"", "-H 'Transfer-Encoding: chunked' "}) {
+    auto over = Curl(absl::StrCat(extra, "-H 'Expect:' --data-binary @", big), "/v1/a");
+    EXPECT_EQ(over.out.rfind("HTTP/1.1 413 Payload Too Large\r\n", 0), 0u) << extra << over.out.substr(0, 300);
+    EXPECT_NE(over.out.find("Content-Type: application/json\r\n"), std::string::npos) << over.out;
+    EXPECT_NE(over.out.find(R"({"errors":["request body too large"]})"), std::string::npos) << over.out;
+  }
+  auto wrong = Curl("-X DELETE", "/v1/a");
+  EXPECT_EQ(wrong.out.rfind("HTTP/1.1 405", 0), 0u) << wrong.out;
+  EXPECT_NE(wrong.out.find(R"({"errors":["method not allowed"]})"), std::string::npos) << wrong.out;
 }
 
 TEST_F(HttpsServerTest, MalformedRequestIs400) {

@@ -282,6 +282,34 @@ TEST_F(JwtServiceTest, VerifyRejectsExpiredForeignAndTamperedTokens) {
   EXPECT_EQ(s->Verify(tampered).status().code(), StatusCode::kUnauthenticated);
 }
 
+// A document of another type (the Vault door's tokens) is signed by the same keys but is
+// never taken for an access token, nor an access token for it, nor one type for another.
+TEST_F(JwtServiceTest, DocumentsOfAnotherTypeAreNeverAccessTokens) {
+  auto s = Service();
+  ASSERT_NE(s, nullptr);
+  auto doc = s->SignDocument("kmsd-vault-token+jwt", R"({"sub":"spiffe://x/y"})", 60);
+  ASSERT_TRUE(doc.ok()) << doc.status();
+  auto verified = s->VerifyDocument("kmsd-vault-token+jwt", doc->jwt);
+  ASSERT_TRUE(verified.ok()) << verified.status();
+  EXPECT_EQ(Json::parse(verified->claims_json)["sub"], "spiffe://x/y");
+  EXPECT_EQ(verified->expires_at, Now() + 60);
+  EXPECT_EQ(s->Verify(doc->jwt).status().code(), StatusCode::kUnauthenticated);
+  EXPECT_EQ(s->VerifyDocument("other+jwt", doc->jwt).status().code(), StatusCode::kUnauthenticated);
+  SignedJwt access = SignOk(*s, "{}", 60);
+  EXPECT_EQ(s->VerifyDocument("kmsd-vault-token+jwt", access.jwt).status().code(),
+            StatusCode::kUnauthenticated);
+  // The access-token type cannot be asked for as a document type.
+  EXPECT_EQ(s->SignDocument("JWT", "{}", 60).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->SignDocument("", "{}", 60).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->VerifyDocument("jwt", access.jwt).status().code(), StatusCode::kInvalidArgument);
+  // The claims rules and the TTL bound are Sign's.
+  EXPECT_EQ(s->SignDocument("kmsd-vault-token+jwt", "{}", 901).status().code(),
+            StatusCode::kInvalidArgument);
+  Advance(60 + 60);
+  EXPECT_EQ(s->VerifyDocument("kmsd-vault-token+jwt", doc->jwt).status().code(),
+            StatusCode::kUnauthenticated);
+}
+
 // --- Rotation without downtime
 
 // One replica; the clock steps 5 s at a time through the whole rotation. At every step:

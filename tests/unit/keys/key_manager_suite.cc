@@ -272,6 +272,52 @@ void ExpectRetired(const absl::Status& status, uint32_t version) {
       << status;
 }
 
+// HMAC keys per DEK version (the Vault door's hmac/verify): derived, so replicas and
+// restarts agree; each version its own; retired and shredded with the DEK.
+TEST_P(KeyManagerSuiteTest, HmacKeysFollowTheDekVersions) {
+  using crypto::HashAlgorithm;
+  ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("globex")).ok());
+  auto v1 = keys_->Hmac(T("acme"), 0, HashAlgorithm::kSha256, Bytes("message"));
+  ASSERT_TRUE(v1.ok()) << v1.status();
+  EXPECT_EQ(v1->dek_version, 1u);
+  EXPECT_EQ(v1->mac.size(), 32u);
+  EXPECT_EQ(keys_->Hmac(T("acme"), 1, HashAlgorithm::kSha256, Bytes("message"))->mac, v1->mac);
+  EXPECT_EQ(keys_->Hmac(T("acme"), 0, HashAlgorithm::kSha512, Bytes("message"))->mac.size(), 64u);
+  EXPECT_NE(keys_->Hmac(T("globex"), 0, HashAlgorithm::kSha256, Bytes("message"))->mac, v1->mac);
+  EXPECT_NE(keys_->Hmac(T("acme"), 0, HashAlgorithm::kSha256, Bytes("messagE"))->mac, v1->mac);
+  EXPECT_TRUE(*keys_->VerifyHmac(T("acme"), 1, HashAlgorithm::kSha256, Bytes("message"), v1->mac));
+  EXPECT_FALSE(*keys_->VerifyHmac(T("acme"), 1, HashAlgorithm::kSha256, Bytes("messagE"), v1->mac));
+  EXPECT_FALSE(*keys_->VerifyHmac(T("acme"), 1, HashAlgorithm::kSha384, Bytes("message"), v1->mac));
+
+  // Another replica and a restart derive the same key.
+  auto other = AnotherReplica();
+  EXPECT_EQ(other->Hmac(T("acme"), 1, HashAlgorithm::kSha256, Bytes("message"))->mac, v1->mac);
+  ASSERT_NO_FATAL_FAILURE(Restart());
+  EXPECT_EQ(keys_->Hmac(T("acme"), 1, HashAlgorithm::kSha256, Bytes("message"))->mac, v1->mac);
+
+  // A rotation brings a new HMAC key; the old version still verifies until retired.
+  ASSERT_TRUE(keys_->RotateTenantDek(T("acme")).ok());
+  auto v2 = keys_->Hmac(T("acme"), 0, HashAlgorithm::kSha256, Bytes("message"));
+  ASSERT_TRUE(v2.ok());
+  EXPECT_EQ(v2->dek_version, 2u);
+  EXPECT_NE(v2->mac, v1->mac);
+  EXPECT_TRUE(*keys_->VerifyHmac(T("acme"), 1, HashAlgorithm::kSha256, Bytes("message"), v1->mac));
+  EXPECT_EQ(keys_->Hmac(T("acme"), 7, HashAlgorithm::kSha256, Bytes("m")).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(keys_->VerifyHmac(T("acme"), 0, HashAlgorithm::kSha256, Bytes("m"), v1->mac).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(keys_->Hmac(T("nobody"), 0, HashAlgorithm::kSha256, Bytes("m")).status().code(),
+            StatusCode::kNotFound);
+  ASSERT_TRUE(keys_->SetMinDecryptVersion(T("acme"), 2).ok());
+  EXPECT_EQ(keys_->VerifyHmac(T("acme"), 1, HashAlgorithm::kSha256, Bytes("message"), v1->mac).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(*keys_->PrimaryDekVersion(T("acme")), 2u);
+  ASSERT_TRUE(keys_->ShredTenant(T("acme")).ok());
+  EXPECT_EQ(keys_->Hmac(T("acme"), 0, HashAlgorithm::kSha256, Bytes("m")).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
 TEST_P(KeyManagerSuiteTest, SetMinDecryptVersionRetiresOlderVersionsWithTheirOwnStatus) {
   ASSERT_TRUE(keys_->CreateTenant(T("acme")).ok());
   const std::string v1 = Encrypt("acme", "under one");
