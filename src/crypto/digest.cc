@@ -36,8 +36,4 @@ std::string LowerHex(std::span<const uint8_t> bytes) {
   return out;
 }
 
-bool ConstantTimeEquals(std::span<const uint8_t> a, std::span<const uint8_t> b) {
-  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
-}
-
 }  // namespace kms::crypto

@@ -9,6 +9,8 @@
 #include <string>
 #include <string_view>
 
+#include "src/crypto/mac.h"  // ConstantTimeEquals
+
 namespace kms::crypto {
 
 using Sha256Digest = std::array<uint8_t, 32>;
@@ -22,8 +24,5 @@ Sha256Digest HmacSha256(std::span<const uint8_t> key, std::string_view data);
 // Lower-case hex of `bytes`.
 std::string LowerHex(std::span<const uint8_t> bytes);
 
-// Constant-time equality of two byte strings of the same length (false when they differ
-// in length; the length is not secret).
-bool ConstantTimeEquals(std::span<const uint8_t> a, std::span<const uint8_t> b);
 
 }  // namespace kms::crypto

@@ -89,6 +89,12 @@ struct Route {
   // kBlocking only: the answer when http.max_queued_requests are already waiting or
   // running; unset: 503 with Retry-After.
   std::optional<Response> busy_response;
+  // The largest request body this route takes (413 beyond); 0: http.max_body_bytes.
+  // Applied once the header has named the route, before the body is read.
+  int64_t max_body_bytes = 0;
+  // The listener's own refusals on this route (413, 405, 503 busy/timed out) as
+  // {"errors":["..."]} in application/json (Vault's error shape) instead of plain text.
+  bool json_errors = false;
 };
 
 // Per-listener TLS choices beyond config::TlsConfig.
@@ -98,12 +104,6 @@ struct ListenerOptions {
   // When set, a client certificate whose subject CN differs is refused: the connection
   // is closed right after the handshake, before any request is read.
   std::string client_common_name;
-  // The largest request body this route takes (413 beyond); 0: http.max_body_bytes.
-  // Applied once the header has named the route, before the body is read.
-  int64_t max_body_bytes = 0;
-  // The listener's own refusals on this route (413, 405, 503 busy/timed out) as
-  // {"errors":["..."]} in application/json (Vault's error shape) instead of plain text.
-  bool json_errors = false;
 };
 
 // The listener's request parsing as a pure function, for the fuzz target and tests: the
