@@ -379,6 +379,10 @@ class VaultDoor::Impl {
 
   http::Response Random(Params& p, std::string_view source, std::string_view bytes_path);
   http::Response Hash(Params& p, std::string_view path_algorithm);
+  // datakey/plaintext|wrapped/:name: kmsd's GenerateDataKey. The wrapped key is a field
+  // ciphertext of the key bytes, printed as vault:v<N>:, so decrypt/:name yields the key.
+  http::Response DataKey(const Caller& c, std::string_view kind, const keys::TenantId& id,
+                         Params& p);
 
   const config::Config config_;
   const VaultDoorInfo info_;
@@ -629,7 +633,13 @@ http::Response VaultDoor::Impl::Transit(const http::Request& req, const Caller& 
     return Hash(p, seg.size() == 2 ? std::string_view(seg[1]) : "");
   }
   if (what == "datakey") {
-    return Error(400, "datakey is not supported by this kmsd: use kmsd's data keys when they are available");
+    if (seg.size() != 3) return Error(404, "unsupported path");
+    if (seg[1] != "plaintext" && seg[1] != "wrapped") {
+      return Error(400, "invalid type: datakey/plaintext or datakey/wrapped");
+    }
+    if (!write) return Error(405, "unsupported operation");
+    VAULT_TRY_ASSIGN(id, key_id(2));
+    return DataKey(c, seg[1], id, p);
   }
   static const std::set<std::string, std::less<>> kRefused = {
       "sign", "export", "backup", "restore", "cache-config", "wrapping_key", "keys-config",
@@ -1063,6 +1073,52 @@ ItemResult VaultDoor::Impl::Item(ItemOp op, const keys::TenantId& id, Params& it
     }
   }
   return fail(absl::InternalError("unknown operation"));
+}
+
+// --- datakey
+
+http::Response VaultDoor::Impl::DataKey(const Caller& c, std::string_view kind,
+                                        const keys::TenantId& id, Params& p) {
+  constexpr std::string_view kName = "vault datakey";
+  const bool with_plaintext = kind == "plaintext";
+  std::vector<std::string> warnings;
+  VAULT_TRY_ASSIGN(bits, p.Int("bits"));
+  if (bits.has_value() && *bits != 256) {
+    return Error(400, "bits is not supported by kmsd: data keys are 256 bits");
+  }
+  VAULT_TRY_ASSIGN(nonce, p.String("nonce"));
+  if (nonce.has_value() && !nonce->empty()) {
+    return Error(400, "nonce is not supported by kmsd: nonces are always random");
+  }
+  VAULT_TRY_ASSIGN(key_version64, p.Int("key_version"));
+  if (key_version64.has_value() && (*key_version64 < 0 || *key_version64 > UINT32_MAX)) {
+    return Error(400, "key_version is out of range");
+  }
+  const uint32_t key_version = static_cast<uint32_t>(key_version64.value_or(0));
+  VAULT_TRY_ASSIGN(context_text, p.String("context"));
+  std::map<std::string, std::string> pairs;
+  if (context_text.has_value() && !context_text->empty()) {
+    if (!Base64Decode(*context_text).ok()) return Error(400, "failed to base64-decode context");
+    pairs.emplace(kContextKey, *context_text);
+  }
+  p.WarnUnread(warnings);
+  absl::StatusOr<keys::EncryptionContext> context = ValidateContext(pairs, config_.limits);
+  if (!context.ok()) return FromStatus(context.status(), kName);
+  const Operation op = with_plaintext ? Operation::kGenerateDataKey
+                                      : Operation::kGenerateDataKeyWithoutPlaintext;
+  if (absl::Status s = gate_->Admit(c.identity, op, id.str()); !s.ok()) return FromStatus(s, kName);
+  if (absl::Status s = CheckLatest(id, key_version); !s.ok()) return FromStatus(s, kName);
+  absl::StatusOr<keys::DataKey> key = keys_->GenerateDataKey(id, *context, with_plaintext);
+  if (!key.ok()) return FromStatus(key.status(), kName);
+  if (key_version != 0 && key->dek_version != key_version) {
+    return FromStatus(absl::UnavailableError("the key rotated during the request; retry"), kName);
+  }
+  Json data{{"ciphertext", Versioned(key->dek_version, Bytes(key->wrapped))},
+            {"key_version", key->dek_version}};
+  if (with_plaintext) data["plaintext"] = Base64Encode(key->plaintext.span());
+  NoteKeyVersions(Json::array({data}));
+  http::Response r = JsonResponse(200, Envelope(std::move(data), warnings));
+  return r;
 }
 
 // --- random, hash: no key; a valid token is all they need.

@@ -154,6 +154,21 @@ def main():
     refused(exceptions.InvalidRequest, lambda: t.update_key_configuration(name=key, min_encryption_version=9),
             "min_encryption_version above latest", "greater than the latest")
 
+    # --- datakey: kmsd's GenerateDataKey; the wrapped form decrypts with decrypt/:name
+    dk = t.generate_data_key(name=key, key_type="plaintext", context=ctx)["data"]
+    check(len(unb64(dk["plaintext"])) == 32 and dk["ciphertext"].startswith("vault:v2:"),
+          f"datakey/plaintext {sorted(dk)}")
+    check(unb64(t.decrypt_data(name=key, ciphertext=dk["ciphertext"], context=ctx)["data"]["plaintext"])
+          == unb64(dk["plaintext"]), "the wrapped data key decrypts to the data key")
+    refused(exceptions.InvalidRequest, lambda: t.decrypt_data(name=key, ciphertext=dk["ciphertext"]),
+            "the wrapped data key without its context")
+    wrapped = t.generate_data_key(name=key, key_type="wrapped")["data"]
+    check("plaintext" not in wrapped and
+          len(unb64(t.decrypt_data(name=key, ciphertext=wrapped["ciphertext"])["data"]["plaintext"])) == 32,
+          f"datakey/wrapped {sorted(wrapped)}")
+    refused(exceptions.InvalidRequest, lambda: t.generate_data_key(name=key, key_type="plaintext", bits=128),
+            "datakey bits 128", "256 bits")
+
     # --- hmac / verify (per key version)
     mac = t.generate_hmac(name=key, hash_input=b64(b"message"))["data"]["hmac"]
     check(mac.startswith("vault:v2:"), f"hmac {mac}")

@@ -90,6 +90,16 @@ async function main() {
   assert.strictEqual((await vault.transitReadKey({ name: key })).data.min_decryption_version, 2);
   await refused(vault.decryptData({ name: key, ciphertext: enc.data.ciphertext }), 400, /retired/, 'retired version');
 
+  // datakey: the wrapped form decrypts with transit/decrypt to the same key
+  const dk = await vault.write(`transit/datakey/plaintext/${key}`, {});
+  assert.strictEqual(Buffer.from(dk.data.plaintext, 'base64').length, 32);
+  assert.match(dk.data.ciphertext, /^vault:v2:/);
+  const unwrapped = await vault.write(`transit/decrypt/${key}`, { ciphertext: dk.data.ciphertext });
+  assert.strictEqual(unwrapped.data.plaintext, dk.data.plaintext, 'the wrapped data key decrypts to it');
+  const wrappedOnly = await vault.write(`transit/datakey/wrapped/${key}`, {});
+  assert.strictEqual(wrappedOnly.data.plaintext, undefined, 'datakey/wrapped returns no plaintext');
+  await refused(vault.write(`transit/datakey/plaintext/${key}`, { bits: 512 }), 400, /256 bits/, 'datakey bits 512');
+
   // hmac / verify, random, hash
   const mac = await vault.write(`transit/hmac/${key}/sha2-384`, { input: b64('payload') });
   assert.match(mac.data.hmac, /^vault:v2:/);

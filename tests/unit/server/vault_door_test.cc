@@ -176,7 +176,8 @@ TEST_F(VaultDoorTest, RefusalsAreVaultShapedAndChangeNothing) {
   EXPECT_EQ(call("GET", "/v1/transit/encrypt/app-1").status, 405);
   EXPECT_EQ(call("POST", "/v1/transit/nope").status, 404);
   EXPECT_EQ(call("POST", "/v1/transit/sign/app-1").status, 400);
-  EXPECT_EQ(call("POST", "/v1/transit/datakey/plaintext/app-1").status, 400);
+  EXPECT_EQ(call("POST", "/v1/transit/datakey/both/app-1").status, 400);
+  EXPECT_EQ(call("POST", "/v1/transit/datakey/plaintext/app-1", {{"bits", 128}}).status, 400);
   EXPECT_EQ(call("POST", "/v1/transit/keys/bad%20name").status, 400);
   EXPECT_EQ(keys_->cache().stats().hits + keys_->cache().stats().misses, 0u) << "a key was reached";
 
