@@ -164,6 +164,9 @@ void DekCache::Insert(Shard& shard, uint32_t requested_version,
       ++shard.entries;
     } else if (it->second != entry) {
       Removed(it->second);  // its ring node is dropped when the hand meets it
+      // The primary alias follows the entry it named: else it would keep serving (and
+      // counting encryptions on) an entry the cache no longer holds.
+      if (slot.primary == it->second) slot.primary = entry;
       it->second = entry;
     } else {
       added = false;

@@ -298,11 +298,11 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   // to fix, said at once.
   KMS_RETURN_IF_ERROR(RaiseOpenFileLimit(OpenFileNeedsOf(config)).status());
   // Every method's largest request must fit the door's in-flight budget.
-  const size_t largest_request = KeyServiceRequestLimits::From(config.limits).batch;
+  const size_t largest_request = KeyServiceRequestLimits::From(config.limits).Largest();
   if (static_cast<int64_t>(largest_request) > config.limits.max_inflight_request_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(
         "limits.max_inflight_request_bytes (", config.limits.max_inflight_request_bytes,
-        ") must be at least the largest batch request (", largest_request,
+        ") must be at least the largest request (", largest_request,
         " bytes with these limits)"));
   }
   std::unique_ptr<KmsServer> server(new KmsServer());
@@ -662,7 +662,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   // the answer; this one bounds the memory of one request.
   const KeyServiceRequestLimits door_limits = KeyServiceRequestLimits::From(config.limits);
   const int64_t max_message = std::min<int64_t>(
-      static_cast<int64_t>(std::max({door_limits.batch, door_limits.item, door_limits.jwt})),
+      static_cast<int64_t>(door_limits.Largest()),
       1 << 30);
   builder.SetMaxReceiveMessageSize(static_cast<int>(max_message));
   builder.SetMaxSendMessageSize(static_cast<int>(max_message));

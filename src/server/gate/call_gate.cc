@@ -7,8 +7,14 @@
 namespace kms::server {
 
 absl::Status CheckKeyUsage(const authz::KeyUsage& usage, authz::Operation op) {
-  const bool encrypts = op == authz::Operation::kEncrypt || op == authz::Operation::kReEncrypt;
-  const bool decrypts = op == authz::Operation::kDecrypt || op == authz::Operation::kReEncrypt;
+  using authz::Operation;
+  // What each operation does with the key: a data key is sealed under it (encrypt) or
+  // opened by it (decrypt), so the data-key operations count like Encrypt and Decrypt.
+  const bool encrypts = op == Operation::kEncrypt || op == Operation::kReEncrypt ||
+                        op == Operation::kGenerateDataKey ||
+                        op == Operation::kGenerateDataKeyWithoutPlaintext;
+  const bool decrypts = op == Operation::kDecrypt || op == Operation::kReEncrypt ||
+                        op == Operation::kDecryptDataKey;
   if ((encrypts && !usage.encrypt) || (decrypts && !usage.decrypt)) {
     return absl::FailedPreconditionError(
         absl::StrCat("the key does not allow ", std::string(authz::OperationName(op))));

@@ -4,6 +4,8 @@
 // which wait on one single-flight load.
 #pragma once
 
+#include <algorithm>
+
 #include <optional>
 
 #include "kms/v1/key_service.grpc.pb.h"
@@ -40,6 +42,8 @@ struct KeyServiceRequestLimits {
   size_t reencrypt = 0;        // ReEncrypt: an item with a second context
   size_t reencrypt_batch = 0;  // ReEncryptBatch
   static KeyServiceRequestLimits From(const config::LimitsConfig& limits);
+  // The largest of them: what gRPC's message limit and the in-flight budget must take.
+  size_t Largest() const { return std::max({item, batch, jwt, reencrypt, reencrypt_batch}); }
 };
 
 // The CRC32C a request item carries (key_service.proto, "Integrity fields"): of its

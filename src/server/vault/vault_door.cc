@@ -22,6 +22,7 @@
 #include "src/common/base64.h"
 #include "src/crypto/aes_gcm.h"
 #include "src/crypto/mac.h"
+#include "src/keys/key_ref.h"
 #include "src/server/gate/call_record.h"
 #include "src/server/gate/identity.h"
 #include "src/server/gate/inflight_budget.h"
@@ -148,6 +149,7 @@ std::string_view AuditMethod(std::string_view method, const std::vector<std::str
   if (what == "verify") return "VaultVerify";
   if (what == "random") return "VaultRandom";
   if (what == "hash") return "VaultHash";
+  if (what == "datakey") return "VaultDataKey";
   return "Vault";
 }
 
@@ -490,6 +492,9 @@ http::Response VaultDoor::Impl::Serve(const http::Request& req) {
   // One audit record per decided call, as the gRPC door does (grpc/unary.h): the gate
   // fills the record when it decides; the answer's status is reported once.
   std::string_view rest = path.substr(root_.size());
+  // Named from the path Transit routes on (trailing slashes dropped as it drops them),
+  // so the record names the operation that ran.
+  while (rest.ends_with('/')) rest.remove_suffix(1);
   std::vector<std::string> seg = absl::StrSplit(absl::string_view(rest.data(), rest.size()), '/');
   CallRecord call{.request_id = RequestIdOf(req), .method = AuditMethod(req.method, seg)};
   http::Response answer;
@@ -756,7 +761,11 @@ http::Response VaultDoor::Impl::ListKeys(const Caller& c) {
     absl::StatusOr<store::TenantPage> page = keys_->ListTenants(after, kListPage);
     if (!page.ok()) return FromStatus(page.status(), "vault list keys");
     for (const store::TenantRecord& t : page->tenants) {
-      if (t.state == store::TenantState::kActive) names.push_back(t.id);
+      // Named keys and blind-index rows are not transit keys (a transit key name is a
+      // tenant id), as the admin door's listing leaves them out.
+      if (t.state == store::TenantState::kActive && !keys::IsReservedStorageId(t.id)) {
+        names.push_back(t.id);
+      }
     }
     after = page->next_after;
   } while (!after.empty() && names.size() < kMaxListedKeys);

@@ -54,6 +54,35 @@ TEST_F(DekCacheTest, PrimaryAliasAlsoCachesTheNumberedVersion) {
   EXPECT_EQ(loads_, 1);
 }
 
+TEST_F(DekCacheTest, ThePrimaryAliasFollowsAReplacedEntry) {
+  // A load of version 7 and a load of the primary (also 7) race: the primary's lands
+  // first (here: inside the version-7 loader), then version 7's replaces it. The alias
+  // must name the entry the cache holds, or Encrypt keeps using (and counting on) an
+  // entry no flush sees.
+  DekCache cache(clock_, {});
+  std::shared_ptr<const DekEntry> first;
+  auto numbered = cache.GetOrLoad("t1", 7, [&]() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    auto primary = cache.GetOrLoad("t1", 0, CountingLoader("t1", 0));
+    if (!primary.ok()) return primary.status();
+    first = *primary;
+    return MakeEntry(clock_, "t1", 7);
+  });
+  ASSERT_TRUE(numbered.ok());
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(numbered->get(), first.get());
+  auto primary = cache.GetOrLoad("t1", 0, []() -> absl::StatusOr<std::shared_ptr<const DekEntry>> {
+    return absl::InternalError("the primary is cached: no load");
+  });
+  ASSERT_TRUE(primary.ok()) << primary.status();
+  EXPECT_EQ(primary->get(), numbered->get());
+  int seen = 0;
+  cache.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
+    ++seen;
+    EXPECT_EQ(e.get(), numbered->get());
+  });
+  EXPECT_EQ(seen, 1);
+}
+
 TEST_F(DekCacheTest, EntryIsReloadedAfterTheTtl) {
   DekCache cache(clock_, {.ttl = seconds(3600)});
   ASSERT_TRUE(cache.GetOrLoad("t1", 1, CountingLoader("t1", 1)).ok());

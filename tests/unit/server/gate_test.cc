@@ -259,5 +259,28 @@ TEST(CallGateKeyUsageTest, AKeysAllowedOperationsBindEveryCallerButOnlyAfterTheG
   EXPECT_FALSE(gate.UsageOf("encrypt-only").decrypt);
 }
 
+TEST(CallGateKeyUsageTest, DataKeyOperationsAreBoundByTheKeysAllowedOperationsToo) {
+  // A data key is sealed under the key (GenerateDataKey*) or opened by it
+  // (DecryptDataKey): an encrypt-only key must not open one, a decrypt-only key must not
+  // make one.
+  auto policy = authz::PolicyAuthorizer::FromJson(R"({"version": 1,
+    "identities": [{"identity": "job", "operations": ["generate_data_key",
+                    "generate_data_key_without_plaintext", "decrypt_data_key"],
+                    "tenants": ["*"]}],
+    "keys": [{"key": "encrypt-only", "operations": ["encrypt"]},
+             {"key": "decrypt-only", "operations": ["decrypt"]}]})");
+  ASSERT_TRUE(policy.ok()) << policy.status();
+  CallGate gate(**policy, nullptr);
+  using authz::Operation;
+  for (Operation seal : {Operation::kGenerateDataKey, Operation::kGenerateDataKeyWithoutPlaintext}) {
+    EXPECT_TRUE(gate.Admit("job", seal, "encrypt-only").ok());
+    EXPECT_EQ(gate.Admit("job", seal, "decrypt-only").code(), absl::StatusCode::kFailedPrecondition);
+  }
+  EXPECT_TRUE(gate.Admit("job", Operation::kDecryptDataKey, "decrypt-only").ok());
+  EXPECT_EQ(gate.Admit("job", Operation::kDecryptDataKey, "encrypt-only").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(gate.Admit("job", Operation::kDecryptDataKey, "acme").ok());
+}
+
 }  // namespace
 }  // namespace kms::server

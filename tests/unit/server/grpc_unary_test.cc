@@ -106,6 +106,14 @@ class KeyServiceRequestLimitsTest : public ::testing::Test {
   KeyServiceRequestLimits l_;
 };
 
+TEST_F(KeyServiceRequestLimitsTest, LargestCoversEveryMethodReEncryptBatchIncluded) {
+  // gRPC's message limit and the in-flight budget are set from Largest(): a
+  // ReEncryptBatch within its own limit must fit both.
+  EXPECT_GT(l_.reencrypt_batch, l_.batch);
+  EXPECT_EQ(l_.Largest(), l_.reencrypt_batch);
+  for (size_t limit : {l_.item, l_.batch, l_.jwt, l_.reencrypt}) EXPECT_GE(l_.Largest(), limit);
+}
+
 TEST_F(KeyServiceRequestLimitsTest, MaximalSingleRequestsFitTheItemLimit) {
   v1::EncryptRequest enc;
   enc.set_tenant_id(std::string(64, 't'));

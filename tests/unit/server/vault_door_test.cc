@@ -4,6 +4,8 @@
 // wire shape of refusals, and that a refused request changes nothing.
 #include "src/server/vault/vault_door.h"
 
+#include "src/keys/key_ref.h"
+
 #include <memory>
 #include <string>
 
@@ -192,6 +194,14 @@ TEST_F(VaultDoorTest, RefusalsAreVaultShapedAndChangeNothing) {
   http::Response rotate = Call("POST", "/v1/transit/keys/app-1/rotate", nullptr, Cert("spiffe://t/app", 'p'), app);
   EXPECT_EQ(rotate.status, 403);
   EXPECT_EQ(keys_->GetTenant(keys::TenantId::Parse("app-1").value())->tenant.primary_dek_version, 1u);
+
+  // LIST names transit keys (tenants) only: a named key's row is not one.
+  auto named = keys::KeyRef::ForNamedKey("backup");
+  ASSERT_TRUE(named.ok());
+  ASSERT_TRUE(keys_->CreateTenant(named->storage_id()).ok());
+  http::Response listed = call("LIST", "/v1/transit/keys");
+  ASSERT_EQ(listed.status, 200) << listed.body;
+  EXPECT_EQ(Body(listed)["data"]["keys"], Json::array({"app-1"})) << listed.body;
 }
 
 TEST_F(VaultDoorTest, BatchItemsFailAloneAndPartialFailureCodeApplies) {
