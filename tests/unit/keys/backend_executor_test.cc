@@ -39,8 +39,11 @@ TEST(BackendExecutorTest, RunsTheCallAndReturnsItsResult) {
 }
 
 TEST(BackendExecutorTest, AHungCallCostsTheCallerItsDeadlineAndOpensTheCircuit) {
-  BackendExecutor exec(Options());
+  // Declared before the executor: its workers (still inside the hung call until it is
+  // released) are joined when it is destroyed, after everything declared later.
   std::atomic<bool> release{false};
+  std::atomic<int> ran{0};
+  BackendExecutor exec(Options());
   const auto started = steady_clock::now();
   absl::Status s = exec.Run<absl::Status>([&release] {
     while (!release.load()) std::this_thread::sleep_for(milliseconds(5));
@@ -54,7 +57,6 @@ TEST(BackendExecutorTest, AHungCallCostsTheCallerItsDeadlineAndOpensTheCircuit) 
   EXPECT_TRUE(st.hung);
   EXPECT_EQ(st.busy_workers, 1);  // the worker, not the caller, is stuck
   // While open: fail fast, with a retry hint, without running the call.
-  std::atomic<int> ran{0};
   const auto fast = steady_clock::now();
   absl::Status rejected = exec.Run<absl::Status>([&ran] {
     ++ran;
@@ -69,9 +71,9 @@ TEST(BackendExecutorTest, AHungCallCostsTheCallerItsDeadlineAndOpensTheCircuit) 
 }
 
 TEST(BackendExecutorTest, OpensAfterConsecutiveUnavailableAndClosesOnAProbe) {
-  BackendExecutor exec(Options());
   std::atomic<bool> down{true};
   std::atomic<int> calls{0};
+  BackendExecutor exec(Options());
   auto call = [&] {
     return exec.Run<absl::Status>([&] {
       ++calls;
@@ -104,8 +106,8 @@ TEST(BackendExecutorTest, AFullQueueFailsFastInsteadOfWaiting) {
   o.threads = 1;
   o.max_queue = 1;
   o.call_timeout = milliseconds(5000);
-  BackendExecutor exec(o);
   std::atomic<bool> release{false};
+  BackendExecutor exec(o);
   auto hang = [&release] {
     while (!release.load()) std::this_thread::sleep_for(milliseconds(5));
     return absl::OkStatus();
@@ -123,9 +125,9 @@ TEST(BackendExecutorTest, AFullQueueFailsFastInsteadOfWaiting) {
 }
 
 TEST(BackendExecutorTest, WithAProbeNoRequestEverProbesAHungBackend) {
-  BackendExecutor exec(Options());
   std::atomic<bool> hung{true};
   std::atomic<int> probes{0};
+  BackendExecutor exec(Options());
   exec.SetProbe([&] {
     ++probes;
     while (hung.load()) std::this_thread::sleep_for(milliseconds(5));
