@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <sys/types.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -131,10 +132,24 @@ class Postgres {
     stopped_ = std::system(cmd.c_str()) != 0;
     return !stopped_;
   }
+  // The postmaster first (it forks no backend once stopped), then its children, read
+  // again until no new one shows up: a backend forked between the read of the children
+  // and the postmaster's stop (a replica reconnecting) would otherwise go on serving.
   bool Freeze() {
-    frozen_ = Pids();
-    for (pid_t p : frozen_) kill(p, SIGSTOP);
-    return !frozen_.empty();
+    const pid_t postmaster = Postmaster();
+    if (postmaster <= 0) return false;
+    kill(postmaster, SIGSTOP);
+    frozen_.push_back(postmaster);
+    for (bool more = true; more;) {
+      more = false;
+      for (pid_t child : Children(postmaster)) {
+        if (std::find(frozen_.begin(), frozen_.end(), child) != frozen_.end()) continue;
+        kill(child, SIGSTOP);
+        frozen_.push_back(child);
+        more = true;
+      }
+    }
+    return true;
   }
   void Thaw() {
     for (pid_t p : frozen_) kill(p, SIGCONT);
@@ -142,13 +157,13 @@ class Postgres {
   }
 
  private:
-  std::vector<pid_t> Pids() const {
-    std::vector<pid_t> pids;
+  pid_t Postmaster() const {
     const std::string pidfile = test::ReadFileOrEmpty(data_dir_ + "/postmaster.pid");
-    if (pidfile.empty()) return pids;
-    const pid_t postmaster = std::stoi(pidfile);
-    pids.push_back(postmaster);
-    auto children = RunCommand(absl::StrCat("pgrep -P ", postmaster));
+    return pidfile.empty() ? -1 : std::stoi(pidfile);
+  }
+  static std::vector<pid_t> Children(pid_t parent) {
+    std::vector<pid_t> pids;
+    auto children = RunCommand(absl::StrCat("pgrep -P ", parent));
     for (absl::string_view line : absl::StrSplit(children.out, '\n', absl::SkipWhitespace())) {
       pids.push_back(std::stoi(std::string(line)));
     }

@@ -287,7 +287,7 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::Open(const ConnectConfig
   // Server NOTICEs ("relation already exists, skipping") are not for kmsd's stderr.
   PQsetNoticeProcessor(
       conn.get(), [](void*, const char*) {}, nullptr);
-  std::unique_ptr<Connection> c(new Connection(std::move(conn)));
+  std::unique_ptr<Connection> c(new Connection(std::move(conn), o.statement_timeout + kAnswerGrace));
   const std::string statement_timeout = std::to_string(o.statement_timeout.count());
   Params params;
   params.Text(o.schema).Text(statement_timeout);
@@ -310,14 +310,78 @@ absl::StatusOr<Result> Connection::Check(ResultPtr result, absl::string_view op)
   return ErrorStatus(conn_.get(), result.get(), op);
 }
 
+namespace {
+
+// Waits until `fd` is ready for `events` or `deadline` passes. 1: ready, 0: deadline,
+// -1: error or hang-up (libpq then reports the failure itself).
+int PollUntil(int fd, short events, std::chrono::steady_clock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return 0;
+    pollfd p{};
+    p.fd = fd;
+    p.events = events;
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 || (p.revents & POLLNVAL) != 0) return -1;
+    if (n > 0) return 1;  // POLLERR/POLLHUP included: the read or write below reports it
+  }
+}
+
+}  // namespace
+
+ResultPtr Connection::AwaitResult(bool& timed_out) {
+  timed_out = false;
+  PGconn* conn = conn_.get();
+  const int fd = PQsocket(conn);
+  const auto deadline = std::chrono::steady_clock::now() + answer_timeout_;
+  // Flush what libpq could not send at once (large parameters).
+  for (int f; (f = PQflush(conn)) != 0;) {
+    if (f < 0) return nullptr;
+    const int ready = PollUntil(fd, POLLIN | POLLOUT, deadline);
+    if (ready == 0) break;
+    if (ready < 0) return nullptr;
+    if (PQconsumeInput(conn) == 0) return nullptr;
+  }
+  ResultPtr kept;
+  for (;;) {
+    while (PQisBusy(conn) != 0) {
+      const int ready = PollUntil(fd, POLLIN, deadline);
+      if (ready == 0) {
+        timed_out = true;
+        Poison();  // a statement may still run server-side: the session is unusable
+        return nullptr;
+      }
+      if (ready < 0 || PQconsumeInput(conn) == 0) return kept;
+    }
+    PGresult* next = PQgetResult(conn);
+    if (next == nullptr) return kept;
+    // Like PQexec: the last result, except that an error is kept once seen (a script
+    // stops at its first failing statement).
+    if (kept == nullptr || PQresultStatus(kept.get()) != PGRES_FATAL_ERROR) {
+      kept.reset(next);
+    } else {
+      PQclear(next);
+    }
+  }
+}
+
 absl::StatusOr<Result> Connection::Exec(const char* sql, const Params& params,
                                         absl::string_view op) {
   if (params.too_large()) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": a value is larger than 2 GiB"));
   }
-  ResultPtr result(PQexecParams(conn_.get(), sql, params.size(), params.types(), params.values(),
-                                params.lengths(), params.formats(),
-                                /*resultFormat=*/1));
+  if (PQsendQueryParams(conn_.get(), sql, params.size(), params.types(), params.values(),
+                        params.lengths(), params.formats(), /*resultFormat=*/1) == 0) {
+    return Check(nullptr, op);
+  }
+  bool timed_out = false;
+  ResultPtr result = AwaitResult(timed_out);
+  if (timed_out) {
+    return absl::UnavailableError(
+        absl::StrCat(op, ": postgres: no answer within ", answer_timeout_.count(), " ms"));
+  }
   return Check(std::move(result), op);
 }
 
@@ -327,7 +391,14 @@ absl::StatusOr<Result> Connection::Exec(const char* sql, absl::string_view op) {
 }
 
 absl::Status Connection::ExecScript(const char* sql, absl::string_view op) {
-  return Check(ResultPtr(PQexec(conn_.get(), sql)), op).status();
+  if (PQsendQuery(conn_.get(), sql) == 0) return Check(nullptr, op).status();
+  bool timed_out = false;
+  ResultPtr result = AwaitResult(timed_out);
+  if (timed_out) {
+    return absl::UnavailableError(
+        absl::StrCat(op, ": postgres: no answer within ", answer_timeout_.count(), " ms"));
+  }
+  return Check(std::move(result), op).status();
 }
 
 bool Connection::broken() const { return poisoned_ || PQstatus(conn_.get()) != CONNECTION_OK; }

@@ -123,10 +123,12 @@ class Connection {
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
-  // One statement with parameters; rows come back in binary format.
+  // One statement with parameters; rows come back in binary format. The answer is
+  // awaited at most statement_timeout + kAnswerGrace (postgres_options.h): past that the
+  // session is poisoned and the call fails UNAVAILABLE ("no answer within N ms").
   absl::StatusOr<Result> Exec(const char* sql, const Params& params, absl::string_view op);
   absl::StatusOr<Result> Exec(const char* sql, absl::string_view op);
-  // Several statements without parameters (migrations, BEGIN/COMMIT).
+  // Several statements without parameters (migrations, BEGIN/COMMIT); the same bound.
   absl::Status ExecScript(const char* sql, absl::string_view op);
 
   // Whether the session is gone (a statement saw it fail, or libpq says so). A broken
@@ -147,10 +149,16 @@ class Connection {
   void Poison() { poisoned_ = true; }
 
  private:
-  explicit Connection(ConnPtr conn) : conn_(std::move(conn)) {}
+  Connection(ConnPtr conn, std::chrono::milliseconds answer_timeout)
+      : conn_(std::move(conn)), answer_timeout_(answer_timeout) {}
   absl::StatusOr<Result> Check(ResultPtr result, absl::string_view op);
+  // After a successful PQsend*: flushes the query and collects its results within
+  // answer_timeout_, keeping what PQexec would return (the last, or the first error).
+  // Null with `timed_out` set when the deadline passed (the session is then poisoned).
+  ResultPtr AwaitResult(bool& timed_out);
 
   ConnPtr conn_;
+  const std::chrono::milliseconds answer_timeout_;
   std::string last_sqlstate_;
   bool poisoned_ = false;
 };

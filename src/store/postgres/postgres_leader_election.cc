@@ -12,6 +12,7 @@ namespace {
 constexpr int64_t kLeaderLockClass = 0x4b4d5332;  // "KMS2"
 constexpr std::chrono::milliseconds kFirstBackoff{100};
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
+constexpr std::chrono::milliseconds kLeaderStatementTimeout{1000};
 
 }  // namespace
 
@@ -20,7 +21,12 @@ absl::StatusOr<std::unique_ptr<PostgresLeaderElection>> PostgresLeaderElection::
   if (lock_name.empty()) {
     return absl::InvalidArgumentError("PostgresLeaderElection: empty lock name");
   }
-  KMS_ASSIGN_OR_RETURN(pg::ConnectConfig config, pg::ConnectConfig::FromOptions(options));
+  // The session's statements are instant (SELECT 1, a try-lock): a short statement
+  // timeout bounds how long a frozen server holds up the caller (the scheduler's thread)
+  // to kLeaderStatementTimeout + kAnswerGrace.
+  PostgresOptions leader_options = options;
+  leader_options.statement_timeout = std::min(options.statement_timeout, kLeaderStatementTimeout);
+  KMS_ASSIGN_OR_RETURN(pg::ConnectConfig config, pg::ConnectConfig::FromOptions(leader_options));
   return std::unique_ptr<PostgresLeaderElection>(
       new PostgresLeaderElection(std::make_unique<pg::ConnectConfig>(std::move(config)),
                                  absl::StrCat(options.schema, "/", lock_name)));

@@ -17,6 +17,9 @@
 //    is_leader() turns false, TryLead returns false, and the next call reconnects;
 //  - not leading: tries the lock again.
 // Returns UNAVAILABLE only when it could not reach the server (not leading then).
+// Bounded: a statement waits at most 1 s + kAnswerGrace for the server (a frozen or
+// partitioned server: not leading, the session dropped), a connect at most the
+// options' connect_timeout.
 //
 // Thread-safe. Dropping the object closes the session (and so releases the lock).
 #pragma once

@@ -6,6 +6,9 @@
 
 namespace kms::store {
 
+// How much longer than statement_timeout the client waits for a statement's answer.
+inline constexpr std::chrono::milliseconds kAnswerGrace{1000};
+
 struct PostgresOptions {
   // A libpq connection string or URI WITHOUT a password ("host=db.internal port=5432
   // dbname=kms user=kmsd"). A password in it is refused (INVALID_ARGUMENT).
@@ -27,7 +30,11 @@ struct PostgresOptions {
   // The schema holding kmsd's tables (created if missing). Lower-case letters, digits
   // and '_', starting with a letter or '_', at most 63 characters.
   std::string schema = "kmsd";
-  // Server-side limit for one statement (per session statement_timeout).
+  // Server-side limit for one statement (per session statement_timeout). The client
+  // waits for an answer at most statement_timeout + kAnswerGrace: a server that is
+  // frozen or cut off by a partition never answers, and TCP keepalives never fire while
+  // its kernel still acknowledges, so without a client-side bound a session would wait
+  // forever. Past it the session is dropped (UNAVAILABLE).
   std::chrono::milliseconds statement_timeout{5000};
   // How long a caller waits for a free pooled connection before UNAVAILABLE.
   std::chrono::milliseconds acquire_timeout{5000};

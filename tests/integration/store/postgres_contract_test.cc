@@ -9,12 +9,14 @@
 // pg_terminate_backend, not by restarting the server, except in the one restart test,
 // which its own RUN_SERIAL ctest entry runs alone.
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -28,6 +30,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
+#include "src/common/sync.h"
 #include "src/store/postgres/pg_connection.h"
 #include "src/store/postgres/postgres_key_store.h"
 #include "src/store/postgres/postgres_leader_election.h"
@@ -724,6 +727,88 @@ TEST_F(PostgresLeaderElectionTest, DeploymentsInDifferentSchemasElectIndependent
   ASSERT_NE(b, nullptr);
   EXPECT_TRUE(Leads(*a));
   EXPECT_TRUE(Leads(*b));
+}
+
+// SIGSTOPs one server process (a backend: what a partition or a frozen server looks
+// like to its client) and SIGCONTs it when destroyed, or after `limit` at the latest
+// so that a client that waits forever fails the test instead of hanging it.
+class FrozenBackend {
+ public:
+  FrozenBackend(pid_t pid, std::chrono::milliseconds limit) : pid_(pid) {
+    kill(pid_, SIGSTOP);
+    thaw_ = std::thread([this, limit] {
+      const auto deadline = std::chrono::steady_clock::now() + limit;
+      {
+        MutexLock lock(&mu_);
+        mu_.AwaitUntil(done_cv_, deadline, [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done_; });
+      }
+      kill(pid_, SIGCONT);
+    });
+  }
+  ~FrozenBackend() {
+    {
+      MutexLock lock(&mu_);
+      done_ = true;
+    }
+    done_cv_.notify_all();
+    thaw_.join();
+  }
+
+ private:
+  const pid_t pid_;
+  Mutex mu_;
+  std::condition_variable done_cv_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread thaw_;
+};
+
+TEST_F(PostgresKeyStoreTest, AStatementToAFrozenServerFailsAfterItsAnswerTimeout) {
+  PostgresOptions options = Options(schema_);
+  options.statement_timeout = std::chrono::milliseconds(200);
+  auto config = pg::ConnectConfig::FromOptions(options);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto conn = pg::Connection::Open(*config, "test");
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  auto pid = (*conn)->Exec("SELECT pg_backend_pid()::bigint", "test");
+  ASSERT_TRUE(pid.ok()) << pid.status();
+
+  FrozenBackend frozen(static_cast<pid_t>(pid->Int(0, 0)), std::chrono::seconds(20));
+  const auto before = std::chrono::steady_clock::now();
+  auto r = (*conn)->Exec("SELECT 1", "test");
+  const auto waited = std::chrono::steady_clock::now() - before;
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "no answer within 1200 ms")) << r.status();
+  EXPECT_GE(waited, std::chrono::milliseconds(1200));
+  EXPECT_LT(waited, std::chrono::seconds(10));
+  EXPECT_TRUE((*conn)->broken()) << "a session with a statement in flight is unusable";
+}
+
+TEST_F(PostgresLeaderElectionTest, AFrozenServerDemotesTheLeaderInBoundedTime) {
+  auto a = Make(schema_, app_a_);
+  auto b = Make(schema_, app_b_);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(Leads(*a));
+  const int64_t pid = admin_->QueryInt(
+      "SELECT pid::bigint FROM pg_stat_activity WHERE application_name = $1", app_a_);
+  ASSERT_GT(pid, 0);
+  {
+    FrozenBackend frozen(static_cast<pid_t>(pid), std::chrono::seconds(20));
+    const auto before = std::chrono::steady_clock::now();
+    auto led = a->TryLead();  // the scheduler's thread: must come back
+    const auto waited = std::chrono::steady_clock::now() - before;
+    ASSERT_TRUE(led.ok()) << led.status();
+    EXPECT_FALSE(*led);
+    EXPECT_FALSE(a->is_leader());
+    EXPECT_LT(waited, std::chrono::seconds(10));
+  }
+  // The dropped session's lock is freed once the server sees the session end.
+  bool took_over = false;
+  for (int i = 0; i < 300 && !took_over; ++i) {
+    took_over = Leads(*b);
+    if (!took_over) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_TRUE(took_over);
 }
 
 TEST_F(PostgresLeaderElectionTest, UnreachableServerIsUnavailableAndNotLeader) {
