@@ -92,6 +92,7 @@ struct Options {
   std::string config, baseline_config;
   Endpoint target, baseline;  // baseline: with --baseline-config, else the target
   std::string baseline_label = "baseline";
+  std::string label;  // names the workload's rows W@label (empty: W)
   std::string workload = "encrypt";
   std::string compare;  // baseline workload, empty = none
   int baseline_tenants = 0;  // with --compare: the baseline's hot tenants (0: --tenants)
@@ -126,6 +127,7 @@ void Usage() {
       "                       kmsctl.json (e.g. audit off) instead of the target\n"
       "  --baseline-server-pid PID  that kmsd's pid (CPU per request)\n"
       "  --baseline-label L   names the other kmsd's rows: BASE@L          [baseline]\n"
+      "  --label L            names the workload's rows: W@L\n"
       "  --seconds S          measured time (per window with --compare)       [10]\n"
       "  --windows K          with --compare: window pairs                     [6]\n"
       "  --baseline-tenants T with --compare: the baseline draws from the first T\n"
@@ -188,6 +190,7 @@ Options Parse(int argc, char** argv) {
     else if (a == "--baseline-config") o.baseline_config = next();
     else if (a == "--baseline-server-pid") o.baseline.server_pid = std::stoi(next());
     else if (a == "--baseline-label") o.baseline_label = next();
+    else if (a == "--label") o.label = next();
     else if (a == "--seconds") o.seconds = std::stod(next());
     else if (a == "--windows") o.windows = std::stoi(next());
     else if (a == "--baseline-tenants") o.baseline_tenants = std::stoi(next());
@@ -902,6 +905,7 @@ int main(int argc, char** argv) {
     };
     WindowResult r = o.requests > 0 ? runner.Run(o.workload, 1e9, counted)
                                     : runner.Run(o.workload, o.seconds, pick);
+    if (!o.label.empty()) r.workload += "@" + o.label;
     total_errors += r.errors;
     if (table) {
       PrintHeader();
@@ -923,6 +927,7 @@ int main(int argc, char** argv) {
       if (o.baseline_tenants > 0) b.workload += "@" + std::to_string(base_hot);
       if (other_kmsd) b.workload += "@" + o.baseline_label;
       WindowResult r = runner.Run(o.workload, o.seconds, work.PickerFor(o.workload));
+      if (!o.label.empty()) r.workload += "@" + o.label;
       total_errors += b.errors + r.errors;
       if (table) {
         PrintRow(b);
@@ -937,6 +942,7 @@ int main(int argc, char** argv) {
     }
     const Spread rr = SpreadOf(rps_ratio), pr = SpreadOf(p99_ratio);
     const std::string base_name = o.compare + (other_kmsd ? "@" + o.baseline_label : "");
+    const std::string name = o.workload + (o.label.empty() ? "" : "@" + o.label);
     const Spread bs = SpreadOf(base_rps), ws = SpreadOf(work_rps);
     out["windows"] = windows;
     out["ratio"] = {{"rps_mean", rr.mean}, {"rps_min", rr.min},   {"rps_max", rr.max},
@@ -946,7 +952,7 @@ int main(int argc, char** argv) {
     if (table) {
       std::printf("\n%s / %s: req/s ratio %.3f (min %.3f, max %.3f, stdev %.3f, %zu window pairs); "
                   "p99 ratio %.2f (min %.2f, max %.2f)\n",
-                  o.workload.c_str(), base_name.c_str(), rr.mean, rr.min, rr.max, rr.stdev,
+                  name.c_str(), base_name.c_str(), rr.mean, rr.min, rr.max, rr.stdev,
                   rps_ratio.size(), pr.mean, pr.min, pr.max);
     }
   }

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034  # sets variables for the scripts that source it
 # What the benchmark scripts share (tools/bench.sh, bench-audit.sh, bench-metrics.sh,
 # bench-xks.sh): a work directory removed on exit, a dev state (SoftHSM2 token, dev PKI,
 # policy) made by `kmsd --dev`, kmsd started from a config on that state and awaited
