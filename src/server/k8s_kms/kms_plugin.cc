@@ -77,6 +77,8 @@ grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::By
     if (call.gate != nullptr) status = call.gate->Report(call, status);
   }
   if (status.ok()) status = EncodeResponse(response, out);
+  WipeSecrets(response);
+  WipeSecrets(request);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   {
