@@ -12,14 +12,6 @@ source "$(dirname "$0")/bench-lib.sh"
 bench_init bench-audit "${1:-}"
 shift || true
 [[ "${1:-}" == "--" ]] && shift
-bench_dev_state
-bench_config audit-off '{"http": {"listen": ""}, "audit": {"enabled": false}}'
-bench_start_kmsd audit-off
-off_pid=$KMSD_PID off_json=$KMSCTL_JSON
-bench_config audit-on '{"http": {"listen": ""}, "audit": {"enabled": true}}'
-bench_start_kmsd audit-on
-"$BENCH_KMS_BENCH" --config "$KMSCTL_JSON" --server-pid "$KMSD_PID" --workload encrypt \
-  --compare encrypt --baseline-config "$off_json" --baseline-server-pid "$off_pid" \
-  --baseline-label audit-off --label audit-on "$@"
+bench_on_off audit "$@"
 records=$(sqlite3 "$BENCH_WORK/audit-on.db" "SELECT COUNT(*), COALESCE(SUM(calls), 0) FROM audit_log WHERE operation = 'Encrypt'")
 echo "audit-on wrote ${records%%|*} Encrypt records covering ${records##*|} calls"

@@ -17,6 +17,7 @@
 #                                  # for it, with "https" when the listener is on)
 #   bench_stop_kmsd [PID]          # stops one kmsd (default: the last started)
 #   bench_services_start           # PostgreSQL and Redis (tools/test-services.sh)
+#   bench_on_off SECTION [ARGS]    # Encrypt with SECTION.enabled true vs false (two kmsd)
 # The scripts print nothing of the work directory's secrets; it is private (mktemp -d).
 
 # bench_init NAME BUILD_DIR
@@ -137,4 +138,22 @@ bench_services_start() {
   source "$BENCH_ROOT/tools/test-services.sh"
   BENCH_SERVICES=true
   kms_services_start >/dev/null
+}
+
+# bench_on_off SECTION [kms-bench options]: two kmsd on the dev state, each with its own
+# SQLite file, one with SECTION.enabled false (the baseline) and one with true; kms-bench
+# sends Encrypt to both in alternating windows and prints the ratio on / off with its
+# spread. The kmsd with it on is $BENCH_WORK/SECTION-on.
+bench_on_off() {
+  local section=$1 off_pid off_json
+  shift
+  bench_dev_state
+  bench_config "$section-off" "{\"http\": {\"listen\": \"\"}, \"$section\": {\"enabled\": false}}"
+  bench_start_kmsd "$section-off"
+  off_pid=$KMSD_PID off_json=$KMSCTL_JSON
+  bench_config "$section-on" "{\"http\": {\"listen\": \"\"}, \"$section\": {\"enabled\": true}}"
+  bench_start_kmsd "$section-on"
+  "$BENCH_KMS_BENCH" --config "$KMSCTL_JSON" --server-pid "$KMSD_PID" --workload encrypt \
+    --compare encrypt --baseline-config "$off_json" --baseline-server-pid "$off_pid" \
+    --baseline-label "$section-off" --label "$section-on" "$@"
 }

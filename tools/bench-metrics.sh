@@ -12,12 +12,4 @@ source "$(dirname "$0")/bench-lib.sh"
 bench_init bench-metrics "${1:-}"
 shift || true
 [[ "${1:-}" == "--" ]] && shift
-bench_dev_state
-bench_config metrics-off '{"metrics": {"enabled": false}}'
-bench_start_kmsd metrics-off
-off_pid=$KMSD_PID off_json=$KMSCTL_JSON
-bench_config metrics-on '{"metrics": {"enabled": true}}'
-bench_start_kmsd metrics-on
-"$BENCH_KMS_BENCH" --config "$KMSCTL_JSON" --server-pid "$KMSD_PID" --workload encrypt \
-  --compare encrypt --baseline-config "$off_json" --baseline-server-pid "$off_pid" \
-  --baseline-label metrics-off --label metrics-on "$@"
+bench_on_off metrics "$@"

@@ -140,12 +140,12 @@ rss1=$(rss_kib "$KMSD_PID")
   echo "per cached DEK: $(( (rss1 - rss0) * 1024 / tenants )) bytes (RSS delta / tenants; includes the"
   echo "allocator's retained memory from set-up)"
 } >>"$report"
-bench_stop_kmsd
-copy_db() { for f in "$1" "$1-wal" "$1-shm"; do [[ -e $f ]] && cp "$f" "${2}${f#$1}"; done; return 0; }
+bench_stop_kmsd "$KMSD_PID"
+copy_db() { for f in "$1" "$1-wal" "$1-shm"; do [[ -e $f ]] && cp "$f" "${2}${f#"$1"}"; done; return 0; }
 copy_db "$work/sqlite.db" "$work/sqlite-full.db"
 start_kmsd sqlite-full sqlite
 echo "start-up to ready with the $tenants tenants of that run in the store: ${KMSD_READY_SECONDS} s" >>"$report"
-bench_stop_kmsd
+bench_stop_kmsd "$KMSD_PID"
 
 # A working set twice the cache bound: about every other request misses (store read +
 # HSM unwrap) and evicts; the tail is what the target bounds.
@@ -154,7 +154,7 @@ copy_db "$work/sqlite.db" "$work/sqlite-small.db"
 start_kmsd sqlite-small sqlite "$half"
 runj "Encrypt, working set $tenants tenants, cache bound $half" --workload encrypt \
   --tenants "$tenants" --no-create --inflight 16 --connections 4
-bench_stop_kmsd
+bench_stop_kmsd "$KMSD_PID"
 
 if $pg; then
   bench_services_start
@@ -172,7 +172,7 @@ if $pg; then
   runj "PostgreSQL: Encrypt, $((tenants / 10)) cached tenants vs 1 tenant, N=16" \
     --workload encrypt --tenants $((tenants / 10)) --compare encrypt --baseline-tenants 1 \
     --inflight 16 --connections 4 --windows "$windows"
-  bench_stop_kmsd
+  bench_stop_kmsd "$KMSD_PID"
 fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$report"
