@@ -50,6 +50,7 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -360,14 +361,16 @@ class VaultClient {
     }
   }
 
-  // Sends `r` on connection `i`; `done` runs on the event-loop thread (or here, when the
-  // connection cannot be re-opened).
+  // Sends `r` on connection `i` (re-opened first if the server closed it); `done` runs
+  // on the event-loop thread.
   void Send(size_t i, const HttpRequest& r, Done done) {
     if (!conns_[i]->open) {
       try {
         conns_[i] = Connect();
       } catch (const std::exception& ex) {
-        done(false, std::string("connect: ") + ex.what());
+        asio::post(io_, [done = std::move(done), error = std::string("connect: ") + ex.what()]() mutable {
+          done(false, std::move(error));
+        });
         return;
       }
     }

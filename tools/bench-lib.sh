@@ -147,6 +147,7 @@ bench_services_start() {
 bench_on_off() {
   local section=$1 off_pid off_json
   shift
+  [[ -x $BENCH_KMS_BENCH ]] || { echo "build first: $BENCH_KMS_BENCH (tools/build.sh -DKMS_BUILD_TESTS=ON)" >&2; exit 2; }
   bench_dev_state
   bench_config "$section-off" "{\"http\": {\"listen\": \"\"}, \"$section\": {\"enabled\": false}}"
   bench_start_kmsd "$section-off"
