@@ -50,9 +50,9 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/executor_work_guard.hpp>
-#include <boost/asio/post.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
@@ -231,7 +231,8 @@ Options Parse(int argc, char** argv) {
   }
   if ((IsVault(o.workload) && t.https.empty()) ||
       (IsVault(o.compare) && o.baseline.https.empty())) {
-    Die("a vault-* workload needs the Vault door's address: --https H:P or \"https\" in the config");
+    Die("a vault-* workload needs the Vault door's address: --https H:P or \"https\" in the "
+        "config");
   }
   if (o.inflight < 1 || o.connections < 1 || o.tenants < 1 || o.seconds <= 0 || o.batch < 1 ||
       o.payload < 0 || o.windows < 1 || o.cold_tenants < 0 || o.cold_fraction < 0 ||
@@ -333,7 +334,8 @@ class VaultClient {
     std::string answer;
     const int status = PostSync("/v1/auth/cert/login", "{}", &answer);
     json j = json::parse(answer, nullptr, /*allow_exceptions=*/false);
-    if (status != 200 || !j.contains("auth")) Die("Vault cert login: HTTP " + std::to_string(status) + " " + answer);
+    if (status != 200 || !j.contains("auth"))
+      Die("Vault cert login: HTTP " + std::to_string(status) + " " + answer);
     token_line_ = "X-Vault-Token: " + j["auth"].value("client_token", "") + "\r\n\r\n";
     ttl_seconds_ = j["auth"].value("lease_duration", 900);
     login_at_ = Clock::now();
@@ -368,36 +370,43 @@ class VaultClient {
       try {
         conns_[i] = Connect();
       } catch (const std::exception& ex) {
-        asio::post(io_, [done = std::move(done), error = std::string("connect: ") + ex.what()]() mutable {
-          done(false, std::move(error));
-        });
+        asio::post(
+            io_, [done = std::move(done), error = std::string("connect: ") + ex.what()]() mutable {
+              done(false, std::move(error));
+            });
         return;
       }
     }
     Conn* c = conns_[i].get();
     // One buffer, so one TLS record and one segment (as clients send a small request).
     c->wire.assign(r.head).append(token_line_).append(r.body);
-    asio::async_write(c->stream, asio::buffer(c->wire), [c, done = std::move(done)](beast::error_code ec, size_t) mutable {
-      if (ec) {
-        c->open = false;
-        done(false, "write: " + ec.message());
-        return;
-      }
-      c->res = {};
-      bhttp::async_read(c->stream, c->buffer, c->res, [c, done = std::move(done)](beast::error_code ec, size_t) mutable {
-        bool ok = false;
-        std::string error;
-        if (ec) {
-          c->open = false;
-          error = "read: " + ec.message();
-        } else {
-          ok = c->res.result_int() == 200;
-          if (!ok) error = "HTTP " + std::to_string(c->res.result_int()) + " " + c->res.body().substr(0, 200);
-          if (!c->res.keep_alive()) c->open = false;
-        }
-        done(ok, std::move(error));  // last: it may send the slot's next request
-      });
-    });
+    asio::async_write(c->stream, asio::buffer(c->wire),
+                      [c, done = std::move(done)](beast::error_code ec, size_t) mutable {
+                        if (ec) {
+                          c->open = false;
+                          done(false, "write: " + ec.message());
+                          return;
+                        }
+                        c->res = {};
+                        bhttp::async_read(
+                            c->stream, c->buffer, c->res,
+                            [c, done = std::move(done)](beast::error_code ec, size_t) mutable {
+                              bool ok = false;
+                              std::string error;
+                              if (ec) {
+                                c->open = false;
+                                error = "read: " + ec.message();
+                              } else {
+                                ok = c->res.result_int() == 200;
+                                if (!ok)
+                                  error = "HTTP " + std::to_string(c->res.result_int()) + " " +
+                                          c->res.body().substr(0, 200);
+                                if (!c->res.keep_alive()) c->open = false;
+                              }
+                              done(ok,
+                                   std::move(error));  // last: it may send the slot's next request
+                            });
+                      });
   }
 
  private:
@@ -609,12 +618,13 @@ class Runner {
     f->ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
     f->request = *call.request;  // shares the slices
     grpc::GenericStub& stub = *stubs_[i % stubs_.size()];
-    stub.UnaryCall(&f->ctx, call.method, grpc::StubOptions(), &f->request, &f->response,
-                   [this, i, f, sent, &pick](grpc::Status s) {
-                     Finish(i, sent, s.ok(),
-                            s.ok() ? std::string() : std::to_string(s.error_code()) + " " + s.error_message(),
-                            pick);
-                   });
+    stub.UnaryCall(
+        &f->ctx, call.method, grpc::StubOptions(), &f->request, &f->response,
+        [this, i, f, sent, &pick](grpc::Status s) {
+          Finish(i, sent, s.ok(),
+                 s.ok() ? std::string() : std::to_string(s.error_code()) + " " + s.error_message(),
+                 pick);
+        });
   }
 
   // A slot's request is answered: counts it (unless the window has ended) and sends the
@@ -661,8 +671,8 @@ class Workloads {
     };
     const bool mix = needs("mix");
     const bool vault_encrypt = needs("vault-encrypt"), vault_decrypt = needs("vault-decrypt");
-    const bool tenant_work = mix || needs("encrypt") || needs("decrypt") || needs("encrypt-batch") ||
-                             vault_encrypt || vault_decrypt;
+    const bool tenant_work = mix || needs("encrypt") || needs("decrypt") ||
+                             needs("encrypt-batch") || vault_encrypt || vault_decrypt;
     const std::string plaintext(static_cast<size_t>(o_.payload), 'x');
     if (tenant_work && o_.create_tenants) {
       std::vector<grpc::ByteBuffer> creates;
@@ -721,13 +731,16 @@ class Workloads {
       const std::string body = json{{"plaintext", Base64(plaintext)}}.dump();
       for (int i = 0; i < TotalTenants(); ++i) {
         std::string answer;
-        const int status = runner_.vault()->PostSync(transit + "encrypt/" + Tenant(i), body, &answer);
+        const int status =
+            runner_.vault()->PostSync(transit + "encrypt/" + Tenant(i), body, &answer);
         const json j = json::parse(answer, nullptr, /*allow_exceptions=*/false);
         if (status != 200 || !j.contains("data")) {
-          Die("set-up Vault encrypt for " + Tenant(i) + ": HTTP " + std::to_string(status) + " " + answer);
+          Die("set-up Vault encrypt for " + Tenant(i) + ": HTTP " + std::to_string(status) + " " +
+              answer);
         }
         const std::string ciphertext = j["data"].value("ciphertext", "");
-        vault_decrypt_.push_back(VaultPost(transit + "decrypt/" + Tenant(i), json{{"ciphertext", ciphertext}}.dump()));
+        vault_decrypt_.push_back(
+            VaultPost(transit + "decrypt/" + Tenant(i), json{{"ciphertext", ciphertext}}.dump()));
       }
     }
     kms::v1::SignJwtRequest sign;
@@ -759,8 +772,16 @@ class Workloads {
     if (w == "encrypt-batch") return [this, pick_tenant](Slot& s, Call* c) { *c = {kEncryptBatch, &batch_[pick_tenant(s)]}; return true; };
     if (w == "sign-jwt") return [this](Slot&, Call* c) { *c = {kSignJwt, &sign_}; return true; };
     if (w == "verify-jwt") return [this](Slot&, Call* c) { *c = {kVerifyJwt, &verify_}; return true; };
-    if (w == "vault-encrypt") return [this, pick_tenant](Slot& s, Call* c) { c->http = &vault_encrypt_[pick_tenant(s)]; return true; };
-    if (w == "vault-decrypt") return [this, pick_tenant](Slot& s, Call* c) { c->http = &vault_decrypt_[pick_tenant(s)]; return true; };
+    if (w == "vault-encrypt")
+      return [this, pick_tenant](Slot& s, Call* c) {
+        c->http = &vault_encrypt_[pick_tenant(s)];
+        return true;
+      };
+    if (w == "vault-decrypt")
+      return [this, pick_tenant](Slot& s, Call* c) {
+        c->http = &vault_decrypt_[pick_tenant(s)];
+        return true;
+      };
     if (w == "mix") {
       return [this, pick_tenant](Slot& s, Call* c) {
         const uint64_t r = s.rng() % 100;
@@ -880,8 +901,9 @@ int main(int argc, char** argv) {
   }
 
   const bool table = o.format == "table";
-  json out = {{"addr", o.target.addr},         {"workload", o.workload},       {"inflight", o.inflight},
-              {"connections", o.connections}, {"payload", o.payload},   {"tenants", o.tenants},
+  json out = {{"addr", o.target.addr},          {"workload", o.workload},
+              {"inflight", o.inflight},         {"connections", o.connections},
+              {"payload", o.payload},           {"tenants", o.tenants},
               {"cold_tenants", o.cold_tenants}, {"cold_fraction", o.cold_fraction}};
   if (IsVault(o.workload) || IsVault(o.compare)) out["https"] = o.target.https;
   if (other_kmsd) {
@@ -926,7 +948,8 @@ int main(int argc, char** argv) {
     json windows = json::array();
     if (table) PrintHeader();
     for (int k = 0; k < o.windows; ++k) {
-      WindowResult b = base_runner.Run(o.compare, o.seconds, base_work.PickerFor(o.compare, base_hot));
+      WindowResult b =
+          base_runner.Run(o.compare, o.seconds, base_work.PickerFor(o.compare, base_hot));
       if (o.baseline_tenants > 0) b.workload += "@" + std::to_string(base_hot);
       if (other_kmsd) b.workload += "@" + o.baseline_label;
       WindowResult r = runner.Run(o.workload, o.seconds, work.PickerFor(o.workload));
@@ -953,10 +976,11 @@ int main(int argc, char** argv) {
                     {"p99_max", pr.max},   {"baseline_rps_mean", bs.mean},
                     {"workload_rps_mean", ws.mean}};
     if (table) {
-      std::printf("\n%s / %s: req/s ratio %.3f (min %.3f, max %.3f, stdev %.3f, %zu window pairs); "
-                  "p99 ratio %.2f (min %.2f, max %.2f)\n",
-                  name.c_str(), base_name.c_str(), rr.mean, rr.min, rr.max, rr.stdev,
-                  rps_ratio.size(), pr.mean, pr.min, pr.max);
+      std::printf(
+          "\n%s / %s: req/s ratio %.3f (min %.3f, max %.3f, stdev %.3f, %zu window pairs); "
+          "p99 ratio %.2f (min %.2f, max %.2f)\n",
+          name.c_str(), base_name.c_str(), rr.mean, rr.min, rr.max, rr.stdev, rps_ratio.size(),
+          pr.mean, pr.min, pr.max);
     }
   }
   out["errors"] = total_errors;
