@@ -379,6 +379,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
           config, vault::VaultDoorInfo{.node_id = config.node_id, .version = KMSD_VERSION},
           RealClock::Instance());
       p.vault->Register(*p.http);
+      if (p.metrics) p.vault->set_metrics(p.metrics.get());
     }
     p.http->Start();
   }
