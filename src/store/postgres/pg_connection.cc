@@ -316,7 +316,9 @@ namespace {
 // -1: error or hang-up (libpq then reports the failure itself).
 int PollUntil(int fd, short events, std::chrono::steady_clock::time_point deadline) {
   for (;;) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+    // Rounded up: poll() counts whole milliseconds, and an early wake-up must not
+    // report the deadline before it has passed.
+    const auto left = std::chrono::ceil<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) return 0;
     pollfd p{};
