@@ -84,6 +84,14 @@ absl::Status GuardedKeyStore::CreateTenant(const store::TenantRecord& tenant, co
       [=, inner = inner_]() { return inner->CreateTenant(tenant, first_dek); });
 }
 
+absl::StatusOr<std::vector<store::CreateTenantResult>> GuardedKeyStore::CreateTenants(
+    std::span<const store::NewTenant> tenants) {
+  return exec_->Run<absl::StatusOr<std::vector<store::CreateTenantResult>>>(
+      [inner = inner_, copy = std::vector<store::NewTenant>(tenants.begin(), tenants.end())] {
+        return inner->CreateTenants(copy);
+      });
+}
+
 absl::StatusOr<store::TenantRecord> GuardedKeyStore::GetTenant(const std::string& tenant_id) {
   return exec_->Run<absl::StatusOr<store::TenantRecord>>(
       [=, inner = inner_]() { return inner->GetTenant(tenant_id); });

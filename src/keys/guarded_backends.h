@@ -64,6 +64,8 @@ class GuardedKeyStore final : public store::KeyStore, public store::AuditStore {
   // TenantKeyStore
   absl::Status CreateTenant(const store::TenantRecord& tenant,
                             const store::DekRecord& first_dek) override;
+  absl::StatusOr<std::vector<store::CreateTenantResult>> CreateTenants(
+      std::span<const store::NewTenant> tenants) override;
   absl::StatusOr<store::TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<store::TenantPage> ListTenants(const std::string& after, int limit) override;
   absl::StatusOr<uint64_t> CountTenants() override;

@@ -91,6 +91,38 @@ absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& ten
   return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
 }
 
+absl::StatusOr<std::vector<store::CreateTenantResult>> KeyManager::CreateTenants(
+    std::span<const TenantId> tenants) {
+  if (tenants.size() > store::kMaxCreateTenantsBatch) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", store::kMaxCreateTenantsBatch,
+                                                   " tenants in one call"));
+  }
+  const uint32_t kek = kek_ring_->primary_version();
+  const int64_t now = clock_->UnixSeconds();
+  std::vector<store::NewTenant> rows;
+  rows.reserve(tenants.size());
+  for (const TenantId& tenant : tenants) {
+    const std::string& id = tenant.str();
+    KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
+    KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*kek_ring_, kek, id, 1, dek));
+    rows.push_back(store::NewTenant{
+        .tenant = {.id = id,
+                   .state = store::TenantState::kActive,
+                   .primary_dek_version = 1,
+                   .min_decrypt_version = 1,
+                   .created_at = now,
+                   .row_version = 1},
+        .first_dek = {.tenant_id = id,
+                      .version = 1,
+                      .kek_version = kek,
+                      .wrapped = std::move(wrapped),
+                      .state = store::DekState::kActive,
+                      .created_at = now,
+                      .encryptions = 0}});
+  }
+  return store_->CreateTenants(rows);
+}
+
 absl::StatusOr<TenantInfo> KeyManager::GetTenant(const TenantId& tenant) {
   KMS_ASSIGN_OR_RETURN(store::TenantDek td, store_->GetTenantDek(tenant.str(), 0));
   return TenantInfo{.tenant = std::move(td.tenant), .primary_dek_created_at = td.dek.created_at};

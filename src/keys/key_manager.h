@@ -146,6 +146,14 @@ class KeyManager {
   // --- Tenants (operators)
   // ALREADY_EXISTS when the tenant exists.
   absl::StatusOr<TenantInfo> CreateTenant(const TenantId& tenant);
+  // Bulk creation (a platform migrating its tenants): a fresh DEK per tenant, wrapped
+  // under the primary KEK as CreateTenant does, all stored in ONE store transaction
+  // (TenantKeyStore::CreateTenants). One result per tenant, in input order: kCreated, or
+  // kAlreadyExists for an id that was taken (left as it was, so a load can be run
+  // again). INVALID_ARGUMENT for more than store::kMaxCreateTenantsBatch tenants or an
+  // id listed twice; else the store's or the KEK ring's error, and then none is created.
+  absl::StatusOr<std::vector<store::CreateTenantResult>> CreateTenants(
+      std::span<const TenantId> tenants);
   // NOT_FOUND for an unknown tenant.
   absl::StatusOr<TenantInfo> GetTenant(const TenantId& tenant);
   absl::StatusOr<store::TenantPage> ListTenants(const std::string& after, int limit);

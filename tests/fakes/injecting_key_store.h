@@ -58,6 +58,11 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->CreateTenant(t, d);
   }
+  absl::StatusOr<std::vector<store::CreateTenantResult>> CreateTenants(
+      std::span<const store::NewTenant> tenants) override {
+    if (down_) return Down();
+    return inner_->CreateTenants(tenants);
+  }
   absl::StatusOr<store::TenantRecord> GetTenant(const std::string& id) override {
     if (down_) return Down();
     return inner_->GetTenant(id);

@@ -32,6 +32,8 @@
               (const ::kms::store::TenantRecord& tenant,                                     \
                const ::kms::store::DekRecord& first_dek),                                    \
               (override));                                                                   \
+  MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::CreateTenantResult>>, CreateTenants, \
+              (std::span<const ::kms::store::NewTenant> tenants), (override));               \
   MOCK_METHOD(absl::StatusOr<::kms::store::TenantRecord>, GetTenant,                         \
               (const std::string& tenant_id), (override));                                   \
   MOCK_METHOD(absl::StatusOr<::kms::store::TenantPage>, ListTenants,                         \

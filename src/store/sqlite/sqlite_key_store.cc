@@ -762,6 +762,50 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
       });
 }
 
+absl::StatusOr<std::vector<CreateTenantResult>> SqliteKeyStore::CreateTenants(
+    std::span<const NewTenant> tenants) {
+  constexpr absl::string_view kOp = "CreateTenants";
+  KMS_RETURN_IF_ERROR(CheckCreateTenants(tenants));
+  if (tenants.empty()) return std::vector<CreateTenantResult>();
+  std::vector<CreateTenantResult> results;
+  bool created_any = false;
+  // One transaction; ON CONFLICT (id) DO NOTHING leaves a taken id as it was (and only
+  // a taken id: every other constraint still fails the whole call).
+  KMS_RETURN_IF_ERROR(Mutate({.op = kOp, .bump_epoch = false}, [&]() -> absl::Status {
+    mu_.AssertHeld();
+    results.clear();
+    results.reserve(tenants.size());
+    created_any = false;
+    for (const NewTenant& t : tenants) {
+      int64_t inserted = 0;
+      {
+        KMS_ASSIGN_OR_RETURN(
+            Stmt s, Prepare(absl::StrCat("INSERT INTO tenants (", kTenantColumns,
+                                         ") VALUES (?1, ?2, ?3, ?4, ?5, 1) "
+                                         "ON CONFLICT (id) DO NOTHING"),
+                            kOp));
+        KMS_ASSIGN_OR_RETURN(inserted, s.Bind(1, t.tenant.id)
+                                           .Bind(2, TenantStateName(t.tenant.state))
+                                           .Bind(3, t.first_dek.version)
+                                           .Bind(4, t.tenant.min_decrypt_version)
+                                           .Bind(5, t.tenant.created_at)
+                                           .Run());
+      }
+      if (inserted == 0) {
+        results.push_back(CreateTenantResult::kAlreadyExists);
+        continue;
+      }
+      KMS_RETURN_IF_ERROR(InsertDek(t.tenant.id, t.first_dek, kOp));
+      results.push_back(CreateTenantResult::kCreated);
+      created_any = true;
+    }
+    // The epoch moves once per call, and only when a tenant was created.
+    if (created_any) KMS_RETURN_IF_ERROR(BumpEpoch(kOp));
+    return absl::OkStatus();
+  }));
+  return results;
+}
+
 absl::Status SqliteKeyStore::InsertDek(const std::string& tenant_id, const DekRecord& dek,
                                        absl::string_view op) {
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(absl::StrCat("INSERT INTO tenant_deks (", kDekColumns,

@@ -71,6 +71,8 @@ class SqliteKeyStore final : public KeyStore, public AuditStore {
 
   // TenantKeyStore
   absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
+  absl::StatusOr<std::vector<CreateTenantResult>> CreateTenants(
+      std::span<const NewTenant> tenants) override;
   absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<TenantPage> ListTenants(const std::string& after, int limit) override;
   absl::StatusOr<uint64_t> CountTenants() override;
