@@ -69,6 +69,11 @@ absl::StatusOr<std::vector<store::KekUsage>> GuardedKeyStore::ListKekUsage() {
       [=, inner = inner_]() { return inner->ListKekUsage(); });
 }
 
+absl::StatusOr<std::vector<store::KekUsage>> GuardedKeyStore::ListKekUsageExcept(uint32_t kek_version) {
+  return exec_->Run<absl::StatusOr<std::vector<store::KekUsage>>>(
+      [=, inner = inner_]() { return inner->ListKekUsageExcept(kek_version); });
+}
+
 absl::Status GuardedKeyStore::RetireKek(uint32_t version, int64_t retired_at) {
   return exec_->Run<absl::Status>(
       [=, inner = inner_]() { return inner->RetireKek(version, retired_at); });

@@ -528,8 +528,10 @@ absl::Status RotationService::Check() {
     }
   } else if (!job_running) {
     // Keys below the primary and no job (a crash between the rotation and its job, or a
-    // straggler written after a job ended): a job for them.
-    KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, store_.ListKekUsage());
+    // straggler written after a job ended): a job for them. Reads only the keys outside
+    // the primary (this runs every check: a count of every DEK would scan the store).
+    KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage,
+                         store_.ListKekUsageExcept(primary.version));
     uint32_t from = 0;
     for (const store::KekUsage& u : usage) {
       if (u.kek_version < primary.version && u.deks + u.jwt_keys > 0) {

@@ -44,6 +44,10 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->ListKekUsage();
   }
+  absl::StatusOr<std::vector<store::KekUsage>> ListKekUsageExcept(uint32_t v) override {
+    if (down_) return Down();
+    return inner_->ListKekUsageExcept(v);
+  }
   absl::Status RetireKek(uint32_t v, int64_t retired_at) override {
     if (down_) return Down();
     return inner_->RetireKek(v, retired_at);

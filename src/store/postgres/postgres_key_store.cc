@@ -148,6 +148,19 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_by_time ON audit_log (at_ms);
 )sql",
+    // 5: start-up and the periodic key-state reads do not grow with the store (see the
+    // SQLite backend's migration 5): the primary DEK's created_at on the tenant row with
+    // an index over active tenants, and a KEK index without destroyed DEKs.
+    R"sql(
+ALTER TABLE tenants ADD COLUMN primary_dek_created_at BIGINT NOT NULL DEFAULT 0;
+UPDATE tenants t SET primary_dek_created_at = d.created_at FROM tenant_deks d
+  WHERE d.tenant_id = t.id AND d.version = t.primary_dek_version;
+CREATE INDEX tenants_active_by_primary_dek_age ON tenants (primary_dek_created_at)
+  WHERE state = 'active';
+DROP INDEX tenant_deks_by_kek;
+CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version, tenant_id, version)
+  WHERE state <> 'destroyed';
+)sql",
 };
 
 constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -543,6 +556,40 @@ absl::StatusOr<std::vector<KekUsage>> PostgresKeyStore::ListKekUsage() {
   return out;
 }
 
+absl::StatusOr<std::vector<KekUsage>> PostgresKeyStore::ListKekUsageExcept(
+    uint32_t kek_version) {
+  constexpr absl::string_view kOp = "ListKekUsageExcept";
+  std::vector<KekUsage> out;
+  KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
+    // Two ranges of tenant_deks_by_kek (no destroyed DEK in it: migration 5).
+    Params p;
+    p.Int(kek_version);
+    KMS_ASSIGN_OR_RETURN(
+        Result r, c.Exec("SELECT v, SUM(d)::bigint, SUM(j)::bigint FROM ("
+                         "SELECT version AS v, 0::bigint AS d, 0::bigint AS j FROM kek_versions "
+                         "WHERE version <> $1 "
+                         "UNION ALL SELECT kek_version, COUNT(*), 0 FROM tenant_deks "
+                         "WHERE kek_version < $1 AND state <> 'destroyed' GROUP BY kek_version "
+                         "UNION ALL SELECT kek_version, COUNT(*), 0 FROM tenant_deks "
+                         "WHERE kek_version > $1 AND state <> 'destroyed' GROUP BY kek_version "
+                         "UNION ALL SELECT kek_version, 0, COUNT(*) FROM jwt_keys "
+                         "WHERE kek_version <> $1 GROUP BY kek_version) AS u GROUP BY v ORDER BY v",
+                         p, kOp));
+    std::vector<KekUsage> usage;
+    usage.reserve(r.rows());
+    for (int i = 0; i < r.rows(); ++i) {
+      KekUsage u;
+      u.kek_version = static_cast<uint32_t>(r.Int(i, 0));
+      u.deks = static_cast<uint64_t>(r.Int(i, 1));
+      u.jwt_keys = static_cast<uint64_t>(r.Int(i, 2));
+      usage.push_back(u);
+    }
+    out = std::move(usage);
+    return absl::OkStatus();
+  }));
+  return out;
+}
+
 absl::Status PostgresKeyStore::RetireKek(uint32_t version, int64_t retired_at) {
   constexpr absl::string_view kOp = "RetireKek";
   KMS_RETURN_IF_ERROR(CheckRetireKek(version, retired_at));
@@ -618,10 +665,11 @@ absl::Status PostgresKeyStore::CreateTenant(const TenantRecord& tenant,
         .Text(TenantStateName(tenant.state))
         .Int(first_dek.version)
         .Int(tenant.min_decrypt_version)
-        .Int(tenant.created_at);
+        .Int(tenant.created_at)
+        .Int(first_dek.created_at);
     absl::Status st =
         c.Exec(absl::StrCat("INSERT INTO tenants (", kTenantColumns,
-                            ") VALUES ($1, $2, $3, $4, $5, 1)")
+                            ", primary_dek_created_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
                    .c_str(),
                p,
                kOp)
@@ -659,7 +707,8 @@ absl::StatusOr<std::vector<CreateTenantResult>> PostgresKeyStore::CreateTenants(
       "dek_version, kek_version, wrapped, dek_state, dek_created_at, encryptions) AS (VALUES ",
       values,
       "), t AS (INSERT INTO tenants (", kTenantColumns,
-      ") SELECT id, state, primary_dek_version, min_decrypt_version, created_at, 1 "
+      ", primary_dek_created_at) SELECT id, state, primary_dek_version, min_decrypt_version, "
+      "created_at, 1, dek_created_at "
       "FROM input ORDER BY id ON CONFLICT (id) DO NOTHING RETURNING id), "
       "d AS (INSERT INTO tenant_deks (", kDekColumns,
       ") SELECT i.id, i.dek_version, i.kek_version, i.wrapped, i.dek_state, i.dek_created_at, "
@@ -752,8 +801,9 @@ absl::StatusOr<int64_t> PostgresKeyStore::OldestPrimaryDekCreatedAt() {
   int64_t out = 0;
   KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
     KMS_ASSIGN_OR_RETURN(Result r, c.Exec(
-        "SELECT COALESCE(MIN(d.created_at), 0) FROM tenants t JOIN tenant_deks d "
-      "ON d.tenant_id = t.id AND d.version = t.primary_dek_version WHERE t.state = 'active'", kOp));
+        // One lookup in tenants_active_by_primary_dek_age (migration 5), not a scan.
+        "SELECT COALESCE(MIN(primary_dek_created_at), 0) FROM tenants WHERE state = 'active'",
+        kOp));
     out = r.Int(0, 0);
     return absl::OkStatus();
   }));
@@ -840,8 +890,9 @@ absl::Status PostgresKeyStore::RotateDek(const std::string& tenant_id, int64_t e
   return Run(kOp, Mode::kTransaction, [&](Connection& c) -> absl::Status {
     // The compare-and-set: only from the row_version the caller read, only forward.
     Params p;
-    p.Text(tenant_id).Int(expected_row_version).Int(new_dek.version);
+    p.Text(tenant_id).Int(expected_row_version).Int(new_dek.version).Int(new_dek.created_at);
     KMS_ASSIGN_OR_RETURN(Result r, c.Exec("UPDATE tenants SET primary_dek_version = $3, "
+                                          "primary_dek_created_at = $4, "
                                           "row_version = row_version + 1 "
                                           "WHERE id = $1 AND row_version = $2 "
                                           "AND state = 'active' AND primary_dek_version < $3",

@@ -76,6 +76,7 @@ class PostgresKeyStore final : public KeyStore, public AuditStore {
   absl::Status InsertKek(const KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
   absl::StatusOr<std::vector<KekUsage>> ListKekUsage() override;
+  absl::StatusOr<std::vector<KekUsage>> ListKekUsageExcept(uint32_t kek_version) override;
   absl::Status RetireKek(uint32_t version, int64_t retired_at) override;
   absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) override;
 

@@ -149,6 +149,22 @@ CREATE TABLE audit_log (
 ) STRICT;
 CREATE INDEX audit_log_by_time ON audit_log (at_ms);
 )sql",
+    // 5: start-up and the periodic key-state reads do not grow with the store
+    // (KeyStateCache::Refresh). The created_at of each tenant's primary DEK is kept on
+    // the tenant row, with an index over active tenants, so the oldest one is one index
+    // lookup instead of a join over every tenant; and the KEK index leaves destroyed
+    // DEKs out (every query on it already does), so counting the DEKs outside the
+    // primary KEK reads only those rows, none once a re-wrap is done.
+    R"sql(
+ALTER TABLE tenants ADD COLUMN primary_dek_created_at INTEGER NOT NULL DEFAULT 0;
+UPDATE tenants SET primary_dek_created_at = COALESCE((SELECT d.created_at FROM tenant_deks d
+  WHERE d.tenant_id = tenants.id AND d.version = tenants.primary_dek_version), 0);
+CREATE INDEX tenants_active_by_primary_dek_age ON tenants (primary_dek_created_at)
+  WHERE state = 'active';
+DROP INDEX tenant_deks_by_kek;
+CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version, tenant_id, version)
+  WHERE state <> 'destroyed';
+)sql",
 };
 
 constexpr int kLatestSchemaVersion = static_cast<int>(std::size(kMigrations));
@@ -667,6 +683,27 @@ absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsage() {
   return usage;
 }
 
+absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsageExcept(uint32_t kek_version) {
+  constexpr absl::string_view kOp = "ListKekUsageExcept";
+  MutexLock lock(&mu_);
+  // Two ranges of tenant_deks_by_kek (which holds no destroyed DEK: migration 5), each
+  // grouped on its own: one "<>" or an OR of the two makes SQLite scan the whole index.
+  KMS_ASSIGN_OR_RETURN(
+      Stmt s, Prepare(kKekUsageExceptSql, kOp));
+  s.Bind(1, kek_version);
+  std::vector<KekUsage> usage;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    KekUsage u;
+    u.kek_version = static_cast<uint32_t>(s.Int(0));
+    u.deks = static_cast<uint64_t>(s.Int(1));
+    u.jwt_keys = static_cast<uint64_t>(s.Int(2));
+    usage.push_back(u);
+  }
+  return usage;
+}
+
 absl::Status SqliteKeyStore::RetireKek(uint32_t version, int64_t retired_at) {
   constexpr absl::string_view kOp = "RetireKek";
   KMS_RETURN_IF_ERROR(CheckRetireKek(version, retired_at));
@@ -748,13 +785,15 @@ absl::Status SqliteKeyStore::CreateTenant(const TenantRecord& tenant,
         {
           KMS_ASSIGN_OR_RETURN(Stmt s,
                                Prepare(absl::StrCat("INSERT INTO tenants (", kTenantColumns,
-                                                    ") VALUES (?1, ?2, ?3, ?4, ?5, 1)"),
+                                                    ", primary_dek_created_at) "
+                                                    "VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)"),
                                        kOp));
           KMS_RETURN_IF_ERROR(s.Bind(1, tenant.id)
                                   .Bind(2, TenantStateName(tenant.state))
                                   .Bind(3, first_dek.version)
                                   .Bind(4, tenant.min_decrypt_version)
                                   .Bind(5, tenant.created_at)
+                                  .Bind(6, first_dek.created_at)
                                   .Run()
                                   .status());
         }
@@ -781,7 +820,8 @@ absl::StatusOr<std::vector<CreateTenantResult>> SqliteKeyStore::CreateTenants(
       {
         KMS_ASSIGN_OR_RETURN(
             Stmt s, Prepare(absl::StrCat("INSERT INTO tenants (", kTenantColumns,
-                                         ") VALUES (?1, ?2, ?3, ?4, ?5, 1) "
+                                         ", primary_dek_created_at) "
+                                         "VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6) "
                                          "ON CONFLICT (id) DO NOTHING"),
                             kOp));
         KMS_ASSIGN_OR_RETURN(inserted, s.Bind(1, t.tenant.id)
@@ -789,6 +829,7 @@ absl::StatusOr<std::vector<CreateTenantResult>> SqliteKeyStore::CreateTenants(
                                            .Bind(3, t.first_dek.version)
                                            .Bind(4, t.tenant.min_decrypt_version)
                                            .Bind(5, t.tenant.created_at)
+                                           .Bind(6, t.first_dek.created_at)
                                            .Run());
       }
       if (inserted == 0) {
@@ -868,8 +909,8 @@ absl::StatusOr<uint64_t> SqliteKeyStore::CountTenants() {
 absl::StatusOr<int64_t> SqliteKeyStore::OldestPrimaryDekCreatedAt() {
   MutexLock lock(&mu_);
   KMS_ASSIGN_OR_RETURN(Stmt s, Prepare(
-      "SELECT COALESCE(MIN(d.created_at), 0) FROM tenants t JOIN tenant_deks d "
-      "ON d.tenant_id = t.id AND d.version = t.primary_dek_version WHERE t.state = 'active'",
+      // One lookup in tenants_active_by_primary_dek_age (migration 5), not a scan.
+      kOldestPrimaryDekSql,
       "OldestPrimaryDekCreatedAt"));
   KMS_ASSIGN_OR_RETURN(bool row, s.Step());
   return row ? s.Int(0) : 0;
@@ -941,13 +982,14 @@ absl::Status SqliteKeyStore::RotateDek(const std::string& tenant_id,
           // The compare-and-set: only from the row_version the caller read, only forward.
           KMS_ASSIGN_OR_RETURN(
               Stmt s, Prepare("UPDATE tenants SET primary_dek_version = ?3, "
-                              "row_version = row_version + 1 "
+                              "primary_dek_created_at = ?4, row_version = row_version + 1 "
                               "WHERE id = ?1 AND row_version = ?2 AND state = 'active' "
                               "AND primary_dek_version < ?3",
                               kOp));
           KMS_ASSIGN_OR_RETURN(changed, s.Bind(1, tenant_id)
                                             .Bind(2, expected_row_version)
                                             .Bind(3, new_dek.version)
+                                            .Bind(4, new_dek.created_at)
                                             .Run());
         }
         if (changed == 0) {

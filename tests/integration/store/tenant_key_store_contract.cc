@@ -159,6 +159,15 @@ TEST_P(TenantKeyStoreContractTest, OldestPrimaryDekCreatedAtLooksAtActiveTenants
   oldest = store().OldestPrimaryDekCreatedAt();
   ASSERT_TRUE(oldest.ok()) << oldest.status();
   EXPECT_EQ(*oldest, TestDek("acme", 2).created_at);
+
+  // Tenants created in bulk count with their first DEK.
+  NewTenant older{TestTenant("initech"), TestDek("initech", 1)};
+  older.first_dek.created_at = 1600000000;
+  auto created = store().CreateTenants(std::vector<NewTenant>{older});
+  ASSERT_TRUE(created.ok()) << created.status();
+  oldest = store().OldestPrimaryDekCreatedAt();
+  ASSERT_TRUE(oldest.ok()) << oldest.status();
+  EXPECT_EQ(*oldest, 1600000000);
 }
 
 // --- DEK rotation
