@@ -161,6 +161,15 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
   entry->kek_version = td->dek.kek_version;
   entry->key = std::move(key);
   entry->loaded_at = clock_->Now();
+  // The first time-based usage write: spread over the max age by the key's hash.
+  const int64_t max_age_ns = std::chrono::nanoseconds(options_.usage_flush_max_age).count();
+  const int64_t spread =
+      max_age_ns > 0
+          ? static_cast<int64_t>(std::hash<std::string>{}(tenant_id) %
+                                 static_cast<uint64_t>(max_age_ns))
+          : 0;
+  entry->usage_due_ns =
+      std::chrono::nanoseconds(entry->loaded_at.time_since_epoch()).count() + spread;
   entry->counted = td->dek.encryptions;
   entry->min_version = td->tenant.min_decrypt_version;
   if (IsIndexKeyId(tenant_id)) entry->mac_key = std::make_unique<SecretBytes>(std::move(dek));
@@ -373,14 +382,24 @@ absl::StatusOr<ShredResult> KeyManager::ShredKeySet(const std::string& tenant_id
   return result;
 }
 
-absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
+absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
+  const int64_t now_ns = std::chrono::nanoseconds(clock_->Now().time_since_epoch()).count();
+  const int64_t max_age_ns = std::chrono::nanoseconds(options_.usage_flush_max_age).count();
   std::vector<std::shared_ptr<const DekEntry>> entries;
   {
+    // Entries that left the cache: always written (nothing else holds their counts).
     MutexLock lock(&pending_mu_);
     entries.swap(pending_counts_);
   }
   cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
-    if (e->encryptions.load(std::memory_order_relaxed) > 0) entries.push_back(e);
+    const uint64_t pending = e->encryptions.load(std::memory_order_relaxed);
+    if (pending == 0) return;
+    // The usage flush policy (KeyManagerOptions): many, old, or near the budget.
+    if (all || pending >= options_.usage_flush_min_count ||
+        now_ns >= e->usage_due_ns.load(std::memory_order_relaxed) ||
+        e->counted.load(std::memory_order_relaxed) + pending >= options_.dek_encryption_budget) {
+      entries.push_back(e);
+    }
   });
   // Every delta in one store call: one transaction, one commit (one fsync) per flush
   // however many DEKs were active, instead of one each.
@@ -419,6 +438,7 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
       pending_counts_.push_back(e);  // in case it has left the cache meanwhile
       continue;
     }
+    e->usage_due_ns.store(now_ns + max_age_ns, std::memory_order_relaxed);
     if (e->counted.fetch_add(deltas[i]) + deltas[i] >= options_.dek_encryption_budget) {
       over_budget.push_back(e->tenant_id);
     }
