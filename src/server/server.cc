@@ -449,7 +449,9 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   keys::KeyManagerOptions key_options{
       .cache = {.ttl = std::chrono::seconds(config.dek_cache.ttl_seconds),
                 .max_entries = static_cast<size_t>(config.dek_cache.max_entries)},
-      .auto_create_tenants = config.tenants_auto_create};
+      .auto_create_tenants = config.tenants_auto_create,
+      .usage_flush_min_count = static_cast<uint64_t>(config.dek_cache.usage_flush_min_count),
+      .usage_flush_max_age = std::chrono::seconds(config.dek_cache.usage_flush_max_age_seconds)};
   key_options.cache.max_stale = std::chrono::seconds(jwt_options.key_max_age_seconds);
   KMS_ASSIGN_OR_RETURN(
       p.kek_ring, OpenWithBackoff<std::unique_ptr<keys::HsmKekRing>>("KEK ring", stop, [&] {
