@@ -27,9 +27,9 @@ absl::Status Annotate(const absl::Status& st, std::string_view what) {
   return absl::Status(st.code(), absl::StrCat(std::string(what), ": ", st.message()));
 }
 
-// Sums what ListKekUsage says is sealed under versions below `to`.
+// Sums what is sealed under versions below `to` (read without the keys under `to`).
 absl::StatusOr<uint64_t> UsageBelow(store::KekStore& keks, uint32_t to, bool deks) {
-  KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, keks.ListKekUsage());
+  KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, keks.ListKekUsageExcept(to));
   uint64_t n = 0;
   for (const store::KekUsage& u : usage) {
     if (u.kek_version < to) n += deks ? u.deks : u.jwt_keys;
