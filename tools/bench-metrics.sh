@@ -1,53 +1,15 @@
 #!/usr/bin/env bash
 # Encrypt throughput with metrics on vs off, in one run: two kmsd on the same dev state
 # (SoftHSM2 token, certificates), each with its own SQLite file, one with
-# metrics.enabled=true and one with false; build/bench/encrypt_load drives both in
-# interleaved rounds and prints the ratio (docs/benchmarks.md).
-# Usage: tools/bench-metrics.sh [BUILD_DIR] [-- encrypt_load options]
+# metrics.enabled=true and one with false; kms-bench drives both in alternating windows
+# (--compare encrypt --baseline-config: metrics off is the baseline) and prints the
+# ratio on ÷ off with its spread (docs/benchmarks.md).
+# Usage: tools/bench-metrics.sh [BUILD_DIR] [-- kms-bench options, e.g. --inflight 8
+#        --connections 8 --seconds 2 --windows 10]
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$root/build}
+# shellcheck source=tools/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
+bench_init bench-metrics "${1:-}"
 shift || true
 [[ "${1:-}" == "--" ]] && shift
-work=$(mktemp -d /tmp/kmsd-bench-metrics.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-state=$work/state
-# The dev state dir: token, CA, certificates, policy.
-"$build/src/exe/kmsd" --dev --state-dir "$state" --grpc-listen 127.0.0.1:0 --http-listen "" \
-  >"$work/setup.out" 2>"$work/setup.log" &
-setup=$!
-for _ in $(seq 120); do grep -q "kmsd ready" "$work/setup.out" && break; sleep 0.5; done
-kill "$setup"; wait "$setup" || true
-
-start_kmsd() {  # NAME METRICS_ENABLED -> prints host:port
-  local name=$1 enabled=$2
-  python3 - "$state" "$work/$name.db" "$enabled" >"$work/$name.json" <<'PY'
-import json, sys
-state, db, enabled = sys.argv[1], sys.argv[2], sys.argv[3] == "true"
-print(json.dumps({
-  "node_id": "bench", "grpc": {"listen": "127.0.0.1:0"}, "http": {"listen": "127.0.0.1:0"},
-  "tls": {"cert_file": f"{state}/pki/server.pem", "key_file": f"{state}/pki/server.key",
-          "client_ca_file": f"{state}/pki/ca.pem"},
-  "hsm": {"token_label": "kmsd-dev", "pin_file": f"{state}/secrets/hsm-user.pin",
-          "softhsm2_conf": f"{state}/softhsm2.conf"},
-  "store": {"backend": "sqlite", "sqlite": {"path": db}},
-  "policy_file": f"{state}/policy.json",
-  "metrics": {"enabled": enabled}}))
-PY
-  "$build/src/exe/kmsd" --config "$work/$name.json" >"$work/$name.out" 2>"$work/$name.log" &
-  pids+=($!)
-  for _ in $(seq 240); do grep -q "kmsd ready" "$work/$name.out" && break; sleep 0.5; done
-  sed -n 's/.*kmsd ready: grpc=\([^ ]*\).*/\1/p' "$work/$name.out"
-}
-on=$(start_kmsd metrics-on true)
-off=$(start_kmsd metrics-off false)
-[[ -n $on && -n $off ]] || { echo "kmsd did not start; logs in $work" >&2; trap - EXIT; exit 1; }
-"$build/bench/encrypt_load" --ca "$state/pki/ca.pem" --cert "$state/pki/clients/operator.pem" \
-  --key "$state/pki/clients/operator.key" "$@" "metrics-off=$off" "metrics-on=$on"
+bench_on_off metrics "$@"

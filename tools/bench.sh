@@ -13,10 +13,8 @@
 # Environment: KMS_BUILD_DIR (default build/); BENCH_SECONDS, BENCH_WINDOWS (5, 6). Benchmarks, not tests: nothing here
 # asserts a time. On a machine shared with other work, say so beside every figure.
 set -euo pipefail
-root=$(cd "$(dirname "$0")/.." && pwd)
-build=${KMS_BUILD_DIR:-$root/build}
-bench=$build/bench/kms-bench
-kmsd=$build/src/exe/kmsd
+# shellcheck source=tools/bench-lib.sh
+source "$(dirname "$0")/bench-lib.sh"
 quick=false pg=false tenants=100000 out=
 while [[ $# -gt 0 ]]; do
   case $1 in
@@ -28,69 +26,27 @@ while [[ $# -gt 0 ]]; do
   esac
   shift
 done
-[[ -x $bench && -x $kmsd ]] || { echo "build first: $bench, $kmsd" >&2; exit 2; }
+bench_init bench "${KMS_BUILD_DIR:-}"
+root=$BENCH_ROOT bench=$BENCH_KMS_BENCH work=$BENCH_WORK
+[[ -x $bench ]] || { echo "build first: $bench (tools/build.sh -DKMS_BUILD_TESTS=ON)" >&2; exit 2; }
 if $quick; then secs=1 windows=2 warm=0.5; [[ $tenants -gt 2000 ]] && tenants=2000
 else secs=${BENCH_SECONDS:-5} windows=${BENCH_WINDOWS:-6} warm=2; fi
-
-work=$(mktemp -d /tmp/kmsd-bench.XXXXXX)
 report=$work/report.md
-pids=()
-services=false
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  if $services; then kms_services_stop >/dev/null 2>&1 || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_dev_state
 
-state=$work/state
-"$kmsd" --dev --state-dir "$state" --grpc-listen 127.0.0.1:0 --http-listen "" \
-  >"$work/setup.out" 2>"$work/setup.log" &
-setup=$!
-for _ in $(seq 600); do grep -q "kmsd ready" "$work/setup.out" && break; sleep 0.2; done
-kill "$setup"; wait "$setup" || true
-
-# start_kmsd NAME BACKEND [MAX_ENTRIES]: kmsd on the dev state with audit and metrics on.
-# Sets KMSD_PID and KMSCTL_JSON (a kmsctl.json for it).
+# start_kmsd NAME BACKEND [MAX_ENTRIES]: kmsd on the dev state with audit and metrics on
+# (the Vault door on the HTTPS listener, as by default). Sets KMSD_PID and KMSCTL_JSON.
 start_kmsd() {
-  local name=$1 backend=$2 max_entries=${3:-500000}
-  python3 - "$state" "$work/$name.db" "$backend" "$max_entries" "${KMS_TEST_PG_CONNINFO:-}" \
-    "${KMS_TEST_PG_PASSWORD_FILE:-}" "bench_$name" >"$work/$name.json" <<'PY'
-import json, sys
-state, db, backend, max_entries, conninfo, pwfile, schema = sys.argv[1:8]
-store = {"backend": "sqlite", "sqlite": {"path": db}}
-if backend == "postgres":
-    store = {"backend": "postgres", "postgres": {"conninfo": conninfo, "password_file": pwfile,
-                                                 "schema": schema.replace("-", "_")}}
-print(json.dumps({
-  "node_id": "bench", "grpc": {"listen": "127.0.0.1:0"}, "http": {"listen": "127.0.0.1:0"},
-  "tls": {"cert_file": f"{state}/pki/server.pem", "key_file": f"{state}/pki/server.key",
-          "client_ca_file": f"{state}/pki/ca.pem"},
-  "hsm": {"token_label": "kmsd-dev", "pin_file": f"{state}/secrets/hsm-user.pin",
-          "softhsm2_conf": f"{state}/softhsm2.conf"},
-  "store": store, "policy_file": f"{state}/policy.json",
-  "dek_cache": {"max_entries": int(max_entries)},
-  "metrics": {"enabled": True}, "audit": {"enabled": True}}))
-PY
-  local t0 t1
-  t0=$(date +%s.%N)
-  "$kmsd" --config "$work/$name.json" >"$work/$name.out" 2>"$work/$name.log" &
-  KMSD_PID=$!
-  pids+=("$KMSD_PID")
-  for _ in $(seq 1200); do grep -q "kmsd ready" "$work/$name.out" && break; sleep 0.05; done
-  t1=$(date +%s.%N)
-  local addr
-  addr=$(sed -n 's/.*kmsd ready: grpc=\([^ ]*\).*/\1/p' "$work/$name.out")
-  [[ -n $addr ]] || { echo "kmsd $name did not start:" >&2; cat "$work/$name.log" >&2; exit 1; }
-  KMSD_READY_SECONDS=$(python3 -c "print(f'{$t1-$t0:.2f}')")
-  KMSCTL_JSON=$work/$name.kmsctl.json
-  python3 -c 'import json,sys; s=sys.argv[1]; print(json.dumps({"addr": sys.argv[2], "ca": f"{s}/pki/ca.pem", "cert": f"{s}/pki/clients/operator.pem", "key": f"{s}/pki/clients/operator.key"}))' \
-    "$state" "$addr" >"$KMSCTL_JSON"
+  local name=$1 backend=$2 max_entries=${3:-500000} store
+  store='{}'
+  if [[ $backend == postgres ]]; then
+    store=$(python3 -c 'import json,sys; print(json.dumps({"backend": "postgres", "postgres": {"conninfo": sys.argv[1], "password_file": sys.argv[2], "schema": sys.argv[3].replace("-", "_")}}))' \
+      "$KMS_TEST_PG_CONNINFO" "$KMS_TEST_PG_PASSWORD_FILE" "bench_$name")
+  fi
+  bench_config "$name" "{\"store\": $store, \"dek_cache\": {\"max_entries\": $max_entries},
+    \"metrics\": {\"enabled\": true}, \"audit\": {\"enabled\": true}}"
+  bench_start_kmsd "$name"
 }
-
-stop_kmsd() { kill "$KMSD_PID"; wait "$KMSD_PID" 2>/dev/null || true; }
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 
@@ -154,6 +110,18 @@ for inflight in 16 64; do
   runj "Decrypt vs null RPC, one cached tenant, N=$inflight" --workload decrypt --compare health \
     --inflight "$inflight" --connections 4 --windows "$windows"
 done
+# The Vault door (HTTPS + mTLS, JSON, X-Vault-Token; one keep-alive connection per
+# request in flight) against gRPC Encrypt/Decrypt on the same kmsd and tenant: what the
+# door costs over gRPC.
+for payload in 32 1024; do
+  for inflight in 16 64; do
+    runj "Vault door encrypt vs gRPC Encrypt, one cached tenant, N=$inflight, $payload B" \
+      --workload vault-encrypt --compare encrypt --payload "$payload" --inflight "$inflight" \
+      --connections 4 --windows "$windows"
+  done
+done
+runj "Vault door decrypt vs gRPC Decrypt, one cached tenant, N=16, 32 B" --workload vault-decrypt \
+  --compare decrypt --inflight 16 --connections 4 --windows "$windows"
 runj "SignJwt vs null RPC (floor: null RPC + one P-256 signature, above)" --workload sign-jwt \
   --compare health --inflight 16 --connections 4 --windows "$windows"
 runj "VerifyJwt vs null RPC" --workload verify-jwt --compare health --inflight 16 \
@@ -172,12 +140,12 @@ rss1=$(rss_kib "$KMSD_PID")
   echo "per cached DEK: $(( (rss1 - rss0) * 1024 / tenants )) bytes (RSS delta / tenants; includes the"
   echo "allocator's retained memory from set-up)"
 } >>"$report"
-stop_kmsd
-copy_db() { for f in "$1" "$1-wal" "$1-shm"; do [[ -e $f ]] && cp "$f" "${2}${f#$1}"; done; return 0; }
+bench_stop_kmsd "$KMSD_PID"
+copy_db() { for f in "$1" "$1-wal" "$1-shm"; do [[ -e $f ]] && cp "$f" "${2}${f#"$1"}"; done; return 0; }
 copy_db "$work/sqlite.db" "$work/sqlite-full.db"
 start_kmsd sqlite-full sqlite
 echo "start-up to ready with the $tenants tenants of that run in the store: ${KMSD_READY_SECONDS} s" >>"$report"
-stop_kmsd
+bench_stop_kmsd "$KMSD_PID"
 
 # A working set twice the cache bound: about every other request misses (store read +
 # HSM unwrap) and evicts; the tail is what the target bounds.
@@ -186,21 +154,25 @@ copy_db "$work/sqlite.db" "$work/sqlite-small.db"
 start_kmsd sqlite-small sqlite "$half"
 runj "Encrypt, working set $tenants tenants, cache bound $half" --workload encrypt \
   --tenants "$tenants" --no-create --inflight 16 --connections 4
-stop_kmsd
+bench_stop_kmsd "$KMSD_PID"
 
 if $pg; then
-  # shellcheck source=tools/test-services.sh
-  source "$root/tools/test-services.sh"
-  kms_services_start >/dev/null
-  services=true
-  echo "## PostgreSQL" >>"$report"
+  bench_services_start
+  # tools/test-services.sh runs PostgreSQL with fsync=off (tests); a benchmark runs it as
+  # a user does: restarted with fsync on.
+  $KMS_TEST_PG_CTL -w -m fast -o "-c listen_addresses=127.0.0.1 -p $KMS_TEST_PG_PORT -k $KMS_SERVICES_DIR/pg/sock -c fsync=on" \
+    restart >/dev/null
+  echo "## PostgreSQL 15 (tools/test-services.sh, restarted with fsync=on)" >>"$report"
   start_kmsd postgres postgres
+  echo "start-up to ready (empty store): ${KMSD_READY_SECONDS} s" >>"$report"
   runj "PostgreSQL: Encrypt vs null RPC, one cached tenant, N=16" --workload encrypt \
     --compare health --inflight 16 --connections 4 --windows "$windows"
+  runj "PostgreSQL: Vault door encrypt vs gRPC Encrypt, one cached tenant, N=16, 32 B" \
+    --workload vault-encrypt --compare encrypt --inflight 16 --connections 4 --windows "$windows"
   runj "PostgreSQL: Encrypt, $((tenants / 10)) cached tenants vs 1 tenant, N=16" \
     --workload encrypt --tenants $((tenants / 10)) --compare encrypt --baseline-tenants 1 \
     --inflight 16 --connections 4 --windows "$windows"
-  stop_kmsd
+  bench_stop_kmsd "$KMSD_PID"
 fi
 
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$report"

@@ -210,6 +210,35 @@ void PrintTenant(const kms::v1::Tenant& t, bool as_json) {
   }
 }
 
+// Lists tenants (or, with `named_keys`, named keys) from `page_token` on: one page, or
+// every page with `all_pages`. Prints one line each, or with `as_json` one document
+// {"<list_key>": [...], "next_page_token": "..."}.
+void ListKeySets(kms::v1::AdminService::Stub& admin, const Connection& conn, bool named_keys,
+                 int page_size, std::string token, bool all_pages, bool as_json) {
+  json all = json::array();
+  do {
+    grpc::ClientContext ctx;
+    SetDeadline(ctx, conn);
+    kms::v1::ListTenantsRequest req;
+    req.set_named_keys(named_keys);
+    req.set_page_size(page_size);
+    req.set_page_token(token);
+    kms::v1::ListTenantsResponse resp;
+    Check(admin.ListTenants(&ctx, req, &resp));
+    for (const auto& t : resp.tenants()) {
+      if (as_json) {
+        all.push_back(TenantJson(t));
+      } else {
+        std::cout << (named_keys ? t.key_name() : t.tenant_id()) << "\t" << t.state() << "\tDEK v"
+                  << t.primary_dek_version() << "\n";
+      }
+    }
+    token = resp.next_page_token();
+    if (!all_pages && !token.empty() && !as_json) std::cout << "next page: --page-token " << token << "\n";
+  } while (all_pages && !token.empty());
+  if (as_json) std::cout << json{{named_keys ? "keys" : "tenants", all}, {"next_page_token", token}}.dump(2) << "\n";
+}
+
 void ParseContext(const std::vector<std::string>& pairs,
                   google::protobuf::Map<std::string, std::string>* out,
                   const char* flag = "--context") {
@@ -1119,28 +1148,7 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
       }
       PrintTenant(t, as_json);
     } else if (*key_list) {
-      json all = json::array();
-      std::string token = page_token;
-      do {
-        grpc::ClientContext ctx;
-        SetDeadline(ctx, conn);
-        kms::v1::ListTenantsRequest req;
-        req.set_named_keys(true);
-        req.set_page_size(page_size);
-        req.set_page_token(token);
-        kms::v1::ListTenantsResponse resp;
-        Check(admin->ListTenants(&ctx, req, &resp));
-        for (const auto& t : resp.tenants()) {
-          if (as_json) {
-            all.push_back(TenantJson(t));
-          } else {
-            std::cout << t.key_name() << "\t" << t.state() << "\tDEK v" << t.primary_dek_version() << "\n";
-          }
-        }
-        token = resp.next_page_token();
-        if (!all_pages && !token.empty() && !as_json) std::cout << "next page: --page-token " << token << "\n";
-      } while (all_pages && !token.empty());
-      if (as_json) std::cout << json{{"keys", all}, {"next_page_token", token}}.dump(2) << "\n";
+      ListKeySets(*admin, conn, /*named_keys=*/true, page_size, page_token, all_pages, as_json);
     } else if (*key_shred) {
       if (receipt_out.empty()) {
         if (key_name.find('/') != std::string::npos) throw Failure{2, "invalid key name"};
@@ -1456,27 +1464,7 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
       Check(keys->GetJwks(&ctx, {}, &resp));
       std::cout << json::parse(resp.jwks_json()).dump(2) << "\n";
     } else if (*tenant_list) {
-      json all = json::array();
-      std::string token = page_token;
-      do {
-        grpc::ClientContext ctx;
-        SetDeadline(ctx, conn);
-        kms::v1::ListTenantsRequest req;
-        req.set_page_size(page_size);
-        req.set_page_token(token);
-        kms::v1::ListTenantsResponse resp;
-        Check(admin->ListTenants(&ctx, req, &resp));
-        for (const auto& t : resp.tenants()) {
-          if (as_json) {
-            all.push_back(TenantJson(t));
-          } else {
-            std::cout << t.tenant_id() << "\t" << t.state() << "\tDEK v" << t.primary_dek_version() << "\n";
-          }
-        }
-        token = resp.next_page_token();
-        if (!all_pages && !token.empty() && !as_json) std::cout << "next page: --page-token " << token << "\n";
-      } while (all_pages && !token.empty());
-      if (as_json) std::cout << json{{"tenants", all}, {"next_page_token", token}}.dump(2) << "\n";
+      ListKeySets(*admin, conn, /*named_keys=*/false, page_size, page_token, all_pages, as_json);
     } else if (*encrypt) {
       grpc::ClientContext ctx;
       SetDeadline(ctx, conn);

@@ -32,7 +32,7 @@
 
 #include "kms/common/status.h"
 #include "src/crypto/aes_gcm.h"
-#include "src/crypto/digest.h"
+#include "src/crypto/mac.h"
 
 namespace kms::crypto {
 

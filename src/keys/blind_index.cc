@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "src/common/big_endian.h"
-#include "src/crypto/hmac.h"
+#include "src/crypto/mac.h"
 
 namespace kms::keys {
 
@@ -109,7 +109,8 @@ absl::StatusOr<BlindIndex> ComputeBlindIndex(const SecretBytes& index_key,
   AppendBytes(input, kLabel);
   AppendLengthPrefixed(input, normalization);
   AppendBytes(input, normalized);
-  return crypto::HmacSha256(index_key, input);
+  if (index_key.empty()) return absl::InvalidArgumentError("blind index key is empty");
+  return crypto::HmacSha256(index_key.span(), input);
 }
 
 }  // namespace kms::keys

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpc/support/log.h"
 #include "grpcpp/grpcpp.h"
@@ -379,6 +380,7 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
           config, vault::VaultDoorInfo{.node_id = config.node_id, .version = KMSD_VERSION},
           RealClock::Instance());
       p.vault->Register(*p.http);
+      if (p.metrics) p.vault->set_metrics(p.metrics.get());
     }
     p.http->Start();
   }
@@ -785,6 +787,27 @@ absl::Status StartK8sKmsPlugin(KmsServer::Parts& p, const config::Config& config
 
 void KmsServer::Wait() {
   if (parts_->grpc) parts_->grpc->Wait();
+}
+
+bool KmsServer::AwaitBackendCalls(std::chrono::milliseconds grace, std::string* stuck) {
+  const Parts& p = *parts_;
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  for (;;) {
+    std::vector<std::string> busy;
+    const std::pair<const char*, const keys::BackendExecutor*> executors[] = {
+        {"hsm", p.hsm_executor.get()}, {"store", p.store_executor.get()}};
+    for (const auto& [name, e] : executors) {
+      if (e == nullptr) continue;
+      const int calls = e->status().busy_workers;
+      if (calls > 0) busy.push_back(absl::StrCat(name, ": ", calls, " calls"));
+    }
+    if (busy.empty()) return true;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      if (stuck != nullptr) *stuck = absl::StrJoin(busy, ", ");
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 void KmsServer::Shutdown() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,12 @@ class KmsServer {
   void Wait();
   // Stops accepting, drains in-flight RPCs (up to 2 s), then releases the parts.
   void Shutdown();
+  // After Shutdown: waits up to `grace` until no backend call (HSM, store) is running.
+  // A call into a hung HSM or a frozen database cannot be cancelled and keeps its worker
+  // until the backend answers, and destroying the server joins those workers. Returns
+  // false with the backends' names when calls are still running: the process should
+  // then end without destroying the server (its backends are still in use).
+  bool AwaitBackendCalls(std::chrono::milliseconds grace, std::string* stuck);
 
   struct Parts;
 

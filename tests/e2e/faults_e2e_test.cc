@@ -625,6 +625,25 @@ TEST_F(FaultsE2eTest, PostgresAndRedisDownTogetherKeepServingCachedTenants) {
   ExpectEverythingDecrypts();
 }
 
+// SIGTERM while a call is stuck in a hung HSM: kmsd flushes what it must and ends on its
+// own (exit 0, its log says which backend calls were left), instead of waiting forever
+// to join the stuck worker and being SIGKILLed by its supervisor.
+TEST_F(FaultsE2eTest, AStopWhileTheHsmIsHungEndsTheProcess) {
+  const std::string uncached = NewUncachedTenant("hsm-hung-stop");
+  faults_->Set("hang *\n");
+  auto [s, ct] = Encrypt(1, uncached);  // leaves an HSM worker stuck in the module
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+  const auto started = steady_clock::now();
+  EXPECT_EQ(replicas_[1]->Stop(), 0) << "-1: still running after 20 s, then killed";
+  EXPECT_LT(MsSince(started), 15000);
+  EXPECT_NE(test::ReadFileOrEmpty(replicas_[1]->log_path()).find("backend calls have not returned (hsm"),
+            std::string::npos);
+  faults_->Set("");
+  StartReplica(1);
+  pids_[1] = replicas_[1]->pid();
+  EXPECT_TRUE(Encrypt(1, uncached).first.ok());
+}
+
 // A node started while the HSM is down is not ready, and becomes ready when it returns.
 TEST_F(FaultsE2eTest, ANodeStartedWhileTheHsmIsDownBecomesReadyWhenItReturns) {
   faults_->Set("fail C_Initialize CKR_DEVICE_ERROR\n");

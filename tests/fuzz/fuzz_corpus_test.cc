@@ -30,7 +30,8 @@ constexpr Target kTargets[] = {
     {"wrapped_dek", FuzzWrappedDek},
     {"grpc_request", FuzzGrpcRequest}, {"invalidation", FuzzInvalidationEvent},
     {"wrapped_kek", FuzzWrappedKek},   {"jwk", FuzzJwk},
-    {"http_request", FuzzHttpRequest},
+    {"http_request", FuzzHttpRequest}, {"encrypted_file", FuzzEncryptedFile},
+    {"sigv4", FuzzSigV4},
 };
 
 // So that test names and ctest show "base64", not the struct's bytes.

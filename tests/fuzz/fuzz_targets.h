@@ -23,5 +23,7 @@ int FuzzInvalidationEvent(const uint8_t* data, size_t size);  // coord::DecodeIn
 int FuzzWrappedKek(const uint8_t* data, size_t size);  // hsm::WrappedKekMechanismName
 int FuzzJwk(const uint8_t* data, size_t size);         // Es256PublicKey::FromJwk
 int FuzzHttpRequest(const uint8_t* data, size_t size);  // http::ParseRequestBytes
+int FuzzEncryptedFile(const uint8_t* data, size_t size);  // ReadFileHeader, DecryptFileStream
+int FuzzSigV4(const uint8_t* data, size_t size);  // xks::ParseAuthorization, SigV4Verifier
 
 }  // namespace kms::fuzz

@@ -4,16 +4,18 @@
 // signatures, so it rewrites those files with different but equivalent bytes):
 //
 //   cmake --build BUILD --target fuzz_make_seeds && BUILD/tests/fuzz/fuzz_make_seeds
-//   tests/fuzz/corpus
+//   tests/fuzz/corpus [TARGET]   (TARGET: only that target's seeds)
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "src/common/base64.h"
 #include "src/crypto/aes_gcm.h"
 #include "src/crypto/field_cipher.h"
+#include "src/crypto/file_stream.h"
 #include "src/jwt/jwt.h"
 #include "src/keys/wrapped_dek.h"
 #include "tests/fakes/fake_kek_ring.h"
@@ -189,19 +191,57 @@ void WrappedDekSeeds() {
   Write("wrapped_dek", "empty", "");
 }
 
+// --- encrypted_file: files in format v1 under the fixed key (kFieldKeyBytes). ---
+std::string EncryptedFile(uint32_t segment_size, std::string_view plaintext) {
+  crypto::FileHeader header;
+  header.segment_size = segment_size;
+  header.key_kind = crypto::FileKeyKind::kNamedKey;
+  header.key_name = "backups";
+  header.context = {{"host", "db-1"}, {"purpose", "backup"}};
+  header.wrapped_key = "a wrapped data key (opaque to the parser)";
+  header.nonce_prefix = {1, 2, 3, 4, 5, 6, 7};
+  crypto::StringSource in{std::string(plaintext)};
+  crypto::StringSink out;
+  FUZZ_CHECK(crypto::EncryptFileStream(header, SecretBytes::CopyOf(std::span(kFieldKeyBytes)), in, out)
+                 .ok());
+  return out.data();
+}
+
+void EncryptedFileSeeds() {
+  const std::string two_segments(5000, 'p');
+  const std::string file = EncryptedFile(crypto::kMinSegmentSize, two_segments);
+  Write("encrypted_file", "valid_two_segments", file);
+  Write("encrypted_file", "valid_empty", EncryptedFile(crypto::kMinSegmentSize, ""));
+  Write("encrypted_file", "valid_one_segment", EncryptedFile(crypto::kDefaultSegmentSize, "hello"));
+  Write("encrypted_file", "truncated_last_segment", file.substr(0, file.size() - 20));
+  Write("encrypted_file", "extra_bytes", file + "x");
+  std::string flipped = file;
+  flipped[flipped.size() - 1] ^= 1;
+  Write("encrypted_file", "tag_flipped", flipped);
+  Write("encrypted_file", "header_only_truncated", file.substr(0, 40));
+  Write("encrypted_file", "wrong_magic", "KMSDFILX" + file.substr(8, 200));
+}
+
 }  // namespace
 }  // namespace kms::fuzz
 
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    std::fprintf(stderr, "usage: %s CORPUS_DIR\n", argv[0]);
+  if (argc != 2 && argc != 3) {
+    std::fprintf(stderr, "usage: %s CORPUS_DIR [TARGET]\n", argv[0]);
     return 2;
   }
   kms::fuzz::root = argv[1];
+  const std::string only = argc == 3 ? argv[2] : "";
   kms::SetSecretMemoryLocking(false);
-  kms::fuzz::FieldSeeds();
-  kms::fuzz::JwtTokenSeeds();
-  kms::fuzz::JwtClaimsSeeds();
-  kms::fuzz::WrappedDekSeeds();
+  const std::pair<const char*, void (*)()> seeds[] = {
+      {"field", kms::fuzz::FieldSeeds},
+      {"jwt_token", kms::fuzz::JwtTokenSeeds},
+      {"jwt_claims", kms::fuzz::JwtClaimsSeeds},
+      {"wrapped_dek", kms::fuzz::WrappedDekSeeds},
+      {"encrypted_file", kms::fuzz::EncryptedFileSeeds},
+  };
+  for (const auto& [target, write] : seeds) {
+    if (only.empty() || only == target) write();
+  }
   return 0;
 }

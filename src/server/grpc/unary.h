@@ -59,14 +59,30 @@ absl::Status EncodeResponse(const google::protobuf::MessageLite& response, grpc:
 // The identity of the verified client certificate; empty when it names none.
 std::string CallerIdentity(const grpc::CallbackServerContext& ctx);
 
-// Wipes a response's `plaintext` field (Decrypt's PII, a data key) as soon as it has
-// been serialized; responses without one are left alone. The serialized copy in the
-// gRPC buffer is gRPC's (docs/architecture.md, "Known limits").
+// Overwrites a string's bytes (OPENSSL_cleanse), then empties it.
 void CleanseString(std::string* s);
-template <typename Response>
-void WipePlaintext(Response& response) {
-  if constexpr (requires { response.mutable_plaintext(); }) {
-    CleanseString(response.mutable_plaintext());
+
+// Wipes the secret fields of a request or a response once the call no longer needs them
+// (the response has been serialized): every `plaintext` (Encrypt's and Decrypt's PII, a
+// data key) and every blind-index `value` (PII), also inside batch `items`, batch
+// `results` and a result's `ok`. Messages without such fields are left alone. The
+// serialized copy in the gRPC buffer is gRPC's (docs/architecture.md, "Known limits").
+template <typename Message>
+void WipeSecrets(Message& m) {
+  if constexpr (requires { CleanseString(m.mutable_plaintext()); }) {
+    CleanseString(m.mutable_plaintext());
+  }
+  if constexpr (requires { CleanseString(m.mutable_value()); }) {
+    CleanseString(m.mutable_value());
+  }
+  if constexpr (requires { m.has_ok(); m.mutable_ok(); }) {
+    if (m.has_ok()) WipeSecrets(*m.mutable_ok());
+  }
+  if constexpr (requires { m.mutable_items()->begin(); }) {
+    for (auto& item : *m.mutable_items()) WipeSecrets(item);
+  }
+  if constexpr (requires { m.mutable_results()->begin(); }) {
+    for (auto& result : *m.mutable_results()) WipeSecrets(result);
   }
 }
 
@@ -182,7 +198,8 @@ grpc::ServerUnaryReactor* ServeUnary(grpc::CallbackServerContext* ctx, const grp
       if (status.ok()) call->key_versions = AuditKeyVersions(response);
       if (call->gate != nullptr) status = call->gate->Report(*call, status);
       if (status.ok()) status = EncodeResponse(response, out);
-      WipePlaintext(response);
+      WipeSecrets(response);
+      WipeSecrets(request);
     }
     RecordRpc(method, status, started);
     FinishUnary(ctx, reactor, status, method);

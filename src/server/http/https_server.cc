@@ -145,6 +145,13 @@ int StatusForReadError(const ErrorCode& ec) {
 }
 
 // A parsed message as the handlers see it (no peer fields).
+// Overwrites a body's bytes, then empties it: request and response bodies carry
+// plaintext (the Vault and XKS doors), and freed memory is not wiped by the allocator.
+void Cleanse(std::string& body) {
+  if (!body.empty()) OPENSSL_cleanse(body.data(), body.size());
+  body.clear();
+}
+
 Request ToRequest(RequestParser& parser) {
   auto& req = parser.get();
   Request request;
@@ -444,7 +451,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       r.headers.emplace_back("Allow", absl::StrJoin(entry->route.methods, ", "));
       return Respond(std::move(r));
     }
-    if (entry->route.kind == HandlerKind::kNonBlocking) return Respond(Call(entry->handler, request));
+    if (entry->route.kind == HandlerKind::kNonBlocking) {
+      Response r = Call(entry->handler, request);
+      Cleanse(request.body);
+      return Respond(std::move(r));
+    }
 
     if (server_.queued_.fetch_add(1) >= server_.limits_.max_queued_requests) {
       server_.queued_.fetch_sub(1);
@@ -462,9 +473,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     asio::post(*server_.workers_, [self = shared_from_this(), gen = request_gen_, entry,
                                    request = std::move(request)]() mutable {
       Response r = Call(entry->handler, request);
+      Cleanse(request.body);
       self->server_.queued_.fetch_sub(1);
       asio::post(self->server_.io_, [self, gen, r = std::move(r)]() mutable {
-        if (self->Gone() || gen != self->request_gen_ || self->state_ != State::kHandling) return;
+        if (self->Gone() || gen != self->request_gen_ || self->state_ != State::kHandling) {
+          Cleanse(r.body);  // a late answer, dropped
+          return;
+        }
         self->Respond(std::move(r));
       });
     });
@@ -503,6 +518,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     ++request_gen_;
     Arm(std::max(RequestDeadline(), SteadyClock::now() + kMinWriteTime));
     bhttp::async_write(stream_, res_, [self = shared_from_this()](const ErrorCode& ec, size_t) {
+      Cleanse(self->res_.body());  // written or failed: the answer's bytes are done with
       if (self->Gone()) return;
       if (ec) return self->Close();
       if (self->linger_) return self->Linger();

@@ -11,6 +11,7 @@
 #include "src/common/log.h"
 #include "src/common/request_context.h"
 #include "src/server/gate/call_record.h"
+#include "src/server/gate/door_metrics.h"
 #include "src/server/gate/public_status.h"
 #include "src/server/grpc/grpc_status.h"
 #include "src/server/grpc/unary.h"
@@ -77,6 +78,8 @@ grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::By
     if (call.gate != nullptr) status = call.gate->Report(call, status);
   }
   if (status.ok()) status = EncodeResponse(response, out);
+  WipeSecrets(response);
+  WipeSecrets(request);
   const double ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   {
@@ -91,20 +94,16 @@ grpc::ServerUnaryReactor* Serve(grpc::CallbackServerContext* ctx, const grpc::By
               {"result", absl::StatusCodeToString(status.code())},
               {"latency_ms", absl::StrFormat("%.2f", ms)}});
   }
-  if (registry != nullptr) {
-    const std::string name(method.substr(6));  // "K8sKmsEncrypt" -> "Encrypt"
-    registry
-        ->AddCounter("kmsd_k8s_kms_requests_total",
-                     "Kubernetes KMS v2 plugin requests, by method and the gRPC status code the "
-                     "caller received.",
-                     {{"method", name}, {"code", absl::StatusCodeToString(PublicCode(status))}})
-        .Increment();
-    registry
-        ->AddHistogram("kmsd_k8s_kms_request_duration_seconds",
-                       "Time from a received Kubernetes KMS plugin request to its status, by method.",
-                       {{"method", name}}, metrics::LatencyBucketsSeconds())
-        .Observe(ms / 1000.0);
-  }
+  static constexpr DoorMetricNames kMetrics{
+      .requests_total = "kmsd_k8s_kms_requests_total",
+      .requests_help = "Kubernetes KMS v2 plugin requests, by method and the gRPC status code the "
+                       "caller received.",
+      .duration_seconds = "kmsd_k8s_kms_request_duration_seconds",
+      .duration_help = "Time from a received Kubernetes KMS plugin request to its status, by method.",
+      .operation_label = "method",
+      .outcome_label = "code"};
+  RecordDoorRequest(registry, kMetrics, std::string(method.substr(6)),  // "K8sKmsEncrypt" -> "Encrypt"
+                    absl::StatusCodeToString(PublicCode(status)), ms / 1000.0);
   return FinishUnary(ctx, status, method);
 }
 

@@ -24,6 +24,7 @@
 #include "src/crypto/mac.h"
 #include "src/keys/key_ref.h"
 #include "src/server/gate/call_record.h"
+#include "src/server/gate/door_metrics.h"
 #include "src/server/gate/identity.h"
 #include "src/server/gate/inflight_budget.h"
 #include "src/server/gate/public_status.h"
@@ -345,6 +346,8 @@ class VaultDoor::Impl {
   }
 
   http::Response Serve(const http::Request& req);
+  // The operation label of `req`'s metrics (VaultDoor::Serve lists the values).
+  std::string_view MetricOperation(const http::Request& req) const;
   http::Response Health(const http::Request& req, bool seal_status);
 
  private:
@@ -447,6 +450,21 @@ http::Response VaultDoor::Impl::Health(const http::Request& req, bool seal_statu
     }
   }
   return JsonResponse(status, body);
+}
+
+std::string_view VaultDoor::Impl::MetricOperation(const http::Request& req) const {
+  const std::string_view path = req.path;
+  if (path == "/v1/sys/health") return "VaultHealth";
+  if (path == "/v1/sys/seal-status") return "VaultSealStatus";
+  if (path == "/v1/sys/init") return "VaultInit";
+  if (path == "/v1/auth/cert/login") return "VaultLogin";
+  if (path == "/v1/auth/token/lookup-self") return "VaultLookupSelf";
+  if (!path.starts_with(root_)) return "VaultOther";
+  std::string_view rest = path.substr(root_.size());
+  while (rest.ends_with('/')) rest.remove_suffix(1);
+  const std::vector<std::string> seg = absl::StrSplit(absl::string_view(rest.data(), rest.size()), '/');
+  const std::string_view op = AuditMethod(req.method, seg);
+  return op == "Vault" ? "VaultOther" : op;
 }
 
 http::Response VaultDoor::Impl::Serve(const http::Request& req) {
@@ -1191,12 +1209,25 @@ void VaultDoor::Attach(keys::KeyManager& keys, const jwt::JwtService& jwt, const
 }
 
 http::Response VaultDoor::Serve(const http::Request& request) {
+  const auto started = std::chrono::steady_clock::now();
+  http::Response answer;
   try {
-    return impl_->Serve(request);
+    answer = impl_->Serve(request);
   } catch (const std::exception& e) {  // nlohmann_json; nothing else of ours throws
     spdlog::error("vault door: {} {}: {}", request.method, request.path, e.what());
-    return Error(500, "internal error");
+    answer = Error(500, "internal error");
   }
+  static constexpr DoorMetricNames kMetrics{
+      .requests_total = "kmsd_vault_requests_total",
+      .requests_help = "Vault-compatible door requests, by operation and the HTTP status answered.",
+      .duration_seconds = "kmsd_vault_request_duration_seconds",
+      .duration_help = "Time from a received Vault-compatible request to its answer, by operation.",
+      .operation_label = "operation",
+      .outcome_label = "code"};
+  RecordDoorRequest(metrics_, kMetrics, std::string(impl_->MetricOperation(request)),
+                    std::to_string(answer.status),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return answer;
 }
 
 void VaultDoor::Register(http::HttpsServer& server) {

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "kms/common/clock.h"
+#include "kms/metrics/metrics.h"
 #include "src/config/config.h"
 #include "src/jwt/jwt_service.h"
 #include "src/keys/key_manager.h"
@@ -52,13 +53,21 @@ class VaultDoor {
   void Attach(keys::KeyManager& keys, const jwt::JwtService& jwt, const CallGate& gate,
               std::function<bool()> serving);
 
-  // One request (what the registered routes call; tests call it directly).
+  // One request (what the registered routes call; tests call it directly). Counted in
+  // kmsd_vault_requests_total{operation, code} (code: the HTTP status) and timed in
+  // kmsd_vault_request_duration_seconds{operation} once set_metrics named a registry;
+  // operation is the audit name of a transit call ("VaultEncrypt", ...) or "VaultHealth",
+  // "VaultSealStatus", "VaultInit", "VaultLogin", "VaultLookupSelf", "VaultOther".
   http::Response Serve(const http::Request& request);
+
+  // Where Serve records its metrics; null (the default): nowhere. Set before serving.
+  void set_metrics(metrics::Registry* registry) { metrics_ = registry; }
 
   class Impl;
 
  private:
   const int64_t max_body_bytes_;
+  metrics::Registry* metrics_ = nullptr;
   std::unique_ptr<Impl> impl_;
 };
 

@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
-#include "src/crypto/digest.h"
+#include "src/crypto/mac.h"
 
 namespace kms::server::xks {
 namespace {

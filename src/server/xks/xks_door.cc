@@ -15,6 +15,7 @@
 #include "src/common/strict_json.h"
 #include "absl/strings/str_format.h"
 #include "src/server/gate/call_record.h"
+#include "src/server/gate/door_metrics.h"
 #include "src/server/gate/public_status.h"
 
 namespace kms::server::xks {
@@ -473,20 +474,17 @@ http::Response XksDoor::Handle(const http::Request& request) const {
   }
   record.latency_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-  if (metrics_ != nullptr) {
-    metrics_
-        ->AddCounter("kmsd_xks_requests_total",
-                     "XKS proxy API requests, by operation and the specification's error name "
-                     "(\"none\" on success).",
-                     {{"operation", record.operation},
-                      {"error", record.error_name.empty() ? "none" : record.error_name}})
-        .Increment();
-    metrics_
-        ->AddHistogram("kmsd_xks_request_duration_seconds",
-                       "Time from a received XKS request to its answer, by operation.",
-                       {{"operation", record.operation}}, metrics::LatencyBucketsSeconds())
-        .Observe(record.latency_ms / 1000.0);
-  }
+  static constexpr DoorMetricNames kMetrics{
+      .requests_total = "kmsd_xks_requests_total",
+      .requests_help = "XKS proxy API requests, by operation and the specification's error name "
+                       "(\"none\" on success).",
+      .duration_seconds = "kmsd_xks_request_duration_seconds",
+      .duration_help = "Time from a received XKS request to its answer, by operation.",
+      .operation_label = "operation",
+      .outcome_label = "error"};
+  RecordDoorRequest(metrics_, kMetrics, record.operation,
+                    record.error_name.empty() ? "none" : record.error_name,
+                    record.latency_ms / 1000.0);
   if (recorder_) {
     recorder_(record);
   } else {

@@ -37,6 +37,24 @@ TEST(HmacTest, MatchesRfc4231TestCase2) {
                 "9758bf75c05a994a6d034f65f8f0e6fdcaeab1a34d4a6b4b636e070a38bce737"));
 }
 
+// The fixed-size forms used by SigV4, the XKS integrity value and the blind index give
+// the same bytes as the general ones (the same vectors), and LowerHex spells them.
+TEST(Sha256Test, FixedSizeFormsMatchThePublishedVectors) {
+  EXPECT_EQ(LowerHex(Sha256("abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  const std::vector<uint8_t> abc = Str("abc");
+  EXPECT_EQ(Sha256(abc), Sha256("abc"));
+  const std::vector<uint8_t> jefe = Str("Jefe");
+  EXPECT_EQ(LowerHex(HmacSha256(jefe, "what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  const Sha256Digest d = HmacSha256(jefe, Str("what do ya want for nothing?"));
+  EXPECT_EQ(std::vector<uint8_t>(d.begin(), d.end()),
+            *Hmac(HashAlgorithm::kSha256, jefe, Str("what do ya want for nothing?")));
+  // An empty key and empty data are valid HMAC inputs (RFC 2104 pads the key).
+  EXPECT_EQ(LowerHex(HmacSha256({}, "")),
+            "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+}
+
 // RFC 5869 test case 3 (SHA-256, zero-length salt and info) and test case 1's info.
 TEST(HkdfTest, MatchesRfc5869) {
   const std::vector<uint8_t> ikm = Hex("0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b0b");

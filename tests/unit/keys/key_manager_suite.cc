@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "src/keys/blind_index.h"
 #include "src/keys/key_ref.h"
-#include "src/crypto/digest.h"
+#include "src/crypto/mac.h"
 #include "src/crypto/raw_aead.h"
 
 namespace kms::keys::suite {

@@ -147,5 +147,66 @@ TEST_F(KeyServiceRequestLimitsTest, MaximalBatchesFitTheBatchLimit) {
   EXPECT_GT(enc.ByteSizeLong(), l_.item);  // a batch is refused by the single-item methods
 }
 
+// A field WipeSecrets must wipe: its bytes are overwritten in place (read through the
+// old buffer, which clear() keeps allocated), then the field is empty.
+class WipedField {
+ public:
+  explicit WipedField(std::string* field) : field_(field), bytes_(field->data()), size_(field->size()) {}
+  void ExpectWiped() const {
+    EXPECT_TRUE(field_->empty());
+    ASSERT_EQ(field_->data(), bytes_) << "the buffer moved: the check would read freed memory";
+    EXPECT_EQ(std::string(bytes_, size_), std::string(size_, '\0'));
+  }
+
+ private:
+  std::string* field_;
+  const char* bytes_;
+  size_t size_;
+};
+
+std::string Secret(char c) { return std::string(64, c); }  // past the small-string buffer
+
+TEST(WipeSecretsTest, WipesPlaintextsInResponsesBatchResultsAndRequests) {
+  v1::DecryptResponse decrypted;
+  decrypted.set_plaintext(Secret('p'));
+  WipedField plaintext(decrypted.mutable_plaintext());
+  WipeSecrets(decrypted);
+  plaintext.ExpectWiped();
+
+  v1::DecryptBatchResponse batch;
+  batch.add_results()->mutable_ok()->set_plaintext(Secret('a'));
+  batch.add_results()->mutable_error()->set_message("not this one");
+  batch.add_results()->mutable_ok()->set_plaintext(Secret('b'));
+  WipedField first(batch.mutable_results(0)->mutable_ok()->mutable_plaintext());
+  WipedField third(batch.mutable_results(2)->mutable_ok()->mutable_plaintext());
+  WipeSecrets(batch);
+  first.ExpectWiped();
+  third.ExpectWiped();
+  EXPECT_FALSE(batch.results(1).has_ok()) << "an error result stays an error";
+  EXPECT_EQ(batch.results(1).error().message(), "not this one");
+
+  v1::EncryptBatchRequest request;
+  request.set_tenant_id("acme");
+  request.add_items()->set_plaintext(Secret('c'));
+  WipedField item(request.mutable_items(0)->mutable_plaintext());
+  WipeSecrets(request);
+  item.ExpectWiped();
+  EXPECT_EQ(request.tenant_id(), "acme");
+
+  v1::GenerateDataKeyResponse data_key;
+  data_key.set_plaintext(Secret('k'));
+  data_key.set_wrapped_key("wrapped");
+  WipedField key(data_key.mutable_plaintext());
+  WipeSecrets(data_key);
+  key.ExpectWiped();
+  EXPECT_EQ(data_key.wrapped_key(), "wrapped");
+
+  v1::ComputeBlindIndexBatchRequest index;
+  index.add_items()->set_value(Secret('e'));
+  WipedField value(index.mutable_items(0)->mutable_value());
+  WipeSecrets(index);
+  value.ExpectWiped();
+}
+
 }  // namespace
 }  // namespace kms::server

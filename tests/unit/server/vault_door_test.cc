@@ -9,10 +9,12 @@
 #include <memory>
 #include <string>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "src/authz/policy.h"
 #include "src/common/base64.h"
+#include "src/metrics/registry.h"
 #include "src/store/sqlite/sqlite_key_store.h"
 #include "tests/fakes/fake_kek_ring.h"
 #include "tests/test_common/simulated_clock.h"
@@ -21,6 +23,8 @@ namespace kms::server::vault {
 namespace {
 
 using Json = nlohmann::json;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kPolicy[] = R"({"version":1,"identities":[
   {"identity":"spiffe://t/admin","operations":["*"],"tenants":["*"]},
@@ -104,6 +108,34 @@ TEST_F(VaultDoorTest, BeforeAttachEverythingIsSealed) {
   EXPECT_EQ(Body(r)["sealed"], true);
   EXPECT_EQ(Call("GET", "/v1/sys/health?sealedcode=200").status, 200);
   EXPECT_EQ(Body(Call("GET", "/v1/sys/seal-status"))["sealed"], true);
+}
+
+// Every request is counted by its operation and the HTTP status answered, and timed;
+// labels come from the operation names, never from the path (a key name stays out).
+TEST_F(VaultDoorTest, RequestsAreCountedByOperationAndStatus) {
+  metrics::MetricRegistry registry;
+  door_->set_metrics(&registry);
+  Attach();
+  EXPECT_EQ(Call("GET", "/v1/sys/health").status, 200);
+  const std::string token = Login();
+  const http::ClientCertificate admin = Cert("spiffe://t/admin", 'a');
+  EXPECT_EQ(Call("POST", "/v1/transit/keys/app-secret-name", Json::object(), admin, token).status, 200);
+  const Json plaintext = {{"plaintext", Base64Encode(Bytes("hi"))}};
+  EXPECT_EQ(Call("POST", "/v1/transit/encrypt/app-secret-name", plaintext, admin, token).status, 200);
+  EXPECT_EQ(Call("POST", "/v1/transit/encrypt/app-secret-name", plaintext, admin, token).status, 200);
+  EXPECT_EQ(Call("POST", "/v1/transit/decrypt/app-secret-name", Json{{"ciphertext", "vault:v1:AAAA"}},
+                 admin, token).status, 400);
+  EXPECT_EQ(Call("GET", "/v1/elsewhere", nullptr, admin, token).status, 404);
+
+  const std::string text = registry.WriteText();
+  EXPECT_THAT(text, HasSubstr("kmsd_vault_requests_total{code=\"200\",operation=\"VaultHealth\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("kmsd_vault_requests_total{code=\"200\",operation=\"VaultLogin\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("kmsd_vault_requests_total{code=\"200\",operation=\"VaultCreateKey\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("kmsd_vault_requests_total{code=\"200\",operation=\"VaultEncrypt\"} 2\n"));
+  EXPECT_THAT(text, HasSubstr("kmsd_vault_requests_total{code=\"400\",operation=\"VaultDecrypt\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("kmsd_vault_requests_total{code=\"404\",operation=\"VaultOther\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("kmsd_vault_request_duration_seconds_count{operation=\"VaultEncrypt\"} 2\n"));
+  EXPECT_THAT(text, Not(HasSubstr("app-secret-name")));
 }
 
 TEST_F(VaultDoorTest, TokensExpireOnTheClockAndNeedTheirCertificate) {
