@@ -14,7 +14,7 @@
 
 namespace kms::testing {
 
-class InjectingKeyStore final : public store::KeyStore {
+class InjectingKeyStore : public store::KeyStore {
  public:
   explicit InjectingKeyStore(store::KeyStore* inner) : inner_(inner) {}
 
