@@ -1173,19 +1173,19 @@ absl::StatusOr<DueTenantPage> PostgresKeyStore::ListTenantsDueForRotation(
   KMS_RETURN_IF_ERROR(CheckListTenantsDue(default_period_seconds, limit));
   DueTenantPage out;
   KMS_RETURN_IF_ERROR(Run(kOp, Mode::kStatement, [&](Connection& c) -> absl::Status {
-    // Walks the tenants' primary key (COLLATE "C": bytewise) from `after`, each joined to
-    // its primary DEK row by primary key; the filter runs in the database.
+    // Walks the tenants' primary key (COLLATE "C": bytewise) from `after`; the primary
+    // DEK's age is on the tenant row (migration 5: no join); the filter runs in the
+    // database.
     Params p;
     p.Int(now).Int(default_period_seconds).Text(after).Int(static_cast<int64_t>(limit) + 1);
     KMS_ASSIGN_OR_RETURN(
         Result r,
-        c.Exec("SELECT t.id, t.primary_dek_version, d.created_at, "
+        c.Exec("SELECT t.id, t.primary_dek_version, t.primary_dek_created_at, "
                "COALESCE(NULLIF(t.rotation_period_seconds, 0), $2::bigint), t.row_version "
-               "FROM tenants AS t JOIN tenant_deks AS d "
-               "ON d.tenant_id = t.id AND d.version = t.primary_dek_version "
+               "FROM tenants AS t "
                "WHERE t.id > $3 AND t.state = 'active' "
-               "AND d.created_at <= $1::bigint - COALESCE(NULLIF(t.rotation_period_seconds, 0), "
-               "$2::bigint) "
+               "AND t.primary_dek_created_at <= $1::bigint - "
+               "COALESCE(NULLIF(t.rotation_period_seconds, 0), $2::bigint) "
                "ORDER BY t.id LIMIT $4",
                p, kOp));
     DueTenantPage page;
