@@ -209,7 +209,7 @@ TEST_F(AuditE2eTest, ChangingOneRecordInTheStoreMakesVerifyNameIt) {
   ASSERT_GT(seq, 0);
   // Someone with write access to the database rewrites who did it.
   auto update = RunCommand(absl::StrCat(
-      "sqlite3 ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/someone-else' "
+      "sqlite3 -cmd \".timeout 5000\" ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/someone-else' "
       "WHERE node = 'audit-node' AND seq = ", seq, "\" 2>&1"));
   ASSERT_EQ(update.exit_code, 0) << update.out;
 
@@ -222,7 +222,7 @@ TEST_F(AuditE2eTest, ChangingOneRecordInTheStoreMakesVerifyNameIt) {
 
   // Put it back (the hash says what it was): the chain verifies again.
   auto restore = RunCommand(absl::StrCat(
-      "sqlite3 ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/operator' "
+      "sqlite3 -cmd \".timeout 5000\" ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/operator' "
       "WHERE node = 'audit-node' AND seq = ", seq, "\" 2>&1"));
   ASSERT_EQ(restore.exit_code, 0) << restore.out;
   EXPECT_EQ(Kmsctl("audit verify").exit_code, 0);
