@@ -385,11 +385,41 @@ absl::StatusOr<ShredResult> KeyManager::ShredKeySet(const std::string& tenant_id
 absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
   const int64_t now_ns = std::chrono::nanoseconds(clock_->Now().time_since_epoch()).count();
   const int64_t max_age_ns = std::chrono::nanoseconds(options_.usage_flush_max_age).count();
-  std::vector<std::shared_ptr<const DekEntry>> entries;
+  // What this flush writes: cached entries (entry set) and held counts of entries that
+  // left the cache (entry null).
+  struct Item {
+    std::shared_ptr<const DekEntry> entry;
+    std::string tenant_id;
+    uint32_t version = 0;
+    uint64_t delta = 0;
+  };
+  std::vector<Item> items;
   {
-    // Entries that left the cache: always written (nothing else holds their counts).
     MutexLock lock(&pending_mu_);
-    entries.swap(pending_counts_);
+    // Entries that left the cache: their counts move to held_usage_ (the key goes with
+    // the entry) and follow the same policy from there.
+    for (const auto& e : pending_counts_) {
+      const uint64_t delta = e->encryptions.exchange(0);
+      if (delta == 0) continue;
+      HeldUsage& h = held_usage_[{e->tenant_id, e->version}];
+      const int64_t due = e->usage_due_ns.load(std::memory_order_relaxed);
+      h.due_ns = h.count == 0 ? due : std::min(h.due_ns, due);
+      h.count += delta;
+      if (e->counted.load(std::memory_order_relaxed) + h.count >= options_.dek_encryption_budget) {
+        h.due_ns = 0;
+      }
+    }
+    pending_counts_.clear();
+    const bool too_many = held_usage_.size() > std::max<size_t>(options_.cache.max_entries, 1);
+    for (auto it = held_usage_.begin(); it != held_usage_.end();) {
+      const HeldUsage& h = it->second;
+      if (all || too_many || h.count >= options_.usage_flush_min_count || now_ns >= h.due_ns) {
+        items.push_back({nullptr, it->first.first, it->first.second, h.count});
+        it = held_usage_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
   cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
     const uint64_t pending = e->encryptions.load(std::memory_order_relaxed);
@@ -398,31 +428,25 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
     if (all || pending >= options_.usage_flush_min_count ||
         now_ns >= e->usage_due_ns.load(std::memory_order_relaxed) ||
         e->counted.load(std::memory_order_relaxed) + pending >= options_.dek_encryption_budget) {
-      entries.push_back(e);
+      const uint64_t delta = e->encryptions.exchange(0);
+      if (delta != 0) items.push_back({e, e->tenant_id, e->version, delta});
     }
   });
   // Every delta in one store call: one transaction, one commit (one fsync) per flush
   // however many DEKs were active, instead of one each.
-  std::vector<std::shared_ptr<const DekEntry>> flushed;
   std::vector<store::EncryptionCount> counts;
-  std::vector<uint64_t> deltas;
-  for (const auto& e : entries) {
-    const uint64_t delta = e->encryptions.exchange(0);
-    if (delta == 0) continue;
-    flushed.push_back(e);
-    counts.push_back({e->tenant_id, e->version, delta});
-    deltas.push_back(delta);
-  }
+  counts.reserve(items.size());
+  for (const Item& item : items) counts.push_back({item.tenant_id, item.version, item.delta});
   absl::Status first_error;
-  std::vector<bool> added(flushed.size(), false);
+  std::vector<bool> added(items.size(), false);
   absl::Status batch = store_->AddEncryptionsBatch(counts);
   if (batch.ok()) {
-    added.assign(flushed.size(), true);
+    added.assign(items.size(), true);
   } else if (absl::IsNotFound(batch)) {
     // A DEK row the batch names is gone (not expected: rows are never deleted); count
     // the others one by one rather than hold them all back.
-    for (size_t i = 0; i < flushed.size(); ++i) {
-      absl::Status one = store_->AddEncryptions(counts[i].tenant_id, counts[i].version, deltas[i]);
+    for (size_t i = 0; i < items.size(); ++i) {
+      absl::Status one = store_->AddEncryptions(counts[i].tenant_id, counts[i].version, counts[i].count);
       added[i] = one.ok() || absl::IsNotFound(one);
       if (!one.ok() && first_error.ok()) first_error = one;
     }
@@ -430,16 +454,26 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
     first_error = batch;
   }
   std::vector<std::string> over_budget;
-  for (size_t i = 0; i < flushed.size(); ++i) {
-    const auto& e = flushed[i];
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Item& item = items[i];
     if (!added[i]) {
-      e->encryptions.fetch_add(deltas[i]);  // try again at the next flush
+      // Try again at the next flush (due at once).
       MutexLock lock(&pending_mu_);
-      pending_counts_.push_back(e);  // in case it has left the cache meanwhile
+      if (item.entry == nullptr) {
+        HeldUsage& h = held_usage_[{item.tenant_id, item.version}];
+        h.count += item.delta;
+        h.due_ns = 0;
+      } else {
+        item.entry->encryptions.fetch_add(item.delta);
+        item.entry->usage_due_ns.store(0, std::memory_order_relaxed);
+        pending_counts_.push_back(item.entry);  // in case it has left the cache meanwhile
+      }
       continue;
     }
+    if (item.entry == nullptr) continue;  // left the cache: its reload reads the store's count
+    const auto& e = item.entry;
     e->usage_due_ns.store(now_ns + max_age_ns, std::memory_order_relaxed);
-    if (e->counted.fetch_add(deltas[i]) + deltas[i] >= options_.dek_encryption_budget) {
+    if (e->counted.fetch_add(item.delta) + item.delta >= options_.dek_encryption_budget) {
       over_budget.push_back(e->tenant_id);
     }
   }

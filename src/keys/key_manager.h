@@ -10,10 +10,12 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -315,6 +317,14 @@ class KeyManager {
   // Entries that left the cache with encryptions not yet flushed to the store.
   Mutex pending_mu_;  // taken inside the cache's shard locks (on_remove), never around them
   std::vector<std::shared_ptr<const DekEntry>> pending_counts_ ABSL_GUARDED_BY(pending_mu_);
+  // Counts of DEKs that left the cache and are not due yet by the usage flush policy,
+  // kept without the key: (tenant id, version) -> count, and when it is due (steady
+  // clock ns). At most the cache's max_entries of them: past that, all are written.
+  struct HeldUsage {
+    uint64_t count = 0;
+    int64_t due_ns = 0;
+  };
+  std::map<std::pair<std::string, uint32_t>, HeldUsage> held_usage_ ABSL_GUARDED_BY(pending_mu_);
   DekCache cache_;
 
   std::atomic<uint64_t> dek_loads_{0};

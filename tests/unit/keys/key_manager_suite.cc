@@ -622,8 +622,30 @@ TEST_P(KeyManagerSuiteTest, CountsOfEntriesThatLeftTheCacheAreStillFlushed) {
   keys_->cache().InvalidateTenant("evicted");  // as an epoch change or a bus event would
   for (int i = 0; i < 2; ++i) Encrypt("evicted", "x");
   keys_->cache().Clear();
+  // Left the cache: the counts are kept without the key and follow the same policy
+  // (a few wait for their max age), then reach the store.
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 0u);
+  clock_.Advance(std::chrono::seconds(301));
   ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
   EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 5u);
+  ASSERT_TRUE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 5u);  // once
+}
+
+// A DEK that leaves the cache with many pending counts has them written at the next
+// flush; one reloaded meanwhile keeps counting apart, and nothing is counted twice.
+TEST_P(KeyManagerSuiteTest, AnEvictedDeksCountsAndItsReloadsCountsAddUp) {
+  ASSERT_TRUE(keys_->CreateTenant(T("churn")).ok());
+  for (int i = 0; i < 1000; ++i) Encrypt("churn", "x");
+  keys_->cache().InvalidateTenant("churn");
+  for (int i = 0; i < 7; ++i) Encrypt("churn", "x");  // reloaded
+  keys_->cache().InvalidateTenant("churn");
+  Encrypt("churn", "x");  // reloaded again
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("churn", 1)->dek.encryptions, 1007u);
+  ASSERT_TRUE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("churn", 1)->dek.encryptions, 1008u);
 }
 
 TEST_P(KeyManagerSuiteTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
