@@ -410,7 +410,9 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
       }
     }
     pending_counts_.clear();
-    const bool too_many = held_usage_.size() > std::max<size_t>(options_.cache.max_entries, 1);
+    // Bounded at four times the cache (~100 B each, against ~740 B per cached DEK): a
+    // working set up to four times the cache bound is held; past that, all are written.
+    const bool too_many = held_usage_.size() > 4 * std::max<size_t>(options_.cache.max_entries, 1);
     for (auto it = held_usage_.begin(); it != held_usage_.end();) {
       const HeldUsage& h = it->second;
       if (all || too_many || h.count >= options_.usage_flush_min_count || now_ns >= h.due_ns) {

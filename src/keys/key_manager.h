@@ -319,7 +319,7 @@ class KeyManager {
   std::vector<std::shared_ptr<const DekEntry>> pending_counts_ ABSL_GUARDED_BY(pending_mu_);
   // Counts of DEKs that left the cache and are not due yet by the usage flush policy,
   // kept without the key: (tenant id, version) -> count, and when it is due (steady
-  // clock ns). At most the cache's max_entries of them: past that, all are written.
+  // clock ns). At most four times the cache's max_entries: past that, all are written.
   struct HeldUsage {
     uint64_t count = 0;
     int64_t due_ns = 0;
