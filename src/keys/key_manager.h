@@ -44,9 +44,9 @@ struct KeyManagerOptions {
   // Which counts a periodic flush writes (FlushEncryptionCounts). A DEK's unwritten
   // count is written once it reaches usage_flush_min_count, once usage_flush_max_age has
   // passed since it was last written (the first time: a point spread over that age from
-  // the load, so that a burst of loads does not make one big flush), once the DEK's
-  // count with it reaches the budget, or when its entry leaves the cache; else it waits
-  // in memory. At 100,000 tenants each encrypting now and then, a flush every 10 s
+  // the load, so that a burst of loads does not make one big flush), or once the DEK's
+  // count with it reaches the budget; else it waits in memory (for a DEK that left the
+  // cache, without the key, up to four times max_entries of them). At 100,000 tenants each encrypting now and then, a flush every 10 s
   // wrote nearly every DEK row every time (a page of the store each); this writes each
   // once per max age. What a crash can lose per DEK: below min_count plus what the
   // last flush interval counted (before: the last interval's). Against the 2^32 limit
