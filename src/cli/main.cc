@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <iostream>
 #include <iterator>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -438,6 +441,66 @@ std::optional<uint64_t> RegularFileSize(int fd) {
   return std::nullopt;
 }
 
+// `tenant create-bulk`: the ids in batches of `batch` (AdminService.CreateTenants: one
+// store transaction each), `parallel` calls in flight. Stops at the first failed call
+// (exit 1, naming the batch's first id); ids created before it stay, and running the
+// same command again skips them (they are counted as existing).
+struct BulkResult {
+  uint64_t created = 0;
+  uint64_t existing = 0;
+  double seconds = 0;
+};
+
+BulkResult CreateTenantsInBulk(kms::v1::AdminService::Stub& admin, const Connection& conn,
+                               const std::vector<std::string>& ids, size_t batch, int parallel) {
+  std::mutex mu;
+  size_t next = 0;
+  BulkResult result;
+  std::optional<Failure> failure;
+  const auto start = std::chrono::steady_clock::now();
+  auto worker = [&] {
+    for (;;) {
+      size_t begin = 0;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (failure || next >= ids.size()) return;
+        begin = next;
+        next = std::min(ids.size(), next + batch);
+      }
+      const size_t end = std::min(ids.size(), begin + batch);
+      kms::v1::CreateTenantsRequest req;
+      for (size_t i = begin; i < end; ++i) req.add_tenant_ids(ids[i]);
+      kms::v1::CreateTenantsResponse resp;
+      grpc::ClientContext ctx;
+      SetDeadline(ctx, conn);
+      grpc::Status st = admin.CreateTenants(&ctx, req, &resp);
+      std::lock_guard<std::mutex> lock(mu);
+      if (!st.ok()) {
+        if (!failure) {
+          try {
+            Check(st);
+          } catch (const Failure& f) {
+            failure = Failure{f.exit_code, "batch starting at " + ids[begin] + ": " + f.message};
+          }
+        }
+        return;
+      }
+      result.created += resp.created_count();
+      result.existing += (end - begin) - resp.created_count();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int i = 0; i < parallel; ++i) threads.emplace_back(worker);
+  for (std::thread& t : threads) t.join();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (failure) {
+    std::cerr << "kmsctl: " << result.created << " tenants created, " << result.existing
+              << " existed before the failure\n";
+    throw *failure;
+  }
+  return result;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -476,6 +539,25 @@ int main(int argc, char** argv) {
   tenant_list->add_option("--page-token", page_token);
   tenant_list->add_flag("--all", all_pages, "Follow every page");
 
+  std::string bulk_from, bulk_prefix;
+  uint64_t bulk_count = 0, bulk_start = 0;
+  size_t bulk_batch = 1000;
+  int bulk_parallel = 2;
+  auto* tenant_bulk = tenant->add_subcommand(
+      "create-bulk",
+      "Create many tenants (a platform's migration): 1,000 per call and store transaction; "
+      "existing ids are skipped, so a failed run can be run again");
+  tenant_bulk->add_option("--from", bulk_from, "File with one tenant id per line (- for stdin)");
+  tenant_bulk->add_option("--prefix", bulk_prefix,
+                          "Instead of --from: the ids PREFIX<start> .. PREFIX<start+count-1>");
+  tenant_bulk->add_option("--count", bulk_count, "With --prefix: how many ids");
+  tenant_bulk->add_option("--start", bulk_start, "With --prefix: the first number")->capture_default_str();
+  tenant_bulk->add_option("--batch", bulk_batch, "Tenants per call (1-1000)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  tenant_bulk->add_option("--parallel", bulk_parallel, "Calls in flight (1-16)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 16));
   auto* tenant_rotate = tenant->add_subcommand("rotate", "Make a new DEK version the tenant's primary");
   tenant_rotate->add_option("tenant_id", tenant_id)->required();
   std::string confirm;
@@ -679,6 +761,7 @@ int main(int argc, char** argv) {
   app.footer(R"(Examples:
   kmsctl --config /etc/kmsd/kmsctl.json status
   kmsctl tenant create acme
+  kmsctl tenant create-bulk --from tenant-ids.txt
   kmsctl tenant list --all -o json
   echo -n 'alice@example.com' | kmsctl encrypt --tenant acme --context field=email
   kmsctl tenant shred acme --confirm acme
@@ -1092,6 +1175,36 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
                           {"receipt_file", receipt_out}}.dump(2) << "\n";
       } else {
         std::cout << "named key " << key_name << " shredded; signed receipt written to " << receipt_out << "\n";
+      }
+    } else if (*tenant_bulk) {
+      if (bulk_from.empty() == bulk_prefix.empty()) {
+        throw Failure{2, "name the ids with --from FILE or --prefix P --count N (one of the two)"};
+      }
+      std::vector<std::string> ids;
+      if (!bulk_from.empty()) {
+        std::ifstream file;
+        if (bulk_from != "-") {
+          file.open(bulk_from);
+          if (!file) throw Failure{2, "cannot read " + bulk_from};
+        }
+        std::istream& in = bulk_from == "-" ? std::cin : file;
+        for (std::string line; std::getline(in, line);) {
+          if (!line.empty() && line.back() == '\r') line.pop_back();
+          if (!line.empty()) ids.push_back(std::move(line));
+        }
+      } else {
+        if (bulk_count == 0) throw Failure{2, "--prefix needs --count N (N > 0)"};
+        ids.reserve(bulk_count);
+        for (uint64_t i = 0; i < bulk_count; ++i) ids.push_back(bulk_prefix + std::to_string(bulk_start + i));
+      }
+      const BulkResult r = CreateTenantsInBulk(*admin, conn, ids, bulk_batch, bulk_parallel);
+      const double rate = r.seconds > 0 ? static_cast<double>(r.created + r.existing) / r.seconds : 0;
+      if (as_json) {
+        std::cout << json{{"created", r.created}, {"existing", r.existing}, {"seconds", r.seconds},
+                          {"tenants_per_second", rate}}.dump(2) << "\n";
+      } else {
+        std::cout << r.created << " tenants created, " << r.existing << " existed already, in "
+                  << r.seconds << " s (" << static_cast<uint64_t>(rate) << " tenants/s)\n";
       }
     } else if (*tenant_create || *tenant_get) {
       grpc::ClientContext ctx;

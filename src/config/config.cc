@@ -338,8 +338,12 @@ absl::Status ReadConfig(const Json& root, Config& c) {
     return r.GetInt64("max_context_bytes", &c.limits.max_context_bytes);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "dek_cache", [&](ObjectReader& r) {
-    KMS_RETURN_IF_ERROR(r.CheckKeys({"ttl_seconds", "max_entries"}));
+    KMS_RETURN_IF_ERROR(r.CheckKeys(
+        {"ttl_seconds", "max_entries", "usage_flush_min_count", "usage_flush_max_age_seconds"}));
     KMS_RETURN_IF_ERROR(r.GetInt64("ttl_seconds", &c.dek_cache.ttl_seconds));
+    KMS_RETURN_IF_ERROR(r.GetInt64("usage_flush_min_count", &c.dek_cache.usage_flush_min_count));
+    KMS_RETURN_IF_ERROR(
+        r.GetInt64("usage_flush_max_age_seconds", &c.dek_cache.usage_flush_max_age_seconds));
     return r.GetInt64("max_entries", &c.dek_cache.max_entries);
   }));
   KMS_RETURN_IF_ERROR(WithObject(top, "xks", [&](ObjectReader& r) {
@@ -756,6 +760,10 @@ absl::Status ValidateConfig(const Config& c) {
   CheckRange(errors, "dek_cache.ttl_seconds", c.dek_cache.ttl_seconds, 1, kMaxDekTtlSeconds);
   CheckRange(errors, "dek_cache.max_entries", c.dek_cache.max_entries, 1,
              std::numeric_limits<int64_t>::max());
+  CheckRange(errors, "dek_cache.usage_flush_min_count", c.dek_cache.usage_flush_min_count, 0,
+             int64_t{1} << 30);
+  CheckRange(errors, "dek_cache.usage_flush_max_age_seconds",
+             c.dek_cache.usage_flush_max_age_seconds, 0, 86400);
 
   if (!OneOf(c.log_level, kLogLevels)) {
     errors.Add("log_level",

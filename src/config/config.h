@@ -205,6 +205,10 @@ struct K8sKmsConfig {
 struct DekCacheConfig {
   int64_t ttl_seconds = 3600;
   int64_t max_entries = 500000;  // DEK versions (~640 B each: docs/benchmarks.md)
+  // The DEK usage flush (keys::KeyManagerOptions): counts below the minimum wait up to
+  // the max age; 0 and 0: every count at every flush (every 10 s).
+  int64_t usage_flush_min_count = 1000;
+  int64_t usage_flush_max_age_seconds = 300;
 };
 
 // The audit log (src/audit/audit_log.h).

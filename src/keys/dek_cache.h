@@ -57,6 +57,9 @@ struct DekEntry {
   mutable std::atomic<uint64_t> encryptions{0};
   // The store's count when loaded, plus what this replica has flushed since.
   mutable std::atomic<uint64_t> counted{0};
+  // When the usage flush writes `encryptions` even if few (KeyManagerOptions::
+  // usage_flush_max_age): nanoseconds on the steady clock; 0: at the next flush.
+  mutable std::atomic<int64_t> usage_due_ns{0};
   // Set by the cache when inserted (its insertion order): MarkAllStale compares it.
   mutable std::atomic<uint64_t> cache_seq{0};
   // The key set's minimum decryption version when loaded (a blind-index key set's

@@ -69,6 +69,11 @@ absl::StatusOr<std::vector<store::KekUsage>> GuardedKeyStore::ListKekUsage() {
       [=, inner = inner_]() { return inner->ListKekUsage(); });
 }
 
+absl::StatusOr<std::vector<store::KekUsage>> GuardedKeyStore::ListKekUsageExcept(uint32_t kek_version) {
+  return exec_->Run<absl::StatusOr<std::vector<store::KekUsage>>>(
+      [=, inner = inner_]() { return inner->ListKekUsageExcept(kek_version); });
+}
+
 absl::Status GuardedKeyStore::RetireKek(uint32_t version, int64_t retired_at) {
   return exec_->Run<absl::Status>(
       [=, inner = inner_]() { return inner->RetireKek(version, retired_at); });
@@ -82,6 +87,14 @@ absl::StatusOr<std::vector<uint32_t>> GuardedKeyStore::DestroyRetiredKeks(int64_
 absl::Status GuardedKeyStore::CreateTenant(const store::TenantRecord& tenant, const store::DekRecord& first_dek) {
   return exec_->Run<absl::Status>(
       [=, inner = inner_]() { return inner->CreateTenant(tenant, first_dek); });
+}
+
+absl::StatusOr<std::vector<store::CreateTenantResult>> GuardedKeyStore::CreateTenants(
+    std::span<const store::NewTenant> tenants) {
+  return exec_->Run<absl::StatusOr<std::vector<store::CreateTenantResult>>>(
+      [inner = inner_, copy = std::vector<store::NewTenant>(tenants.begin(), tenants.end())] {
+        return inner->CreateTenants(copy);
+      });
 }
 
 absl::StatusOr<store::TenantRecord> GuardedKeyStore::GetTenant(const std::string& tenant_id) {

@@ -59,11 +59,14 @@ class GuardedKeyStore final : public store::KeyStore, public store::AuditStore {
   absl::Status InsertKek(const store::KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, store::KekState from, store::KekState to) override;
   absl::StatusOr<std::vector<store::KekUsage>> ListKekUsage() override;
+  absl::StatusOr<std::vector<store::KekUsage>> ListKekUsageExcept(uint32_t kek_version) override;
   absl::Status RetireKek(uint32_t version, int64_t retired_at) override;
   absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) override;
   // TenantKeyStore
   absl::Status CreateTenant(const store::TenantRecord& tenant,
                             const store::DekRecord& first_dek) override;
+  absl::StatusOr<std::vector<store::CreateTenantResult>> CreateTenants(
+      std::span<const store::NewTenant> tenants) override;
   absl::StatusOr<store::TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<store::TenantPage> ListTenants(const std::string& after, int limit) override;
   absl::StatusOr<uint64_t> CountTenants() override;

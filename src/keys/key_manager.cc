@@ -91,6 +91,38 @@ absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& ten
   return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
 }
 
+absl::StatusOr<std::vector<store::CreateTenantResult>> KeyManager::CreateTenants(
+    std::span<const TenantId> tenants) {
+  if (tenants.size() > store::kMaxCreateTenantsBatch) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", store::kMaxCreateTenantsBatch,
+                                                   " tenants in one call"));
+  }
+  const uint32_t kek = kek_ring_->primary_version();
+  const int64_t now = clock_->UnixSeconds();
+  std::vector<store::NewTenant> rows;
+  rows.reserve(tenants.size());
+  for (const TenantId& tenant : tenants) {
+    const std::string& id = tenant.str();
+    KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
+    KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*kek_ring_, kek, id, 1, dek));
+    rows.push_back(store::NewTenant{
+        .tenant = {.id = id,
+                   .state = store::TenantState::kActive,
+                   .primary_dek_version = 1,
+                   .min_decrypt_version = 1,
+                   .created_at = now,
+                   .row_version = 1},
+        .first_dek = {.tenant_id = id,
+                      .version = 1,
+                      .kek_version = kek,
+                      .wrapped = std::move(wrapped),
+                      .state = store::DekState::kActive,
+                      .created_at = now,
+                      .encryptions = 0}});
+  }
+  return store_->CreateTenants(rows);
+}
+
 absl::StatusOr<TenantInfo> KeyManager::GetTenant(const TenantId& tenant) {
   KMS_ASSIGN_OR_RETURN(store::TenantDek td, store_->GetTenantDek(tenant.str(), 0));
   return TenantInfo{.tenant = std::move(td.tenant), .primary_dek_created_at = td.dek.created_at};
@@ -129,6 +161,15 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> KeyManager::LoadDek(const std::s
   entry->kek_version = td->dek.kek_version;
   entry->key = std::move(key);
   entry->loaded_at = clock_->Now();
+  // The first time-based usage write: spread over the max age by the key's hash.
+  const int64_t max_age_ns = std::chrono::nanoseconds(options_.usage_flush_max_age).count();
+  const int64_t spread =
+      max_age_ns > 0
+          ? static_cast<int64_t>(std::hash<std::string>{}(tenant_id) %
+                                 static_cast<uint64_t>(max_age_ns))
+          : 0;
+  entry->usage_due_ns =
+      std::chrono::nanoseconds(entry->loaded_at.time_since_epoch()).count() + spread;
   entry->counted = td->dek.encryptions;
   entry->min_version = td->tenant.min_decrypt_version;
   if (IsIndexKeyId(tenant_id)) entry->mac_key = std::make_unique<SecretBytes>(std::move(dek));
@@ -341,37 +382,73 @@ absl::StatusOr<ShredResult> KeyManager::ShredKeySet(const std::string& tenant_id
   return result;
 }
 
-absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
-  std::vector<std::shared_ptr<const DekEntry>> entries;
+absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
+  const int64_t now_ns = std::chrono::nanoseconds(clock_->Now().time_since_epoch()).count();
+  const int64_t max_age_ns = std::chrono::nanoseconds(options_.usage_flush_max_age).count();
+  // What this flush writes: cached entries (entry set) and held counts of entries that
+  // left the cache (entry null).
+  struct Item {
+    std::shared_ptr<const DekEntry> entry;
+    std::string tenant_id;
+    uint32_t version = 0;
+    uint64_t delta = 0;
+  };
+  std::vector<Item> items;
   {
     MutexLock lock(&pending_mu_);
-    entries.swap(pending_counts_);
+    // Entries that left the cache: their counts move to held_usage_ (the key goes with
+    // the entry) and follow the same policy from there.
+    for (const auto& e : pending_counts_) {
+      const uint64_t delta = e->encryptions.exchange(0);
+      if (delta == 0) continue;
+      HeldUsage& h = held_usage_[{e->tenant_id, e->version}];
+      const int64_t due = e->usage_due_ns.load(std::memory_order_relaxed);
+      h.due_ns = h.count == 0 ? due : std::min(h.due_ns, due);
+      h.count += delta;
+      if (e->counted.load(std::memory_order_relaxed) + h.count >= options_.dek_encryption_budget) {
+        h.due_ns = 0;
+      }
+    }
+    pending_counts_.clear();
+    // Bounded at four times the cache (~100 B each, against ~740 B per cached DEK): a
+    // working set up to four times the cache bound is held; past that, all are written.
+    const bool too_many = held_usage_.size() > 4 * std::max<size_t>(options_.cache.max_entries, 1);
+    for (auto it = held_usage_.begin(); it != held_usage_.end();) {
+      const HeldUsage& h = it->second;
+      if (all || too_many || h.count >= options_.usage_flush_min_count || now_ns >= h.due_ns) {
+        items.push_back({nullptr, it->first.first, it->first.second, h.count});
+        it = held_usage_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
   cache_.ForEach([&](const std::shared_ptr<const DekEntry>& e) {
-    if (e->encryptions.load(std::memory_order_relaxed) > 0) entries.push_back(e);
+    const uint64_t pending = e->encryptions.load(std::memory_order_relaxed);
+    if (pending == 0) return;
+    // The usage flush policy (KeyManagerOptions): many, old, or near the budget.
+    if (all || pending >= options_.usage_flush_min_count ||
+        now_ns >= e->usage_due_ns.load(std::memory_order_relaxed) ||
+        e->counted.load(std::memory_order_relaxed) + pending >= options_.dek_encryption_budget) {
+      const uint64_t delta = e->encryptions.exchange(0);
+      if (delta != 0) items.push_back({e, e->tenant_id, e->version, delta});
+    }
   });
   // Every delta in one store call: one transaction, one commit (one fsync) per flush
   // however many DEKs were active, instead of one each.
-  std::vector<std::shared_ptr<const DekEntry>> flushed;
   std::vector<store::EncryptionCount> counts;
-  std::vector<uint64_t> deltas;
-  for (const auto& e : entries) {
-    const uint64_t delta = e->encryptions.exchange(0);
-    if (delta == 0) continue;
-    flushed.push_back(e);
-    counts.push_back({e->tenant_id, e->version, delta});
-    deltas.push_back(delta);
-  }
+  counts.reserve(items.size());
+  for (const Item& item : items) counts.push_back({item.tenant_id, item.version, item.delta});
   absl::Status first_error;
-  std::vector<bool> added(flushed.size(), false);
+  std::vector<bool> added(items.size(), false);
   absl::Status batch = store_->AddEncryptionsBatch(counts);
   if (batch.ok()) {
-    added.assign(flushed.size(), true);
+    added.assign(items.size(), true);
   } else if (absl::IsNotFound(batch)) {
     // A DEK row the batch names is gone (not expected: rows are never deleted); count
     // the others one by one rather than hold them all back.
-    for (size_t i = 0; i < flushed.size(); ++i) {
-      absl::Status one = store_->AddEncryptions(counts[i].tenant_id, counts[i].version, deltas[i]);
+    for (size_t i = 0; i < items.size(); ++i) {
+      absl::Status one = store_->AddEncryptions(counts[i].tenant_id, counts[i].version, counts[i].count);
       added[i] = one.ok() || absl::IsNotFound(one);
       if (!one.ok() && first_error.ok()) first_error = one;
     }
@@ -379,15 +456,26 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts() {
     first_error = batch;
   }
   std::vector<std::string> over_budget;
-  for (size_t i = 0; i < flushed.size(); ++i) {
-    const auto& e = flushed[i];
+  for (size_t i = 0; i < items.size(); ++i) {
+    const Item& item = items[i];
     if (!added[i]) {
-      e->encryptions.fetch_add(deltas[i]);  // try again at the next flush
+      // Try again at the next flush (due at once).
       MutexLock lock(&pending_mu_);
-      pending_counts_.push_back(e);  // in case it has left the cache meanwhile
+      if (item.entry == nullptr) {
+        HeldUsage& h = held_usage_[{item.tenant_id, item.version}];
+        h.count += item.delta;
+        h.due_ns = 0;
+      } else {
+        item.entry->encryptions.fetch_add(item.delta);
+        item.entry->usage_due_ns.store(0, std::memory_order_relaxed);
+        pending_counts_.push_back(item.entry);  // in case it has left the cache meanwhile
+      }
       continue;
     }
-    if (e->counted.fetch_add(deltas[i]) + deltas[i] >= options_.dek_encryption_budget) {
+    if (item.entry == nullptr) continue;  // left the cache: its reload reads the store's count
+    const auto& e = item.entry;
+    e->usage_due_ns.store(now_ns + max_age_ns, std::memory_order_relaxed);
+    if (e->counted.fetch_add(item.delta) + item.delta >= options_.dek_encryption_budget) {
       over_budget.push_back(e->tenant_id);
     }
   }

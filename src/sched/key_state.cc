@@ -25,7 +25,10 @@ absl::Status KeyStateCache::Refresh() {
   }
   KMS_ASSIGN_OR_RETURN(int64_t dek_created, tenants_.OldestPrimaryDekCreatedAt());
   dek_created_.store(dek_created);
-  KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, keks_.ListKekUsage());
+  // Both reads cost the same at 1,000,000 tenants as at one (an index lookup, and an
+  // index range that is empty once a re-wrap is done): this runs at start-up and on
+  // every replica every minute.
+  KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, keks_.ListKekUsageExcept(primary));
   uint64_t backlog = 0;
   for (const store::KekUsage& u : usage) {
     if (u.kek_version != primary) backlog += u.deks;

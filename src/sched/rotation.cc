@@ -27,9 +27,9 @@ absl::Status Annotate(const absl::Status& st, std::string_view what) {
   return absl::Status(st.code(), absl::StrCat(std::string(what), ": ", st.message()));
 }
 
-// Sums what ListKekUsage says is sealed under versions below `to`.
+// Sums what is sealed under versions below `to` (read without the keys under `to`).
 absl::StatusOr<uint64_t> UsageBelow(store::KekStore& keks, uint32_t to, bool deks) {
-  KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, keks.ListKekUsage());
+  KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, keks.ListKekUsageExcept(to));
   uint64_t n = 0;
   for (const store::KekUsage& u : usage) {
     if (u.kek_version < to) n += deks ? u.deks : u.jwt_keys;
@@ -528,8 +528,10 @@ absl::Status RotationService::Check() {
     }
   } else if (!job_running) {
     // Keys below the primary and no job (a crash between the rotation and its job, or a
-    // straggler written after a job ended): a job for them.
-    KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage, store_.ListKekUsage());
+    // straggler written after a job ended): a job for them. Reads only the keys outside
+    // the primary (this runs every check: a count of every DEK would scan the store).
+    KMS_ASSIGN_OR_RETURN(std::vector<store::KekUsage> usage,
+                         store_.ListKekUsageExcept(primary.version));
     uint32_t from = 0;
     for (const store::KekUsage& u : usage) {
       if (u.kek_version < primary.version && u.deks + u.jwt_keys > 0) {

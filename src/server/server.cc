@@ -451,7 +451,9 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   keys::KeyManagerOptions key_options{
       .cache = {.ttl = std::chrono::seconds(config.dek_cache.ttl_seconds),
                 .max_entries = static_cast<size_t>(config.dek_cache.max_entries)},
-      .auto_create_tenants = config.tenants_auto_create};
+      .auto_create_tenants = config.tenants_auto_create,
+      .usage_flush_min_count = static_cast<uint64_t>(config.dek_cache.usage_flush_min_count),
+      .usage_flush_max_age = std::chrono::seconds(config.dek_cache.usage_flush_max_age_seconds)};
   key_options.cache.max_stale = std::chrono::seconds(jwt_options.key_max_age_seconds);
   KMS_ASSIGN_OR_RETURN(
       p.kek_ring, OpenWithBackoff<std::unique_ptr<keys::HsmKekRing>>("KEK ring", stop, [&] {
@@ -821,6 +823,11 @@ void KmsServer::Shutdown() {
   if (p.xks_http) p.xks_http->Stop();
   if (p.http) p.http->Stop();
   if (p.scheduler) p.scheduler->Stop();
+  if (p.keys) {
+    // The usage flush holds small counts for minutes (KeyManagerOptions): write them all.
+    absl::StatusOr<int> flushed = p.keys->FlushEncryptionCounts(/*all=*/true);
+    if (!flushed.ok()) spdlog::warn("DEK usage counts not written at stop: {}", flushed.status().ToString());
+  }
   if (p.rpc_metrics && RpcMetrics::Installed() == p.rpc_metrics.get()) RpcMetrics::Install(nullptr);
   if (p.audit) p.audit->Stop();  // writes what the last calls left
   if (p.budget) SetDoorBudget(nullptr);

@@ -2,6 +2,8 @@
 
 #include <limits>
 #include <string>
+#include <string_view>
+#include <unordered_set>
 
 #include "absl/strings/str_cat.h"
 #include "src/common/strings.h"
@@ -119,6 +121,26 @@ absl::Status CheckUpdateDekWrappings(std::span<const DekRewrap> rewraps) {
     }
     if (r.wrapped.size() > kMaxValueBytes || r.tenant_id.size() > kMaxValueBytes) {
       return absl::InvalidArgumentError("UpdateDekWrappings: a value is larger than 2 GiB");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCreateTenants(std::span<const NewTenant> tenants) {
+  if (tenants.size() > kMaxCreateTenantsBatch) {
+    return absl::InvalidArgumentError(absl::StrCat("CreateTenants: more than ",
+                                                   kMaxCreateTenantsBatch, " tenants in one call"));
+  }
+  std::unordered_set<std::string_view> ids;
+  ids.reserve(tenants.size());
+  for (const NewTenant& t : tenants) {
+    absl::Status st = CheckCreateTenant(t.tenant, t.first_dek);
+    if (!st.ok()) return absl::InvalidArgumentError(absl::StrCat("CreateTenants: ", st.message()));
+    if (t.first_dek.wrapped.size() > kMaxValueBytes || t.tenant.id.size() > kMaxValueBytes) {
+      return absl::InvalidArgumentError("CreateTenants: a value is larger than 2 GiB");
+    }
+    if (!ids.insert(t.tenant.id).second) {
+      return absl::InvalidArgumentError("CreateTenants: a tenant id is listed twice");
     }
   }
   return absl::OkStatus();

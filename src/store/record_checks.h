@@ -47,6 +47,7 @@ absl::Status CheckRotateJwtKey(std::string_view current_kid, int64_t current_ret
                                const JwtKeyRecord& next);
 absl::Status CheckListDeksWrappedUnder(int limit);
 absl::Status CheckUpdateDekWrappings(std::span<const DekRewrap> rewraps);
+absl::Status CheckCreateTenants(std::span<const NewTenant> tenants);
 absl::Status CheckCreateRotationJob(const RotationJobRecord& job);
 absl::Status CheckListRotationJobs(int limit);
 absl::Status CheckRotationJobProgress(absl::string_view op, const RotationJobProgress& progress);

@@ -127,6 +127,60 @@ TEST_F(AuditE2eTest, EveryCallLeavesARecordAndTheIntactChainVerifies) {
   EXPECT_NE(verify.out.find("intact"), std::string::npos) << verify.out;
 }
 
+// Bulk creation through the real door (kmsctl -> AdminService.CreateTenants -> one store
+// transaction per batch): every tenant works, a second run creates nothing and says so,
+// each call is one durable audit record for every tenant ("*"), only an identity
+// granted every tenant may call it, and a batch with a bad id creates nothing.
+TEST_F(AuditE2eTest, BulkTenantCreationIsOneAuditedCallPerBatchAndCanBeRunAgain) {
+  ASSERT_EQ(Kmsctl("tenant create bulk-existing").exit_code, 0);
+  std::string ids = "bulk-existing\n";
+  for (int i = 0; i < 2500; ++i) absl::StrAppend(&ids, "bulk-", i, "\n");
+  const std::string file = dir_->Write("bulk-ids.txt", ids, 0644);
+
+  auto first = Kmsctl(absl::StrCat("tenant create-bulk --from ", file, " --batch 1000 -o json"));
+  ASSERT_EQ(first.exit_code, 0) << first.out;
+  auto j = nlohmann::json::parse(first.out);
+  EXPECT_EQ(j["created"], 2500);
+  EXPECT_EQ(j["existing"], 1);
+  Encrypt("bulk-0", "x");
+  Encrypt("bulk-2499", "x");
+
+  auto again = Kmsctl(absl::StrCat("tenant create-bulk --from ", file, " --parallel 3 -o json"));
+  ASSERT_EQ(again.exit_code, 0) << again.out;
+  j = nlohmann::json::parse(again.out);
+  EXPECT_EQ(j["created"], 0);
+  EXPECT_EQ(j["existing"], 2501);
+
+  int bulk_records = 0;
+  for (const auto& r : Tail(100)) {
+    if (r["operation"] != "CreateTenants") continue;
+    ++bulk_records;
+    EXPECT_EQ(r["kind"], "admin");
+    EXPECT_EQ(r["tenant_id"], "*");
+    EXPECT_EQ(r["identity"], "spiffe://kmsd.dev/operator");
+    EXPECT_EQ(r["outcome"], "OK");
+  }
+  EXPECT_EQ(bulk_records, 6) << "3 batches of 1000, twice";
+
+  auto call = [](const std::string& client, std::vector<std::string> tenant_ids) {
+    auto admin = v1::AdminService::NewStub(e2e::DevChannel(state_, kmsd_->grpc_addr(), client));
+    grpc::ClientContext ctx;
+    e2e::Deadline(ctx);
+    v1::CreateTenantsRequest req;
+    for (const std::string& id : tenant_ids) req.add_tenant_ids(id);
+    v1::CreateTenantsResponse resp;
+    return admin->CreateTenants(&ctx, req, &resp).error_code();
+  };
+  EXPECT_EQ(call("billing", {"bulk-by-billing"}), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(call("operator", {"bulk-ok", "not a tenant id"}), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(call("operator", {"bulk-ok", "bulk-ok"}), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(call("operator", {}), grpc::StatusCode::INVALID_ARGUMENT);
+  auto get = Kmsctl("tenant get bulk-ok");
+  EXPECT_NE(get.exit_code, 0) << get.out;
+  EXPECT_NE(get.out.find("NOT_FOUND"), std::string::npos) << get.out;
+  EXPECT_EQ(call("operator", {"bulk-ok"}), grpc::StatusCode::OK);
+}
+
 TEST_F(AuditE2eTest, AnAdminCallAcknowledgedBeforeASigkillKeepsItsRecord) {
   auto created = Kmsctl("tenant create crash-proof");
   ASSERT_EQ(created.exit_code, 0) << created.out;
@@ -155,7 +209,7 @@ TEST_F(AuditE2eTest, ChangingOneRecordInTheStoreMakesVerifyNameIt) {
   ASSERT_GT(seq, 0);
   // Someone with write access to the database rewrites who did it.
   auto update = RunCommand(absl::StrCat(
-      "sqlite3 ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/someone-else' "
+      "sqlite3 -cmd \".timeout 5000\" ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/someone-else' "
       "WHERE node = 'audit-node' AND seq = ", seq, "\" 2>&1"));
   ASSERT_EQ(update.exit_code, 0) << update.out;
 
@@ -168,7 +222,7 @@ TEST_F(AuditE2eTest, ChangingOneRecordInTheStoreMakesVerifyNameIt) {
 
   // Put it back (the hash says what it was): the chain verifies again.
   auto restore = RunCommand(absl::StrCat(
-      "sqlite3 ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/operator' "
+      "sqlite3 -cmd \".timeout 5000\" ", db_, " \"UPDATE audit_log SET identity = 'spiffe://kmsd.dev/operator' "
       "WHERE node = 'audit-node' AND seq = ", seq, "\" 2>&1"));
   ASSERT_EQ(restore.exit_code, 0) << restore.out;
   EXPECT_EQ(Kmsctl("audit verify").exit_code, 0);

@@ -14,7 +14,7 @@
 
 namespace kms::testing {
 
-class InjectingKeyStore final : public store::KeyStore {
+class InjectingKeyStore : public store::KeyStore {
  public:
   explicit InjectingKeyStore(store::KeyStore* inner) : inner_(inner) {}
 
@@ -44,6 +44,10 @@ class InjectingKeyStore final : public store::KeyStore {
     if (down_) return Down();
     return inner_->ListKekUsage();
   }
+  absl::StatusOr<std::vector<store::KekUsage>> ListKekUsageExcept(uint32_t v) override {
+    if (down_) return Down();
+    return inner_->ListKekUsageExcept(v);
+  }
   absl::Status RetireKek(uint32_t v, int64_t retired_at) override {
     if (down_) return Down();
     return inner_->RetireKek(v, retired_at);
@@ -57,6 +61,11 @@ class InjectingKeyStore final : public store::KeyStore {
   absl::Status CreateTenant(const store::TenantRecord& t, const store::DekRecord& d) override {
     if (down_) return Down();
     return inner_->CreateTenant(t, d);
+  }
+  absl::StatusOr<std::vector<store::CreateTenantResult>> CreateTenants(
+      std::span<const store::NewTenant> tenants) override {
+    if (down_) return Down();
+    return inner_->CreateTenants(tenants);
   }
   absl::StatusOr<store::TenantRecord> GetTenant(const std::string& id) override {
     if (down_) return Down();

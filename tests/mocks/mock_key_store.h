@@ -23,6 +23,8 @@
               (uint32_t version, ::kms::store::KekState from, ::kms::store::KekState to),   \
               (override));                                                                  \
   MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::KekUsage>>, ListKekUsage, (), (override)); \
+  MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::KekUsage>>, ListKekUsageExcept,       \
+              (uint32_t kek_version), (override));                                           \
   MOCK_METHOD(absl::Status, RetireKek, (uint32_t version, int64_t retired_at), (override));   \
   MOCK_METHOD(absl::StatusOr<std::vector<uint32_t>>, DestroyRetiredKeks,                    \
               (int64_t retired_before), (override))
@@ -32,6 +34,8 @@
               (const ::kms::store::TenantRecord& tenant,                                     \
                const ::kms::store::DekRecord& first_dek),                                    \
               (override));                                                                   \
+  MOCK_METHOD(absl::StatusOr<std::vector<::kms::store::CreateTenantResult>>, CreateTenants, \
+              (std::span<const ::kms::store::NewTenant> tenants), (override));               \
   MOCK_METHOD(absl::StatusOr<::kms::store::TenantRecord>, GetTenant,                         \
               (const std::string& tenant_id), (override));                                   \
   MOCK_METHOD(absl::StatusOr<::kms::store::TenantPage>, ListTenants,                         \

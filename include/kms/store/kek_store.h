@@ -82,6 +82,14 @@ class KekStore {
   // not in it (a re-wrap job re-checks before it retires a version).
   virtual absl::StatusOr<std::vector<KekUsage>> ListKekUsage() = 0;
 
+  // ListKekUsage without `kek_version`'s entry (pass the primary): the same entries and
+  // counts for every other version. It reads only the keys wrapped under the other
+  // versions (an index range), so it costs what it counts, nothing once a re-wrap has
+  // moved every key to `kek_version`, however many keys the store holds (ListKekUsage
+  // counts every DEK: a scan). For the periodic checks: the re-wrap backlog, a job to
+  // resume.
+  virtual absl::StatusOr<std::vector<KekUsage>> ListKekUsageExcept(uint32_t kek_version) = 0;
+
   // --- Retirement (DESIGN §6): after the re-wrap job has moved every key off a version
 
   // Moves `version` from active to retired, stamped `retired_at` (Unix seconds), in one

@@ -152,6 +152,20 @@ struct DueTenantPage {
 // The most rows one UpdateDekWrappings call takes.
 inline constexpr size_t kMaxDekRewrapBatch = 1000;
 
+// One tenant to create with its first DEK (TenantKeyStore::CreateTenants).
+struct NewTenant {
+  TenantRecord tenant;
+  DekRecord first_dek;
+};
+
+enum class CreateTenantResult {
+  kCreated,        // the tenant and its first DEK were inserted
+  kAlreadyExists,  // the id was taken (in any state, shredded too): left as it was
+};
+
+// The most tenants one CreateTenants call takes.
+inline constexpr size_t kMaxCreateTenantsBatch = 1000;
+
 class TenantKeyStore {
  public:
   virtual ~TenantKeyStore() = default;
@@ -165,6 +179,17 @@ class TenantKeyStore {
   // first_dek of another tenant, a non-zero tenant.primary_dek_version that differs
   // from first_dek.version.
   virtual absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) = 0;
+
+  // Bulk creation (a platform migrating its tenants): CreateTenant for each element, in
+  // ONE transaction (one commit, one fsync, one epoch bump when any was created). An id
+  // that is taken is not an error: it is left as it was and reported kAlreadyExists, so
+  // a load interrupted by a crash can be run again. Returns one result per input
+  // element, in input order. On an error nothing of the call is applied.
+  // INVALID_ARGUMENT (nothing written): more than kMaxCreateTenantsBatch elements, an id
+  // listed twice, or an element CreateTenant would refuse. An empty call is OK and
+  // touches nothing.
+  virtual absl::StatusOr<std::vector<CreateTenantResult>> CreateTenants(
+      std::span<const NewTenant> tenants) = 0;
 
   // NOT_FOUND for an unknown tenant.
   virtual absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) = 0;

@@ -112,6 +112,50 @@ grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenant(grpc::CallbackServerCon
       });
 }
 
+grpc::ServerUnaryReactor* AdminServiceImpl::CreateTenants(grpc::CallbackServerContext* ctx,
+                                                          const grpc::ByteBuffer* in,
+                                                          grpc::ByteBuffer* out) {
+  // A full batch of the longest ids (1 byte of tag and 1 of length each), with room.
+  constexpr size_t kMaxRequestBytes = store::kMaxCreateTenantsBatch * (keys::kMaxTenantIdLength + 8);
+  return ServeUnary<v1::CreateTenantsRequest, v1::CreateTenantsResponse>(
+      ctx, in, out, kMaxRequestBytes, "CreateTenants",
+      [&](const std::string& identity, const v1::CreateTenantsRequest& req,
+          v1::CreateTenantsResponse* resp) -> absl::Status {
+        // Creating many tenants at once acts on no one tenant: the grant of every tenant.
+        KMS_RETURN_IF_ERROR(
+            gate_.Admit(identity, authz::Operation::kCreateTenant, CallGate::kEveryTenant));
+        if (req.tenant_ids_size() == 0 ||
+            static_cast<size_t>(req.tenant_ids_size()) > store::kMaxCreateTenantsBatch) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "tenant_ids must hold 1 to ", store::kMaxCreateTenantsBatch, " ids"));
+        }
+        std::vector<keys::TenantId> ids;
+        ids.reserve(static_cast<size_t>(req.tenant_ids_size()));
+        for (const std::string& id : req.tenant_ids()) {
+          absl::StatusOr<keys::TenantId> parsed = keys::TenantId::Parse(id);
+          if (!parsed.ok()) {
+            return absl::InvalidArgumentError(
+                absl::StrCat("tenant_ids[", ids.size(), "]: ", parsed.status().message()));
+          }
+          ids.push_back(*std::move(parsed));
+        }
+        KMS_ASSIGN_OR_RETURN(std::vector<store::CreateTenantResult> results,
+                             keys_.CreateTenants(ids));
+        uint32_t created = 0;
+        for (store::CreateTenantResult r : results) {
+          const bool made = r == store::CreateTenantResult::kCreated;
+          resp->add_created(made);
+          created += made ? 1 : 0;
+        }
+        resp->set_created_count(created);
+        LogEvent(spdlog::level::info, "tenants_created",
+                 {{"count", absl::StrCat(created)},
+                  {"existing", absl::StrCat(results.size() - created)},
+                  {"by", identity}});
+        return absl::OkStatus();
+      });
+}
+
 grpc::ServerUnaryReactor* AdminServiceImpl::GetTenant(grpc::CallbackServerContext* ctx,
                                                       const grpc::ByteBuffer* in,
                                                       grpc::ByteBuffer* out) {

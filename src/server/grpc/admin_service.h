@@ -29,7 +29,8 @@ struct NodeInfo {
   int64_t started_at_unix = 0;
 };
 
-using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
+using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenants<
+    v1::AdminService::WithRawCallbackMethod_CreateTenant<
     v1::AdminService::WithRawCallbackMethod_GetTenant<
         v1::AdminService::WithRawCallbackMethod_ListTenants<
             v1::AdminService::WithRawCallbackMethod_GetStatus<
@@ -45,7 +46,7 @@ using AdminServiceRaw = v1::AdminService::WithRawCallbackMethod_CreateTenant<
                                                     v1::AdminService::WithRawCallbackMethod_ReadAudit<
                                                         v1::AdminService::WithRawCallbackMethod_RotateBlindIndexKey<
                                                             v1::AdminService::WithRawCallbackMethod_FinishBlindIndexRotation<
-                                                                v1::AdminService::Service>>>>>>>>>>>>>>>>;
+                                                                v1::AdminService::Service>>>>>>>>>>>>>>>>>;
 
 class AdminServiceImpl final : public AdminServiceRaw {
  public:
@@ -64,6 +65,8 @@ class AdminServiceImpl final : public AdminServiceRaw {
 
   grpc::ServerUnaryReactor* CreateTenant(grpc::CallbackServerContext* ctx,
                                          const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* CreateTenants(grpc::CallbackServerContext* ctx,
+                                          const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* GetTenant(grpc::CallbackServerContext* ctx,
                                       const grpc::ByteBuffer* req, grpc::ByteBuffer* resp) override;
   grpc::ServerUnaryReactor* ListTenants(grpc::CallbackServerContext* ctx,

@@ -76,11 +76,14 @@ class PostgresKeyStore final : public KeyStore, public AuditStore {
   absl::Status InsertKek(const KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
   absl::StatusOr<std::vector<KekUsage>> ListKekUsage() override;
+  absl::StatusOr<std::vector<KekUsage>> ListKekUsageExcept(uint32_t kek_version) override;
   absl::Status RetireKek(uint32_t version, int64_t retired_at) override;
   absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) override;
 
   // TenantKeyStore
   absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
+  absl::StatusOr<std::vector<CreateTenantResult>> CreateTenants(
+      std::span<const NewTenant> tenants) override;
   absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<TenantPage> ListTenants(const std::string& after, int limit) override;
   absl::StatusOr<uint64_t> CountTenants() override;

@@ -55,6 +55,21 @@ class SqliteKeyStore final : public KeyStore, public AuditStore {
   // The schema version this binary migrates to.
   static int LatestSchemaVersion();
 
+  // The statements of the reads KeyStateCache::Refresh makes at start-up and every
+  // minute, for the test that checks their query plans search an index (a scan would
+  // make start-up grow with the store). ?1: the primary KEK version.
+  static constexpr const char* kOldestPrimaryDekSql =
+      "SELECT COALESCE(MIN(primary_dek_created_at), 0) FROM tenants WHERE state = 'active'";
+  static constexpr const char* kKekUsageExceptSql =
+      "SELECT v, SUM(d), SUM(j) FROM ("
+      "SELECT version AS v, 0 AS d, 0 AS j FROM kek_versions WHERE version <> ?1 "
+      "UNION ALL SELECT kek_version, COUNT(*), 0 FROM tenant_deks "
+      "WHERE kek_version < ?1 AND state <> 'destroyed' GROUP BY kek_version "
+      "UNION ALL SELECT kek_version, COUNT(*), 0 FROM tenant_deks "
+      "WHERE kek_version > ?1 AND state <> 'destroyed' GROUP BY kek_version "
+      "UNION ALL SELECT kek_version, 0, COUNT(*) FROM jwt_keys "
+      "WHERE kek_version <> ?1 GROUP BY kek_version) GROUP BY v ORDER BY v";
+
   ~SqliteKeyStore() override;
   SqliteKeyStore(const SqliteKeyStore&) = delete;
   SqliteKeyStore& operator=(const SqliteKeyStore&) = delete;
@@ -66,11 +81,14 @@ class SqliteKeyStore final : public KeyStore, public AuditStore {
   absl::Status InsertKek(const KekRecord& kek) override;
   absl::Status UpdateKekState(uint32_t version, KekState from, KekState to) override;
   absl::StatusOr<std::vector<KekUsage>> ListKekUsage() override;
+  absl::StatusOr<std::vector<KekUsage>> ListKekUsageExcept(uint32_t kek_version) override;
   absl::Status RetireKek(uint32_t version, int64_t retired_at) override;
   absl::StatusOr<std::vector<uint32_t>> DestroyRetiredKeks(int64_t retired_before) override;
 
   // TenantKeyStore
   absl::Status CreateTenant(const TenantRecord& tenant, const DekRecord& first_dek) override;
+  absl::StatusOr<std::vector<CreateTenantResult>> CreateTenants(
+      std::span<const NewTenant> tenants) override;
   absl::StatusOr<TenantRecord> GetTenant(const std::string& tenant_id) override;
   absl::StatusOr<TenantPage> ListTenants(const std::string& after, int limit) override;
   absl::StatusOr<uint64_t> CountTenants() override;

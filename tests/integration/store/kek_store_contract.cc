@@ -126,6 +126,38 @@ DekRecord DekUnder(const std::string& tenant_id, uint32_t version, uint32_t kek_
   return dek;
 }
 
+// ListKekUsageExcept(v) is ListKekUsage without v's entry, whatever v (stored or not).
+TEST_P(KekStoreContractTest, ListKekUsageExceptIsListKekUsageWithoutThatVersion) {
+  KMS_ASSERT_OK(store().InsertKek(TestKek(1)));
+  KMS_ASSERT_OK(store().InsertKek(TestKek(2)));
+  KMS_ASSERT_OK(store().InsertKek(TestKek(3)));
+  KMS_ASSERT_OK(keys().CreateTenant(TestTenant("a"), DekUnder("a", 1, 1)));
+  KMS_ASSERT_OK(keys().RotateDek("a", 1, DekUnder("a", 2, 2)));
+  KMS_ASSERT_OK(keys().CreateTenant(TestTenant("b"), DekUnder("b", 1, 1)));
+  KMS_ASSERT_OK(keys().CreateTenant(TestTenant("c"), DekUnder("c", 1, 3)));
+  KMS_ASSERT_OK(keys().CreateTenant(TestTenant("d"), DekUnder("d", 1, 7)));  // not stored
+  KMS_ASSERT_OK(keys().CreateTenant(TestTenant("gone"), DekUnder("gone", 1, 2)));
+  KMS_ASSERT_OK(keys().SetTenantState("gone", 1, TenantState::kShredded));
+  JwtKeyRecord first = TestJwtKey("kid-a", 1700000000);
+  JwtKeyRecord next = TestJwtKey("kid-b", 1700000300);
+  next.kek_version = 3;
+  KMS_ASSERT_OK(keys().InsertFirstJwtKey(first));
+  KMS_ASSERT_OK(keys().RotateJwtKey("kid-a", 1, 1700001000, next));
+
+  const auto all = UsageTuples(store());
+  for (uint32_t except : {0u, 1u, 2u, 3u, 7u, 9u}) {
+    SCOPED_TRACE(absl::StrCat("except ", except));
+    auto usage = store().ListKekUsageExcept(except);
+    ASSERT_TRUE(usage.ok()) << usage.status();
+    std::vector<std::tuple<uint32_t, uint64_t, uint64_t>> got, want;
+    for (const KekUsage& u : *usage) got.emplace_back(u.kek_version, u.deks, u.jwt_keys);
+    for (const auto& u : all) {
+      if (std::get<0>(u) != except) want.push_back(u);
+    }
+    EXPECT_EQ(got, want);
+  }
+}
+
 TEST_P(KekStoreContractTest, ListKekUsageCountsLiveDeksAndJwtKeysPerVersion) {
   using U = std::tuple<uint32_t, uint64_t, uint64_t>;
   KMS_ASSERT_OK(store().InsertKek(TestKek(1)));

@@ -300,10 +300,12 @@ TEST_F(PostgresKeyStoreTest, ASchemaAtVersionOneMigratesKeepingItsKeys) {
     ASSERT_NE(store, nullptr);
     ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
   }
-  // Undo migrations 3 and 2 by hand: what version 1 left behind.
+  // Undo migrations 5, 3 and 2 by hand: what version 1 left behind.
   ASSERT_TRUE(admin_
                   ->Exec(absl::StrCat("BEGIN; SET LOCAL search_path = \"", schema_,
-                                      "\"; ALTER TABLE kek_versions DROP COLUMN retired_at; "
+                                      "\"; DROP INDEX tenants_active_by_primary_dek_age; "
+                                      "ALTER TABLE tenants DROP COLUMN primary_dek_created_at; "
+                                      "ALTER TABLE kek_versions DROP COLUMN retired_at; "
                                       "ALTER TABLE tenants DROP COLUMN rotation_period_seconds; "
                                       "DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
                                       "CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version); "

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -192,9 +193,11 @@ TEST_F(SqliteKeyStoreTest, ADatabaseAtSchemaVersionOneMigratesKeepingItsKeys) {
     ASSERT_NO_FATAL_FAILURE(WriteReopenSample(*store, &epoch));
   }
   {
-    // Undo migrations 3 and 2 by hand: what version 1 left behind.
+    // Undo migrations 5, 3 and 2 by hand: what version 1 left behind.
     RawDb raw(path_);
-    ASSERT_EQ(raw.Exec("BEGIN; ALTER TABLE kek_versions DROP COLUMN retired_at; "
+    ASSERT_EQ(raw.Exec("BEGIN; DROP INDEX tenants_active_by_primary_dek_age; "
+                       "ALTER TABLE tenants DROP COLUMN primary_dek_created_at; "
+                       "ALTER TABLE kek_versions DROP COLUMN retired_at; "
                        "ALTER TABLE tenants DROP COLUMN rotation_period_seconds; "
                        "DROP TABLE rotation_jobs; DROP INDEX tenant_deks_by_kek; "
                        "CREATE INDEX tenant_deks_by_kek ON tenant_deks (kek_version); "
@@ -213,6 +216,39 @@ TEST_F(SqliteKeyStoreTest, ADatabaseAtSchemaVersionOneMigratesKeepingItsKeys) {
   RawDb raw(path_);
   EXPECT_EQ(raw.QueryText("SELECT MAX(version) FROM schema_migrations"),
             std::to_string(SqliteKeyStore::LatestSchemaVersion()));
+}
+
+// Start-up (KeyStateCache::Refresh) must not grow with the store: its two reads search
+// an index. A scan of tenants or tenant_deks made a start with 1,000,000 tenants take
+// ten times an empty store's.
+TEST_F(SqliteKeyStoreTest, TheKeyStateReadsSearchIndexesInsteadOfScanningTheKeys) {
+  OpenStore().reset();
+  RawDb raw(path_);
+  auto plan = [&raw](const char* sql) {
+    sqlite3_stmt* stmt = nullptr;
+    std::string out;
+    EXPECT_EQ(sqlite3_prepare_v2(raw.db, absl::StrCat("EXPLAIN QUERY PLAN ", sql).c_str(), -1,
+                                 &stmt, nullptr),
+              SQLITE_OK);
+    while (stmt != nullptr && sqlite3_step(stmt) == SQLITE_ROW) {
+      absl::StrAppend(&out, reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3)), "\n");
+    }
+    sqlite3_finalize(stmt);
+    return out;
+  };
+  auto has = [](const std::string& text, std::string_view part) {
+    return text.find(part) != std::string::npos;
+  };
+  const std::string oldest = plan(SqliteKeyStore::kOldestPrimaryDekSql);
+  EXPECT_TRUE(has(oldest, "SEARCH tenants USING")) << oldest;
+  EXPECT_TRUE(has(oldest, "tenants_active_by_primary_dek_age")) << oldest;
+  EXPECT_FALSE(has(oldest, "SCAN")) << oldest;
+  const std::string usage = plan(SqliteKeyStore::kKekUsageExceptSql);
+  EXPECT_TRUE(has(usage, "SEARCH tenant_deks USING INDEX tenant_deks_by_kek (kek_version<?)"))
+      << usage;
+  EXPECT_TRUE(has(usage, "SEARCH tenant_deks USING INDEX tenant_deks_by_kek (kek_version>?)"))
+      << usage;
+  EXPECT_FALSE(has(usage, "SCAN tenant_deks")) << usage;
 }
 
 TEST_F(SqliteKeyStoreTest, ReopeningDoesNotReapplyMigrations) {

@@ -92,6 +92,10 @@ void ExpectReopenSample(KeyStore& store, int64_t epoch) {
   EXPECT_EQ(td->tenant.row_version, 2);
   EXPECT_EQ(td->dek.wrapped, TestDek("acme", 2).wrapped);
   EXPECT_EQ(td->dek.encryptions, 17u);
+  // The primary DEK's age as kept on the tenant row (filled by migration 5 from v2).
+  auto oldest = store.OldestPrimaryDekCreatedAt();
+  ASSERT_TRUE(oldest.ok()) << oldest.status();
+  EXPECT_EQ(*oldest, TestDek("acme", 2).created_at);
   EXPECT_EQ(*store.GetEpoch(), epoch);
 }
 

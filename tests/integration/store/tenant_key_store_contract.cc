@@ -159,6 +159,15 @@ TEST_P(TenantKeyStoreContractTest, OldestPrimaryDekCreatedAtLooksAtActiveTenants
   oldest = store().OldestPrimaryDekCreatedAt();
   ASSERT_TRUE(oldest.ok()) << oldest.status();
   EXPECT_EQ(*oldest, TestDek("acme", 2).created_at);
+
+  // Tenants created in bulk count with their first DEK.
+  NewTenant older{TestTenant("initech"), TestDek("initech", 1)};
+  older.first_dek.created_at = 1600000000;
+  auto created = store().CreateTenants(std::vector<NewTenant>{older});
+  ASSERT_TRUE(created.ok()) << created.status();
+  oldest = store().OldestPrimaryDekCreatedAt();
+  ASSERT_TRUE(oldest.ok()) << oldest.status();
+  EXPECT_EQ(*oldest, 1600000000);
 }
 
 // --- DEK rotation
@@ -534,6 +543,109 @@ TEST_P(TenantKeyStoreContractTest, EmptyStoreHasNoTenants) {
   ASSERT_TRUE(deks.ok()) << deks.status();
   EXPECT_TRUE(deks->deks.empty());
   EXPECT_FALSE(deks->more);
+}
+
+// --- Bulk creation (CreateTenants)
+
+NewTenant TestNewTenant(const std::string& id) { return {TestTenant(id), TestDek(id, 1)}; }
+
+std::vector<CreateTenantResult> CreateMany(TenantKeyStore& store, const std::vector<NewTenant>& rows) {
+  auto results = store.CreateTenants(rows);
+  EXPECT_TRUE(results.ok()) << results.status();
+  return results.ok() ? *results : std::vector<CreateTenantResult>();
+}
+
+TEST_P(TenantKeyStoreContractTest, CreateTenantsCreatesEachTenantAndLeavesTakenIdsAsTheyWere) {
+  KMS_ASSERT_OK(CreateTestTenant(store(), "acme"));
+  KMS_ASSERT_OK(CreateTestTenant(store(), "shredded"));
+  KMS_ASSERT_OK(store().SetTenantState("shredded", 1, TenantState::kShredded));
+  const int64_t epoch = Epoch(health());
+
+  std::vector<NewTenant> rows = {TestNewTenant("b-1"), TestNewTenant("acme"),
+                                 TestNewTenant("a-2"), TestNewTenant("shredded")};
+  rows[1].first_dek.wrapped = TestBlob(99);  // must not replace acme's DEK
+  rows[1].first_dek.kek_version = 7;
+  rows[2].first_dek.kek_version = 2;
+  EXPECT_EQ(CreateMany(store(), rows),
+            (std::vector<CreateTenantResult>{
+                CreateTenantResult::kCreated, CreateTenantResult::kAlreadyExists,
+                CreateTenantResult::kCreated, CreateTenantResult::kAlreadyExists}));
+  EXPECT_EQ(Epoch(health()), epoch + 1) << "one epoch bump per call";
+
+  for (const NewTenant& row : {rows[0], rows[2]}) {
+    SCOPED_TRACE(row.tenant.id);
+    auto td = store().GetTenantDek(row.tenant.id, 0);
+    ASSERT_TRUE(td.ok()) << td.status();
+    EXPECT_EQ(td->tenant.state, TenantState::kActive);
+    EXPECT_EQ(td->tenant.primary_dek_version, 1u);
+    EXPECT_EQ(td->tenant.min_decrypt_version, 1u);
+    EXPECT_EQ(td->tenant.created_at, row.tenant.created_at);
+    EXPECT_EQ(td->tenant.row_version, 1);
+    ExpectSameDek(td->dek, row.first_dek);
+  }
+  auto acme = store().GetTenantDek("acme", 0);
+  ASSERT_TRUE(acme.ok()) << acme.status();
+  ExpectSameDek(acme->dek, TestDek("acme", 1));
+  auto shredded = store().GetTenant("shredded");
+  ASSERT_TRUE(shredded.ok()) << shredded.status();
+  EXPECT_EQ(shredded->state, TenantState::kShredded);
+  auto count = store().CountTenants();
+  ASSERT_TRUE(count.ok()) << count.status();
+  EXPECT_EQ(*count, 4u);
+
+  // Run again (a load resumed after a crash): nothing new, and the epoch stays.
+  const int64_t after = Epoch(health());
+  EXPECT_EQ(CreateMany(store(), rows),
+            std::vector<CreateTenantResult>(rows.size(), CreateTenantResult::kAlreadyExists));
+  EXPECT_EQ(Epoch(health()), after);
+  KMS_EXPECT_OK(store().CreateTenants({}).status());
+  EXPECT_EQ(Epoch(health()), after);
+}
+
+// One call is one transaction: a row the database refuses (a destroyed DEK that still
+// holds key bytes breaks the DEK table's check) rolls back the tenants before it.
+TEST_P(TenantKeyStoreContractTest, CreateTenantsIsOneTransaction) {
+  const int64_t epoch = Epoch(health());
+  std::vector<NewTenant> rows = {TestNewTenant("t-1"), TestNewTenant("t-2"), TestNewTenant("t-3")};
+  rows[2].first_dek.state = DekState::kDestroyed;
+  auto results = store().CreateTenants(rows);
+  EXPECT_FALSE(results.ok());
+  for (const char* id : {"t-1", "t-2", "t-3"}) {
+    EXPECT_EQ(store().GetTenant(id).status().code(), StatusCode::kNotFound) << id;
+  }
+  EXPECT_EQ(Epoch(health()), epoch);
+}
+
+TEST_P(TenantKeyStoreContractTest, CreateTenantsRefusesABadBatchAndWritesNothingOfIt) {
+  std::vector<NewTenant> twice = {TestNewTenant("x"), TestNewTenant("y"), TestNewTenant("x")};
+  EXPECT_EQ(store().CreateTenants(twice).status().code(), StatusCode::kInvalidArgument);
+  std::vector<NewTenant> bad = {TestNewTenant("x"), TestNewTenant("y")};
+  bad[1].first_dek.version = 0;
+  EXPECT_EQ(store().CreateTenants(bad).status().code(), StatusCode::kInvalidArgument);
+  std::vector<NewTenant> too_many;
+  for (size_t i = 0; i <= kMaxCreateTenantsBatch; ++i) too_many.push_back(TestNewTenant(absl::StrCat("t", i)));
+  EXPECT_EQ(store().CreateTenants(too_many).status().code(), StatusCode::kInvalidArgument);
+  auto count = store().CountTenants();
+  ASSERT_TRUE(count.ok()) << count.status();
+  EXPECT_EQ(*count, 0u);
+}
+
+TEST_P(TenantKeyStoreContractTest, AFullCreateTenantsBatchCreatesEveryTenant) {
+  std::vector<NewTenant> rows;
+  for (size_t i = 0; i < kMaxCreateTenantsBatch; ++i) {
+    rows.push_back(TestNewTenant(absl::StrCat("tenant-", i)));
+    rows.back().first_dek.wrapped = TestBlob(static_cast<uint8_t>(i), 60);
+  }
+  EXPECT_EQ(CreateMany(store(), rows),
+            std::vector<CreateTenantResult>(rows.size(), CreateTenantResult::kCreated));
+  auto count = store().CountTenants();
+  ASSERT_TRUE(count.ok()) << count.status();
+  EXPECT_EQ(*count, kMaxCreateTenantsBatch);
+  for (size_t i : {size_t{0}, size_t{517}, kMaxCreateTenantsBatch - 1}) {
+    auto td = store().GetTenantDek(rows[i].tenant.id, 1);
+    ASSERT_TRUE(td.ok()) << td.status();
+    ExpectSameDek(td->dek, rows[i].first_dek);
+  }
 }
 
 // --- KEK re-wrap: listing

@@ -87,7 +87,8 @@ class ConfigTest : public ::testing::Test {
           {"max_batch_items", 50},
           {"max_context_pairs", 4},
           {"max_context_bytes", 512}}},
-        {"dek_cache", {{"ttl_seconds", 60}, {"max_entries", 10}}},
+        {"dek_cache", {{"ttl_seconds", 60}, {"max_entries", 10}, {"usage_flush_min_count", 0},
+                       {"usage_flush_max_age_seconds", 0}}},
         {"tenants", {{"auto_create", true}}},
         {"log_level", "debug"},
         {"lock_memory", false},
@@ -155,6 +156,8 @@ TEST_F(ConfigTest, ValidFullConfigParsesWithTheRightValues) {
   EXPECT_EQ(c->limits.max_context_bytes, 512);
   EXPECT_EQ(c->dek_cache.ttl_seconds, 60);
   EXPECT_EQ(c->dek_cache.max_entries, 10);
+  EXPECT_EQ(c->dek_cache.usage_flush_min_count, 0);
+  EXPECT_EQ(c->dek_cache.usage_flush_max_age_seconds, 0);
   EXPECT_TRUE(c->tenants_auto_create);
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_FALSE(c->lock_memory);
@@ -188,6 +191,8 @@ TEST_F(ConfigTest, OmittedKeysGetTheirDefaults) {
   EXPECT_EQ(c->limits.max_batch_items, 1000);
   EXPECT_EQ(c->dek_cache.ttl_seconds, 3600);
   EXPECT_EQ(c->dek_cache.max_entries, 500000);
+  EXPECT_EQ(c->dek_cache.usage_flush_min_count, 1000);
+  EXPECT_EQ(c->dek_cache.usage_flush_max_age_seconds, 300);
   EXPECT_FALSE(c->tenants_auto_create);
   EXPECT_EQ(c->log_level, "info");
   EXPECT_TRUE(c->lock_memory);
@@ -317,6 +322,8 @@ TEST_F(ConfigTest, OutOfRangeValuesAreRejectedWithTheRange) {
            {"/dek_cache/ttl_seconds", 0, "dek_cache.ttl_seconds: must be between 1 and 86400"},
            {"/dek_cache/ttl_seconds", 86401, "dek_cache.ttl_seconds: must be between"},
            {"/dek_cache/max_entries", 0, "dek_cache.max_entries: must be between 1 and"},
+           {"/dek_cache/usage_flush_min_count", -1, "dek_cache.usage_flush_min_count: must be between 0 and"},
+           {"/dek_cache/usage_flush_max_age_seconds", 86401, "dek_cache.usage_flush_max_age_seconds: must be between 0 and 86400"},
            {"/dek_cache/max_entries", uint64_t{1} << 63, "dek_cache.max_entries: 9223372036854775808 is out of range"},
            {"/hsm/max_sessions", 0, "hsm.max_sessions: must be between 1 and 1024"},
            {"/hsm/max_sessions", 1025, "hsm.max_sessions: must be between 1 and 1024"},

@@ -605,9 +605,9 @@ TEST_P(KeyManagerSuiteTest, EncryptionCountsReachTheStoreAndABudgetRotatesTheDek
   ASSERT_NO_FATAL_FAILURE(Open(/*auto_create=*/false, /*budget=*/10));
   ASSERT_TRUE(keys_->CreateTenant(T("counted")).ok());
   for (int i = 0; i < 6; ++i) Encrypt("counted", "x");
-  ASSERT_EQ(keys_->FlushEncryptionCounts().value(), 0);
+  ASSERT_EQ(keys_->FlushEncryptionCounts(/*all=*/true).value(), 0);
   EXPECT_EQ(rig_->raw_store().GetTenantDek("counted", 1)->dek.encryptions, 6u);
-  EXPECT_EQ(keys_->FlushEncryptionCounts().value(), 0);  // nothing new: nothing added
+  EXPECT_EQ(keys_->FlushEncryptionCounts(/*all=*/true).value(), 0);  // nothing new: nothing added
   EXPECT_EQ(rig_->raw_store().GetTenantDek("counted", 1)->dek.encryptions, 6u);
 
   for (int i = 0; i < 5; ++i) Encrypt("counted", "x");  // 11 > budget of 10
@@ -622,18 +622,77 @@ TEST_P(KeyManagerSuiteTest, CountsOfEntriesThatLeftTheCacheAreStillFlushed) {
   keys_->cache().InvalidateTenant("evicted");  // as an epoch change or a bus event would
   for (int i = 0; i < 2; ++i) Encrypt("evicted", "x");
   keys_->cache().Clear();
+  // Left the cache: the counts are kept without the key and follow the same policy
+  // (a few wait for their max age), then reach the store.
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 0u);
+  clock_.Advance(std::chrono::seconds(301));
   ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
   EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 5u);
+  ASSERT_TRUE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 5u);  // once
+}
+
+// A DEK that leaves the cache with many pending counts has them written at the next
+// flush; one reloaded meanwhile keeps counting apart, and nothing is counted twice.
+TEST_P(KeyManagerSuiteTest, AnEvictedDeksCountsAndItsReloadsCountsAddUp) {
+  ASSERT_TRUE(keys_->CreateTenant(T("churn")).ok());
+  for (int i = 0; i < 1000; ++i) Encrypt("churn", "x");
+  keys_->cache().InvalidateTenant("churn");
+  for (int i = 0; i < 7; ++i) Encrypt("churn", "x");  // reloaded
+  keys_->cache().InvalidateTenant("churn");
+  Encrypt("churn", "x");  // reloaded again
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("churn", 1)->dek.encryptions, 1007u);
+  ASSERT_TRUE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("churn", 1)->dek.encryptions, 1008u);
 }
 
 TEST_P(KeyManagerSuiteTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
   ASSERT_TRUE(keys_->CreateTenant(T("outage")).ok());
   for (int i = 0; i < 3; ++i) Encrypt("outage", "x");
   rig_->store().SetUnavailable(true);
-  EXPECT_FALSE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_FALSE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
   rig_->store().SetUnavailable(false);
-  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  ASSERT_TRUE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
   EXPECT_EQ(rig_->raw_store().GetTenantDek("outage", 1)->dek.encryptions, 3u);
+}
+
+// The usage flush policy (KeyManagerOptions): a count of 1000 or more is written at the
+// next flush, a smaller one once its max age (300 s) has passed, each then again only
+// after another max age; a flush with `all` (shutdown) writes everything. At 100,000
+// tenants a flush every 10 s wrote nearly every DEK row each time.
+TEST_P(KeyManagerSuiteTest, ASmallCountWaitsForItsMaxAgeAndALargeOneIsWrittenAtTheNextFlush) {
+  ASSERT_TRUE(keys_->CreateTenant(T("few")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("many")).ok());
+  ASSERT_TRUE(keys_->CreateTenant(T("quiet")).ok());
+  auto stored = [this](const std::string& tenant) {
+    return rig_->raw_store().GetTenantDek(tenant, 1)->dek.encryptions;
+  };
+  for (int i = 0; i < 5; ++i) Encrypt("few", "x");
+  for (int i = 0; i < 1000; ++i) Encrypt("many", "x");
+  Encrypt("quiet", "x");
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(stored("few"), 0u);
+  EXPECT_EQ(stored("many"), 1000u);
+  EXPECT_EQ(stored("quiet"), 0u);
+
+  clock_.Advance(std::chrono::seconds(301));
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(stored("few"), 5u);
+  EXPECT_EQ(stored("quiet"), 1u);
+
+  for (int i = 0; i < 3; ++i) Encrypt("few", "x");
+  clock_.Advance(std::chrono::seconds(10));
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(stored("few"), 5u) << "written 10 s ago: waits for its max age again";
+  clock_.Advance(std::chrono::seconds(291));
+  ASSERT_TRUE(keys_->FlushEncryptionCounts().ok());
+  EXPECT_EQ(stored("few"), 8u);
+
+  Encrypt("quiet", "x");
+  ASSERT_TRUE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
+  EXPECT_EQ(stored("quiet"), 2u);
 }
 
 // --- Named keys and data keys (issue 13)

@@ -19,13 +19,25 @@ namespace {
 
 using namespace std::chrono_literals;
 
+// Counts the reads of every DEK's KEK version (ListKekUsage), which Refresh must not make:
+// it runs at start-up and every minute, and that count grows with the store.
+class CountingStore : public testing::InjectingKeyStore {
+ public:
+  using testing::InjectingKeyStore::InjectingKeyStore;
+  absl::StatusOr<std::vector<store::KekUsage>> ListKekUsage() override {
+    ++full_counts;
+    return testing::InjectingKeyStore::ListKekUsage();
+  }
+  int full_counts = 0;
+};
+
 class KeyStateCacheTest : public ::testing::Test {
  protected:
   void SetUp() override {
     auto opened = store::SqliteKeyStore::Open(":memory:");
     ASSERT_TRUE(opened.ok()) << opened.status();
     inner_ = std::move(*opened);
-    store_ = std::make_unique<testing::InjectingKeyStore>(inner_.get());
+    store_ = std::make_unique<CountingStore>(inner_.get());
     auto ring = keys::HsmKekRing::Create(&hsm_, store_.get(), &clock_);
     ASSERT_TRUE(ring.ok()) << ring.status();
     ring_ = std::move(*ring);
@@ -43,7 +55,7 @@ class KeyStateCacheTest : public ::testing::Test {
   testing::SimulatedClock clock_;
   testing::FakeHsm hsm_;
   std::unique_ptr<store::KeyStore> inner_;
-  std::unique_ptr<testing::InjectingKeyStore> store_;
+  std::unique_ptr<CountingStore> store_;
   std::unique_ptr<keys::HsmKekRing> ring_;
   std::unique_ptr<keys::KeyManager> keys_;
   std::unique_ptr<KeyStateCache> cache_;
@@ -81,6 +93,7 @@ TEST_F(KeyStateCacheTest, AKekRotationLeavesABacklogOfDeksUnderTheOldVersion) {
   ASSERT_TRUE(cache_->Refresh().ok());
   EXPECT_EQ(cache_->kek_primary_created_at(), clock_.UnixSeconds());
   EXPECT_EQ(cache_->rewrap_backlog(), 2u);  // both first DEKs are still under KEK v1
+  EXPECT_EQ(store_->full_counts, 0) << "Refresh counted every DEK (a scan of the store)";
 }
 
 TEST_F(KeyStateCacheTest, AStoreOutageKeepsTheLastValues) {
