@@ -2,6 +2,8 @@
 //   raw OpenSSL AES-256-GCM on a ready context   (the floor: what the cipher costs)
 //   SealField / OpenField                        (kmsd's format: nonce, AAD, framing)
 //   DekCache hit                                 (the lookup every request makes)
+//   SignJwt's parts: BuildClaims (checks and JSON) and EncodeCompact (the P-256
+//   signature and Base64url) beside Es256Sign alone (the floor: one signature)
 // Read the ratios (SealField / RawEvpGcmEncrypt), not the absolute times: runs on a
 // shared 2-core machine vary by tens of percent.
 #include <openssl/evp.h>
@@ -13,6 +15,8 @@
 #include "kms/common/clock.h"
 #include "src/crypto/aes_gcm.h"
 #include "src/crypto/field_cipher.h"
+#include "src/jwt/es256.h"
+#include "src/jwt/jwt.h"
 #include "src/keys/dek_cache.h"
 
 namespace kms {
@@ -130,7 +134,42 @@ void BM_DekCacheHitManyTenants(benchmark::State& state) {
   state.counters["evictions"] = static_cast<double>(cache.stats().evictions);
 }
 
+// A SignJwt request's claims: a subject, a scope list, a tenant.
+constexpr char kClaims[] =
+    R"({"sub":"user-1234","scope":["orders:read","orders:write"],"tenant":"acme","aud":"api"})";
+
+const jwt::Es256PrivateKey& SigningKey() {
+  static const auto key = jwt::Es256PrivateKey::Generate();
+  return **key;
+}
+
+void BM_Es256Sign(benchmark::State& state) {
+  const std::string message(200, 'm');
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(SigningKey().Sign(
+        {reinterpret_cast<const uint8_t*>(message.data()), message.size()}));
+  }
+}
+
+void BM_BuildClaims(benchmark::State& state) {
+  jwt::ClaimsPolicy policy;
+  policy.issuer = "https://kmsd.example";
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(jwt::BuildClaims(kClaims, 300, 1700000000, policy));
+  }
+}
+
+void BM_EncodeCompact(benchmark::State& state) {
+  jwt::ClaimsPolicy policy;
+  policy.issuer = "https://kmsd.example";
+  const std::string payload = jwt::BuildClaims(kClaims, 300, 1700000000, policy)->payload_json;
+  for (auto _ : state) benchmark::DoNotOptimize(jwt::EncodeCompact(SigningKey(), payload));
+}
+
 BENCHMARK(BM_RawEvpGcmEncrypt)->Arg(16)->Arg(1024)->Arg(16384);
+BENCHMARK(BM_Es256Sign);
+BENCHMARK(BM_BuildClaims);
+BENCHMARK(BM_EncodeCompact);
 BENCHMARK(BM_SealFieldRekeyEveryCall)->Arg(16)->Arg(1024);
 BENCHMARK(BM_DekCacheHitManyTenants)->Arg(1000)->Arg(100000);
 BENCHMARK(BM_SealField)->Arg(16)->Arg(1024)->Arg(16384);
