@@ -133,6 +133,7 @@ absl::StatusOr<std::shared_ptr<const DekEntry>> DekCache::GetOrLoad(const std::s
 }
 
 void DekCache::Removed(const std::shared_ptr<const DekEntry>& entry) const {
+  if (entry) entry->removed.store(true);
   if (options_.on_remove && entry) options_.on_remove(entry);
 }
 

@@ -69,6 +69,8 @@ struct DekEntry {
   std::unique_ptr<SecretBytes> mac_key;
   // The cache's CLOCK reference bit: set by a hit, cleared by the eviction hand.
   mutable std::atomic<bool> referenced{false};
+  // Set once the entry has left the cache (before Options::on_remove is called).
+  mutable std::atomic<bool> removed{false};
 };
 
 class DekCache {

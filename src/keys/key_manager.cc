@@ -392,6 +392,7 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
     std::string tenant_id;
     uint32_t version = 0;
     uint64_t delta = 0;
+    uint64_t counted = 0;  // held counts: the store's count as the entry last knew it
   };
   std::vector<Item> items;
   {
@@ -405,18 +406,19 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
       const int64_t due = e->usage_due_ns.load(std::memory_order_relaxed);
       h.due_ns = h.count == 0 ? due : std::min(h.due_ns, due);
       h.count += delta;
-      if (e->counted.load(std::memory_order_relaxed) + h.count >= options_.dek_encryption_budget) {
-        h.due_ns = 0;
-      }
+      h.counted = std::max(h.counted, e->counted.load(std::memory_order_relaxed));
+      if (h.counted + h.count >= options_.dek_encryption_budget) h.due_ns = 0;
     }
     pending_counts_.clear();
-    // Bounded at four times the cache (~100 B each, against ~740 B per cached DEK): a
-    // working set up to four times the cache bound is held; past that, all are written.
-    const bool too_many = held_usage_.size() > 4 * std::max<size_t>(options_.cache.max_entries, 1);
+    // Bounded (~150 B each, against ~740 B per cached DEK): a working set up to four
+    // times the cache bound is held, at most kMaxHeldUsage; past that, all are written.
+    const size_t max_entries = std::max<size_t>(options_.cache.max_entries, 1);
+    const size_t held_bound = max_entries > kMaxHeldUsage / 4 ? kMaxHeldUsage : 4 * max_entries;
+    const bool too_many = held_usage_.size() > held_bound;
     for (auto it = held_usage_.begin(); it != held_usage_.end();) {
       const HeldUsage& h = it->second;
       if (all || too_many || h.count >= options_.usage_flush_min_count || now_ns >= h.due_ns) {
-        items.push_back({nullptr, it->first.first, it->first.second, h.count});
+        items.push_back({nullptr, it->first.first, it->first.second, h.count, h.counted});
         it = held_usage_.erase(it);
       } else {
         ++it;
@@ -465,14 +467,25 @@ absl::StatusOr<int> KeyManager::FlushEncryptionCounts(bool all) {
         HeldUsage& h = held_usage_[{item.tenant_id, item.version}];
         h.count += item.delta;
         h.due_ns = 0;
+        h.counted = std::max(h.counted, item.counted);
       } else {
         item.entry->encryptions.fetch_add(item.delta);
         item.entry->usage_due_ns.store(0, std::memory_order_relaxed);
-        pending_counts_.push_back(item.entry);  // in case it has left the cache meanwhile
+        // An entry that left the cache meanwhile may have gone with its count at zero
+        // (on_remove skips it then): hold it here. One still cached keeps its count (and
+        // its budget check) on the entry; `removed` is set before on_remove runs, so
+        // one of the two sees the other (a second listing adds nothing: exchange(0)).
+        if (item.entry->removed.load()) pending_counts_.push_back(item.entry);
       }
       continue;
     }
-    if (item.entry == nullptr) continue;  // left the cache: its reload reads the store's count
+    if (item.entry == nullptr) {
+      // Left the cache: its reload reads the store's count; the budget still applies.
+      if (item.counted + item.delta >= options_.dek_encryption_budget) {
+        over_budget.push_back(item.tenant_id);
+      }
+      continue;
+    }
     const auto& e = item.entry;
     e->usage_due_ns.store(now_ns + max_age_ns, std::memory_order_relaxed);
     if (e->counted.fetch_add(item.delta) + item.delta >= options_.dek_encryption_budget) {

@@ -319,12 +319,15 @@ class KeyManager {
   std::vector<std::shared_ptr<const DekEntry>> pending_counts_ ABSL_GUARDED_BY(pending_mu_);
   // Counts of DEKs that left the cache and are not due yet by the usage flush policy,
   // kept without the key: (tenant id, version) -> count, and when it is due (steady
-  // clock ns). At most four times the cache's max_entries: past that, all are written.
+  // clock ns). At most kMaxHeldUsage, or four times the cache's max_entries if fewer:
+  // past that, all are written.
   struct HeldUsage {
     uint64_t count = 0;
     int64_t due_ns = 0;
+    uint64_t counted = 0;  // the store's count as the entry last knew it (for the budget)
   };
   std::map<std::pair<std::string, uint32_t>, HeldUsage> held_usage_ ABSL_GUARDED_BY(pending_mu_);
+  static constexpr size_t kMaxHeldUsage = 1'000'000;
   DekCache cache_;
 
   std::atomic<uint64_t> dek_loads_{0};

@@ -658,6 +658,36 @@ TEST_P(KeyManagerSuiteTest, CountsSurviveAStoreOutageUntilTheNextFlush) {
   EXPECT_EQ(rig_->raw_store().GetTenantDek("outage", 1)->dek.encryptions, 3u);
 }
 
+// The budget holds for counts held after their DEK left the cache: the flush that writes
+// them rotates the tenant when they take the DEK past its budget.
+TEST_P(KeyManagerSuiteTest, ABudgetCrossedByTheCountsOfAnEvictedDekRotatesIt) {
+  ASSERT_NO_FATAL_FAILURE(Open(/*auto_create=*/false, /*budget=*/10));
+  ASSERT_TRUE(keys_->CreateTenant(T("evicted")).ok());
+  for (int i = 0; i < 6; ++i) Encrypt("evicted", "x");
+  ASSERT_EQ(keys_->FlushEncryptionCounts(/*all=*/true).value(), 0);
+  for (int i = 0; i < 5; ++i) Encrypt("evicted", "x");  // 11 > budget of 10
+  keys_->cache().Clear();
+  EXPECT_EQ(keys_->FlushEncryptionCounts().value(), 1) << "near the budget: written and rotated";
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("evicted", 1)->dek.encryptions, 11u);
+  EXPECT_EQ(rig_->raw_store().GetTenant("evicted")->primary_dek_version, 2u);
+}
+
+// A flush that fails leaves a cached DEK's count on its entry, so the entry's budget
+// check still sees everything it has counted.
+TEST_P(KeyManagerSuiteTest, AFailedFlushKeepsACachedDeksCountOnItsEntry) {
+  ASSERT_NO_FATAL_FAILURE(Open(/*auto_create=*/false, /*budget=*/10));
+  ASSERT_TRUE(keys_->CreateTenant(T("outage")).ok());
+  for (int i = 0; i < 6; ++i) Encrypt("outage", "x");
+  rig_->store().SetUnavailable(true);
+  EXPECT_FALSE(keys_->FlushEncryptionCounts(/*all=*/true).ok());
+  rig_->store().SetUnavailable(false);
+  ASSERT_EQ(keys_->FlushEncryptionCounts().value(), 0);  // due at once after the failure
+  EXPECT_EQ(rig_->raw_store().GetTenantDek("outage", 1)->dek.encryptions, 6u);
+  for (int i = 0; i < 5; ++i) Encrypt("outage", "x");  // 11 > budget of 10
+  EXPECT_EQ(keys_->FlushEncryptionCounts().value(), 1);
+  EXPECT_EQ(rig_->raw_store().GetTenant("outage")->primary_dek_version, 2u);
+}
+
 // The usage flush policy (KeyManagerOptions): a count of 1000 or more is written at the
 // next flush, a smaller one once its max age (300 s) has passed, each then again only
 // after another max age; a flush with `all` (shutdown) writes everything. At 100,000
