@@ -333,32 +333,45 @@ int PollUntil(int fd, short events, std::chrono::steady_clock::time_point deadli
 
 }  // namespace
 
-ResultPtr Connection::AwaitResult(bool& timed_out) {
-  timed_out = false;
+absl::StatusOr<Result> Connection::Run(const std::function<int(PGconn*)>& send,
+                                       absl::string_view op) {
   PGconn* conn = conn_.get();
-  const int fd = PQsocket(conn);
   const auto deadline = std::chrono::steady_clock::now() + answer_timeout_;
-  // Flush what libpq could not send at once (large parameters).
+  const auto timed_out = [&]() -> absl::StatusOr<Result> {
+    Poison();  // a statement may still run server-side: the session is unusable
+    return absl::UnavailableError(
+        absl::StrCat(op, ": postgres: no answer within ", answer_timeout_.count(), " ms"));
+  };
+  // Non-blocking while sending, so that a peer that stops reading (a partition) costs
+  // the deadline, not TCP's retransmission timeout; the pipeline code (raw()) keeps the
+  // blocking mode it expects.
+  if (PQsetnonblocking(conn, 1) != 0) return Check(nullptr, op);
+  struct Blocking {
+    PGconn* conn;
+    ~Blocking() { PQsetnonblocking(conn, 0); }
+  } restore{conn};
+  if (send(conn) == 0) return Check(nullptr, op);
+  const int fd = PQsocket(conn);
   for (int f; (f = PQflush(conn)) != 0;) {
-    if (f < 0) return nullptr;
+    if (f < 0) return Check(nullptr, op);
     const int ready = PollUntil(fd, POLLIN | POLLOUT, deadline);
-    if (ready == 0) break;
-    if (ready < 0) return nullptr;
-    if (PQconsumeInput(conn) == 0) return nullptr;
+    if (ready == 0) return timed_out();
+    if (ready < 0 || PQconsumeInput(conn) == 0) return Check(nullptr, op);
   }
   ResultPtr kept;
   for (;;) {
     while (PQisBusy(conn) != 0) {
       const int ready = PollUntil(fd, POLLIN, deadline);
-      if (ready == 0) {
-        timed_out = true;
-        Poison();  // a statement may still run server-side: the session is unusable
-        return nullptr;
+      if (ready == 0) return timed_out();
+      if (ready < 0 || PQconsumeInput(conn) == 0) {
+        // The connection failed mid-answer: an error, even after an earlier statement's
+        // success (as PQexec reports it).
+        if (kept != nullptr && PQresultStatus(kept.get()) == PGRES_FATAL_ERROR) break;
+        return Check(nullptr, op);
       }
-      if (ready < 0 || PQconsumeInput(conn) == 0) return kept;
     }
     PGresult* next = PQgetResult(conn);
-    if (next == nullptr) return kept;
+    if (next == nullptr) break;
     // Like PQexec: the last result, except that an error is kept once seen (a script
     // stops at its first failing statement).
     if (kept == nullptr || PQresultStatus(kept.get()) != PGRES_FATAL_ERROR) {
@@ -367,6 +380,7 @@ ResultPtr Connection::AwaitResult(bool& timed_out) {
       PQclear(next);
     }
   }
+  return Check(std::move(kept), op);
 }
 
 absl::StatusOr<Result> Connection::Exec(const char* sql, const Params& params,
@@ -374,17 +388,12 @@ absl::StatusOr<Result> Connection::Exec(const char* sql, const Params& params,
   if (params.too_large()) {
     return absl::InvalidArgumentError(absl::StrCat(op, ": a value is larger than 2 GiB"));
   }
-  if (PQsendQueryParams(conn_.get(), sql, params.size(), params.types(), params.values(),
-                        params.lengths(), params.formats(), /*resultFormat=*/1) == 0) {
-    return Check(nullptr, op);
-  }
-  bool timed_out = false;
-  ResultPtr result = AwaitResult(timed_out);
-  if (timed_out) {
-    return absl::UnavailableError(
-        absl::StrCat(op, ": postgres: no answer within ", answer_timeout_.count(), " ms"));
-  }
-  return Check(std::move(result), op);
+  return Run(
+      [&](PGconn* conn) {
+        return PQsendQueryParams(conn, sql, params.size(), params.types(), params.values(),
+                                 params.lengths(), params.formats(), /*resultFormat=*/1);
+      },
+      op);
 }
 
 absl::StatusOr<Result> Connection::Exec(const char* sql, absl::string_view op) {
@@ -393,14 +402,7 @@ absl::StatusOr<Result> Connection::Exec(const char* sql, absl::string_view op) {
 }
 
 absl::Status Connection::ExecScript(const char* sql, absl::string_view op) {
-  if (PQsendQuery(conn_.get(), sql) == 0) return Check(nullptr, op).status();
-  bool timed_out = false;
-  ResultPtr result = AwaitResult(timed_out);
-  if (timed_out) {
-    return absl::UnavailableError(
-        absl::StrCat(op, ": postgres: no answer within ", answer_timeout_.count(), " ms"));
-  }
-  return Check(std::move(result), op).status();
+  return Run([&](PGconn* conn) { return PQsendQuery(conn, sql); }, op).status();
 }
 
 bool Connection::broken() const { return poisoned_ || PQstatus(conn_.get()) != CONNECTION_OK; }

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -147,18 +148,23 @@ class Connection {
   void set_last_sqlstate(std::string s) { last_sqlstate_ = std::move(s); }
   // Marks the session unusable (its protocol state is unknown): broken() from now on.
   void Poison() { poisoned_ = true; }
+  // How long Exec and ExecScript wait for an answer: Open sets statement_timeout +
+  // kAnswerGrace; the schema migration raises it for its long statements.
+  std::chrono::milliseconds answer_timeout() const { return answer_timeout_; }
+  void set_answer_timeout(std::chrono::milliseconds timeout) { answer_timeout_ = timeout; }
 
  private:
   Connection(ConnPtr conn, std::chrono::milliseconds answer_timeout)
       : conn_(std::move(conn)), answer_timeout_(answer_timeout) {}
   absl::StatusOr<Result> Check(ResultPtr result, absl::string_view op);
-  // After a successful PQsend*: flushes the query and collects its results within
-  // answer_timeout_, keeping what PQexec would return (the last, or the first error).
-  // Null with `timed_out` set when the deadline passed (the session is then poisoned).
-  ResultPtr AwaitResult(bool& timed_out);
+  // Sends a query (`send`: a PQsend* call) and collects its results within
+  // answer_timeout_, the sending included (the socket is non-blocking meanwhile),
+  // keeping what PQexec would return (the last, or the first error). UNAVAILABLE "no
+  // answer within N ms" (the session poisoned) when the deadline passes.
+  absl::StatusOr<Result> Run(const std::function<int(PGconn*)>& send, absl::string_view op);
 
   ConnPtr conn_;
-  const std::chrono::milliseconds answer_timeout_;
+  std::chrono::milliseconds answer_timeout_;
   std::string last_sqlstate_;
   bool poisoned_ = false;
 };

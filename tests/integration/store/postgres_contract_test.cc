@@ -790,6 +790,31 @@ TEST_F(PostgresKeyStoreTest, AStatementToAFrozenServerFailsAfterItsAnswerTimeout
   EXPECT_TRUE((*conn)->broken()) << "a session with a statement in flight is unusable";
 }
 
+// The deadline covers sending too: a statement larger than the socket buffers to a
+// server that stopped reading fails at the deadline instead of blocking in send().
+TEST_F(PostgresKeyStoreTest, ALargeStatementToAFrozenServerFailsAfterItsAnswerTimeout) {
+  PostgresOptions options = Options(schema_);
+  options.statement_timeout = std::chrono::milliseconds(200);
+  auto config = pg::ConnectConfig::FromOptions(options);
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto conn = pg::Connection::Open(*config, "test");
+  ASSERT_TRUE(conn.ok()) << conn.status();
+  auto pid = (*conn)->Exec("SELECT pg_backend_pid()::bigint", "test");
+  ASSERT_TRUE(pid.ok()) << pid.status();
+  const std::vector<uint8_t> large(32 << 20, 0x5a);  // beyond loopback's socket buffers
+
+  FrozenBackend frozen(static_cast<pid_t>(pid->Int(0, 0)), std::chrono::seconds(20));
+  const auto before = std::chrono::steady_clock::now();
+  pg::Params p;
+  p.Bytes(large);
+  auto r = (*conn)->Exec("SELECT length($1)", p, "test");
+  const auto waited = std::chrono::steady_clock::now() - before;
+  EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "no answer within 1200 ms")) << r.status();
+  EXPECT_LT(waited, std::chrono::seconds(10));
+  EXPECT_TRUE((*conn)->broken());
+}
+
 TEST_F(PostgresLeaderElectionTest, AFrozenServerDemotesTheLeaderInBoundedTime) {
   auto a = Make(schema_, app_a_);
   auto b = Make(schema_, app_b_);
