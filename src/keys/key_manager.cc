@@ -69,26 +69,31 @@ absl::StatusOr<TenantInfo> KeyManager::CreateTenant(const TenantId& tenant) {
   return CreateTenantLocked(tenant.str());
 }
 
-absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& tenant_id) {
-  const uint32_t kek = kek_ring_->primary_version();
+absl::StatusOr<store::NewTenant> KeyManager::NewTenantRows(const std::string& tenant_id,
+                                                           uint32_t kek, int64_t now) {
   KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
   KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*kek_ring_, kek, tenant_id, 1, dek));
+  return store::NewTenant{.tenant = {.id = tenant_id,
+                                     .state = store::TenantState::kActive,
+                                     .primary_dek_version = 1,
+                                     .min_decrypt_version = 1,
+                                     .created_at = now,
+                                     .row_version = 1},
+                          .first_dek = {.tenant_id = tenant_id,
+                                        .version = 1,
+                                        .kek_version = kek,
+                                        .wrapped = std::move(wrapped),
+                                        .state = store::DekState::kActive,
+                                        .created_at = now,
+                                        .encryptions = 0}};
+}
+
+absl::StatusOr<TenantInfo> KeyManager::CreateTenantLocked(const std::string& tenant_id) {
   const int64_t now = clock_->UnixSeconds();
-  store::TenantRecord tenant{.id = tenant_id,
-                             .state = store::TenantState::kActive,
-                             .primary_dek_version = 1,
-                             .min_decrypt_version = 1,
-                             .created_at = now,
-                             .row_version = 1};
-  store::DekRecord first{.tenant_id = tenant_id,
-                         .version = 1,
-                         .kek_version = kek,
-                         .wrapped = std::move(wrapped),
-                         .state = store::DekState::kActive,
-                         .created_at = now,
-                         .encryptions = 0};
-  KMS_RETURN_IF_ERROR(store_->CreateTenant(tenant, first));
-  return TenantInfo{.tenant = tenant, .primary_dek_created_at = now};
+  KMS_ASSIGN_OR_RETURN(store::NewTenant rows,
+                       NewTenantRows(tenant_id, kek_ring_->primary_version(), now));
+  KMS_RETURN_IF_ERROR(store_->CreateTenant(rows.tenant, rows.first_dek));
+  return TenantInfo{.tenant = std::move(rows.tenant), .primary_dek_created_at = now};
 }
 
 absl::StatusOr<std::vector<store::CreateTenantResult>> KeyManager::CreateTenants(
@@ -102,23 +107,8 @@ absl::StatusOr<std::vector<store::CreateTenantResult>> KeyManager::CreateTenants
   std::vector<store::NewTenant> rows;
   rows.reserve(tenants.size());
   for (const TenantId& tenant : tenants) {
-    const std::string& id = tenant.str();
-    KMS_ASSIGN_OR_RETURN(SecretBytes dek, crypto::RandomSecret(kDekSize));
-    KMS_ASSIGN_OR_RETURN(std::vector<uint8_t> wrapped, WrapDek(*kek_ring_, kek, id, 1, dek));
-    rows.push_back(store::NewTenant{
-        .tenant = {.id = id,
-                   .state = store::TenantState::kActive,
-                   .primary_dek_version = 1,
-                   .min_decrypt_version = 1,
-                   .created_at = now,
-                   .row_version = 1},
-        .first_dek = {.tenant_id = id,
-                      .version = 1,
-                      .kek_version = kek,
-                      .wrapped = std::move(wrapped),
-                      .state = store::DekState::kActive,
-                      .created_at = now,
-                      .encryptions = 0}});
+    KMS_ASSIGN_OR_RETURN(store::NewTenant row, NewTenantRows(tenant.str(), kek, now));
+    rows.push_back(std::move(row));
   }
   return store_->CreateTenants(rows);
 }

@@ -299,6 +299,9 @@ class KeyManager {
   absl::StatusOr<std::shared_ptr<const DekEntry>> LoadDek(const std::string& tenant_id,
                                                           uint32_t version);
   absl::StatusOr<TenantInfo> CreateTenantLocked(const std::string& tenant_id);
+  // A new tenant's rows: version 1 of a fresh DEK, wrapped under KEK `kek`.
+  absl::StatusOr<store::NewTenant> NewTenantRows(const std::string& tenant_id, uint32_t kek,
+                                                 int64_t now);
   // The tenant's primary DEK for encrypting, creating the tenant when auto-create is on.
   absl::StatusOr<std::shared_ptr<const DekEntry>> PrimaryDekForEncrypt(const std::string& tenant_id);
   // The DEK a parsed ciphertext names, with Decrypt's error mapping (counts failures).
