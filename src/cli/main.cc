@@ -239,6 +239,33 @@ void ListKeySets(kms::v1::AdminService::Stub& admin, const Connection& conn, boo
   if (as_json) std::cout << json{{named_keys ? "keys" : "tenants", all}, {"next_page_token", token}}.dump(2) << "\n";
 }
 
+// Shreds the key set `req` names and writes its signed receipt to `receipt_out` (when
+// empty: DefaultReceiptPath(`receipt_name`), which must not contain '/', else Failure
+// `bad_name`). Where the receipt goes is settled before anything is destroyed: an
+// existing file is refused. False when the shred stood but the receipt could not be
+// written: it is then printed on stderr rather than lost.
+bool ShredKeepingTheReceipt(kms::v1::AdminService::Stub& admin, const Connection& conn,
+                            const kms::v1::ShredTenantRequest& req, const std::string& receipt_name,
+                            const char* bad_name, std::string& receipt_out,
+                            kms::v1::ShredTenantResponse* resp) {
+  if (receipt_out.empty()) {
+    if (receipt_name.find('/') != std::string::npos) throw Failure{2, bad_name};
+    receipt_out = kms::cli::DefaultReceiptPath(receipt_name);
+  }
+  if (access(receipt_out.c_str(), F_OK) == 0) {
+    throw Failure{2, receipt_out + " exists; refusing to overwrite it (choose --receipt-out)"};
+  }
+  grpc::ClientContext ctx;
+  SetDeadline(ctx, conn);
+  Check(admin.ShredTenant(&ctx, req, resp));
+  absl::Status written = kms::cli::WriteNewFile(receipt_out, resp->receipt_jws() + "\n");
+  if (!written.ok()) {
+    std::cerr << "kmsctl: " << written.message() << "\nreceipt:\n" << resp->receipt_jws() << "\n";
+    return false;
+  }
+  return true;
+}
+
 void ParseContext(const std::vector<std::string>& pairs,
                   google::protobuf::Map<std::string, std::string>* out,
                   const char* flag = "--context") {
@@ -1150,23 +1177,12 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
     } else if (*key_list) {
       ListKeySets(*admin, conn, /*named_keys=*/true, page_size, page_token, all_pages, as_json);
     } else if (*key_shred) {
-      if (receipt_out.empty()) {
-        if (key_name.find('/') != std::string::npos) throw Failure{2, "invalid key name"};
-        receipt_out = kms::cli::DefaultReceiptPath("key-" + key_name);
-      }
-      if (access(receipt_out.c_str(), F_OK) == 0) {
-        throw Failure{2, receipt_out + " exists; refusing to overwrite it (choose --receipt-out)"};
-      }
-      grpc::ClientContext ctx;
-      SetDeadline(ctx, conn);
       kms::v1::ShredTenantRequest req;
       req.set_key_name(key_name);
       req.set_confirm_key_name(confirm);
       kms::v1::ShredTenantResponse resp;
-      Check(admin->ShredTenant(&ctx, req, &resp));
-      absl::Status written = kms::cli::WriteNewFile(receipt_out, resp.receipt_jws() + "\n");
-      if (!written.ok()) {
-        std::cerr << "kmsctl: " << written.message() << "\nreceipt:\n" << resp.receipt_jws() << "\n";
+      if (!ShredKeepingTheReceipt(*admin, conn, req, "key-" + key_name, "invalid key name", receipt_out,
+                                  &resp)) {
         return 1;
       }
       if (as_json) {
@@ -1231,25 +1247,12 @@ Exit codes: 0 done, 1 the call failed (the message says what to do), 2 usage or 
       Check(admin->RotateTenantKey(&ctx, req, &resp));
       PrintTenant(resp.tenant(), as_json);
     } else if (*tenant_shred) {
-      // Where the receipt goes is settled before anything is destroyed.
-      if (receipt_out.empty()) {
-        if (tenant_id.find('/') != std::string::npos) throw Failure{2, "invalid tenant id"};
-        receipt_out = kms::cli::DefaultReceiptPath(tenant_id);
-      }
-      if (access(receipt_out.c_str(), F_OK) == 0) {
-        throw Failure{2, receipt_out + " exists; refusing to overwrite it (choose --receipt-out)"};
-      }
-      grpc::ClientContext ctx;
-      SetDeadline(ctx, conn);
       kms::v1::ShredTenantRequest req;
       req.set_tenant_id(tenant_id);
       req.set_confirm_tenant_id(confirm);
       kms::v1::ShredTenantResponse resp;
-      Check(admin->ShredTenant(&ctx, req, &resp));
-      absl::Status written = kms::cli::WriteNewFile(receipt_out, resp.receipt_jws() + "\n");
-      if (!written.ok()) {
-        // The shred stands: keep the receipt on the terminal rather than lose it.
-        std::cerr << "kmsctl: " << written.message() << "\nreceipt:\n" << resp.receipt_jws() << "\n";
+      if (!ShredKeepingTheReceipt(*admin, conn, req, tenant_id, "invalid tenant id", receipt_out,
+                                  &resp)) {
         return 1;
       }
       std::vector<uint32_t> versions(resp.destroyed_dek_versions().begin(),

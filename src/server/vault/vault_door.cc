@@ -345,9 +345,9 @@ class VaultDoor::Impl {
     attached_.store(true, std::memory_order_release);
   }
 
-  http::Response Serve(const http::Request& req);
-  // The operation label of `req`'s metrics (VaultDoor::Serve lists the values).
-  std::string_view MetricOperation(const http::Request& req) const;
+  // `operation` receives the request's operation name as it is routed (the metrics'
+  // label: VaultDoor::Serve lists the values).
+  http::Response Serve(const http::Request& req, std::string_view* operation);
   http::Response Health(const http::Request& req, bool seal_status);
 
  private:
@@ -452,24 +452,28 @@ http::Response VaultDoor::Impl::Health(const http::Request& req, bool seal_statu
   return JsonResponse(status, body);
 }
 
-std::string_view VaultDoor::Impl::MetricOperation(const http::Request& req) const {
-  const std::string_view path = req.path;
-  if (path == "/v1/sys/health") return "VaultHealth";
-  if (path == "/v1/sys/seal-status") return "VaultSealStatus";
-  if (path == "/v1/sys/init") return "VaultInit";
-  if (path == "/v1/auth/cert/login") return "VaultLogin";
-  if (path == "/v1/auth/token/lookup-self") return "VaultLookupSelf";
-  if (!path.starts_with(root_)) return "VaultOther";
-  std::string_view rest = path.substr(root_.size());
-  while (rest.ends_with('/')) rest.remove_suffix(1);
-  const std::vector<std::string> seg = absl::StrSplit(absl::string_view(rest.data(), rest.size()), '/');
-  const std::string_view op = AuditMethod(req.method, seg);
-  return op == "Vault" ? "VaultOther" : op;
-}
-
-http::Response VaultDoor::Impl::Serve(const http::Request& req) {
-  if (!attached_.load(std::memory_order_acquire)) return Error(503, "Vault is sealed");
+http::Response VaultDoor::Impl::Serve(const http::Request& req, std::string_view* operation) {
   std::string_view path = req.path;
+  *operation = path == "/v1/sys/health"             ? "VaultHealth"
+               : path == "/v1/sys/seal-status"      ? "VaultSealStatus"
+               : path == "/v1/sys/init"             ? "VaultInit"
+               : path == "/v1/auth/cert/login"      ? "VaultLogin"
+               : path == "/v1/auth/token/lookup-self" ? "VaultLookupSelf"
+                                                    : "VaultOther";
+  // A transit call: named from the path Transit routes on (trailing slashes dropped as
+  // it drops them), so the audit record and the metrics name the operation that runs,
+  // refusals before it included.
+  std::string_view rest;
+  std::vector<std::string> seg;
+  std::string_view method = "Vault";
+  if (path.starts_with(root_)) {
+    rest = path.substr(root_.size());
+    while (rest.ends_with('/')) rest.remove_suffix(1);
+    seg = absl::StrSplit(absl::string_view(rest.data(), rest.size()), '/');
+    method = AuditMethod(req.method, seg);
+    if (method != "Vault") *operation = method;
+  }
+  if (!attached_.load(std::memory_order_acquire)) return Error(503, "Vault is sealed");
   if (path == "/v1/sys/health") return Health(req, false);
   if (path == "/v1/sys/seal-status") return Health(req, true);
   if (path == "/v1/sys/init") return JsonResponse(200, Json{{"initialized", true}});
@@ -509,12 +513,7 @@ http::Response VaultDoor::Impl::Serve(const http::Request& req) {
   if (!path.starts_with(root_)) return Error(404, "unsupported path");
   // One audit record per decided call, as the gRPC door does (grpc/unary.h): the gate
   // fills the record when it decides; the answer's status is reported once.
-  std::string_view rest = path.substr(root_.size());
-  // Named from the path Transit routes on (trailing slashes dropped as it drops them),
-  // so the record names the operation that ran.
-  while (rest.ends_with('/')) rest.remove_suffix(1);
-  std::vector<std::string> seg = absl::StrSplit(absl::string_view(rest.data(), rest.size()), '/');
-  CallRecord call{.request_id = RequestIdOf(req), .method = AuditMethod(req.method, seg)};
+  CallRecord call{.request_id = RequestIdOf(req), .method = method};
   http::Response answer;
   {
     CallScope scope(&call);
@@ -1211,8 +1210,9 @@ void VaultDoor::Attach(keys::KeyManager& keys, const jwt::JwtService& jwt, const
 http::Response VaultDoor::Serve(const http::Request& request) {
   const auto started = std::chrono::steady_clock::now();
   http::Response answer;
+  std::string_view operation = "VaultOther";
   try {
-    answer = impl_->Serve(request);
+    answer = impl_->Serve(request, &operation);
   } catch (const std::exception& e) {  // nlohmann_json; nothing else of ours throws
     spdlog::error("vault door: {} {}: {}", request.method, request.path, e.what());
     answer = Error(500, "internal error");
@@ -1224,7 +1224,7 @@ http::Response VaultDoor::Serve(const http::Request& request) {
       .duration_help = "Time from a received Vault-compatible request to its answer, by operation.",
       .operation_label = "operation",
       .outcome_label = "code"};
-  RecordDoorRequest(metrics_, kMetrics, std::string(impl_->MetricOperation(request)),
+  RecordDoorRequest(metrics_, kMetrics, std::string(operation),
                     std::to_string(answer.status),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return answer;
