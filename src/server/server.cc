@@ -643,6 +643,10 @@ absl::StatusOr<std::unique_ptr<KmsServer>> KmsServer::Start(const config::Config
   WipeOnExit wipe_option_key(tls.pem_key_cert_pairs[0].private_key);
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.grpc_listen, grpc::SslServerCredentials(tls), &p.grpc_port);
+  // gRPC sets SO_REUSEPORT by default: a second kmsd on the same port would start, say
+  // "ready" and take half the connections (with its own certificates). Refuse instead,
+  // as the HTTPS listener does.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS, kGrpcHandshakeTimeoutMs);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kGrpcMaxConnectionIdleMs);
   builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, kGrpcMaxConnectionAgeMs);

@@ -549,6 +549,21 @@ TEST_F(KmsdE2eTest, ConfigFileModeServesFromTheSameFiles) {
   EXPECT_EQ((*p)->Stop(), 0);
 }
 
+// A second kmsd on a gRPC port in use refuses to start (gRPC's SO_REUSEPORT would let it
+// listen beside the first and take part of its connections).
+TEST_F(KmsdE2eTest, ASecondKmsdOnTheSameGrpcPortRefusesToStart) {
+  nlohmann::json j = nlohmann::json::parse(
+      ConfigJson(state_, dir_->Join("second.db"), Pki("server.pem")));
+  j["grpc"]["listen"] = kmsd_->grpc_addr();
+  const std::string config = dir_->Write("second.json", j.dump(2), 0644);
+  auto run = RunCommand(absl::StrCat("timeout 60 ", KMSD_BINARY, " --config ", config, " 2>&1"));
+  EXPECT_NE(run.exit_code, 0) << run.out;
+  EXPECT_NE(run.exit_code, 124) << "still running after 60 s: it started beside the first";
+  EXPECT_NE(run.out.find("cannot listen for gRPC on " + kmsd_->grpc_addr()), std::string::npos)
+      << run.out;
+  EXPECT_TRUE(kmsd_->Running());
+}
+
 TEST_F(KmsdE2eTest, ConfigFileModeRefusesToStartAndSaysWhatToFix) {
   const std::string config = dir_->Write(
       "broken.json", ConfigJson(state_, dir_->Join("broken.db"), "/nonexistent/server.pem"), 0644);
