@@ -510,8 +510,10 @@ TEST_F(SecurityE2eTest, SlowlorisOnTheHttpsListenerLeavesHealthAndJwksFast) {
   for (auto& t : slow) t.join();
 }
 
-// 16 maximal EncryptBatch requests (1000 x 64 KiB) at once: each gets an answer or
-// RESOURCE_EXHAUSTED, and kmsd's peak resident memory stays under 512 MiB.
+// 16 maximal EncryptBatch requests (1000 x 64 KiB) at once: each gets an answer or a
+// refusal, and kmsd's peak resident memory stays under 512 MiB. A refusal is
+// RESOURCE_EXHAUSTED (the in-flight budget) or, when gRPC's memory quota reclaims a
+// connection under pressure, UNAVAILABLE with the server's GOAWAY; nothing else.
 TEST_F(SecurityE2eTest, SixteenMaximalBatchesAtOnceStayWithinTheMemoryBound) {
   auto kmsd = Start("memory", {});
   ASSERT_NE(kmsd, nullptr);
@@ -540,7 +542,9 @@ TEST_F(SecurityE2eTest, SixteenMaximalBatchesAtOnceStayWithinTheMemoryBound) {
       grpc::Status s = stub->EncryptBatch(&ctx, req, &resp);
       if (s.ok() && resp.results_size() == 1000) {
         ++ok;
-      } else if (s.error_code() == Code::RESOURCE_EXHAUSTED) {
+      } else if (s.error_code() == Code::RESOURCE_EXHAUSTED ||
+                 (s.error_code() == Code::UNAVAILABLE &&
+                  s.error_message().find("GOAWAY") != std::string::npos)) {
         ++exhausted;
       } else {
         ++other;
@@ -555,7 +559,7 @@ TEST_F(SecurityE2eTest, SixteenMaximalBatchesAtOnceStayWithinTheMemoryBound) {
   const size_t at = status.find("VmHWM:");
   ASSERT_NE(at, std::string::npos);
   const long hwm_kib = std::atol(status.c_str() + at + 6);
-  std::printf("[memory] ok=%d resource_exhausted=%d VmHWM=%ld KiB\n", ok.load(), exhausted.load(),
+  std::printf("[memory] ok=%d refused=%d VmHWM=%ld KiB\n", ok.load(), exhausted.load(),
               hwm_kib);
   EXPECT_LT(hwm_kib, 512 * 1024);
   // Still serving afterwards.
