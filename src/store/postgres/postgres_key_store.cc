@@ -542,6 +542,22 @@ absl::Status PostgresKeyStore::UpdateKekState(uint32_t version, KekState from, K
   });
 }
 
+namespace {
+
+// The rows (kek version, live DEKs, JWT keys) of the KEK-usage queries.
+std::vector<KekUsage> ReadKekUsage(const Result& r) {
+  std::vector<KekUsage> usage;
+  usage.reserve(r.rows());
+  for (int i = 0; i < r.rows(); ++i) {
+    usage.push_back({.kek_version = static_cast<uint32_t>(r.Int(i, 0)),
+                     .deks = static_cast<uint64_t>(r.Int(i, 1)),
+                     .jwt_keys = static_cast<uint64_t>(r.Int(i, 2))});
+  }
+  return usage;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<KekUsage>> PostgresKeyStore::ListKekUsage() {
   constexpr absl::string_view kOp = "ListKekUsage";
   std::vector<KekUsage> out;
@@ -555,16 +571,7 @@ absl::StatusOr<std::vector<KekUsage>> PostgresKeyStore::ListKekUsage() {
                          "UNION ALL SELECT kek_version, 0, COUNT(*) FROM jwt_keys "
                          "GROUP BY kek_version) AS u GROUP BY v ORDER BY v",
                          kOp));
-    std::vector<KekUsage> usage;
-    usage.reserve(r.rows());
-    for (int i = 0; i < r.rows(); ++i) {
-      KekUsage u;
-      u.kek_version = static_cast<uint32_t>(r.Int(i, 0));
-      u.deks = static_cast<uint64_t>(r.Int(i, 1));
-      u.jwt_keys = static_cast<uint64_t>(r.Int(i, 2));
-      usage.push_back(u);
-    }
-    out = std::move(usage);
+    out = ReadKekUsage(r);
     return absl::OkStatus();
   }));
   return out;
@@ -589,16 +596,7 @@ absl::StatusOr<std::vector<KekUsage>> PostgresKeyStore::ListKekUsageExcept(
                          "UNION ALL SELECT kek_version, 0, COUNT(*) FROM jwt_keys "
                          "WHERE kek_version <> $1 GROUP BY kek_version) AS u GROUP BY v ORDER BY v",
                          p, kOp));
-    std::vector<KekUsage> usage;
-    usage.reserve(r.rows());
-    for (int i = 0; i < r.rows(); ++i) {
-      KekUsage u;
-      u.kek_version = static_cast<uint32_t>(r.Int(i, 0));
-      u.deks = static_cast<uint64_t>(r.Int(i, 1));
-      u.jwt_keys = static_cast<uint64_t>(r.Int(i, 2));
-      usage.push_back(u);
-    }
-    out = std::move(usage);
+    out = ReadKekUsage(r);
     return absl::OkStatus();
   }));
   return out;

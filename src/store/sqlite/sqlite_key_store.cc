@@ -658,6 +658,23 @@ absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, Kek
   });
 }
 
+namespace {
+
+// The rows (kek version, live DEKs, JWT keys) of the KEK-usage queries.
+absl::StatusOr<std::vector<KekUsage>> ReadKekUsage(Stmt& s) {
+  std::vector<KekUsage> usage;
+  for (;;) {
+    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
+    if (!row) break;
+    usage.push_back({.kek_version = static_cast<uint32_t>(s.Int(0)),
+                     .deks = static_cast<uint64_t>(s.Int(1)),
+                     .jwt_keys = static_cast<uint64_t>(s.Int(2))});
+  }
+  return usage;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsage() {
   constexpr absl::string_view kOp = "ListKekUsage";
   MutexLock lock(&mu_);
@@ -670,17 +687,7 @@ absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsage() {
                       "UNION ALL SELECT kek_version, 0, COUNT(*) FROM jwt_keys "
                       "GROUP BY kek_version) GROUP BY v ORDER BY v",
                       kOp));
-  std::vector<KekUsage> usage;
-  for (;;) {
-    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    KekUsage u;
-    u.kek_version = static_cast<uint32_t>(s.Int(0));
-    u.deks = static_cast<uint64_t>(s.Int(1));
-    u.jwt_keys = static_cast<uint64_t>(s.Int(2));
-    usage.push_back(u);
-  }
-  return usage;
+  return ReadKekUsage(s);
 }
 
 absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsageExcept(uint32_t kek_version) {
@@ -691,17 +698,7 @@ absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsageExcept(uint32_
   KMS_ASSIGN_OR_RETURN(
       Stmt s, Prepare(kKekUsageExceptSql, kOp));
   s.Bind(1, kek_version);
-  std::vector<KekUsage> usage;
-  for (;;) {
-    KMS_ASSIGN_OR_RETURN(bool row, s.Step());
-    if (!row) break;
-    KekUsage u;
-    u.kek_version = static_cast<uint32_t>(s.Int(0));
-    u.deks = static_cast<uint64_t>(s.Int(1));
-    u.jwt_keys = static_cast<uint64_t>(s.Int(2));
-    usage.push_back(u);
-  }
-  return usage;
+  return ReadKekUsage(s);
 }
 
 absl::Status SqliteKeyStore::RetireKek(uint32_t version, int64_t retired_at) {

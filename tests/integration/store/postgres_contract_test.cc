@@ -769,50 +769,56 @@ class FrozenBackend {
   std::thread thaw_;
 };
 
-TEST_F(PostgresKeyStoreTest, AStatementToAFrozenServerFailsAfterItsAnswerTimeout) {
-  PostgresOptions options = Options(schema_);
+// A session with a 200 ms statement timeout (so a 1,200 ms answer deadline) and the pid
+// of its server backend.
+void OpenShortTimeoutSession(const std::string& schema, std::unique_ptr<pg::Connection>& conn,
+                             pid_t& pid) {
+  PostgresOptions options = Options(schema);
   options.statement_timeout = std::chrono::milliseconds(200);
   auto config = pg::ConnectConfig::FromOptions(options);
   ASSERT_TRUE(config.ok()) << config.status();
-  auto conn = pg::Connection::Open(*config, "test");
-  ASSERT_TRUE(conn.ok()) << conn.status();
-  auto pid = (*conn)->Exec("SELECT pg_backend_pid()::bigint", "test");
-  ASSERT_TRUE(pid.ok()) << pid.status();
+  auto opened = pg::Connection::Open(*config, "test");
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  conn = std::move(*opened);
+  auto backend = conn->Exec("SELECT pg_backend_pid()::bigint", "test");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  pid = static_cast<pid_t>(backend->Int(0, 0));
+}
 
-  FrozenBackend frozen(static_cast<pid_t>(pid->Int(0, 0)), std::chrono::seconds(20));
+TEST_F(PostgresKeyStoreTest, AStatementToAFrozenServerFailsAfterItsAnswerTimeout) {
+  std::unique_ptr<pg::Connection> conn;
+  pid_t pid = 0;
+  ASSERT_NO_FATAL_FAILURE(OpenShortTimeoutSession(schema_, conn, pid));
+
+  FrozenBackend frozen(pid, std::chrono::seconds(20));
   const auto before = std::chrono::steady_clock::now();
-  auto r = (*conn)->Exec("SELECT 1", "test");
+  auto r = conn->Exec("SELECT 1", "test");
   const auto waited = std::chrono::steady_clock::now() - before;
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
   EXPECT_TRUE(absl::StrContains(r.status().message(), "no answer within 1200 ms")) << r.status();
   EXPECT_GE(waited, std::chrono::milliseconds(1200));
   EXPECT_LT(waited, std::chrono::seconds(10));
-  EXPECT_TRUE((*conn)->broken()) << "a session with a statement in flight is unusable";
+  EXPECT_TRUE(conn->broken()) << "a session with a statement in flight is unusable";
 }
 
 // The deadline covers sending too: a statement larger than the socket buffers to a
 // server that stopped reading fails at the deadline instead of blocking in send().
 TEST_F(PostgresKeyStoreTest, ALargeStatementToAFrozenServerFailsAfterItsAnswerTimeout) {
-  PostgresOptions options = Options(schema_);
-  options.statement_timeout = std::chrono::milliseconds(200);
-  auto config = pg::ConnectConfig::FromOptions(options);
-  ASSERT_TRUE(config.ok()) << config.status();
-  auto conn = pg::Connection::Open(*config, "test");
-  ASSERT_TRUE(conn.ok()) << conn.status();
-  auto pid = (*conn)->Exec("SELECT pg_backend_pid()::bigint", "test");
-  ASSERT_TRUE(pid.ok()) << pid.status();
+  std::unique_ptr<pg::Connection> conn;
+  pid_t pid = 0;
+  ASSERT_NO_FATAL_FAILURE(OpenShortTimeoutSession(schema_, conn, pid));
   const std::vector<uint8_t> large(32 << 20, 0x5a);  // beyond loopback's socket buffers
 
-  FrozenBackend frozen(static_cast<pid_t>(pid->Int(0, 0)), std::chrono::seconds(20));
+  FrozenBackend frozen(pid, std::chrono::seconds(20));
   const auto before = std::chrono::steady_clock::now();
   pg::Params p;
   p.Bytes(large);
-  auto r = (*conn)->Exec("SELECT length($1)", p, "test");
+  auto r = conn->Exec("SELECT length($1)", p, "test");
   const auto waited = std::chrono::steady_clock::now() - before;
   EXPECT_EQ(r.status().code(), StatusCode::kUnavailable) << r.status();
   EXPECT_TRUE(absl::StrContains(r.status().message(), "no answer within 1200 ms")) << r.status();
   EXPECT_LT(waited, std::chrono::seconds(10));
-  EXPECT_TRUE((*conn)->broken());
+  EXPECT_TRUE(conn->broken());
 }
 
 TEST_F(PostgresLeaderElectionTest, AFrozenServerDemotesTheLeaderInBoundedTime) {
