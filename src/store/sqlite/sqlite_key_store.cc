@@ -658,10 +658,7 @@ absl::Status SqliteKeyStore::UpdateKekState(uint32_t version, KekState from, Kek
   });
 }
 
-namespace {
-
-// The rows (kek version, live DEKs, JWT keys) of the KEK-usage queries.
-absl::StatusOr<std::vector<KekUsage>> ReadKekUsage(Stmt& s) {
+absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ReadKekUsage(Stmt& s) {
   std::vector<KekUsage> usage;
   for (;;) {
     KMS_ASSIGN_OR_RETURN(bool row, s.Step());
@@ -672,8 +669,6 @@ absl::StatusOr<std::vector<KekUsage>> ReadKekUsage(Stmt& s) {
   }
   return usage;
 }
-
-}  // namespace
 
 absl::StatusOr<std::vector<KekUsage>> SqliteKeyStore::ListKekUsage() {
   constexpr absl::string_view kOp = "ListKekUsage";

@@ -164,6 +164,8 @@ class SqliteKeyStore final : public KeyStore, public AuditStore {
   using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
   class Stmt;
   class Transaction;
+  // The rows (kek version, live DEKs, JWT keys) of the KEK-usage queries.
+  static absl::StatusOr<std::vector<KekUsage>> ReadKekUsage(Stmt& s);
 
   explicit SqliteKeyStore(DbPtr db);
 
