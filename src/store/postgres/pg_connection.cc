@@ -372,6 +372,13 @@ absl::StatusOr<Result> Connection::Run(const std::function<int(PGconn*)>& send,
     }
     PGresult* next = PQgetResult(conn);
     if (next == nullptr) break;
+    // A FATAL error ends the session (57P01 at pg_terminate_backend, a restart): the
+    // server closes it, maybe before libpq has read the end of the stream. Broken now,
+    // so that the caller's retry takes a new session.
+    if (const char* severity = PQresultErrorField(next, PG_DIAG_SEVERITY_NONLOCALIZED);
+        severity != nullptr && std::string_view(severity) == "FATAL") {
+      Poison();
+    }
     // Like PQexec: the last result, except that an error is kept once seen (a script
     // stops at its first failing statement).
     if (kept == nullptr || PQresultStatus(kept.get()) != PGRES_FATAL_ERROR) {
